@@ -1,0 +1,7 @@
+//! A faithful local Exosite platform (Murano IoT Connector + ExoSense subset), built against the
+//! project's platform contract (exosite-platform.md). It serves the device HTTP API, the
+//! management API, the content store, ExoSense GraphQL and device2 event push, and runs fleets of
+//! simulated devices. It uses [`crate::otau`] only: never the engine or the controller.
+
+pub mod clock;
+pub mod events;

@@ -1,0 +1,13 @@
+//! otau-operator: a Kubernetes operator that rolls software packages out to fleets of IoT
+//! devices on the Exosite platform (Murano IoT Connector + ExoSense), in waves, and pauses by
+//! itself when devices start failing.
+//!
+//! Code map (who may use whom; see docs/architecture.md):
+//! - [`api`]: the CRD types. Uses nothing else in the crate.
+//! - [`otau`]: the Exosite OTAU schema. Uses nothing else in the crate.
+//! - [`emulator`]: a local Exosite platform. Uses [`otau`] only.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod emulator;
+pub mod otau;
