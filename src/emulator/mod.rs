@@ -5,4 +5,5 @@
 
 pub mod clock;
 pub mod events;
+pub mod fleet;
 pub mod model;
