@@ -1,1 +1,64 @@
-//! The CRD API: `IoTConnector`, `SoftwarePackage` and `Rollout` (group `otau.dev`, version `v1alpha1`).
+//! The CRD API: `IoTConnector`, `SoftwarePackage` and `Rollout` (group `otau.dev`, version
+//! `v1alpha1`), all namespaced, in the category `otau` (`kubectl get otau` lists all three).
+//!
+//! The types are the single source of the CRDs: [`crds`] returns them, `otau-operator crds`
+//! prints them, and `crds/` holds them as committed YAML (a unit test fails when it drifts;
+//! regenerate with `cargo run -- crds --output-dir crds`).
+//!
+//! Validation lives in the schema (OpenAPI bounds plus CEL rules with readable messages), so a
+//! bad manifest is refused at `kubectl apply` time. Every list and string is bounded, which
+//! keeps the apiserver's CEL cost estimates within budget. This module uses nothing else in the
+//! crate.
+
+pub mod common;
+pub mod conditions;
+pub mod duration;
+pub mod iot_connector;
+pub mod rollout;
+pub mod software_package;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use common::{ConfigMapKeyRef, DeviceTag, LocalRef, SecretKeyRef};
+pub use duration::{DurationError, GoDuration, parse_duration};
+pub use iot_connector::{IoTConnector, IoTConnectorSpec, IoTConnectorStatus};
+pub use rollout::{Rollout, RolloutPhase, RolloutSpec, RolloutStatus};
+pub use software_package::{SoftwarePackage, SoftwarePackageSpec, SoftwarePackageStatus};
+
+/// The API group.
+pub const GROUP: &str = "otau.dev";
+/// The API version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of every kind.
+pub const API_VERSION: &str = "otau.dev/v1alpha1";
+/// The category all three kinds belong to.
+pub const CATEGORY: &str = "otau";
+
+/// Every CRD of this API, in dependency order (connector, package, rollout).
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![IoTConnector::crd(), SoftwarePackage::crd(), Rollout::crd()]
+}
+
+/// The file a CRD is stored in under `crds/`: `<plural>.<group>.yaml`.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.{}.yaml", crd.spec.names.plural, crd.spec.group)
+}
+
+/// One CRD as a YAML document (no leading `---`).
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(crd)
+}
+
+/// Every CRD as one multi-document YAML stream.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&crd_yaml(&crd)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
