@@ -5,6 +5,8 @@
 //! - [`device`]: one device as a pure event-driven state machine (no I/O, 32 bytes of state).
 //! - [`core`]: all devices of a fleet, their identities, the catalog of versions and manifests,
 //!   and one timer queue for all of them.
+//! - [`in_process`]: drives a core against a model connector, in virtual or real time
+//!   ([`Fleet::start`] runs one on its own thread for `otau-operator emulator`).
 //!
 //! Randomness is seeded per device from (fleet seed, identity), and per run from the manifest's
 //! (version, attempt), so the order in which events arrive never changes an outcome and the same
@@ -13,10 +15,16 @@
 pub mod catalog;
 pub mod core;
 pub mod device;
+pub mod in_process;
 pub mod profile;
+pub mod runner;
 pub mod seed;
+pub mod summary;
 pub mod timers;
 
 pub use self::core::FleetCore;
 pub use device::{AckStyle, Action, Input, Outcome, Phase};
+pub use in_process::InProcessFleet;
 pub use profile::{Profile, ProfileError};
+pub use runner::{Fleet, FleetError, FleetHandle, FleetOptions};
+pub use summary::FleetSummary;

@@ -1,0 +1,117 @@
+//! What a fleet run did, in numbers.
+
+use serde::Serialize;
+
+use super::core::FleetCore;
+use super::device::Outcome;
+
+/// Counters a driver keeps about the actions it carried out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DriverCounters {
+    /// `otau_in` writes.
+    pub reports: u64,
+    /// `config_otau` acknowledgements written.
+    pub acks: u64,
+    /// Content downloads tried.
+    pub downloads: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// External links recorded (not fetched).
+    pub links: u64,
+    /// Platform calls that failed.
+    pub errors: u64,
+}
+
+/// Outcome counts, by the profile's names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    /// Ended with `INSTALLED_VERSION` of the target.
+    pub success: u64,
+    /// `TEST_ERROR`.
+    pub test_error: u64,
+    /// `DOWNLOAD_ERROR`.
+    pub download_error: u64,
+    /// `INSTALL_ERROR`.
+    pub install_error: u64,
+    /// `INSTALL_ABORTED`.
+    pub install_aborted: u64,
+    /// Never reported.
+    pub silence: u64,
+    /// Reported the old version after the reboot.
+    pub reboot_old_version: u64,
+    /// Sent malformed reports.
+    pub malformed_reports: u64,
+    /// Sent an unknown status, then succeeded.
+    pub unknown_status: u64,
+}
+
+impl OutcomeCounts {
+    fn from_array(a: &[u64; 9]) -> OutcomeCounts {
+        let at = |o: Outcome| a[o as usize];
+        OutcomeCounts {
+            success: at(Outcome::Success),
+            test_error: at(Outcome::TestError),
+            download_error: at(Outcome::DownloadError),
+            install_error: at(Outcome::InstallError),
+            install_aborted: at(Outcome::InstallAborted),
+            silence: at(Outcome::Silence),
+            reboot_old_version: at(Outcome::RebootOldVersion),
+            malformed_reports: at(Outcome::MalformedReports),
+            unknown_status: at(Outcome::UnknownStatus),
+        }
+    }
+
+    /// The sum over all outcomes.
+    pub fn total(&self) -> u64 {
+        self.success
+            + self.test_error
+            + self.download_error
+            + self.install_error
+            + self.install_aborted
+            + self.silence
+            + self.reboot_old_version
+            + self.malformed_reports
+            + self.unknown_status
+    }
+}
+
+/// A snapshot of a fleet run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FleetSummary {
+    /// Number of devices.
+    pub devices: u64,
+    /// Devices in the middle of an update.
+    pub busy: u64,
+    /// Update runs started, by drawn outcome.
+    pub started: OutcomeCounts,
+    /// Update runs finished (or interrupted), by outcome.
+    pub finished: OutcomeCounts,
+    /// Manifests skipped as equal to the last one handled.
+    pub skipped: u64,
+    /// `config_otau` values that were not manifests.
+    pub ignored: u64,
+    /// Runs interrupted by a newer manifest.
+    pub interrupted: u64,
+    /// Downloads that failed.
+    pub failed_downloads: u64,
+    /// What the driver did.
+    pub actions: DriverCounters,
+}
+
+impl FleetSummary {
+    /// The summary of `core` with a driver's counters.
+    pub fn new(core: &FleetCore, counters: &DriverCounters) -> FleetSummary {
+        let stats = core.stats();
+        FleetSummary {
+            devices: core.len() as u64,
+            busy: core.busy() as u64,
+            started: OutcomeCounts::from_array(&stats.started),
+            finished: OutcomeCounts::from_array(&stats.finished),
+            skipped: stats.skipped,
+            ignored: stats.ignored,
+            interrupted: stats.interrupted,
+            failed_downloads: stats.failed_downloads,
+            actions: *counters,
+        }
+    }
+}
