@@ -205,9 +205,9 @@ fn repository_crd_names() -> Vec<String> {
             let value = <serde_yaml::Value as serde::Deserialize>::deserialize(document)
                 .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             if value["kind"] == "CustomResourceDefinition" {
-                let name = value["metadata"]["name"].as_str().unwrap_or_else(|| {
-                    panic!("{}: a CRD without metadata.name", path.display())
-                });
+                let name = value["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{}: a CRD without metadata.name", path.display()));
                 names.push(name.to_owned());
             }
         }

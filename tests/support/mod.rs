@@ -212,13 +212,13 @@ fn find_tool(name: &str) -> Result<PathBuf, String> {
             return Ok(candidate);
         }
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(found) = std::env::split_paths(&path)
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
             .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
-        {
-            return Ok(found);
-        }
+    });
+    if let Some(found) = on_path {
+        return Ok(found);
     }
     let looked_in = tools_bin.map_or_else(
         || "the tools folder (hack/tools.sh --print failed)".to_owned(),
@@ -418,7 +418,10 @@ fn log_text(log: &SupervisorLog) -> String {
     while !log.reader.is_finished() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let lines = log.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let lines = log
+        .lines
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     lines.iter().cloned().collect::<Vec<_>>().join("\n")
 }
 
