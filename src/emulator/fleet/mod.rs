@@ -7,6 +7,7 @@
 //!   and one timer queue for all of them.
 //! - [`in_process`]: drives a core against a model connector, in virtual or real time
 //!   ([`Fleet::start`] runs one on its own thread for `otau-operator emulator`).
+//! - [`http`]: K devices as real HTTP clients of the device API.
 //!
 //! Randomness is seeded per device from (fleet seed, identity), and per run from the manifest's
 //! (version, attempt), so the order in which events arrive never changes an outcome and the same
@@ -15,6 +16,7 @@
 pub mod catalog;
 pub mod core;
 pub mod device;
+pub mod http;
 pub mod in_process;
 pub mod profile;
 pub mod runner;
@@ -24,6 +26,7 @@ pub mod timers;
 
 pub use self::core::FleetCore;
 pub use device::{AckStyle, Action, Input, Outcome, Phase};
+pub use http::{HttpFleet, HttpFleetConfig, HttpFleetHandle, Registration};
 pub use in_process::InProcessFleet;
 pub use profile::{Profile, ProfileError};
 pub use runner::{Fleet, FleetError, FleetHandle, FleetOptions};
