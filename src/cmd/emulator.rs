@@ -1,13 +1,243 @@
-//! `otau-operator emulator`.
+//! `otau-operator emulator`: serves a local Exosite platform on one listener and prints one
+//! JSON line with its URLs and management token on stdout, then hints on stderr.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use otau_operator::emulator::clock::SystemClock;
+use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
+use otau_operator::emulator::model::{
+    Account, DEFAULT_RESOURCE_MAX_BYTES, Model, ModelConfig, random_token,
+};
+use otau_operator::emulator::server::{
+    self, ADMIN_PREFIX, AppState, GRAPHQL_PATH, LastModifiedFormat, MANAGEMENT_PREFIX,
+    ServerOptions,
+};
+
+/// The connector id used when `--connector` is not given.
+pub const DEFAULT_CONNECTOR: &str = "t41hp23nod8s00000";
 
 /// Arguments of `emulator`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
 
-/// Serves the emulator until interrupted.
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("not implemented yet");
-    ExitCode::FAILURE
+    /// The IoT Connector (product) id to create.
+    #[arg(long, default_value = DEFAULT_CONNECTOR)]
+    connector: String,
+
+    /// Connector served to device requests whose Host is an IP address or `localhost`
+    /// (default: the `--connector`). Other hosts must be `<cid>.m2.<domain>`.
+    #[arg(long)]
+    default_connector: Option<String>,
+
+    /// Serve no default connector: device requests must name the connector in Host.
+    #[arg(long, conflicts_with = "default_connector")]
+    no_default_connector: bool,
+
+    /// The emulator's own management API token (printed in the JSON line; a fresh random one
+    /// when unset).
+    #[arg(long, env = "OTAU_EMULATOR_MANAGEMENT_TOKEN", hide_env_values = true)]
+    management_token: Option<String>,
+
+    /// E-mail accepted by `POST /api:1/token/`; its password comes from the environment
+    /// variable OTAU_EMULATOR_PASSWORD (default `emulator`).
+    #[arg(long, default_value = "admin@emulator.local")]
+    login_email: String,
+
+    /// Number of simulated devices (in-process). With `--profile`, sizes its `fraction` groups.
+    #[arg(long)]
+    devices: Option<u64>,
+
+    /// Fleet behaviour profile (YAML; see examples/fleet-profile.yaml).
+    #[arg(long)]
+    profile: Option<PathBuf>,
+
+    /// Seed of the simulated fleet (overrides the profile's).
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Format of the long poll's Last-Modified header.
+    #[arg(long, value_enum, default_value = "http-date")]
+    last_modified_format: LastModifiedFormat,
+
+    /// Largest resource value in bytes (65536 for the strict legacy limit).
+    #[arg(long, default_value_t = DEFAULT_RESOURCE_MAX_BYTES)]
+    resource_max_bytes: usize,
+
+    /// Reproduce the platform bug MUR-10697: setting the state of an unknown identity
+    /// answers 204 instead of 404.
+    #[arg(long)]
+    set_state_unknown_204: bool,
+    // Fault-injection and webhook flags (edges helper) are flattened in here.
+}
+
+/// The one JSON line printed on stdout when the emulator is ready.
+#[derive(Debug, serde::Serialize)]
+struct Ready<'a> {
+    device_url: String,
+    device_host: String,
+    management_url: String,
+    graphql_url: String,
+    admin_url: String,
+    object_store_url: String,
+    connector: &'a str,
+    management_token: &'a str,
+    devices: u64,
+}
+
+/// Serves the emulator until SIGTERM or Ctrl-C.
+pub fn run(args: Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("emulator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("emulator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let token = args.management_token.clone().unwrap_or_else(random_token);
+    let password =
+        std::env::var("OTAU_EMULATOR_PASSWORD").unwrap_or_else(|_| "emulator".to_string());
+    let config = ModelConfig {
+        resource_max_bytes: args.resource_max_bytes,
+        management_tokens: vec![token.clone()],
+        accounts: vec![Account {
+            email: args.login_email.clone(),
+            password,
+        }],
+        ..ModelConfig::default()
+    };
+    let model = Model::new(config, Arc::new(SystemClock));
+    model
+        .add_connector(&args.connector)
+        .map_err(|e| format!("--connector: {e}"))?;
+    let default_connector = if args.no_default_connector {
+        None
+    } else {
+        let cid = args
+            .default_connector
+            .clone()
+            .unwrap_or_else(|| args.connector.clone());
+        model
+            .add_connector(&cid)
+            .map_err(|e| format!("--default-connector: {e}"))?;
+        Some(cid)
+    };
+    let state = AppState {
+        model: model.clone(),
+        options: Arc::new(ServerOptions {
+            default_connector,
+            last_modified_format: args.last_modified_format,
+            set_state_unknown_204: args.set_state_unknown_204,
+        }),
+    };
+    let running = server::start(args.listen, state)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+
+    let fleet = start_fleet(&args, &model)?;
+    let devices = fleet
+        .as_ref()
+        .map(|f| f.identities().iter().map(|(_, n)| n).sum())
+        .unwrap_or(0);
+
+    let base = running.base_url.clone();
+    let port = running.local_addr.port();
+    let ready = Ready {
+        device_url: base.clone(),
+        device_host: format!("{}.m2.localhost:{port}", args.connector),
+        management_url: format!("{base}{MANAGEMENT_PREFIX}/"),
+        graphql_url: format!("{base}{GRAPHQL_PATH}"),
+        admin_url: format!("{base}{ADMIN_PREFIX}"),
+        object_store_url: model.object_store_url(),
+        connector: &args.connector,
+        management_token: &token,
+        devices,
+    };
+    let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
+    println!("{line}");
+    print_hints(&args, &base, &token, fleet.as_ref());
+
+    wait_for_stop().await;
+    eprintln!("emulator: stopping");
+    if let Some(f) = fleet {
+        let summary = f.stop();
+        eprintln!("emulator: fleet at stop: {summary:?}");
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+fn start_fleet(args: &Args, model: &Model) -> Result<Option<FleetHandle>, String> {
+    let profile = match (&args.profile, args.devices) {
+        (None, None) => return Ok(None),
+        (Some(path), _) => Profile::from_file(path).map_err(|e| e.to_string())?,
+        (None, Some(n)) => Fleet::default_profile(n),
+    };
+    let options = FleetOptions {
+        devices: args.devices,
+        seed: args.seed,
+    };
+    Fleet::start(model, &args.connector, &profile, &options)
+        .map(Some)
+        .map_err(|e| format!("simulated fleet: {e}"))
+}
+
+fn print_hints(args: &Args, base: &str, token: &str, fleet: Option<&FleetHandle>) {
+    let cid = &args.connector;
+    eprintln!("emulator: serving connector {cid} on {base}");
+    eprintln!("  whitelist a device:  curl -X PUT -H 'Authorization: token {token}' {base}{MANAGEMENT_PREFIX}/service/{cid}/device2/identity/dev1");
+    eprintln!("  activate it:         curl -d id=dev1 {base}/provision/activate");
+    eprintln!("  (or send Host: {cid}.m2.localhost to name the connector)");
+    eprintln!("  long poll:           curl -H 'X-Exosite-CIK: <token>' -H 'Request-Timeout: 30000' -H 'If-Modified-Since: 0' '{base}/onep:v1/stack/alias?config_otau'");
+    eprintln!(
+        "  login:               POST {base}{MANAGEMENT_PREFIX}/token/ {{\"email\": \"{}\", \"password\": $OTAU_EMULATOR_PASSWORD}}",
+        args.login_email
+    );
+    if let Some(f) = fleet {
+        for (first, n) in f.identities() {
+            eprintln!("  simulated devices:   {n} from {first}");
+        }
+    }
+    eprintln!("  stop with Ctrl-C or SIGTERM");
+}
+
+async fn wait_for_stop() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }

@@ -7,3 +7,7 @@ pub mod clock;
 pub mod events;
 pub mod fleet;
 pub mod model;
+pub mod device_api;
+pub mod management;
+pub mod object_store;
+pub mod server;

@@ -44,7 +44,7 @@ pub use settings::{
     ProvisioningSettings, ResourceDef,
 };
 pub use tokens::{Account, ManagementTokens, TokenInfo};
-pub use uploads::{UploadError, UploadForm, UploadPolicy, UploadSigner};
+pub use uploads::{FILE_FIELD, UploadError, UploadForm, UploadPolicy, UploadSigner};
 
 /// The default largest resource value, in bytes (exosite-platform.md §1.2, flag
 /// `resource_max_bytes`).

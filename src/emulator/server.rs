@@ -1,0 +1,212 @@
+//! One HTTP listener for the whole emulator: the device API at `/` (chosen by `Host`), the
+//! management API under `/api:1/`, the object store under `/objectstore/`, and the places
+//! where ExoSense GraphQL (`/api/graphql`), the admin endpoints and `/metrics` plug in.
+//!
+//! The accept loop is hyper's, not `axum::serve`, for one reason: a handler (or a middleware
+//! such as fault injection) can ask for the connection to be closed without any response, as
+//! the platform does for an unknown host (exosite-platform.md §3.1). It does so by putting a
+//! [`CloseConnection`] marker in the response extensions; the loop then fails the request, and
+//! hyper drops the connection without writing a byte.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::model::Model;
+
+/// Format of the long poll's `Last-Modified` header (exosite-platform.md §3.9, flag
+/// `last_modified_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LastModifiedFormat {
+    /// `Fri, 15 Jun 2018 19:04:13 GMT` (the default).
+    #[default]
+    HttpDate,
+    /// Unix seconds, `1408088412`.
+    Unix,
+}
+
+/// Behaviour switches of the HTTP APIs.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Connector served for requests whose `Host` is an IP address or `localhost`
+    /// (flag `default_connector`). Unset: such device API requests are closed without response.
+    pub default_connector: Option<String>,
+    /// `Last-Modified` format of long-poll answers.
+    pub last_modified_format: LastModifiedFormat,
+    /// Reproduce the platform bug MUR-10697: set state of an unknown identity answers `204`.
+    pub set_state_unknown_204: bool,
+}
+
+/// What every handler gets: the model and the options.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The platform model.
+    pub model: Arc<Model>,
+    /// The options.
+    pub options: Arc<ServerOptions>,
+}
+
+/// Put this in a response's extensions to close the connection without sending the response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloseConnection;
+
+impl CloseConnection {
+    /// A response that closes the connection instead of being sent.
+    pub fn response() -> Response {
+        let mut r = StatusCode::BAD_REQUEST.into_response();
+        r.extensions_mut().insert(CloseConnection);
+        r
+    }
+}
+
+/// Path of ExoSense GraphQL (the edges helper's router is merged at this path).
+pub const GRAPHQL_PATH: &str = "/api/graphql";
+/// Prefix of the management API.
+pub const MANAGEMENT_PREFIX: &str = "/api:1";
+/// Prefix of the admin endpoints.
+pub const ADMIN_PREFIX: &str = "/admin";
+
+/// The emulator's complete router.
+///
+/// Plug-in places (edges helper): fault injection is a `.layer()` on the management router
+/// (see [`super::management::router`]); GraphQL, admin and metrics are `.merge()`d below
+/// before the device API fallback.
+pub fn router(state: AppState) -> Router {
+    let management = super::management::router(state.clone());
+    Router::new()
+        .nest(MANAGEMENT_PREFIX, management)
+        .merge(super::object_store::router(state.clone()))
+        // GraphQL (/api/graphql), admin (/admin/...) and /metrics merge here.
+        .fallback_service(super::device_api::router(state))
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address it listens on (the real port when started with port 0).
+    pub local_addr: SocketAddr,
+    /// `http://<local_addr>`.
+    pub base_url: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets open requests finish (long polls are cut after a grace period)
+    /// and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// How long open connections may run on after a stop is asked for.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Binds `addr` (port 0 picks a free port), sets the model's public URL and serves
+/// [`router`] in a background task.
+pub async fn start(addr: SocketAddr, state: AppState) -> std::io::Result<RunningServer> {
+    let app = router(state.clone());
+    start_with_router(addr, state, app).await
+}
+
+/// Like [`start`], with a router the caller extended (GraphQL, admin, faults).
+pub async fn start_with_router(
+    addr: SocketAddr,
+    state: AppState,
+    app: Router,
+) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let base_url = format!("http://{local_addr}");
+    state.model.set_public_url(&base_url);
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(serve(listener, app, wait_true(stopped)));
+    Ok(RunningServer {
+        local_addr,
+        base_url,
+        stop,
+        task,
+    })
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone: stop as well.
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains open connections.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = connection_service(app.clone(), remote);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %remote, "connection ended");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
+/// The error that makes hyper close a connection without a response.
+#[derive(Debug, thiserror::Error)]
+#[error("connection closed without response")]
+struct ClosedWithoutResponse;
+
+fn connection_service(
+    app: Router,
+    remote: SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response,
+    Error = ClosedWithoutResponse,
+    Future = impl Future<Output = Result<Response, ClosedWithoutResponse>> + Send,
+> + Clone {
+    let inner = TowerToHyperService::new(app);
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        let fut = hyper::service::Service::call(&inner, req);
+        async move {
+            let resp: Response = match fut.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            if resp.extensions().get::<CloseConnection>().is_some() {
+                Err(ClosedWithoutResponse)
+            } else {
+                Ok(resp)
+            }
+        }
+    })
+}
