@@ -6,8 +6,10 @@
 //! - [`api`]: the CRD types. Uses nothing else in the crate.
 //! - [`otau`]: the Exosite OTAU schema. Uses nothing else in the crate.
 //! - [`emulator`]: a local Exosite platform. Uses [`otau`] only.
+//! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`] only.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod emulator;
 pub mod otau;
+pub mod platform;

@@ -1,0 +1,533 @@
+//! One request to the platform, with the rate limit, the `Retry-After` gate, retries with
+//! backoff, the one re-read of credentials after a 401, metrics, and error mapping.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper::body::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
+
+use crate::platform::config::{ClientConfig, CredentialsProvider};
+use crate::platform::error::PlatformError;
+use crate::platform::metrics::{OUTCOME_SUCCESS, PlatformMetrics};
+use crate::platform::rate_limit::TokenBucket;
+use crate::platform::retry::{RetryAfterGate, parse_retry_after, random_backoff};
+use crate::platform::secret::{SecretToken, redact};
+
+/// Longest platform message kept in an error.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Which credentials a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthKind {
+    /// `Authorization: <scheme> <management token>`.
+    Management,
+    /// `Authorization: Automation <ExoSense token>`.
+    ExoSense,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// Under the management base: these path segments (percent-encoded here), then the query.
+    /// With `token_segment`, the current token is appended as the last segment (token check).
+    Management {
+        segments: Vec<String>,
+        trailing_slash: bool,
+        token_segment: bool,
+        query: Vec<(String, String)>,
+    },
+    /// An absolute URL (the ExoSense endpoint).
+    Absolute(url::Url),
+}
+
+/// One logical call.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    /// Route name for metrics and errors.
+    pub operation: &'static str,
+    pub method: Method,
+    pub target: Target,
+    /// JSON body.
+    pub body: Option<Bytes>,
+    /// Safe to send again after a 5xx, timeout or dropped connection.
+    pub idempotent: bool,
+    pub auth: AuthKind,
+}
+
+impl Call {
+    /// A call under the management base.
+    pub fn management(operation: &'static str, method: Method, segments: &[&str]) -> Self {
+        Call {
+            operation,
+            method,
+            target: Target::Management {
+                segments: segments.iter().map(|s| s.to_string()).collect(),
+                trailing_slash: false,
+                token_segment: false,
+                query: Vec::new(),
+            },
+            body: None,
+            idempotent: true,
+            auth: AuthKind::Management,
+        }
+    }
+
+    /// Adds a query parameter.
+    pub fn query(mut self, name: &str, value: impl Into<String>) -> Self {
+        if let Target::Management { query, .. } = &mut self.target {
+            query.push((name.to_string(), value.into()));
+        }
+        self
+    }
+
+    /// Ends the path with `/`.
+    pub fn trailing_slash(mut self) -> Self {
+        if let Target::Management { trailing_slash, .. } = &mut self.target {
+            *trailing_slash = true;
+        }
+        self
+    }
+
+    /// Appends the token as the last path segment.
+    pub fn token_segment(mut self) -> Self {
+        if let Target::Management { token_segment, .. } = &mut self.target {
+            *token_segment = true;
+        }
+        self
+    }
+
+    /// Sets a JSON body.
+    pub fn json(mut self, value: &serde_json::Value) -> Self {
+        self.body = Some(Bytes::from(value.to_string()));
+        self
+    }
+}
+
+/// A 2xx answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// What one attempt produced.
+enum Attempt {
+    Done(Answer),
+    /// 401: may re-read the credentials once.
+    Unauthorized(PlatformError),
+    /// May be retried (if the call is idempotent, or always for 429), after `wait` when given.
+    Retry {
+        error: PlatformError,
+        wait: Option<Duration>,
+        always_safe: bool,
+    },
+    Fail(PlatformError),
+}
+
+/// The shared state of one connector's client.
+pub(crate) struct Transport {
+    pub http: reqwest::Client,
+    pub config: ClientConfig,
+    pub bucket: TokenBucket,
+    pub gate: RetryAfterGate,
+    pub metrics: Option<Arc<PlatformMetrics>>,
+}
+
+impl Transport {
+    fn credentials(&self, auth: AuthKind) -> Result<Arc<dyn CredentialsProvider>, PlatformError> {
+        match auth {
+            AuthKind::Management => Ok(self.config.credentials.clone()),
+            AuthKind::ExoSense => self
+                .config
+                .exosense
+                .as_ref()
+                .map(|e| e.credentials.clone())
+                .ok_or(PlatformError::InvalidRequest {
+                    operation: "exosense",
+                    message: "ExoSense is not configured for this connector".to_string(),
+                }),
+        }
+    }
+
+    /// Runs a call to completion: success, a permanent error, or the last transient error
+    /// after the allowed tries.
+    pub async fn execute(&self, call: &Call) -> Result<Answer, PlatformError> {
+        let provider = self.credentials(call.auth)?;
+        let mut token = provider.current().await?;
+        let mut reloaded = false;
+        let max_tries = self.config.retry.max_tries.max(1);
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            self.gate.wait().await;
+            self.bucket.acquire().await;
+            // A 429 may have arrived while this call waited for its slot.
+            self.gate.wait().await;
+            let started = Instant::now();
+            let attempt = self.attempt(call, &token).await;
+            let elapsed = started.elapsed().as_secs_f64();
+            let outcome = match &attempt {
+                Attempt::Done(_) => OUTCOME_SUCCESS,
+                Attempt::Unauthorized(e) | Attempt::Fail(e) => e.metric_label(),
+                Attempt::Retry { error, .. } => error.metric_label(),
+            };
+            if let Some(m) = &self.metrics {
+                m.observe(call.operation, outcome, elapsed);
+            }
+            match attempt {
+                Attempt::Done(answer) => return Ok(answer),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Unauthorized(e) => {
+                    if reloaded {
+                        return Err(e);
+                    }
+                    reloaded = true;
+                    let fresh = provider.reload().await?;
+                    if fresh == token {
+                        return Err(e);
+                    }
+                    tracing::info!(
+                        operation = call.operation,
+                        "credentials rejected; retrying once with re-read credentials"
+                    );
+                    token = fresh;
+                    // The retry with new credentials does not use up a try.
+                    tries -= 1;
+                }
+                Attempt::Retry {
+                    error,
+                    wait,
+                    always_safe,
+                } => {
+                    if tries >= max_tries || !(always_safe || call.idempotent) {
+                        return Err(error);
+                    }
+                    let delay = wait.unwrap_or_else(|| random_backoff(&self.config.retry, tries));
+                    if let Some(m) = &self.metrics {
+                        m.retry(call.operation, error.metric_label());
+                    }
+                    tracing::debug!(
+                        operation = call.operation,
+                        tries,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %error,
+                        "retrying platform request"
+                    );
+                    // A Retry-After already holds the gate; a plain backoff holds only this call.
+                    if wait.is_none() {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn url(&self, call: &Call, token: &SecretToken) -> Result<url::Url, PlatformError> {
+        match &call.target {
+            Target::Absolute(url) => Ok(url.clone()),
+            Target::Management {
+                segments,
+                trailing_slash,
+                token_segment,
+                query,
+            } => {
+                let mut url = self.config.management_url.clone();
+                {
+                    let mut path =
+                        url.path_segments_mut()
+                            .map_err(|()| PlatformError::InvalidRequest {
+                                operation: call.operation,
+                                message: "the management URL cannot be a base URL".to_string(),
+                            })?;
+                    path.pop_if_empty();
+                    path.extend(segments.iter().map(String::as_str));
+                    if *token_segment {
+                        path.push(token.expose_secret());
+                    }
+                    if *trailing_slash {
+                        path.push("");
+                    }
+                }
+                if !query.is_empty() {
+                    url.query_pairs_mut()
+                        .extend_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                }
+                Ok(url)
+            }
+        }
+    }
+
+    fn authorization(
+        &self,
+        call: &Call,
+        token: &SecretToken,
+    ) -> Result<HeaderValue, PlatformError> {
+        let scheme = match call.auth {
+            AuthKind::Management => self.config.auth_scheme.word(),
+            AuthKind::ExoSense => "Automation",
+        };
+        let mut value = HeaderValue::from_str(&format!("{scheme} {}", token.expose_secret()))
+            .map_err(|_| PlatformError::InvalidRequest {
+                operation: call.operation,
+                message: "the token holds characters that cannot be sent in an HTTP header"
+                    .to_string(),
+            })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    async fn attempt(&self, call: &Call, token: &SecretToken) -> Attempt {
+        let url = match self.url(call, token) {
+            Ok(u) => u,
+            Err(e) => return Attempt::Fail(e),
+        };
+        let auth = match self.authorization(call, token) {
+            Ok(a) => a,
+            Err(e) => return Attempt::Fail(e),
+        };
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .timeout(self.config.request_timeout)
+            .header(AUTHORIZATION, auth)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(body) = &call.body {
+            request = request.body(body.clone());
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return self.transport_failure(call, &e, token),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let received = Instant::now();
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return self.transport_failure(call, &e, token),
+        };
+        if status.is_success() {
+            return Attempt::Done(Answer { status, body });
+        }
+        let message = error_message(&body, &[token]);
+        classify_status(
+            call.operation,
+            status,
+            message,
+            retry_after,
+            received,
+            &self.gate,
+        )
+    }
+
+    fn transport_failure(&self, call: &Call, e: &reqwest::Error, token: &SecretToken) -> Attempt {
+        let reason = if e.is_timeout() {
+            format!(
+                "no answer within {} s",
+                self.config.request_timeout.as_secs_f64()
+            )
+        } else if e.is_connect() {
+            format!("cannot connect: {}", error_chain(e, token))
+        } else {
+            format!("request failed: {}", error_chain(e, token))
+        };
+        Attempt::Retry {
+            error: PlatformError::Unavailable {
+                operation: call.operation,
+                reason,
+            },
+            wait: None,
+            always_safe: false,
+        }
+    }
+}
+
+/// Maps a non-2xx status to an attempt result.
+fn classify_status(
+    operation: &'static str,
+    status: StatusCode,
+    message: String,
+    retry_after: Option<Duration>,
+    received: Instant,
+    gate: &RetryAfterGate,
+) -> Attempt {
+    let code = status.as_u16();
+    match code {
+        401 => Attempt::Unauthorized(PlatformError::Authentication {
+            operation,
+            status: code,
+            message,
+        }),
+        403 => Attempt::Fail(PlatformError::Authentication {
+            operation,
+            status: code,
+            message,
+        }),
+        404 => Attempt::Fail(PlatformError::NotFound { operation, message }),
+        400 if message.to_ascii_lowercase().contains("not settable") => {
+            Attempt::Fail(PlatformError::NotSettable { operation, message })
+        }
+        429 => {
+            if let Some(wait) = retry_after {
+                gate.block_until(received + wait);
+            }
+            Attempt::Retry {
+                error: PlatformError::RateLimited {
+                    operation,
+                    retry_after,
+                },
+                wait: retry_after,
+                always_safe: true,
+            }
+        }
+        408 | 500..=599 => Attempt::Retry {
+            error: PlatformError::Unavailable {
+                operation,
+                reason: if message.is_empty() {
+                    format!("HTTP {code}")
+                } else {
+                    format!("HTTP {code}: {message}")
+                },
+            },
+            wait: None,
+            always_safe: false,
+        },
+        _ => Attempt::Fail(PlatformError::Rejected {
+            operation,
+            status: code,
+            message,
+        }),
+    }
+}
+
+/// The platform's message from an error body: `message` of a JSON body, the first GraphQL
+/// error, or the text; shortened, with any echoed token removed.
+pub(crate) fn error_message(body: &[u8], tokens: &[&SecretToken]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str().map(str::to_string))
+                .or_else(|| {
+                    v.get("errors")
+                        .and_then(|e| e.get(0))
+                        .and_then(|e| e.get("message"))
+                        .and_then(|m| m.as_str().map(str::to_string))
+                })
+        });
+    let message = from_json.unwrap_or_else(|| text.trim().to_string());
+    let message = redact(&message, tokens);
+    shorten(&message)
+}
+
+/// Cuts a message to [`MAX_MESSAGE_CHARS`] characters.
+pub(crate) fn shorten(message: &str) -> String {
+    if message.chars().count() <= MAX_MESSAGE_CHARS {
+        message.to_string()
+    } else {
+        let cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+        format!("{cut}…")
+    }
+}
+
+/// A reqwest error and its causes, without the URL (which may hold the token).
+pub(crate) fn error_chain(e: &reqwest::Error, token: &SecretToken) -> String {
+    use std::error::Error as _;
+    let mut parts = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    let text = if parts.is_empty() {
+        "connection error".to_string()
+    } else {
+        parts.join(": ")
+    };
+    shorten(&redact(&text, &[token]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_come_from_json_graphql_or_text() {
+        let t = SecretToken::new("abc123");
+        assert_eq!(
+            error_message(
+                br#"{"statusCode":400,"message":"Value is not settable"}"#,
+                &[&t]
+            ),
+            "Value is not settable"
+        );
+        assert_eq!(
+            error_message(br#"{"errors":[{"message":"Unauthorized"}]}"#, &[&t]),
+            "Unauthorized"
+        );
+        assert_eq!(
+            error_message(b"  token abc123 is bad\n", &[&t]),
+            "token [redacted] is bad"
+        );
+        assert_eq!(error_message(&[b'x'; 1000], &[]).chars().count(), 301);
+    }
+
+    #[test]
+    fn statuses_map_to_typed_errors() {
+        let gate = RetryAfterGate::default();
+        let now = Instant::now();
+        let classify = |code: u16, msg: &str, ra: Option<Duration>| {
+            classify_status(
+                "op",
+                StatusCode::from_u16(code).expect("status"),
+                msg.to_string(),
+                ra,
+                now,
+                &gate,
+            )
+        };
+        assert!(matches!(
+            classify(400, "Value is not settable", None),
+            Attempt::Fail(PlatformError::NotSettable { .. })
+        ));
+        assert!(matches!(
+            classify(400, "Validation errors", None),
+            Attempt::Fail(PlatformError::Rejected { status: 400, .. })
+        ));
+        assert!(matches!(
+            classify(401, "", None),
+            Attempt::Unauthorized(PlatformError::Authentication { status: 401, .. })
+        ));
+        assert!(matches!(
+            classify(403, "", None),
+            Attempt::Fail(PlatformError::Authentication { status: 403, .. })
+        ));
+        assert!(matches!(
+            classify(404, "", None),
+            Attempt::Fail(PlatformError::NotFound { .. })
+        ));
+        assert!(matches!(
+            classify(503, "", None),
+            Attempt::Retry {
+                error: PlatformError::Unavailable { .. },
+                always_safe: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(429, "", Some(Duration::from_secs(2))),
+            Attempt::Retry {
+                error: PlatformError::RateLimited { .. },
+                always_safe: true,
+                wait: Some(_),
+            }
+        ));
+    }
+}
