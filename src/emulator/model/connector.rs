@@ -932,16 +932,19 @@ pub(crate) fn check_record(entries: &[(String, Vec<(i64, String)>)]) -> Result<(
     for (alias, points) in entries {
         let mut times: Vec<i64> = points.iter().map(|(t, _)| *t).collect();
         times.sort_unstable();
-        let mut bad: Vec<i64> = Vec::new();
-        for w in times.windows(2) {
-            if w[1] - w[0] < 1 {
-                for t in [w[0], w[1]] {
-                    if !bad.contains(&t) {
-                        bad.push(t);
-                    }
-                }
+        let mut marked = vec![false; times.len()];
+        for i in 1..times.len() {
+            if times[i] - times[i - 1] < 1 {
+                marked[i - 1] = true;
+                marked[i] = true;
             }
         }
+        let bad: Vec<i64> = times
+            .iter()
+            .zip(&marked)
+            .filter(|(_, m)| **m)
+            .map(|(t, _)| *t)
+            .collect();
         if !bad.is_empty() {
             let list: Vec<String> = bad.iter().map(i64::to_string).collect();
             parts.push(format!("{alias}={}", list.join(",")));

@@ -116,7 +116,7 @@ impl ManagementTokens {
         let entry = tokens.get(token)?;
         let ttl = match entry.expires {
             None => MANAGEMENT_TOKEN_TTL_SECS,
-            Some(exp) if exp > now => (exp - now).div_euclid(1_000_000),
+            Some(exp) if exp > now => (exp - now + 999_999).div_euclid(1_000_000),
             Some(_) => return None,
         };
         Some(TokenInfo {
