@@ -6,10 +6,12 @@
 //! - [`api`]: the CRD types. Uses nothing else in the crate.
 //! - [`otau`]: the Exosite OTAU schema. Uses nothing else in the crate.
 //! - [`emulator`]: a local Exosite platform. Uses [`otau`] only.
+//! - [`engine`]: the rollout logic, pure. Uses [`api`] and [`otau`] only.
 //! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`] only.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod emulator;
+pub mod engine;
 pub mod otau;
 pub mod platform;

@@ -1,0 +1,146 @@
+//! The state of one device, computed afresh at every step from its index entry, the policy
+//! and the time (nothing per device is remembered between steps: the platform is the ledger).
+
+use super::index::{DeviceEntry, ReportCode, SetKind};
+use super::observation::Micros;
+
+/// Where one device stands. Each device is in exactly one state; the counts in status map
+/// them one to one, except that [`DeviceState::RetryDue`] counts as `pending`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Not notified yet.
+    Pending,
+    /// Its attempt `next - 1` failed or timed out and a retry with attempt `next` is due.
+    RetryDue {
+        /// The attempt the retry writes.
+        next: u8,
+    },
+    /// Notified, no report for this attempt yet.
+    Notified,
+    /// Reporting progress for the target version.
+    InProgress,
+    /// `INSTALLED_VERSION` of the target after a notification.
+    Succeeded,
+    /// Its last allowed attempt failed.
+    Failed,
+    /// Reported `INSTALL_ABORTED` (never retried: the device refused on purpose).
+    Aborted,
+    /// Its last allowed attempt got no final report within the device timeout.
+    TimedOut,
+    /// Already at the target version before it was notified; never notified.
+    Skipped,
+    /// Notified, then sent a report that cannot be parsed.
+    Invalid,
+}
+
+impl DeviceState {
+    /// Whether the device is done for this rollout (wave completion waits for these).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            DeviceState::Succeeded
+                | DeviceState::Failed
+                | DeviceState::Aborted
+                | DeviceState::TimedOut
+                | DeviceState::Skipped
+                | DeviceState::Invalid
+        )
+    }
+
+    /// Whether the device holds a notification and has not finished (the in-flight cap).
+    pub fn is_in_flight(self) -> bool {
+        matches!(self, DeviceState::Notified | DeviceState::InProgress)
+    }
+
+    /// Whether the device carries one of this rollout's notifications (or an ack of one).
+    pub fn is_notified(self) -> bool {
+        !matches!(self, DeviceState::Pending | DeviceState::Skipped)
+    }
+}
+
+/// What the evaluation of a device needs besides its entry.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalContext {
+    /// The time of this step (µs).
+    pub now: Micros,
+    /// The device timeout (µs).
+    pub timeout: Micros,
+    /// `retries + 1`.
+    pub max_attempts: u8,
+    /// False once aborted: nothing more is written, so no attempt is followed by another.
+    pub retries_allowed: bool,
+    /// The start (µs) of the device's wave, when that wave has started: a non-manifest
+    /// `config_otau` value (a literal `ACK`) written since then is this rollout's notification,
+    /// acknowledged.
+    pub wave_started_at: Option<Micros>,
+}
+
+/// The attempt a device was notified with, if it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Notification {
+    /// Our manifest with this attempt.
+    Attempt(u8),
+    /// Acknowledged with a value that no longer tells the attempt: treated as the last one.
+    AttemptUnknown,
+}
+
+fn report_is_about_target(report: ReportCode) -> bool {
+    matches!(
+        report,
+        ReportCode::Succeeded
+            | ReportCode::InProgress
+            | ReportCode::InProgressUnknown
+            | ReportCode::TestError
+            | ReportCode::DownloadError
+            | ReportCode::InstallError
+            | ReportCode::Aborted
+    )
+}
+
+fn notification(entry: &DeviceEntry, ctx: &EvalContext) -> Option<Notification> {
+    match entry.set_kind {
+        SetKind::Ours => Some(Notification::Attempt(entry.attempt.max(1))),
+        // exosite-platform.md §1.4: a literal ACK replaces the manifest; the device counts as
+        // notified when it reports the target version, or when the ACK was written after its
+        // wave started (an ack of our write; it then reports nothing yet).
+        SetKind::Foreign => {
+            let acked_our_write = ctx.wave_started_at.is_some_and(|s| entry.set_at >= s);
+            let reports_target =
+                report_is_about_target(entry.report) && entry.report != ReportCode::Succeeded;
+            (acked_our_write || reports_target).then_some(Notification::AttemptUnknown)
+        }
+        SetKind::Absent | SetKind::OtherManifest => None,
+    }
+}
+
+/// The state of one device. Pure: the same entry, context and time give the same state.
+pub fn evaluate(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
+    let Some(notified) = notification(entry, ctx) else {
+        return if entry.report == ReportCode::Succeeded {
+            DeviceState::Skipped
+        } else {
+            DeviceState::Pending
+        };
+    };
+    // A final report older than the config_otau value is about an earlier attempt (or from
+    // before this rollout): it does not judge this attempt.
+    let fresh = entry.report_at >= entry.set_at;
+    let next_attempt = match notified {
+        Notification::Attempt(k) if ctx.retries_allowed && k < ctx.max_attempts => Some(k + 1),
+        _ => None,
+    };
+    let failed = |final_state| match next_attempt {
+        Some(next) => DeviceState::RetryDue { next },
+        None => final_state,
+    };
+    let timed_out = ctx.now >= entry.set_at.saturating_add(ctx.timeout);
+    match entry.report {
+        ReportCode::Succeeded => DeviceState::Succeeded,
+        r if r.is_failure() && fresh => failed(DeviceState::Failed),
+        ReportCode::Aborted if fresh => DeviceState::Aborted,
+        ReportCode::Malformed if fresh => DeviceState::Invalid,
+        _ if timed_out => failed(DeviceState::TimedOut),
+        ReportCode::InProgress | ReportCode::InProgressUnknown => DeviceState::InProgress,
+        _ => DeviceState::Notified,
+    }
+}

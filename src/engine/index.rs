@@ -1,0 +1,665 @@
+//! The per-device index: one compact [`DeviceEntry`] per device in scope, folded from
+//! [`DeviceObservation`]s.
+//!
+//! Memory: identities live in one arena (`String`) addressed by `u32` offsets; an entry is 40
+//! bytes with no heap data of its own; a map from order key to entry costs about 16-32 bytes;
+//! the sorted order 4 bytes. About 80-110 bytes per device at a million devices, well under
+//! the 200 bytes of design.md §6 (measured by `engine-bench`, asserted by a test).
+//!
+//! A device is in scope when it matches the targets, or when its `config_otau` set value is
+//! this package's manifest (any attempt): a notified device stays in even when an edit of the
+//! targets no longer selects it. Everything else is dropped at once, so a rollout of 1,000
+//! devices on a connector of a million keeps 1,000 entries.
+
+use std::borrow::{Borrow, Cow};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::api::rollout::Targets;
+use crate::otau::{Classification, Manifest, ReportError, classify};
+
+use super::observation::{DeviceObservation, Micros, normalize_timestamp};
+use super::order::order_key;
+
+/// The highest attempt number the index recognises (1 + at most 10 retries, with room to
+/// spare); larger `attempt` values a third party might write are clamped to it.
+pub const MAX_ATTEMPT: u8 = 32;
+/// How many failure messages the index keeps (the newest), for `status.recentFailures`.
+pub const MAX_NOTES: usize = 64;
+/// The longest failure message kept, in bytes.
+pub const MAX_NOTE_BYTES: usize = 200;
+
+/// What the device's `config_otau` set value is, relative to this rollout's manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SetKind {
+    /// No value, or an empty one.
+    Absent,
+    /// This package's manifest, attempt [`DeviceEntry::attempt`] (compared as JSON).
+    Ours,
+    /// Another manifest (another package, or a manifest this rollout did not write).
+    OtherManifest,
+    /// Not a manifest at all, e.g. the literal `ACK` some clients write back
+    /// (exosite-platform.md §1.4).
+    Foreign,
+}
+
+/// The device's latest `otau_in` report, classified against the target version
+/// (exosite-platform.md §2.5) and kept as one byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReportCode {
+    /// No report.
+    None,
+    /// A report about another version, not `INSTALLED_VERSION`: ignored.
+    OtherVersion,
+    /// `INSTALLED_VERSION` of another version: the device's current version.
+    CurrentVersion,
+    /// `INSTALLED_VERSION` of the target.
+    Succeeded,
+    /// A documented in-progress status for the target.
+    InProgress,
+    /// An undocumented status for the target: counted as in progress.
+    InProgressUnknown,
+    /// `TEST_ERROR` for the target.
+    TestError,
+    /// `DOWNLOAD_ERROR` for the target.
+    DownloadError,
+    /// `INSTALL_ERROR` for the target.
+    InstallError,
+    /// `INSTALL_ABORTED` for the target.
+    Aborted,
+    /// Not a report (not JSON, or no `version`/`status`).
+    Malformed,
+}
+
+impl ReportCode {
+    /// Whether the report says the target failed (`*_ERROR`).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            ReportCode::TestError | ReportCode::DownloadError | ReportCode::InstallError
+        )
+    }
+
+    /// The status text shown in `recentFailures`.
+    pub fn status_text(self) -> &'static str {
+        match self {
+            ReportCode::TestError => "TEST_ERROR",
+            ReportCode::DownloadError => "DOWNLOAD_ERROR",
+            ReportCode::InstallError => "INSTALL_ERROR",
+            ReportCode::Aborted => "INSTALL_ABORTED",
+            ReportCode::Malformed => "InvalidReport",
+            ReportCode::Succeeded => "INSTALLED_VERSION",
+            ReportCode::InProgress | ReportCode::InProgressUnknown => "InProgress",
+            ReportCode::None | ReportCode::OtherVersion | ReportCode::CurrentVersion => "NoReport",
+        }
+    }
+}
+
+/// Flag: the device was seen since [`DeviceIndex::begin_full_listing`].
+const SEEN: u8 = 1;
+
+/// One device in scope: 40 bytes, no heap data (the identity is in the index's arena).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// The order key (see [`super::order::order_key`]).
+    pub order_key: u64,
+    /// Timestamp (µs) of the `config_otau` value: starts the device timeout.
+    pub set_at: Micros,
+    /// Timestamp (µs) of the `otau_in` value.
+    pub report_at: Micros,
+    identity_start: u32,
+    identity_len: u16,
+    /// The attempt of this rollout's manifest in `config_otau` (meaningful for [`SetKind::Ours`]).
+    pub attempt: u8,
+    /// What the `config_otau` set value is.
+    pub set_kind: SetKind,
+    /// The latest report, classified.
+    pub report: ReportCode,
+    flags: u8,
+}
+
+impl DeviceEntry {
+    /// An entry with no identity, for tests of the per-device rules.
+    #[cfg(test)]
+    pub(crate) fn bare(
+        set_kind: SetKind,
+        attempt: u8,
+        set_at: Micros,
+        report: ReportCode,
+        report_at: Micros,
+    ) -> Self {
+        Self {
+            order_key: 0,
+            set_at,
+            report_at,
+            identity_start: 0,
+            identity_len: 0,
+            attempt,
+            set_kind,
+            report,
+            flags: 0,
+        }
+    }
+}
+
+/// What one observation folds into.
+struct Folded {
+    in_scope: bool,
+    set_kind: SetKind,
+    attempt: u8,
+    set_at: Micros,
+    report: ReportCode,
+    report_at: Micros,
+    note: Option<String>,
+}
+
+/// A hasher for keys that already are uniform hashes (the order key): passes them through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type KeyMap = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
+
+/// Which devices the targets select, prepared for fast matching.
+#[derive(Clone, Debug, Default)]
+struct TargetMatcher {
+    identities: HashSet<String>,
+    tags: HashSet<(String, String)>,
+    excluded_identities: HashSet<String>,
+    excluded_tags: HashSet<(String, String)>,
+}
+
+impl TargetMatcher {
+    fn new(targets: &Targets) -> Self {
+        let tag = |t: &crate::api::DeviceTag| (t.name.clone(), t.value.clone());
+        let exclude = targets.exclude.clone().unwrap_or_default();
+        Self {
+            identities: targets.identities.iter().cloned().collect(),
+            tags: targets.tags.iter().map(tag).collect(),
+            excluded_identities: exclude.identities.iter().cloned().collect(),
+            excluded_tags: exclude.tags.iter().map(tag).collect(),
+        }
+    }
+
+    fn has_tag(set: &HashSet<(String, String)>, obs: &DeviceObservation) -> bool {
+        !set.is_empty()
+            && obs
+                .tags
+                .iter()
+                .any(|t| set.contains(&(t.name.clone(), t.value.clone())))
+    }
+
+    fn matches(&self, obs: &DeviceObservation) -> bool {
+        let selected = self.identities.contains(&obs.identity) || Self::has_tag(&self.tags, obs);
+        selected
+            && !self.excluded_identities.contains(&obs.identity)
+            && !Self::has_tag(&self.excluded_tags, obs)
+    }
+}
+
+/// A failure message kept for `recentFailures`.
+#[derive(Clone, Debug)]
+struct Note {
+    identity: String,
+    at: Micros,
+    text: String,
+}
+
+/// What the index is built for: the order seed, the targets and the package manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexConfig {
+    /// The order seed ([`super::order::order_seed`]).
+    pub seed: String,
+    /// The Rollout's targets.
+    pub targets: Targets,
+    /// The package manifest (its `attempt` is ignored: attempt 1 is the base).
+    pub manifest: Manifest,
+}
+
+/// The devices of one rollout, folded from platform observations. Build it with
+/// [`DeviceIndex::new`] + [`DeviceIndex::upsert`] (page by page), optionally framing a full
+/// listing with [`DeviceIndex::begin_full_listing`] / [`DeviceIndex::finish_full_listing`] so
+/// devices gone from the connector leave, then call [`DeviceIndex::prepare`] (or let
+/// [`super::reconcile`] sort a copy).
+#[derive(Clone, Debug)]
+pub struct DeviceIndex {
+    config: IndexConfig,
+    manifest: Manifest,
+    /// The exact `config_otau` string for attempt k at `attempt_values[k - 1]`.
+    attempt_values: Vec<String>,
+    matcher: TargetMatcher,
+    arena: String,
+    garbage_bytes: usize,
+    entries: Vec<DeviceEntry>,
+    by_key: KeyMap,
+    /// Entries whose order key collides with another identity's (practically never).
+    collisions: Vec<u32>,
+    order: Vec<u32>,
+    sorted: bool,
+    notes: Vec<Note>,
+    rejected: u64,
+}
+
+/// Why an observation was refused.
+fn identity_problem(identity: &str) -> bool {
+    identity.is_empty() || identity.len() > usize::from(u16::MAX)
+}
+
+impl DeviceIndex {
+    /// An empty index for the given rollout.
+    pub fn new(config: IndexConfig) -> Self {
+        let manifest = config.manifest.with_attempt(1);
+        let attempt_values = (1..=u32::from(MAX_ATTEMPT))
+            .map(|k| manifest.with_attempt(k).to_json())
+            .collect();
+        Self {
+            matcher: TargetMatcher::new(&config.targets),
+            manifest,
+            attempt_values,
+            config,
+            arena: String::new(),
+            garbage_bytes: 0,
+            entries: Vec::new(),
+            by_key: KeyMap::default(),
+            collisions: Vec::new(),
+            order: Vec::new(),
+            sorted: true,
+            notes: Vec::new(),
+            rejected: 0,
+        }
+    }
+
+    /// An index built from one complete listing.
+    pub fn build<I>(config: IndexConfig, observations: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Borrow<DeviceObservation>,
+    {
+        let mut index = Self::new(config);
+        index.upsert(observations);
+        index.prepare();
+        index
+    }
+
+    /// What the index was built for.
+    pub fn config(&self) -> &IndexConfig {
+        &self.config
+    }
+
+    /// The target version (the manifest's `version`).
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+
+    /// The exact `config_otau` value for attempt `attempt` (1 = first notification).
+    pub fn manifest_value(&self, attempt: u8) -> &str {
+        let k = attempt.clamp(1, MAX_ATTEMPT);
+        &self.attempt_values[usize::from(k) - 1]
+    }
+
+    /// Number of devices in scope.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no device is in scope.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Observations refused (empty identity, or longer than 65,535 bytes).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// The identity of an entry.
+    pub fn identity(&self, entry: &DeviceEntry) -> &str {
+        let start = entry.identity_start as usize;
+        &self.arena[start..start + usize::from(entry.identity_len)]
+    }
+
+    /// The entry of an identity, if in scope.
+    pub fn get(&self, identity: &str) -> Option<&DeviceEntry> {
+        let key = order_key(&self.config.seed, identity);
+        self.find(key, identity).map(|i| &self.entries[i as usize])
+    }
+
+    /// Bytes held by the index (entries, map, order, arena, notes), for the benchmark and the
+    /// memory test. Counts capacities, so it is what the allocator gave out, give or take its
+    /// own overhead.
+    pub fn heap_bytes(&self) -> usize {
+        let entries = self.entries.capacity() * std::mem::size_of::<DeviceEntry>();
+        // hashbrown: one (key, value) slot plus one control byte per bucket; buckets are about
+        // capacity * 8 / 7.
+        let slot = std::mem::size_of::<(u64, u32)>() + 1;
+        let map = self.by_key.capacity() * 8 / 7 * slot;
+        let order = self.order.capacity() * 4 + self.collisions.capacity() * 4;
+        let notes: usize = self
+            .notes
+            .iter()
+            .map(|n| n.identity.capacity() + n.text.capacity() + std::mem::size_of::<Note>())
+            .sum();
+        entries + map + order + self.arena.capacity() + notes
+    }
+
+    /// Starts a full listing: devices not upserted before [`Self::finish_full_listing`] are
+    /// dropped (they left the connector).
+    pub fn begin_full_listing(&mut self) {
+        for e in &mut self.entries {
+            e.flags &= !SEEN;
+        }
+    }
+
+    /// Ends a full listing: drops every device not seen since [`Self::begin_full_listing`].
+    pub fn finish_full_listing(&mut self) {
+        let mut i = 0;
+        while i < self.entries.len() {
+            if self.entries[i].flags & SEEN == 0 {
+                self.remove_at(i as u32);
+            } else {
+                i += 1;
+            }
+        }
+        self.compact_if_needed();
+        self.prepare();
+    }
+
+    /// Folds observations into the index: a device seen again is updated (the later
+    /// observation wins, also within one call), a new device in scope is added, a device no
+    /// longer in scope is dropped. Call [`Self::prepare`] afterwards to sort.
+    pub fn upsert<I>(&mut self, observations: I)
+    where
+        I: IntoIterator,
+        I::Item: Borrow<DeviceObservation>,
+    {
+        for obs in observations {
+            let obs = obs.borrow();
+            if identity_problem(&obs.identity) {
+                self.rejected += 1;
+                continue;
+            }
+            let key = order_key(&self.config.seed, &obs.identity);
+            let folded = self.fold(obs);
+            let found = self.find(key, &obs.identity);
+            if let (true, Some(note)) = (folded.in_scope, &folded.note) {
+                self.remember_note(&obs.identity, folded.report_at, note);
+            }
+            match (found, folded.in_scope) {
+                (Some(i), true) => {
+                    let e = &mut self.entries[i as usize];
+                    e.set_kind = folded.set_kind;
+                    e.attempt = folded.attempt;
+                    e.set_at = folded.set_at;
+                    e.report = folded.report;
+                    e.report_at = folded.report_at;
+                    e.flags |= SEEN;
+                }
+                (Some(i), false) => self.remove_at(i),
+                (None, true) => self.insert(key, &obs.identity, &folded),
+                (None, false) => {}
+            }
+        }
+        self.compact_if_needed();
+    }
+
+    /// Sorts the order (by key, then identity) if devices were added or removed.
+    pub fn prepare(&mut self) {
+        if !self.sorted {
+            self.order = self.sorted_order();
+            self.sorted = true;
+        }
+    }
+
+    /// The entries in wave order, as indexes into the entry list.
+    pub(crate) fn ordered(&self) -> Cow<'_, [u32]> {
+        if self.sorted {
+            Cow::Borrowed(&self.order)
+        } else {
+            Cow::Owned(self.sorted_order())
+        }
+    }
+
+    /// The entry at an index from [`Self::ordered`].
+    pub(crate) fn entry(&self, i: u32) -> &DeviceEntry {
+        &self.entries[i as usize]
+    }
+
+    /// The kept failure message of a device, if it is about the report at `at`.
+    pub(crate) fn note(&self, identity: &str, at: Micros) -> Option<&str> {
+        self.notes
+            .iter()
+            .find(|n| n.at == at && n.identity == identity)
+            .map(|n| n.text.as_str())
+    }
+
+    fn sorted_order(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.entries.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (ea, eb) = (&self.entries[a as usize], &self.entries[b as usize]);
+            ea.order_key
+                .cmp(&eb.order_key)
+                .then_with(|| self.identity(ea).cmp(self.identity(eb)))
+        });
+        order
+    }
+
+    fn find(&self, key: u64, identity: &str) -> Option<u32> {
+        let first = *self.by_key.get(&key)?;
+        if self.identity(&self.entries[first as usize]) == identity {
+            return Some(first);
+        }
+        self.collisions.iter().copied().find(|&i| {
+            let e = &self.entries[i as usize];
+            e.order_key == key && self.identity(e) == identity
+        })
+    }
+
+    fn insert(&mut self, key: u64, identity: &str, folded: &Folded) {
+        let Ok(start) = u32::try_from(self.arena.len()) else {
+            self.rejected += 1;
+            return;
+        };
+        if start.checked_add(identity.len() as u32).is_none() {
+            self.rejected += 1;
+            return;
+        }
+        self.arena.push_str(identity);
+        let index = self.entries.len() as u32;
+        self.entries.push(DeviceEntry {
+            order_key: key,
+            set_at: folded.set_at,
+            report_at: folded.report_at,
+            identity_start: start,
+            identity_len: identity.len() as u16,
+            attempt: folded.attempt,
+            set_kind: folded.set_kind,
+            report: folded.report,
+            flags: SEEN,
+        });
+        if self.by_key.contains_key(&key) {
+            self.collisions.push(index);
+        } else {
+            self.by_key.insert(key, index);
+        }
+        self.sorted = false;
+    }
+
+    /// Removes entry `i` by swapping the last entry into its place.
+    fn remove_at(&mut self, i: u32) {
+        let removed = self.entries[i as usize];
+        self.garbage_bytes += usize::from(removed.identity_len);
+        if self.by_key.get(&removed.order_key) == Some(&i) {
+            self.by_key.remove(&removed.order_key);
+            // Promote a colliding entry with the same key, if any.
+            if let Some(pos) = self
+                .collisions
+                .iter()
+                .position(|&c| self.entries[c as usize].order_key == removed.order_key)
+            {
+                let promoted = self.collisions.swap_remove(pos);
+                self.by_key.insert(removed.order_key, promoted);
+            }
+        } else {
+            self.collisions.retain(|&c| c != i);
+        }
+        let last = self.entries.len() as u32 - 1;
+        self.entries.swap_remove(i as usize);
+        if i != last {
+            let moved_key = self.entries[i as usize].order_key;
+            if self.by_key.get(&moved_key) == Some(&last) {
+                self.by_key.insert(moved_key, i);
+            }
+            for c in &mut self.collisions {
+                if *c == last {
+                    *c = i;
+                }
+            }
+        }
+        self.sorted = false;
+    }
+
+    /// Rebuilds the arena when more than half of it belongs to removed devices.
+    fn compact_if_needed(&mut self) {
+        if self.garbage_bytes == 0 || self.garbage_bytes * 2 < self.arena.len() {
+            return;
+        }
+        let mut arena = String::with_capacity(self.arena.len() - self.garbage_bytes);
+        for e in &mut self.entries {
+            let start = e.identity_start as usize;
+            let identity = &self.arena[start..start + usize::from(e.identity_len)];
+            e.identity_start = arena.len() as u32;
+            arena.push_str(identity);
+        }
+        self.arena = arena;
+        self.garbage_bytes = 0;
+    }
+
+    fn remember_note(&mut self, identity: &str, at: Micros, text: &str) {
+        let mut text = text.to_owned();
+        if text.len() > MAX_NOTE_BYTES {
+            let mut cut = MAX_NOTE_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        if let Some(n) = self.notes.iter_mut().find(|n| n.identity == identity) {
+            n.at = at;
+            n.text = text;
+            return;
+        }
+        let note = Note {
+            identity: identity.to_owned(),
+            at,
+            text,
+        };
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(note);
+        } else if let Some(oldest) = self
+            .notes
+            .iter_mut()
+            .min_by_key(|n| n.at)
+            .filter(|n| n.at < at)
+        {
+            *oldest = note;
+        }
+    }
+
+    fn fold(&self, obs: &DeviceObservation) -> Folded {
+        let (set_kind, attempt, set_at) = match &obs.config_otau {
+            None => (SetKind::Absent, 0, 0),
+            Some(state) => {
+                let (kind, attempt) = self.set_kind(state.set.as_deref());
+                (kind, attempt, normalize_timestamp(state.timestamp))
+            }
+        };
+        let (report, report_at, note) = match &obs.otau_in {
+            None => (ReportCode::None, 0, None),
+            Some(state) => {
+                let raw = state.reported.as_deref().or(state.set.as_deref());
+                let (code, note) = self.report_code(raw);
+                (code, normalize_timestamp(state.timestamp), note)
+            }
+        };
+        Folded {
+            in_scope: set_kind == SetKind::Ours || self.matcher.matches(obs),
+            set_kind,
+            attempt,
+            set_at,
+            report,
+            report_at,
+            note,
+        }
+    }
+
+    fn set_kind(&self, value: Option<&str>) -> (SetKind, u8) {
+        let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+            return (SetKind::Absent, 0);
+        };
+        // Fast path: our own exact serialisation.
+        if let Some(k) = self.attempt_values.iter().position(|v| v == value) {
+            return (SetKind::Ours, k as u8 + 1);
+        }
+        match Manifest::parse(value) {
+            Ok(m) if m.with_attempt(1) == self.manifest => {
+                let attempt = u8::try_from(m.attempt).unwrap_or(MAX_ATTEMPT);
+                (SetKind::Ours, attempt.clamp(1, MAX_ATTEMPT))
+            }
+            Ok(_) => (SetKind::OtherManifest, 0),
+            Err(_) => (SetKind::Foreign, 0),
+        }
+    }
+
+    fn report_code(&self, raw: Option<&str>) -> (ReportCode, Option<String>) {
+        let raw = raw.filter(|r| !r.is_empty());
+        match classify(raw, &self.manifest.version) {
+            Classification::NoReport => (ReportCode::None, None),
+            Classification::Malformed(e) => (ReportCode::Malformed, Some(malformed_text(&e))),
+            Classification::Succeeded => (ReportCode::Succeeded, None),
+            Classification::Aborted => (ReportCode::Aborted, report_message(raw)),
+            Classification::InProgress { known: true } => (ReportCode::InProgress, None),
+            Classification::InProgress { known: false } => (ReportCode::InProgressUnknown, None),
+            Classification::CurrentVersion(_) => (ReportCode::CurrentVersion, None),
+            Classification::OtherVersion => (ReportCode::OtherVersion, None),
+            Classification::Failed => {
+                let status = raw
+                    .and_then(|r| crate::otau::Report::parse(r).ok())
+                    .map(|r| r.status);
+                let code = match status.as_ref().map(|s| s.as_str()) {
+                    Some("TEST_ERROR") => ReportCode::TestError,
+                    Some("DOWNLOAD_ERROR") => ReportCode::DownloadError,
+                    _ => ReportCode::InstallError,
+                };
+                (code, report_message(raw))
+            }
+        }
+    }
+}
+
+fn malformed_text(e: &ReportError) -> String {
+    e.to_string()
+}
+
+fn report_message(raw: Option<&str>) -> Option<String> {
+    raw.and_then(|r| crate::otau::Report::parse(r).ok())
+        .map(|r| r.message)
+        .filter(|m| !m.is_empty())
+}
+
+#[cfg(test)]
+mod tests;

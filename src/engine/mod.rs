@@ -1,0 +1,153 @@
+//! The rollout engine: pure functions that decide, from the platform's state of each device
+//! and the Rollout's spec and persisted status, which devices to notify now, the new status,
+//! the Events to emit and when to look again (design.md §2, docs/rollouts.md).
+//!
+//! No I/O, no clock (`now` is a parameter), no Kubernetes client: the controller and
+//! `simulate` both drive the same [`reconcile`]. Uses only [`crate::api`] and [`crate::otau`].
+//!
+//! ```text
+//!  observations ──► DeviceIndex (40-byte entries, identity arena, stable order)
+//!                        │
+//!  spec + annotations + status + memory + now ──► reconcile ──► Decision {
+//!                                                      notifications (identity, attempt, manifest),
+//!                                                      status, memory, events, requeue }
+//! ```
+//!
+//! Rollout states (conditions of house-style §3; the phase is derived from them):
+//!
+//! ```text
+//!            ┌──────────── spec.paused / pause annotation ───────────┐
+//!            ▼                                                       │
+//!      PausedByUser ◄─────────────────────────────┐                  │
+//!            │ unpause / resume                   │                  │
+//!            ▼                                    │                  │
+//!  (start)─► WaveInProgress ──all finished──► Soaking ──soak over──► WaitingForApproval
+//!            ▲   │                                │                    │ approved
+//!            │   │ threshold exceeded             └──── next wave ◄────┘
+//!            │   ▼                                         │
+//!            │  FailureThresholdExceeded (Paused+Stalled)   └─ last wave done ─► Complete
+//!            │   │ resumeToken / resume annotation / spec change that passes
+//!            └───┘
+//!  any state ── spec.abort / abort annotation / onFailure: Abort ──► Aborted (terminal)
+//! ```
+
+mod control;
+mod device;
+mod events;
+mod index;
+mod memory;
+mod observation;
+mod order;
+mod policy;
+mod reconcile;
+mod status;
+mod waves;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::api::rollout::{RolloutSpec, RolloutStatus};
+
+pub use control::ResumeRequest;
+pub use device::{DeviceState, EvalContext, evaluate};
+pub use events::{EngineEvent, EventType, reason};
+pub use index::{
+    DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, ReportCode, SetKind,
+};
+pub use memory::{AbortCause, AbortRecord, EngineMemory, ThresholdBaseline};
+pub use observation::{DeviceObservation, Micros, ResourceState, normalize_timestamp};
+pub use order::{order_key, order_seed};
+pub use policy::{Judgement, ParsedPolicy, judge};
+pub use reconcile::{reconcile, reconcile_blocked};
+pub use waves::{cumulative_sizes, positional_wave};
+
+/// Everything a step reads besides the device index and the time.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineInput<'a> {
+    /// The Rollout's namespace (part of the default order seed).
+    pub namespace: &'a str,
+    /// The Rollout's name (part of the default order seed).
+    pub name: &'a str,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The spec.
+    pub spec: &'a RolloutSpec,
+    /// `metadata.annotations` (the one-shot actions).
+    pub annotations: &'a BTreeMap<String, String>,
+    /// The status as persisted by the previous step (default on the first).
+    pub status: &'a RolloutStatus,
+    /// The engine memory as persisted by the previous step (default on the first).
+    pub memory: &'a EngineMemory,
+}
+
+/// Why nothing can be delivered right now (the prerequisites of house-style §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocker {
+    /// The SoftwarePackage is not Ready; the message says why.
+    PackageNotReady(String),
+    /// The package's IoTConnector is not Ready.
+    ConnectorNotReady(String),
+    /// Device state cannot be read from the platform right now.
+    PlatformUnavailable(String),
+}
+
+/// One `config_otau` write to make now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The device identity.
+    pub identity: String,
+    /// The attempt this write is (1 = first notification).
+    pub attempt: u32,
+    /// The exact `config_otau` value to write (shared between notifications).
+    pub manifest: Arc<str>,
+}
+
+/// How soon to poll the platform again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollHint {
+    /// Devices are in flight or writes are due: poll at the short interval.
+    Active,
+    /// Waiting for a person, a soak or late joiners: poll at the long interval.
+    Idle,
+    /// Nothing can change any more without a spec change (aborted, nothing in flight).
+    None,
+}
+
+/// When to look again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requeue {
+    /// The next moment something is due by time alone (a device timeout, the end of a soak),
+    /// in µs; the caller requeues at the earlier of this and its poll interval.
+    pub at: Option<Micros>,
+    /// Which poll interval applies.
+    pub poll: PollHint,
+}
+
+/// The outcome of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The `config_otau` writes to make now, in wave order.
+    pub notifications: Vec<Notification>,
+    /// The new status, to be written whole.
+    pub status: RolloutStatus,
+    /// The new engine memory, to be persisted with the status.
+    pub memory: EngineMemory,
+    /// Events to emit.
+    pub events: Vec<EngineEvent>,
+    /// When to look again.
+    pub requeue: Requeue,
+}
+
+/// Why a step could not run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The spec holds something the engine cannot use (the message names the field).
+    #[error("invalid Rollout spec: {0}")]
+    InvalidSpec(String),
+    /// The device index was built for other targets or another order seed: rebuild it.
+    #[error("the device index does not match the Rollout: {0}; rebuild it from a full listing")]
+    IndexMismatch(String),
+}

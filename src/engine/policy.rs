@@ -1,0 +1,274 @@
+//! The policy in engine units, and the failure-threshold judgement.
+
+use crate::api::rollout::{DeviceCounts, FailureAction, FailureThreshold, RolloutSpec};
+
+use super::EngineError;
+use super::memory::ThresholdBaseline;
+use super::observation::Micros;
+
+/// `spec.policy` and the wave soaks, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedPolicy {
+    /// Device timeout (µs).
+    pub timeout: Micros,
+    /// `retries + 1`, the most notifications one device gets.
+    pub max_attempts: u8,
+    /// The in-flight cap, if any.
+    pub max_in_flight: Option<u64>,
+    /// The failure threshold.
+    pub threshold: FailureThreshold,
+    /// What a tripped threshold does.
+    pub on_failure: FailureAction,
+    /// The soak after each wave (µs), in wave order.
+    pub soaks: Vec<Option<Micros>>,
+}
+
+fn micros(d: std::time::Duration) -> Micros {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl ParsedPolicy {
+    /// Parses the policy; a malformed duration is an [`EngineError::InvalidSpec`] naming the
+    /// field.
+    pub fn parse(spec: &RolloutSpec) -> Result<Self, EngineError> {
+        let policy = &spec.policy;
+        let timeout = policy
+            .device_timeout
+            .to_std()
+            .map_err(|e| EngineError::InvalidSpec(format!("spec.policy.deviceTimeout: {e}")))?;
+        if timeout.is_zero() {
+            return Err(EngineError::InvalidSpec(
+                "spec.policy.deviceTimeout must be at least 1s".into(),
+            ));
+        }
+        let mut soaks = Vec::with_capacity(spec.waves.len());
+        for (i, wave) in spec.waves.iter().enumerate() {
+            let soak = match &wave.soak {
+                None => None,
+                Some(d) => Some(micros(d.to_std().map_err(|e| {
+                    EngineError::InvalidSpec(format!("spec.waves[{i}].soak: {e}"))
+                })?)),
+            };
+            soaks.push(soak);
+        }
+        if spec.waves.is_empty() {
+            return Err(EngineError::InvalidSpec(
+                "spec.waves must list at least one wave (the last one percent: 100)".into(),
+            ));
+        }
+        Ok(Self {
+            timeout: micros(timeout),
+            max_attempts: (policy.retries.clamp(0, 10) + 1) as u8,
+            max_in_flight: policy.max_in_flight.map(|m| m.max(1) as u64),
+            threshold: policy.failure_threshold.clone(),
+            on_failure: policy.on_failure,
+            soaks,
+        })
+    }
+}
+
+/// The threshold judgement of one wave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    /// Finished devices judged (succeeded + failed + aborted + timed out, minus the baseline).
+    pub finished: i64,
+    /// Of those, the failures (failed, plus timed out when `countTimeouts`).
+    pub failed: i64,
+    /// Whether the threshold is exceeded (judged only once `minFinished` is reached).
+    pub tripped: bool,
+}
+
+/// Devices that count as finished for the success rate and the threshold.
+pub fn finished(counts: &DeviceCounts) -> i64 {
+    counts.succeeded + counts.failed + counts.aborted + counts.timed_out
+}
+
+/// Devices that count as failures for the threshold.
+pub fn failures(counts: &DeviceCounts, threshold: &FailureThreshold) -> i64 {
+    counts.failed
+        + if threshold.count_timeouts {
+            counts.timed_out
+        } else {
+            0
+        }
+}
+
+/// Judges one wave: tripped when at least `minFinished` devices finished since the baseline
+/// and more than `percent` % of them failed.
+pub fn judge(
+    counts: &DeviceCounts,
+    baseline: Option<&ThresholdBaseline>,
+    threshold: &FailureThreshold,
+) -> Judgement {
+    let (base_finished, base_failed) = baseline.map_or((0, 0), |b| (b.finished, b.failed));
+    let finished = (finished(counts) - base_finished).max(0);
+    let failed = (failures(counts, threshold) - base_failed).clamp(0, finished);
+    let min = i64::from(threshold.min_finished.max(0));
+    let percent = i64::from(threshold.percent.clamp(0, 100));
+    let tripped = finished >= min && finished > 0 && failed * 100 > percent * finished;
+    Judgement {
+        finished,
+        failed,
+        tripped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(succeeded: i64, failed: i64, aborted: i64, timed_out: i64) -> DeviceCounts {
+        DeviceCounts {
+            succeeded,
+            failed,
+            aborted,
+            timed_out,
+            ..DeviceCounts::default()
+        }
+    }
+
+    fn threshold(percent: i32, min_finished: i32, count_timeouts: bool) -> FailureThreshold {
+        FailureThreshold {
+            percent,
+            min_finished,
+            count_timeouts,
+        }
+    }
+
+    #[test]
+    fn judgement_table() {
+        // (counts, baseline (finished, failed), threshold, expected finished, failed, tripped)
+        let cases = [
+            (
+                counts(9, 1, 0, 0),
+                None,
+                threshold(10, 10, true),
+                10,
+                1,
+                false,
+            ),
+            (
+                counts(8, 2, 0, 0),
+                None,
+                threshold(10, 10, true),
+                10,
+                2,
+                true,
+            ),
+            (
+                counts(0, 5, 0, 0),
+                None,
+                threshold(10, 10, true),
+                5,
+                5,
+                false,
+            ),
+            (
+                counts(7, 1, 0, 2),
+                None,
+                threshold(10, 10, true),
+                10,
+                3,
+                true,
+            ),
+            (
+                counts(7, 1, 0, 2),
+                None,
+                threshold(10, 10, false),
+                10,
+                1,
+                false,
+            ),
+            (
+                counts(8, 0, 2, 0),
+                None,
+                threshold(10, 10, true),
+                10,
+                0,
+                false,
+            ),
+            (counts(0, 1, 0, 0), None, threshold(0, 1, true), 1, 1, true),
+            (counts(1, 0, 0, 0), None, threshold(0, 0, true), 1, 0, false),
+            (counts(0, 0, 0, 0), None, threshold(0, 0, true), 0, 0, false),
+            (
+                counts(0, 50, 0, 0),
+                None,
+                threshold(100, 1, true),
+                50,
+                50,
+                false,
+            ),
+            (
+                counts(10, 10, 0, 0),
+                Some((10, 10)),
+                threshold(10, 5, true),
+                10,
+                0,
+                false,
+            ),
+            (
+                counts(10, 12, 0, 0),
+                Some((10, 10)),
+                threshold(10, 20, true),
+                12,
+                2,
+                false,
+            ),
+            (
+                counts(10, 12, 0, 0),
+                Some((10, 10)),
+                threshold(10, 5, true),
+                12,
+                2,
+                true,
+            ),
+            (
+                counts(10, 14, 0, 0),
+                Some((15, 10)),
+                threshold(10, 5, true),
+                9,
+                4,
+                true,
+            ),
+        ];
+        for (c, base, t, finished, failed, tripped) in cases {
+            let base = base.map(|(f, x)| ThresholdBaseline {
+                wave: 1,
+                finished: f,
+                failed: x,
+            });
+            let j = judge(&c, base.as_ref(), &t);
+            assert_eq!(
+                j,
+                Judgement {
+                    finished,
+                    failed,
+                    tripped
+                },
+                "{c:?} {base:?} {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_reports_the_bad_field() {
+        let mut spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "packageRef": {"name": "p"}, "targets": {"identities": ["a"]},
+            "waves": [{"percent": 50, "soak": "10m"}, {"percent": 100}],
+            "policy": {"deviceTimeout": "90s", "retries": 2, "maxInFlight": 5}
+        }))
+        .unwrap();
+        let p = ParsedPolicy::parse(&spec).unwrap();
+        assert_eq!(p.timeout, 90_000_000);
+        assert_eq!(p.max_attempts, 3);
+        assert_eq!(p.max_in_flight, Some(5));
+        assert_eq!(p.soaks, vec![Some(600_000_000), None]);
+        spec.waves[1].soak = Some(crate::api::GoDuration::new("ten minutes"));
+        let err = ParsedPolicy::parse(&spec).unwrap_err().to_string();
+        assert!(err.contains("spec.waves[1].soak"), "{err}");
+        spec.waves[1].soak = None;
+        spec.policy.device_timeout = crate::api::GoDuration::new("");
+        let err = ParsedPolicy::parse(&spec).unwrap_err().to_string();
+        assert!(err.contains("spec.policy.deviceTimeout"), "{err}");
+    }
+}
