@@ -406,3 +406,492 @@ groups:
     assert_eq!(classification_counts(&fleet, "2.0.0")["Succeeded"], 100);
     assert!(clock.now_micros() >= START + 3_600_000_000);
 }
+
+/// `Fleet::start` (what `otau-operator emulator --devices N --profile F` runs): the fleet runs
+/// in real time on its own thread and reacts to cloud writes as they happen.
+#[test]
+fn fleet_start_runs_in_real_time_until_stopped() {
+    use otau_operator::emulator::clock::SystemClock;
+    use otau_operator::emulator::fleet::{Fleet, FleetOptions};
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let model = Model::new(ModelConfig::default(), clock);
+    let connector = model.add_connector(CONNECTOR).unwrap();
+    let profile = Profile::from_yaml(
+        "groups:\n  - {name: rt, fraction: 1, identity_prefix: rt-, version: '1.0.0', behaviour: {durations: {step: 5ms, test: 5ms, download: 5ms, install: 5ms, reboot: 5ms}}}\n",
+    )
+    .unwrap();
+    let options = FleetOptions {
+        devices: Some(50),
+        seed: Some(1),
+    };
+    let fleet = Fleet::start(&model, CONNECTOR, &profile, &options).unwrap();
+    assert_eq!(fleet.identities(), &[("rt-000000".to_string(), 50)]);
+    assert_eq!(connector.identity_count(), 50);
+    let m = Manifest::url_list("2.0.0", "fw", "", vec![]).to_json();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let all = |target: &str| {
+        (0..50).all(|i| {
+            let id = format!("rt-{i:06}");
+            let (otau_in, _, _) = device_state(&connector, &id);
+            // A boot report of `target` or the final report of an update to it.
+            classify(otau_in.as_deref(), target) == Classification::Succeeded
+        })
+    };
+    while !all("1.0.0") {
+        assert!(std::time::Instant::now() < deadline, "boot reports");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 0..50 {
+        connector
+            .set_state(
+                &format!("rt-{i:06}"),
+                &[(CONFIG_OTAU.to_string(), m.clone())],
+                "fleet-test",
+            )
+            .unwrap();
+    }
+    while !all("2.0.0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every device installs 2.0.0"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let summary = fleet.stop();
+    assert_eq!(summary.finished.success, 50, "{summary:?}");
+}
+
+// ----- over real loopback HTTP -----
+
+mod http {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use otau_operator::emulator::clock::{Clock, SystemClock};
+    use otau_operator::emulator::fleet::{
+        FleetCore, HttpFleet, HttpFleetConfig, Profile, Registration,
+    };
+    use otau_operator::emulator::model::{ContentItem, Model, ModelConfig};
+    use otau_operator::emulator::server::{self, AppState, ServerOptions};
+    use otau_operator::otau::{CONFIG_OTAU, Classification, OTAU_IN, classify, same_json};
+
+    use super::{CONNECTOR, FIRMWARE, manifest};
+
+    const TOKEN: &str = "fleet-test-management-token-0123456789ab";
+
+    /// Polls `check` every 50 ms until it returns `Some`, or panics with `what` at the deadline.
+    pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET …/state` through the management API: alias → {set, reported, timestamp}.
+    pub async fn state(
+        client: &reqwest::Client,
+        management_url: &str,
+        identity: &str,
+    ) -> serde_json::Value {
+        client
+            .get(format!(
+                "{management_url}service/{CONNECTOR}/device2/identity/{identity}/state"
+            ))
+            .header("authorization", format!("token {TOKEN}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    fn value(state: &serde_json::Value, alias: &str, which: &str) -> Option<String> {
+        state.get(alias)?.get(which)?.as_str().map(str::to_string)
+    }
+
+    const PROFILE: &str = "
+seed: 21
+groups:
+  - name: ok
+    count: 4
+    identity_prefix: http-ok-
+    version: '1.0.0'
+    tags: [{name: ring, value: http}]
+    behaviour:
+      durations: {step: 10ms, test: {uniform: {min: 10ms, max: 50ms}}, download: 20ms, install: 30ms, reboot: 20ms}
+  - name: short-literal
+    count: 2
+    identity_prefix: http-short-
+    version: '1.0.0'
+    behaviour:
+      short_sequence: 1
+      ack: {echo_immediately: 0, literal_ack: 1}
+      durations: {step: 10ms, test: 10ms, download: 10ms, install: 10ms, reboot: 10ms}
+  - name: failing
+    count: 2
+    identity_prefix: http-fail-
+    version: '1.0.0'
+    behaviour:
+      outcomes: {install_error: 1}
+      durations: {step: 10ms, test: 10ms, download: 10ms, install: 10ms, reboot: 10ms}
+";
+
+    /// §9 Must: follow §2.2 over HTTP: register and activate, long poll with `Last-Modified`,
+    /// ack by echo, download bare ids from `/provision/download`, report statuses, finish with
+    /// `INSTALLED_VERSION`; failures and the literal `ACK` show on the platform too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_fleet_completes_a_flow_against_the_emulator() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let model = Model::new(
+            ModelConfig {
+                management_tokens: vec![TOKEN.into()],
+                ..ModelConfig::default()
+            },
+            clock.clone(),
+        );
+        let connector = model.add_connector(CONNECTOR).unwrap();
+        connector
+            .content()
+            .put(ContentItem {
+                id: "fw-2.0.0.bin".into(),
+                content_type: "application/octet-stream".into(),
+                data: axum::body::Bytes::from_static(FIRMWARE),
+                tags: Default::default(),
+                last_modified: clock.now_micros(),
+            })
+            .unwrap();
+        let app = AppState {
+            model: model.clone(),
+            options: Arc::new(ServerOptions {
+                default_connector: Some(CONNECTOR.into()),
+                ..ServerOptions::default()
+            }),
+        };
+        let running = server::start("127.0.0.1:0".parse().unwrap(), app)
+            .await
+            .unwrap();
+        let management_url = format!("{}/api:1/", running.base_url);
+
+        let profile = Profile::from_yaml(PROFILE).unwrap();
+        let core = FleetCore::new(&profile, None, None).unwrap();
+        let mut config = HttpFleetConfig::new(&running.base_url);
+        config.poll_timeout_ms = 2_000;
+        config.concurrency = 4;
+        config.register = Some(Registration {
+            management_url: format!("{}/api:1", running.base_url),
+            token: TOKEN.into(),
+            connector: CONNECTOR.into(),
+        });
+        let fleet = HttpFleet::start(core, config).unwrap();
+        let identities = fleet.identities().to_vec();
+        let client = reqwest::Client::new();
+
+        // Every device registers, activates and reports its version at boot.
+        for id in &identities {
+            eventually(
+                &format!("boot report of {id}"),
+                Duration::from_secs(30),
+                || async {
+                    let s = state(&client, &management_url, id).await;
+                    (classify(value(&s, OTAU_IN, "reported").as_deref(), "2.0.0")
+                        == Classification::CurrentVersion("1.0.0".into()))
+                    .then_some(())
+                },
+            )
+            .await;
+        }
+        let listed = connector.identity("http-ok-000001").unwrap();
+        assert!(
+            serde_json::to_string(&listed.tags)
+                .unwrap()
+                .contains("http"),
+            "tags registered"
+        );
+
+        // Wait until the long polls are waiting, so the write below wakes them.
+        eventually("long polls", Duration::from_secs(30), || async {
+            (connector.waiting_polls() >= identities.len()).then_some(())
+        })
+        .await;
+        let m = manifest("2.0.0").to_json();
+        for id in &identities {
+            let r = client
+                .patch(format!(
+                    "{management_url}service/{CONNECTOR}/device2/identity/{id}/state"
+                ))
+                .header("authorization", format!("token {TOKEN}"))
+                .json(&serde_json::json!({ CONFIG_OTAU: m }))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "set state: {}", r.status());
+        }
+
+        for id in &identities {
+            let want = if id.starts_with("http-fail-") {
+                Classification::Failed
+            } else {
+                Classification::Succeeded
+            };
+            let s = eventually(
+                &format!("final report of {id}"),
+                Duration::from_secs(30),
+                || async {
+                    let s = state(&client, &management_url, id).await;
+                    (classify(value(&s, OTAU_IN, "reported").as_deref(), "2.0.0") == want)
+                        .then_some(s)
+                },
+            )
+            .await;
+            let (set, reported) = (
+                value(&s, CONFIG_OTAU, "set"),
+                value(&s, CONFIG_OTAU, "reported"),
+            );
+            if id.starts_with("http-short-") {
+                assert_eq!(
+                    (set.as_deref(), reported.as_deref()),
+                    (Some("ACK"), Some("ACK")),
+                    "{id}"
+                );
+            } else {
+                assert!(
+                    same_json(set.as_deref().unwrap(), reported.as_deref().unwrap()),
+                    "{id}: acked by echo"
+                );
+            }
+        }
+        let summary = fleet.stop().await;
+        assert_eq!(summary.finished.success, 6, "{summary:?}");
+        assert_eq!(summary.finished.install_error, 2, "{summary:?}");
+        assert_eq!(summary.actions.downloads, 8, "{summary:?}");
+        assert_eq!(
+            summary.actions.bytes,
+            8 * FIRMWARE.len() as u64,
+            "{summary:?}"
+        );
+        running.shutdown().await;
+    }
+}
+
+// ----- a device client not written in Rust -----
+
+mod python {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use otau_operator::otau::{CONFIG_OTAU, Classification, OTAU_IN, classify, same_json};
+    use sha2::{Digest, Sha256};
+
+    use super::{FIRMWARE, http::eventually, manifest};
+
+    /// Kills the child process when the test ends, however it ends.
+    struct Killed(Child);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Starts `otau-operator emulator --listen 127.0.0.1:0` and reads its JSON line.
+    fn start_emulator() -> (Killed, serde_json::Value) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_otau-operator"))
+            .args(["emulator", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the emulator binary");
+        let stdout = child.stdout.take().unwrap();
+        let guard = Killed(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the emulator prints its JSON line");
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        (guard, ready)
+    }
+
+    fn field(v: &serde_json::Value, key: &str) -> String {
+        v[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `{key}` in {v}"))
+            .to_string()
+    }
+
+    /// Uploads a content item through the management API's two-step presigned POST.
+    async fn upload(
+        client: &reqwest::Client,
+        mgmt: &str,
+        cid: &str,
+        token: &str,
+        id: &str,
+        data: &'static [u8],
+    ) {
+        let sha = hex::encode(Sha256::digest(data));
+        let form: serde_json::Value = client
+            .get(format!("{mgmt}service/{cid}/content/item/{id}/upload"))
+            .query(&[
+                ("sha256", sha.as_str()),
+                ("expires_in", "60"),
+                ("type", "application/octet-stream"),
+            ])
+            .header("authorization", format!("token {token}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut multipart = reqwest::multipart::Form::new();
+        for (k, v) in form["inputs"].as_object().expect("inputs") {
+            multipart = multipart.text(k.clone(), v.as_str().unwrap_or_default().to_string());
+        }
+        let part = reqwest::multipart::Part::bytes(data).file_name(id.to_string());
+        multipart = multipart.part(field(&form, "field"), part);
+        let r = client
+            .post(field(&form, "url"))
+            .multipart(multipart)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "object store upload: {}",
+            r.status()
+        );
+    }
+
+    /// A device client written in Python with the standard library only runs the OTAU flow
+    /// against the emulator binary: a check that the wire format works for a client not
+    /// written in Rust.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn python_device_client_completes_the_flow() {
+        let (_emulator, ready) = start_emulator();
+        let (device_url, mgmt, cid, token) = (
+            field(&ready, "device_url"),
+            field(&ready, "management_url"),
+            field(&ready, "connector"),
+            field(&ready, "management_token"),
+        );
+        let client = reqwest::Client::new();
+        upload(&client, &mgmt, &cid, &token, "fw-2.0.0.bin", FIRMWARE).await;
+        let identity = "py-device-1";
+        let r = client
+            .put(format!("{mgmt}service/{cid}/device2/identity/{identity}"))
+            .header("authorization", format!("token {token}"))
+            .json(&serde_json::json!({"auth": {"type": "token"}, "locked": false}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "whitelist: {}", r.status());
+
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otau_device.py");
+        let python = tokio::process::Command::new("python3")
+            .args([
+                script,
+                "--url",
+                &device_url,
+                "--identity",
+                identity,
+                "--version",
+                "1.0.0",
+            ])
+            .args(["--deadline", "60", "--poll-ms", "2000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+
+        let state_url = format!("{mgmt}service/{cid}/device2/identity/{identity}/state");
+        let get_state = || async {
+            let s: serde_json::Value = client
+                .get(&state_url)
+                .header("authorization", format!("token {token}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(s)
+        };
+        // The device booted: it reported its current version.
+        eventually(
+            "the Python device's boot report",
+            Duration::from_secs(60),
+            || async {
+                let s = get_state().await?;
+                let reported = s[OTAU_IN]["reported"].as_str().map(str::to_string);
+                (classify(reported.as_deref(), "2.0.0")
+                    == Classification::CurrentVersion("1.0.0".into()))
+                .then_some(())
+            },
+        )
+        .await;
+
+        let m = manifest("2.0.0").to_json();
+        let r = client
+            .patch(&state_url)
+            .header("authorization", format!("token {token}"))
+            .json(&serde_json::json!({ CONFIG_OTAU: m }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "set state: {}", r.status());
+
+        let out = tokio::time::timeout(Duration::from_secs(90), python.wait_with_output())
+            .await
+            .expect("the Python device finishes")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "python: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["downloaded"]["fw-2.0.0.bin"], FIRMWARE.len());
+        assert_eq!(
+            summary["links"][0],
+            "https://cdn.example.com/release-notes.txt"
+        );
+
+        let s = get_state().await.unwrap();
+        let reported = s[OTAU_IN]["reported"].as_str();
+        assert_eq!(
+            classify(reported, "2.0.0"),
+            Classification::Succeeded,
+            "{s}"
+        );
+        let (set, acked) = (
+            s[CONFIG_OTAU]["set"].as_str().unwrap(),
+            s[CONFIG_OTAU]["reported"].as_str().unwrap(),
+        );
+        assert!(same_json(set, acked), "ack: set == reported: {s}");
+        assert_eq!(set, m);
+    }
+}
