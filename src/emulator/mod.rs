@@ -3,14 +3,15 @@
 //! management API, the content store, ExoSense GraphQL and device2 event push, and runs fleets of
 //! simulated devices. It uses [`crate::otau`] only: never the engine or the controller.
 
+pub mod admin;
 pub mod clock;
-pub mod events;
-pub mod fleet;
-pub mod model;
-pub mod webhook;
 pub mod device_api;
+pub mod events;
+pub mod faults;
+pub mod fleet;
+pub mod graphql;
 pub mod management;
+pub mod model;
 pub mod object_store;
 pub mod server;
-pub mod faults;
-pub mod graphql;
+pub mod webhook;

@@ -6,6 +6,10 @@ mod device_api;
 mod fleet;
 mod management;
 
+// Edge parts (GraphQL, webhook, faults, admin + metrics).
+mod admin;
+mod graphql;
+
 /// A real emulator server on 127.0.0.1:0 for one test, with helpers for both APIs.
 pub mod harness {
     use std::sync::Arc;
