@@ -203,10 +203,14 @@ fn start_fleet(args: &Args, model: &Model) -> Result<Option<FleetHandle>, String
 fn print_hints(args: &Args, base: &str, token: &str, fleet: Option<&FleetHandle>) {
     let cid = &args.connector;
     eprintln!("emulator: serving connector {cid} on {base}");
-    eprintln!("  whitelist a device:  curl -X PUT -H 'Authorization: token {token}' {base}{MANAGEMENT_PREFIX}/service/{cid}/device2/identity/dev1");
+    eprintln!(
+        "  whitelist a device:  curl -X PUT -H 'Authorization: token {token}' {base}{MANAGEMENT_PREFIX}/service/{cid}/device2/identity/dev1"
+    );
     eprintln!("  activate it:         curl -d id=dev1 {base}/provision/activate");
     eprintln!("  (or send Host: {cid}.m2.localhost to name the connector)");
-    eprintln!("  long poll:           curl -H 'X-Exosite-CIK: <token>' -H 'Request-Timeout: 30000' -H 'If-Modified-Since: 0' '{base}/onep:v1/stack/alias?config_otau'");
+    eprintln!(
+        "  long poll:           curl -H 'X-Exosite-CIK: <token>' -H 'Request-Timeout: 30000' -H 'If-Modified-Since: 0' '{base}/onep:v1/stack/alias?config_otau'"
+    );
     eprintln!(
         "  login:               POST {base}{MANAGEMENT_PREFIX}/token/ {{\"email\": \"{}\", \"password\": $OTAU_EMULATOR_PASSWORD}}",
         args.login_email

@@ -16,17 +16,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 
-use super::model::{
-    ContentItem, OBJECT_DOWNLOAD_PATH, OBJECT_STORE_PATH, UploadError,
-};
+use super::model::{ContentItem, OBJECT_DOWNLOAD_PATH, OBJECT_STORE_PATH, UploadError};
 use super::server::AppState;
 
 /// The object store router (upload and download paths), state applied.
 pub fn router(state: AppState) -> Router {
-    let limit = state.model.config().content_max_bytes.saturating_add(1 << 20);
+    let limit = state
+        .model
+        .config()
+        .content_max_bytes
+        .saturating_add(1 << 20);
     Router::new()
         .route(OBJECT_STORE_PATH, post(upload))
-        .route(&format!("{OBJECT_DOWNLOAD_PATH}/{{cid}}/{{id}}"), get(download))
+        .route(
+            &format!("{OBJECT_DOWNLOAD_PATH}/{{cid}}/{{id}}"),
+            get(download),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -85,7 +90,10 @@ async fn upload(State(state): State<AppState>, mut form: Multipart) -> Response 
         Err(e) => return upload_error(&e),
     };
     let Some((data, _part_type)) = file else {
-        return error(StatusCode::BAD_REQUEST, "the form has no file part named \"file\"");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the form has no file part named \"file\"",
+        );
     };
     if let Some(expected) = &policy.sha256 {
         let actual = hex::encode(Sha256::digest(&data));
@@ -125,7 +133,10 @@ async fn download(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(expires) = params.get("expires").and_then(|e| e.parse::<i64>().ok()) else {
-        return error(StatusCode::FORBIDDEN, "the URL has no valid expires parameter");
+        return error(
+            StatusCode::FORBIDDEN,
+            "the URL has no valid expires parameter",
+        );
     };
     let signature = params.get("signature").map(String::as_str).unwrap_or("");
     let now = state.model.clock().now_micros();
@@ -136,8 +147,15 @@ async fn download(
     {
         return upload_error(&e);
     }
-    let Some(item) = state.model.connector(&cid).and_then(|c| c.content().get(&id)) else {
-        return error(StatusCode::NOT_FOUND, format!("content item {id:?} not found"));
+    let Some(item) = state
+        .model
+        .connector(&cid)
+        .and_then(|c| c.content().get(&id))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("content item {id:?} not found"),
+        );
     };
     let content_type = HeaderValue::from_str(&item.content_type)
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));

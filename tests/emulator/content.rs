@@ -20,7 +20,13 @@ fn enc(s: &str) -> String {
 }
 
 /// Step 1: the upload form for `id`.
-async fn upload_form(emu: &Emu, id: &str, sha256: &str, expires_in: u32, tags: Option<Value>) -> Value {
+async fn upload_form(
+    emu: &Emu,
+    id: &str,
+    sha256: &str,
+    expires_in: u32,
+    tags: Option<Value>,
+) -> Value {
     let mut path = format!(
         "service/{CID}/content/item/{}/upload?sha256={sha256}&expires_in={expires_in}&type=application%2Foctet-stream",
         enc(id)
@@ -82,14 +88,24 @@ async fn presigned_upload_stores_file_with_tags_and_devices_download_it() {
     assert_eq!(form["field"], "file");
     assert_eq!(form["id"], "fw 1.0.2.bin");
     assert_eq!(form["url"], emu.model.object_store_url());
-    for key in ["policy", "x-amz-signature", "x-amz-date", "x-amz-credential", "x-amz-algorithm", "key"] {
+    for key in [
+        "policy",
+        "x-amz-signature",
+        "x-amz-date",
+        "x-amz-credential",
+        "x-amz-algorithm",
+        "key",
+    ] {
         assert!(form["inputs"][key].is_string(), "inputs lack {key}");
     }
     let (status, body) = post_form(&emu, &form, data, |_| {}).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     // Info with tags.
     let r = emu
-        .mgmt(Method::GET, &format!("service/{CID}/content/item/{}", enc("fw 1.0.2.bin")))
+        .mgmt(
+            Method::GET,
+            &format!("service/{CID}/content/item/{}", enc("fw 1.0.2.bin")),
+        )
         .send()
         .await
         .unwrap();
@@ -101,12 +117,18 @@ async fn presigned_upload_stores_file_with_tags_and_devices_download_it() {
     assert_eq!(info["tags"]["total-devices"], "2");
     let lm = info["last_modified"].as_str().unwrap();
     assert!(
-        lm.len() == 24 && lm.ends_with('Z') && lm.as_bytes()[10] == b'T' && lm.as_bytes()[19] == b'.',
+        lm.len() == 24
+            && lm.ends_with('Z')
+            && lm.as_bytes()[10] == b'T'
+            && lm.as_bytes()[19] == b'.',
         "{lm}"
     );
     // List, full and ids.
     let full: Value = emu
-        .mgmt(Method::GET, &format!("service/{CID}/content/item?full=true"))
+        .mgmt(
+            Method::GET,
+            &format!("service/{CID}/content/item?full=true"),
+        )
         .send()
         .await
         .unwrap()
@@ -117,19 +139,33 @@ async fn presigned_upload_stores_file_with_tags_and_devices_download_it() {
     assert_eq!(full[0]["length"], data.len());
     // The device sees it.
     let token = emu.device("d1").await;
-    let r = emu.dev(Method::GET, "/provision/download", &token).send().await.unwrap();
+    let r = emu
+        .dev(Method::GET, "/provision/download", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "fw 1.0.2.bin");
     let r = emu
-        .dev(Method::GET, &format!("/provision/download?id={}", enc("fw 1.0.2.bin")), &token)
+        .dev(
+            Method::GET,
+            &format!("/provision/download?id={}", enc("fw 1.0.2.bin")),
+            &token,
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(&r.bytes().await.unwrap()[..], data);
     // Uploading the same id again replaces body and tags.
     let form = upload_form(&emu, "fw 1.0.2.bin", &sha_hex(b""), 30, None).await;
-    assert_eq!(post_form(&emu, &form, b"", |_| {}).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        post_form(&emu, &form, b"", |_| {}).await.0,
+        StatusCode::NO_CONTENT
+    );
     let info: Value = emu
-        .mgmt(Method::GET, &format!("service/{CID}/content/item/{}", enc("fw 1.0.2.bin")))
+        .mgmt(
+            Method::GET,
+            &format!("service/{CID}/content/item/{}", enc("fw 1.0.2.bin")),
+        )
         .send()
         .await
         .unwrap()
@@ -154,7 +190,10 @@ async fn expired_presigned_post_is_403() {
     assert!(emu.conn().content().get("f").is_none());
     // expires_in=0 is valid at the same instant only.
     let form = upload_form(&emu, "f", &sha_hex(data), 0, None).await;
-    assert_eq!(post_form(&emu, &form, data, |_| {}).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        post_form(&emu, &form, data, |_| {}).await.0,
+        StatusCode::NO_CONTENT
+    );
 }
 
 /// §9 Must (object store checks): a file whose SHA-256 differs from the declared one is
@@ -169,7 +208,10 @@ async fn wrong_sha256_is_400() {
     assert!(emu.conn().content().get("f").is_none());
     // A malformed sha256 in step 1 is a 400 too.
     let r = emu
-        .mgmt(Method::GET, &format!("service/{CID}/content/item/f/upload?sha256=xyz"))
+        .mgmt(
+            Method::GET,
+            &format!("service/{CID}/content/item/f/upload?sha256=xyz"),
+        )
         .send()
         .await
         .unwrap();
@@ -188,21 +230,36 @@ async fn tampered_or_incomplete_forms_are_403() {
             "policy",
             Box::new(|i| {
                 let p = i["policy"].as_str().unwrap().to_string();
-                let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p).unwrap();
-                let text = String::from_utf8(raw.clone()).unwrap().replace("\"f\"", "\"g\"");
+                let mut raw =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p).unwrap();
+                let text = String::from_utf8(raw.clone())
+                    .unwrap()
+                    .replace("\"f\"", "\"g\"");
                 raw = text.into_bytes();
-                i["policy"] = Value::String(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw));
+                i["policy"] = Value::String(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    raw,
+                ));
             }),
         ),
-        ("key", Box::new(|i| {
-            i["key"] = Value::String(format!("{CID}/other"));
-        })),
-        ("signature", Box::new(|i| {
-            i["x-amz-signature"] = Value::String("00".repeat(32));
-        })),
-        ("missing", Box::new(|i| {
-            i.remove("x-amz-date");
-        })),
+        (
+            "key",
+            Box::new(|i| {
+                i["key"] = Value::String(format!("{CID}/other"));
+            }),
+        ),
+        (
+            "signature",
+            Box::new(|i| {
+                i["x-amz-signature"] = Value::String("00".repeat(32));
+            }),
+        ),
+        (
+            "missing",
+            Box::new(|i| {
+                i.remove("x-amz-date");
+            }),
+        ),
     ];
     for (what, tamper) in tampers {
         let (status, body) = post_form(&emu, &form, data, tamper).await;
@@ -210,7 +267,10 @@ async fn tampered_or_incomplete_forms_are_403() {
     }
     assert!(emu.conn().content().list().is_empty());
     // The untouched form still works.
-    assert_eq!(post_form(&emu, &form, data, |_| {}).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        post_form(&emu, &form, data, |_| {}).await.0,
+        StatusCode::NO_CONTENT
+    );
 }
 
 /// §9 Must: download URLs that expire; delete and delete all (`{}`); `404` for unknown items.
@@ -219,10 +279,16 @@ async fn download_urls_expire_and_items_delete() {
     let emu = Emu::start_manual().await;
     for id in ["a", "b"] {
         let form = upload_form(&emu, id, &sha_hex(id.as_bytes()), 30, None).await;
-        assert_eq!(post_form(&emu, &form, id.as_bytes(), |_| {}).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            post_form(&emu, &form, id.as_bytes(), |_| {}).await.0,
+            StatusCode::NO_CONTENT
+        );
     }
     let r = emu
-        .mgmt(Method::GET, &format!("service/{CID}/content/item/a/download?expires_in=60"))
+        .mgmt(
+            Method::GET,
+            &format!("service/{CID}/content/item/a/download?expires_in=60"),
+        )
         .send()
         .await
         .unwrap();
@@ -233,25 +299,45 @@ async fn download_urls_expire_and_items_delete() {
     let r = emu.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "a");
-    let r = emu.http.get(url.replace("signature=", "signature=00")).send().await.unwrap();
+    let r = emu
+        .http
+        .get(url.replace("signature=", "signature=00"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     emu.advance(Duration::from_secs(61));
     let r = emu.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = emu
-        .mgmt(Method::GET, &format!("service/{CID}/content/item/zz/download"))
+        .mgmt(
+            Method::GET,
+            &format!("service/{CID}/content/item/zz/download"),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // Delete one, then all.
-    let r = emu.mgmt(Method::DELETE, &format!("service/{CID}/content/item/a")).send().await.unwrap();
+    let r = emu
+        .mgmt(Method::DELETE, &format!("service/{CID}/content/item/a"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({}));
-    let r = emu.mgmt(Method::GET, &format!("service/{CID}/content/item/a")).send().await.unwrap();
+    let r = emu
+        .mgmt(Method::GET, &format!("service/{CID}/content/item/a"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.json::<Value>().await.unwrap()["statusCode"], 404);
-    let r = emu.mgmt(Method::DELETE, &format!("service/{CID}/content/item")).send().await.unwrap();
+    let r = emu
+        .mgmt(Method::DELETE, &format!("service/{CID}/content/item"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!({}));
     let ids: Value = emu
         .mgmt(Method::GET, &format!("service/{CID}/content/item"))

@@ -56,7 +56,10 @@ async fn activate_with_id_and_sn_gives_40_char_tokens_404_409_415() {
     assert_eq!(token2.len(), 40);
     assert_ne!(token, token2);
     assert_eq!(activate(&emu, "id=a1", FORM).await.0, StatusCode::CONFLICT);
-    assert_eq!(activate(&emu, "id=nobody", FORM).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        activate(&emu, "id=nobody", FORM).await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(
         activate(&emu, "id=a1", None).await.0,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -89,11 +92,20 @@ async fn every_auth_variant_and_401() {
     let variants = [
         ("x-exosite-cik", token.clone()),
         ("authorization", format!("token {token}")),
-        ("authorization", format!("Basic {}", b64(&format!(":{token}")))),
+        (
+            "authorization",
+            format!("Basic {}", b64(&format!(":{token}"))),
+        ),
         ("authorization", format!("Basic {}", b64("p1:pw-123"))),
     ];
     for (name, value) in &variants {
-        let r = emu.http.get(&url).header(*name, value).send().await.unwrap();
+        let r = emu
+            .http
+            .get(&url)
+            .header(*name, value)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NO_CONTENT, "{name}: {value}");
     }
     let bad = [
@@ -102,7 +114,13 @@ async fn every_auth_variant_and_401() {
         ("authorization", "Bearer whatever".to_string()),
     ];
     for (name, value) in &bad {
-        let r = emu.http.get(&url).header(*name, value).send().await.unwrap();
+        let r = emu
+            .http
+            .get(&url)
+            .header(*name, value)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name}: {value}");
     }
     let r = emu.http.get(&url).send().await.unwrap();
@@ -123,7 +141,11 @@ async fn write_read_and_write_then_read() {
     );
     // Read both: only otau_in has a value.
     let r = emu
-        .dev(Method::GET, "/onep:v1/stack/alias?config_otau&otau_in", &token)
+        .dev(
+            Method::GET,
+            "/onep:v1/stack/alias?config_otau&otau_in",
+            &token,
+        )
         .send()
         .await
         .unwrap();
@@ -145,11 +167,16 @@ async fn write_read_and_write_then_read() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // A cloud write, then write-then-read: the device sees `set`.
     assert_eq!(
-        emu.cloud_set("d1", "config_otau", r#"{"version":"2"}"#).await,
+        emu.cloud_set("d1", "config_otau", r#"{"version":"2"}"#)
+            .await,
         StatusCode::NO_CONTENT
     );
     let r = emu
-        .dev(Method::POST, "/onep:v1/stack/alias?config_otau&otau_in", &token)
+        .dev(
+            Method::POST,
+            "/onep:v1/stack/alias?config_otau&otau_in",
+            &token,
+        )
         .header("content-type", "application/x-www-form-urlencoded")
         .body("otau_in=%7B%7D&undefined_alias=1")
         .send()
@@ -247,17 +274,22 @@ async fn poll(
 async fn long_poll_if_modified_since_zero_and_http_date_lose_nothing() {
     let emu = Emu::start_manual().await;
     let token = emu.device("d1").await;
-    emu.cloud_set("d1", "config_otau", r#"{"version":"1"}"#).await;
+    emu.cloud_set("d1", "config_otau", r#"{"version":"1"}"#)
+        .await;
     let (status, lm, body) = poll(&emu, &token, Some("0"), 60_000).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(lm.as_deref(), Some("Tue, 14 Nov 2023 22:13:20 GMT"));
-    assert_eq!(form(&body), vec![("config_otau".into(), r#"{"version":"1"}"#.into())]);
+    assert_eq!(
+        form(&body),
+        vec![("config_otau".into(), r#"{"version":"1"}"#.into())]
+    );
     // Fed back, it waits: a short poll times out with 304.
     let (status, _, _) = poll(&emu, &token, lm.as_deref(), 300).await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     // A value set while no poll runs is not lost: the next poll answers at once.
     emu.advance(Duration::from_secs(2));
-    emu.cloud_set("d1", "config_otau", r#"{"version":"2"}"#).await;
+    emu.cloud_set("d1", "config_otau", r#"{"version":"2"}"#)
+        .await;
     let started = Instant::now();
     let (status, lm2, body) = poll(&emu, &token, lm.as_deref(), 60_000).await;
     assert_eq!(status, StatusCode::OK);
@@ -330,7 +362,12 @@ async fn long_poll_is_not_woken_by_an_ack() {
     let (_, lm, _) = poll(&emu, &token, Some("0"), 1000).await;
     let lm = lm.unwrap();
     let pending = {
-        let (base, http, token, lm) = (emu.base.clone(), emu.http.clone(), token.clone(), lm.clone());
+        let (base, http, token, lm) = (
+            emu.base.clone(),
+            emu.http.clone(),
+            token.clone(),
+            lm.clone(),
+        );
         tokio::spawn(async move {
             http.get(format!("{base}/onep:v1/stack/alias?config_otau"))
                 .header("x-exosite-cik", token)
@@ -347,7 +384,10 @@ async fn long_poll_is_not_woken_by_an_ack() {
     })
     .await;
     emu.advance(Duration::from_secs(5));
-    assert_eq!(emu.device_write(&token, "config_otau", "m1").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        emu.device_write(&token, "config_otau", "m1").await,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(pending.await.unwrap(), StatusCode::NOT_MODIFIED);
     // The ack made set == reported and kept Last-Modified.
     let state = conn.state("d1").unwrap();
@@ -391,7 +431,11 @@ async fn long_poll_unix_last_modified_and_bad_requests() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path} {timeout} {ims}");
+        assert_eq!(
+            r.status(),
+            StatusCode::BAD_REQUEST,
+            "{path} {timeout} {ims}"
+        );
     }
 }
 
@@ -469,7 +513,10 @@ async fn content_list_info_download_and_ranges() {
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
     assert_eq!(r.text().await.unwrap(), "application/gzip,10,1513931066,");
     let r = get("?id=notes.txt&info=true", None).await.unwrap();
-    assert_eq!(r.text().await.unwrap(), "application/gzip,3,1513931066,Boot  splash screen");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "application/gzip,3,1513931066,Boot  splash screen"
+    );
     let r = get("?id=fw.bin", None).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "application/gzip");
@@ -545,7 +592,10 @@ async fn host_header_selects_the_connector_and_unknown_hosts_are_closed() {
             .header("host", host)
             .send()
             .await;
-        assert!(r.is_err(), "{host}: expected a closed connection, got {r:?}");
+        assert!(
+            r.is_err(),
+            "{host}: expected a closed connection, got {r:?}"
+        );
     }
     // The management API does not depend on the host.
     let r = emu.device2(Method::GET, "").send().await.unwrap();

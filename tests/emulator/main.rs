@@ -8,7 +8,9 @@ mod management;
 
 // Edge parts (GraphQL, webhook, faults, admin + metrics).
 mod admin;
+mod faults;
 mod graphql;
+mod webhook;
 
 /// A real emulator server on 127.0.0.1:0 for one test, with helpers for both APIs.
 pub mod harness {
@@ -166,7 +168,10 @@ pub mod harness {
                 .append_pair(alias, value)
                 .finish();
             self.dev(Method::POST, "/onep:v1/stack/alias", token)
-                .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+                .header(
+                    "content-type",
+                    "application/x-www-form-urlencoded; charset=utf-8",
+                )
                 .body(body)
                 .send()
                 .await
@@ -177,6 +182,8 @@ pub mod harness {
 
     /// Decodes a form body into pairs.
     pub fn form(body: &str) -> Vec<(String, String)> {
-        form_urlencoded::parse(body.as_bytes()).into_owned().collect()
+        form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect()
     }
 }

@@ -83,7 +83,10 @@ async fn token_login_check_revoke_and_401() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = emu
         .http
-        .get(format!("{}/api:1/service/{CID}/device2/identity/", emu.base))
+        .get(format!(
+            "{}/api:1/service/{CID}/device2/identity/",
+            emu.base
+        ))
         .send()
         .await
         .unwrap();
@@ -113,7 +116,10 @@ async fn device2_settings_get_and_patch() {
     assert_eq!(s["protocol"]["devmode"], true);
     assert_eq!(s["protocol"]["name"], "onep:v1/http");
     emu.whitelist("d1").await;
-    assert_eq!(emu.cloud_set("d1", "data_out", "x").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        emu.cloud_set("d1", "data_out", "x").await,
+        StatusCode::NO_CONTENT
+    );
     let r = emu
         .device2(Method::PATCH, "")
         .json(&json!({"protocol": {"devmode": "yes"}}))
@@ -141,7 +147,16 @@ async fn identity_add_get_lock_tags_revoke_remove() {
     assert_eq!(id["status"], "whitelisted");
     assert_eq!(id["auth"], json!({"type": "token"}));
     assert_eq!(id["tags"], json!([{"name": "region", "value": "eu"}]));
-    for key in ["state", "locked", "reprovision", "devmode", "lastip", "lastseen", "online", "created"] {
+    for key in [
+        "state",
+        "locked",
+        "reprovision",
+        "devmode",
+        "lastip",
+        "lastseen",
+        "online",
+        "created",
+    ] {
         assert!(id.get(key).is_some(), "identity object lacks {key}: {id}");
     }
     let token = {
@@ -155,9 +170,18 @@ async fn identity_add_get_lock_tags_revoke_remove() {
             .unwrap();
         r.text().await.unwrap()
     };
-    let got = json_of(emu.device2(Method::GET, "/identity/00AB01").send().await.unwrap()).await;
+    let got = json_of(
+        emu.device2(Method::GET, "/identity/00AB01")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(got["status"], "provisioned");
-    assert!(got["lastseen"].as_i64().unwrap() > 1_600_000_000_000_000, "µs");
+    assert!(
+        got["lastseen"].as_i64().unwrap() > 1_600_000_000_000_000,
+        "µs"
+    );
     // Lock: status locked, the device is refused.
     let r = emu
         .device2(Method::PATCH, "/identity/00AB01")
@@ -179,7 +203,10 @@ async fn identity_add_get_lock_tags_revoke_remove() {
         .unwrap();
     let body = json_of(r).await;
     assert_eq!(body["status"], "provisioned");
-    assert_eq!(body["tags"], json!([{"name": "ring", "value": "canary"}, {"name": "ring", "value": "2"}]));
+    assert_eq!(
+        body["tags"],
+        json!([{"name": "ring", "value": "canary"}, {"name": "ring", "value": "2"}])
+    );
     assert_eq!(read().await.unwrap().status(), StatusCode::NO_CONTENT);
     // Revoke credentials: old token refused, activation allowed again.
     let r = emu
@@ -200,12 +227,24 @@ async fn identity_add_get_lock_tags_revoke_remove() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // Remove.
-    let r = emu.device2(Method::DELETE, "/identity/00AB01").send().await.unwrap();
+    let r = emu
+        .device2(Method::DELETE, "/identity/00AB01")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = emu.device2(Method::GET, "/identity/00AB01").send().await.unwrap();
+    let r = emu
+        .device2(Method::GET, "/identity/00AB01")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(json_of(r).await["statusCode"], 404);
-    let r = emu.device2(Method::DELETE, "/identity/00AB01").send().await.unwrap();
+    let r = emu
+        .device2(Method::DELETE, "/identity/00AB01")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -226,8 +265,15 @@ async fn state_get_set_not_settable_unknown_identity() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.text().await.unwrap(), "");
-    emu.device_write(&token, "otau_in", r#"{"status":"INIT"}"#).await;
-    let state = json_of(emu.device2(Method::GET, "/identity/d1/state").send().await.unwrap()).await;
+    emu.device_write(&token, "otau_in", r#"{"status":"INIT"}"#)
+        .await;
+    let state = json_of(
+        emu.device2(Method::GET, "/identity/d1/state")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(state["config_otau"]["set"], manifest);
     assert!(state["config_otau"].get("reported").is_none());
     assert!(state["config_otau"]["timestamp"].as_i64().unwrap() > 1_600_000_000_000_000);
@@ -254,8 +300,15 @@ async fn state_get_set_not_settable_unknown_identity() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // Unknown identity.
-    assert_eq!(emu.cloud_set("ghost", "config_otau", "{}").await, StatusCode::NOT_FOUND);
-    let r = emu.device2(Method::GET, "/identity/ghost/state").send().await.unwrap();
+    assert_eq!(
+        emu.cloud_set("ghost", "config_otau", "{}").await,
+        StatusCode::NOT_FOUND
+    );
+    let r = emu
+        .device2(Method::GET, "/identity/ghost/state")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // Ground truth.
     let truth = emu.conn().ground_truth("d1");
@@ -269,10 +322,16 @@ async fn state_get_set_not_settable_unknown_identity() {
 #[tokio::test]
 async fn set_state_unknown_204_bug_mode() {
     let emu = Emu::start_with(None, |o| o.set_state_unknown_204 = true).await;
-    assert_eq!(emu.cloud_set("ghost", "config_otau", "{}").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        emu.cloud_set("ghost", "config_otau", "{}").await,
+        StatusCode::NO_CONTENT
+    );
     emu.whitelist("d1").await;
     // Not settable is still 400.
-    assert_eq!(emu.cloud_set("d1", "otau_in", "{}").await, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        emu.cloud_set("d1", "otau_in", "{}").await,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 /// §9 Must: paging with `limit`, `before`, `offset` (§5.3) across 2,500 identities, newest
@@ -284,12 +343,16 @@ async fn paging_2500_identities_with_before_offset_limit_filters() {
     let conn = emu.conn();
     let added = conn
         .add_identities_bulk((0..2500).map(|i| {
-            let tags = vec![otau_operator::emulator::model::Tag::new("batch", (i % 2).to_string())];
+            let tags = vec![otau_operator::emulator::model::Tag::new(
+                "batch",
+                (i % 2).to_string(),
+            )];
             (format!("dev-{i:05}"), tags)
         }))
         .unwrap();
     assert_eq!(added, 2500);
-    conn.set_state("dev-02499", &[("config_otau".into(), "m".into())], "t").unwrap();
+    conn.set_state("dev-02499", &[("config_otau".into(), "m".into())], "t")
+        .unwrap();
     // Default limit 100, newest first, state and tags in results.
     let page = json_of(emu.device2(Method::GET, "/identity/").send().await.unwrap()).await;
     let devices = page["devices"].as_array().unwrap();
@@ -339,7 +402,16 @@ async fn paging_2500_identities_with_before_offset_limit_filters() {
         .iter()
         .map(|d| d["identity"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["dev-00004", "dev-00003", "dev-00002", "dev-00001", "dev-00000"]);
+    assert_eq!(
+        ids,
+        [
+            "dev-00004",
+            "dev-00003",
+            "dev-00002",
+            "dev-00001",
+            "dev-00000"
+        ]
+    );
     assert_eq!(page["mayLoadMore"], false);
     // Filters.
     let page = json_of(
@@ -361,7 +433,11 @@ async fn paging_2500_identities_with_before_offset_limit_filters() {
     assert_eq!(page["devices"].as_array().unwrap().len(), 1);
     assert_eq!(page["devices"][0]["identity"], "new-one");
     for bad in ["?limit=x", "?before=soon", "?identity=%5B"] {
-        let r = emu.device2(Method::GET, &format!("/identity/{bad}")).send().await.unwrap();
+        let r = emu
+            .device2(Method::GET, &format!("/identity/{bad}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
 }
@@ -380,19 +456,37 @@ async fn service_calls_by_operation_name() {
         .json(&body)
         .send()
     };
-    let r = call("device2", "setIdentityState", json!({"identity": "d1", "config_otau": "{}"}))
-        .await
-        .unwrap();
+    let r = call(
+        "device2",
+        "setIdentityState",
+        json!({"identity": "d1", "config_otau": "{}"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = call("device2", "getIdentityState", json!({"identity": "d1"})).await.unwrap();
-    assert_eq!(json_of(r).await["config_otau"]["set"], "{}");
-    let r = call("device2", "listIdentities", json!({"limit": 10})).await.unwrap();
-    assert_eq!(json_of(r).await["devices"][0]["identity"], "d1");
-    let r = call("device2", "setIdentityState", json!({"identity": "d1", "otau_in": "x"}))
+    let r = call("device2", "getIdentityState", json!({"identity": "d1"}))
         .await
         .unwrap();
+    assert_eq!(json_of(r).await["config_otau"]["set"], "{}");
+    let r = call("device2", "listIdentities", json!({"limit": 10}))
+        .await
+        .unwrap();
+    assert_eq!(json_of(r).await["devices"][0]["identity"], "d1");
+    let r = call(
+        "device2",
+        "setIdentityState",
+        json!({"identity": "d1", "otau_in": "x"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = call("content", "upload", json!({"id": "f.bin", "expires_in": 30})).await.unwrap();
+    let r = call(
+        "content",
+        "upload",
+        json!({"id": "f.bin", "expires_in": 30}),
+    )
+    .await
+    .unwrap();
     let form = json_of(r).await;
     assert_eq!(form["method"], "POST");
     assert_eq!(form["enctype"], "multipart/form-data");

@@ -45,7 +45,10 @@ fn read_response(connector: &Connector, identity: &str, aliases: &[String]) -> R
         Ok(values) if values.is_empty() => StatusCode::NO_CONTENT.into_response(),
         Ok(values) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(FORM_CONTENT_TYPE))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(FORM_CONTENT_TYPE),
+            )],
             encode_form(values.iter().map(|(k, v)| (k.as_str(), &**v))),
         )
             .into_response(),
@@ -207,7 +210,10 @@ pub(super) async fn record(
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(conflict)) => (
             StatusCode::CONFLICT,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(FORM_CONTENT_TYPE))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(FORM_CONTENT_TYPE),
+            )],
             conflict.body,
         )
             .into_response(),

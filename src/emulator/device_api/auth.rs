@@ -18,7 +18,9 @@ pub fn credential_from_headers(headers: &HeaderMap) -> Option<OwnedCredential> {
         return Some(OwnedCredential::Token(rest.to_string()));
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        let raw = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
         let raw = String::from_utf8(raw).ok()?;
         let (user, password) = raw.split_once(':')?;
         return Some(if user.is_empty() {
@@ -52,10 +54,9 @@ impl OwnedCredential {
     pub fn as_credential(&self) -> DeviceCredential<'_> {
         match self {
             OwnedCredential::Token(t) => DeviceCredential::Token(t),
-            OwnedCredential::Password { identity, password } => DeviceCredential::Password {
-                identity,
-                password,
-            },
+            OwnedCredential::Password { identity, password } => {
+                DeviceCredential::Password { identity, password }
+            }
         }
     }
 }
@@ -92,7 +93,10 @@ mod tests {
                 password: "pw".into()
             })
         );
-        assert_eq!(credential_from_headers(&with("authorization", "Bearer x")), None);
+        assert_eq!(
+            credential_from_headers(&with("authorization", "Bearer x")),
+            None
+        );
         assert_eq!(credential_from_headers(&HeaderMap::new()), None);
     }
 }

@@ -53,7 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/timestamp", get(provision::timestamp))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), resolve_connector))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            resolve_connector,
+        ))
         .with_state(state)
 }
 
@@ -65,7 +68,11 @@ async fn not_found() -> Response {
 #[derive(Debug, Clone)]
 pub struct DeviceConnector(pub Arc<Connector>);
 
-async fn resolve_connector(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn resolve_connector(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
@@ -114,7 +121,10 @@ pub fn connector_for_host(host: &str, default_connector: Option<&str>) -> Option
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(TEXT_CONTENT_TYPE),
+        )],
         body.into(),
     )
         .into_response()
@@ -127,6 +137,10 @@ pub(crate) fn model_error(e: &ModelError) -> Response {
 }
 
 /// `415` unless the request has a `Content-Type` (exosite-platform.md §3.4).
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished answer to a rejected request"
+)]
 pub(crate) fn require_content_type(headers: &HeaderMap) -> Result<(), Response> {
     if headers.contains_key(header::CONTENT_TYPE) {
         Ok(())
@@ -150,6 +164,22 @@ pub(crate) fn encode_form<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)
         s.append_pair(k, v);
     }
     s.finish()
+}
+
+/// The identity the request's credentials belong to, or a `401` answer.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the finished answer to a rejected request"
+)]
+pub(crate) fn authenticate(
+    connector: &Connector,
+    headers: &HeaderMap,
+) -> Result<Arc<str>, Response> {
+    let unauthorized = || text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    let credential = credential_from_headers(headers).ok_or_else(unauthorized)?;
+    connector
+        .authenticate(credential.as_credential())
+        .ok_or_else(unauthorized)
 }
 
 #[cfg(test)]
@@ -182,16 +212,4 @@ mod tests {
             Some("d")
         );
     }
-}
-
-/// The identity the request's credentials belong to, or a `401` answer.
-pub(crate) fn authenticate(
-    connector: &Connector,
-    headers: &HeaderMap,
-) -> Result<Arc<str>, Response> {
-    let unauthorized = || text(StatusCode::UNAUTHORIZED, "Unauthorized");
-    let credential = credential_from_headers(headers).ok_or_else(unauthorized)?;
-    connector
-        .authenticate(credential.as_credential())
-        .ok_or_else(unauthorized)
 }

@@ -60,7 +60,10 @@ pub(super) async fn download(
     let csv = |body: String| {
         (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(CSV_CONTENT_TYPE))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(CSV_CONTENT_TYPE),
+            )],
             body,
         )
             .into_response()
@@ -108,7 +111,10 @@ pub(super) async fn download(
         Some(Err(RangeError::NotSatisfiable { total })) => (
             StatusCode::RANGE_NOT_SATISFIABLE,
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE)),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(TEXT_CONTENT_TYPE),
+                ),
                 (
                     header::CONTENT_RANGE,
                     HeaderValue::from_str(&format!("bytes */{total}"))

@@ -89,7 +89,8 @@ fn arg_string(args: &serde_json::Map<String, serde_json::Value>, name: &str) -> 
 }
 
 fn required(args: &serde_json::Map<String, serde_json::Value>, name: &str) -> ApiResult<String> {
-    arg_string(args, name).ok_or_else(|| ApiError::bad_request(format!("argument {name:?} is required")))
+    arg_string(args, name)
+        .ok_or_else(|| ApiError::bad_request(format!("argument {name:?} is required")))
 }
 
 fn device2_call(
@@ -159,7 +160,11 @@ fn content_call(
                     .iter()
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect(),
-                _ => return Err(ApiError::bad_request("argument \"ids\" must be a list of ids")),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "argument \"ids\" must be a list of ids",
+                    ));
+                }
             };
             let deleted: Vec<serde_json::Value> = ids
                 .into_iter()

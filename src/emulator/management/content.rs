@@ -21,7 +21,10 @@ pub(super) async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let conn = connector(&state, &cid)?;
-    Ok(list_items(&conn, params.get("full").is_some_and(|v| v == "true")))
+    Ok(list_items(
+        &conn,
+        params.get("full").is_some_and(|v| v == "true"),
+    ))
 }
 
 pub(crate) fn list_items(conn: &Connector, full: bool) -> Response {
@@ -201,7 +204,9 @@ pub(crate) fn download_url(
         .model
         .uploads()
         .download_url(&state.model.public_url(), conn.id(), id, expires);
-    Ok(json(serde_json::json!({"url": url, "method": "GET", "id": id})))
+    Ok(json(
+        serde_json::json!({"url": url, "method": "GET", "id": id}),
+    ))
 }
 
 /// `GET /content/item/<id>/download[?expires_in=]`.
@@ -211,5 +216,10 @@ pub(super) async fn download(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let conn = connector(&state, &cid)?;
-    download_url(&state, &conn, &id, params.get("expires_in").map(String::as_str))
+    download_url(
+        &state,
+        &conn,
+        &id,
+        params.get("expires_in").map(String::as_str),
+    )
 }

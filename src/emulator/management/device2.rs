@@ -13,7 +13,10 @@ use crate::emulator::model::{Connector, IdentityPatch, ListQuery, ModelError, Ne
 use crate::emulator::server::AppState;
 
 /// `GET /device2`: the settings object.
-pub(super) async fn get_settings(State(state): State<AppState>, Path(cid): Path<String>) -> ApiResult {
+pub(super) async fn get_settings(
+    State(state): State<AppState>,
+    Path(cid): Path<String>,
+) -> ApiResult {
     Ok(json(connector(&state, &cid)?.settings()))
 }
 
@@ -31,12 +34,17 @@ pub(super) async fn patch_settings(
 /// Builds a list query from `limit`, `before`, `offset`, `identity`, `status`; other
 /// parameters are ignored.
 pub(crate) fn list_query(params: &HashMap<String, String>) -> ApiResult<ListQuery> {
-    fn number<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<T>> {
+    fn number<T: std::str::FromStr>(
+        params: &HashMap<String, String>,
+        name: &str,
+    ) -> ApiResult<Option<T>> {
         params
             .get(name)
             .map(|v| {
                 v.trim().parse::<T>().map_err(|_| {
-                    ApiError::bad_request(format!("query parameter {name} must be a whole number, not {v:?}"))
+                    ApiError::bad_request(format!(
+                        "query parameter {name} must be a whole number, not {v:?}"
+                    ))
                 })
             })
             .transpose()
@@ -120,7 +128,9 @@ pub(super) async fn add_identity(
     body: Bytes,
 ) -> ApiResult {
     let body: IdentityBody = parse_json(&body)?;
-    Ok(json(connector(&state, &cid)?.add_identity(&identity, body.into_new())?))
+    Ok(json(
+        connector(&state, &cid)?.add_identity(&identity, body.into_new())?,
+    ))
 }
 
 /// `PATCH /device2/identity/<identity>`: lock, unlock, tags, `auth.expire`; the identity
@@ -131,7 +141,9 @@ pub(super) async fn update_identity(
     body: Bytes,
 ) -> ApiResult {
     let body: IdentityBody = parse_json(&body)?;
-    Ok(json(connector(&state, &cid)?.update_identity(&identity, body.into_patch())?))
+    Ok(json(
+        connector(&state, &cid)?.update_identity(&identity, body.into_patch())?,
+    ))
 }
 
 /// `DELETE /device2/identity/<identity>`: `204`.

@@ -56,13 +56,22 @@ pub fn router(state: AppState) -> Router {
             "/service/{cid}/content/item/{id}",
             get(content::info).delete(content::delete),
         )
-        .route("/service/{cid}/content/item/{id}/upload", get(content::upload))
+        .route(
+            "/service/{cid}/content/item/{id}/upload",
+            get(content::upload),
+        )
         .route(
             "/service/{cid}/content/item/{id}/download",
             get(content::download),
         )
-        .route("/solution/{sid}/serviceconfig", get(calls::list_serviceconfigs))
-        .route("/solution/{sid}/serviceconfig/", get(calls::list_serviceconfigs))
+        .route(
+            "/solution/{sid}/serviceconfig",
+            get(calls::list_serviceconfigs),
+        )
+        .route(
+            "/solution/{sid}/serviceconfig/",
+            get(calls::list_serviceconfigs),
+        )
         .route(
             "/solution/{sid}/serviceconfig/{scid}/call/{op}",
             any(calls::call),
@@ -153,7 +162,8 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Who is writing, for the ground truth: `X-Otau-Client`, else `User-Agent`.

@@ -118,6 +118,9 @@ pub struct RecordConflict {
     pub body: String,
 }
 
+/// The previous tag list of a bulk add and its shared copy.
+type LastTags = (Vec<Tag>, Option<Arc<[Tag]>>);
+
 /// Resource definitions resolved to per-device slots.
 #[derive(Debug)]
 struct ResourceTable {
@@ -231,7 +234,11 @@ impl Connector {
 
     /// The settings object (`GET /device2`).
     pub fn settings(&self) -> ConnectorSettings {
-        self.resources.read().unwrap_or_else(poisoned).settings.clone()
+        self.resources
+            .read()
+            .unwrap_or_else(poisoned)
+            .settings
+            .clone()
     }
 
     /// Applies a `PATCH /device2` body (see [`ConnectorSettings::patched`]).
@@ -333,7 +340,7 @@ impl Connector {
         table.slots.reserve(lower);
         table.by_identity.reserve(lower);
         let mut added = 0;
-        let mut last_tags: Option<(Vec<Tag>, Option<Arc<[Tag]>>)> = None;
+        let mut last_tags: Option<LastTags> = None;
         for (identity, tags) in iter {
             validate_identity(&identity)?;
             if table.by_identity.contains_key(identity.as_str()) {
@@ -355,7 +362,11 @@ impl Connector {
 
     /// Removes an identity (`DELETE /device2/identity/<identity>`).
     pub fn remove_identity(&self, identity: &str) -> Result<(), ModelError> {
-        let removed = self.devices.write().unwrap_or_else(poisoned).remove(identity);
+        let removed = self
+            .devices
+            .write()
+            .unwrap_or_else(poisoned)
+            .remove(identity);
         if removed.is_none() {
             return Err(ModelError::UnknownIdentity(identity.to_string()));
         }
@@ -680,9 +691,7 @@ impl Connector {
             DeviceCredential::Password { identity, password } => {
                 let (index, device) = table.get(identity)?;
                 let auth = device.auth.as_ref()?;
-                let by_password = auth
-                    .password_sha256
-                    .is_some_and(|h| h == sha256(password));
+                let by_password = auth.password_sha256.is_some_and(|h| h == sha256(password));
                 let by_token = auth.token.as_deref() == Some(password);
                 if !(by_password || by_token) {
                     return None;
@@ -807,7 +816,12 @@ impl Connector {
         Ok(set_value(device, slot))
     }
 
-    fn read_set_at(&self, index: u32, slot: u16, identity: &str) -> Result<Option<SetValue>, ModelError> {
+    fn read_set_at(
+        &self,
+        index: u32,
+        slot: u16,
+        identity: &str,
+    ) -> Result<Option<SetValue>, ModelError> {
         let table = self.devices.read().unwrap_or_else(poisoned);
         match table.slots.get(index as usize) {
             Some(device) if !device.has(FLAG_REMOVED) => Ok(set_value(device, slot)),
@@ -1053,7 +1067,11 @@ fn view(device: &Device, names: &[Arc<str>]) -> IdentityView {
         lastseen: device.lastseen,
         status: device.status().to_string(),
         online: false,
-        tags: device.tags.as_deref().map(<[Tag]>::to_vec).unwrap_or_default(),
+        tags: device
+            .tags
+            .as_deref()
+            .map(<[Tag]>::to_vec)
+            .unwrap_or_default(),
         created: device.created,
     }
 }

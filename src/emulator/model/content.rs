@@ -61,7 +61,13 @@ impl ContentItem {
             .get("description")
             .map(|d| {
                 d.chars()
-                    .map(|c| if matches!(c, ',' | '\n' | '\r') { ' ' } else { c })
+                    .map(|c| {
+                        if matches!(c, ',' | '\n' | '\r') {
+                            ' '
+                        } else {
+                            c
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -313,11 +319,20 @@ mod tests {
         assert_eq!(p("bytes=-40"), Ok(ByteRange { first: 0, last: 9 }));
         assert_eq!(p("bytes=7-"), Ok(ByteRange { first: 7, last: 9 }));
         assert_eq!(p("bytes=5-100"), Ok(ByteRange { first: 5, last: 9 }));
-        assert_eq!(p("bytes=10-"), Err(RangeError::NotSatisfiable { total: 10 }));
-        assert_eq!(p("bytes=10-12"), Err(RangeError::NotSatisfiable { total: 10 }));
+        assert_eq!(
+            p("bytes=10-"),
+            Err(RangeError::NotSatisfiable { total: 10 })
+        );
+        assert_eq!(
+            p("bytes=10-12"),
+            Err(RangeError::NotSatisfiable { total: 10 })
+        );
         assert_eq!(p("bytes=-0"), Err(RangeError::NotSatisfiable { total: 10 }));
         assert!(matches!(p("items=0-1"), Err(RangeError::Unsupported(_))));
-        assert!(matches!(p("bytes=0-1,3-4"), Err(RangeError::Unsupported(_))));
+        assert!(matches!(
+            p("bytes=0-1,3-4"),
+            Err(RangeError::Unsupported(_))
+        ));
         assert!(matches!(p("bytes=4-2"), Err(RangeError::Unsupported(_))));
     }
 

@@ -143,7 +143,10 @@ impl ConnectorSettings {
                 },
             },
             resources: BTreeMap::from([
-                (crate::otau::CONFIG_OTAU.to_string(), ResourceDef::string(true)),
+                (
+                    crate::otau::CONFIG_OTAU.to_string(),
+                    ResourceDef::string(true),
+                ),
                 (crate::otau::OTAU_IN.to_string(), ResourceDef::string(false)),
             ]),
         }
@@ -206,7 +209,9 @@ mod tests {
         assert_eq!(p.protocol.port, "443");
         assert_eq!(p.resources.len(), 1);
         assert!(p.resources.contains_key("data_in"));
-        let err = s.patched(&json!({"protocol": {"devmode": "yes"}})).unwrap_err();
+        let err = s
+            .patched(&json!({"protocol": {"devmode": "yes"}}))
+            .unwrap_err();
         assert!(err.to_string().contains("invalid settings"), "{err}");
     }
 }

@@ -57,7 +57,11 @@ impl std::fmt::Debug for ManagementTokens {
 pub const CONFIGURED_TOKEN_EMAIL: &str = "emulator@localhost";
 
 impl ManagementTokens {
-    pub(crate) fn new(configured: Vec<String>, accounts: Vec<Account>, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(
+        configured: Vec<String>,
+        accounts: Vec<Account>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let tokens = configured
             .into_iter()
             .map(|t| {
@@ -88,25 +92,31 @@ impl ManagementTokens {
         }
         let token = random_token();
         let expires = self.clock.now_micros() + MANAGEMENT_TOKEN_TTL_SECS * 1_000_000;
-        self.tokens.write().unwrap_or_else(|e| e.into_inner()).insert(
-            token.clone(),
-            TokenEntry {
-                email: email.to_string(),
-                expires: Some(expires),
-            },
-        );
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                token.clone(),
+                TokenEntry {
+                    email: email.to_string(),
+                    expires: Some(expires),
+                },
+            );
         Some(token)
     }
 
     /// Adds a token that never expires.
     pub fn add_configured(&self, token: &str) {
-        self.tokens.write().unwrap_or_else(|e| e.into_inner()).insert(
-            token.to_string(),
-            TokenEntry {
-                email: CONFIGURED_TOKEN_EMAIL.into(),
-                expires: None,
-            },
-        );
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                token.to_string(),
+                TokenEntry {
+                    email: CONFIGURED_TOKEN_EMAIL.into(),
+                    expires: None,
+                },
+            );
     }
 
     /// Owner and remaining lifetime of a valid token.

@@ -127,12 +127,18 @@ impl UploadSigner {
                 "x-amz-credential".to_string(),
                 format!("EMULATOR/{}/local/s3/aws4_request", &date[..8]),
             ),
-            ("x-amz-algorithm".to_string(), "AWS4-HMAC-SHA256".to_string()),
+            (
+                "x-amz-algorithm".to_string(),
+                "AWS4-HMAC-SHA256".to_string(),
+            ),
             (
                 POLICY_FIELD.to_string(),
                 base64::engine::general_purpose::STANDARD.encode(policy_json),
             ),
-            ("key".to_string(), format!("{}/{}", policy.connector, policy.id)),
+            (
+                "key".to_string(),
+                format!("{}/{}", policy.connector, policy.id),
+            ),
             ("acl".to_string(), "authenticated-read".to_string()),
         ]);
         let signature = hex::encode(self.sign_fields(&inputs).finalize().into_bytes());
@@ -274,7 +280,10 @@ mod tests {
         let form = s.presign("http://h", &policy(10_000_000));
         assert_eq!(form.url, "http://h/objectstore/content");
         assert_eq!(form.inputs["x-amz-date"], "19700101T000010Z");
-        assert_eq!(s.verify_form(&form.inputs, 10_000_000).unwrap(), policy(10_000_000));
+        assert_eq!(
+            s.verify_form(&form.inputs, 10_000_000).unwrap(),
+            policy(10_000_000)
+        );
         assert!(matches!(
             s.verify_form(&form.inputs, 10_000_001),
             Err(UploadError::Forbidden(m)) if m.contains("expired")
@@ -298,8 +307,14 @@ mod tests {
         let url = s.download_url("http://h", "c1", "a b", 100);
         assert!(url.starts_with("http://h/objectstore/download/c1/a%20b?expires=100&signature="));
         let sig = url.rsplit_once('=').unwrap().1;
-        assert!(s.verify_download("c1", "a b", 100, sig, 100_000_000).is_ok());
-        assert!(s.verify_download("c1", "a b", 100, sig, 101_000_000).is_err());
+        assert!(
+            s.verify_download("c1", "a b", 100, sig, 100_000_000)
+                .is_ok()
+        );
+        assert!(
+            s.verify_download("c1", "a b", 100, sig, 101_000_000)
+                .is_err()
+        );
         assert!(s.verify_download("c1", "a c", 100, sig, 0).is_err());
     }
 }
