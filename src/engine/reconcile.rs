@@ -318,9 +318,34 @@ pub fn reconcile(
     // Waves: complete the current one, soak, approval gate, start the next.
     let user_paused = spec.paused || control.memory.paused_by_annotation_since.is_some();
     let hold = aborted || auto_pause.is_some() || user_paused;
+    let prev_reason = prev.pause.as_ref().map(|p| p.reason.as_str());
+    let by_user = conditions::reason::PAUSED_BY_USER;
+    let by_spec_text = if spec.paused {
+        "spec.paused"
+    } else {
+        "the otau.dev/pause annotation"
+    };
+    if user_paused && !aborted && auto_pause.is_none() && prev_reason != Some(by_user) {
+        events.push(EngineEvent::normal(
+            reason::PAUSED,
+            format!(
+                "paused by {by_spec_text}: no new device is notified; devices in flight carry on"
+            ),
+        ));
+    }
+    if prev_reason == Some(by_user) && !user_paused && !aborted {
+        events.push(EngineEvent::normal(
+            reason::RESUMED,
+            "resumed by the user".to_owned(),
+        ));
+    }
     let approved =
         |k: usize| !spec.waves[k - 1].require_approval || control.approved_wave >= k as i32;
     let stop = loop {
+        if aborted {
+            // Terminal: wave bookkeeping stops with the abort; counts keep updating.
+            break Stop::Hold;
+        }
         if current == 0 {
             if n == 0 {
                 break Stop::NoDevices;
@@ -396,6 +421,10 @@ pub fn reconcile(
         ));
     };
 
+    // Recent failures, from the states before this step's writes (a retry being written now
+    // still shows the failure that caused it).
+    let recent_failures = recent_failures(index, &order, &pass.states, &policy, &ctx);
+
     // Notifications: covered devices not notified yet, and retries, up to the in-flight cap.
     let mut notifications = Vec::new();
     if !hold && current >= 1 {
@@ -435,10 +464,8 @@ pub fn reconcile(
         wave.counts = buckets[i + 1].clone();
     }
     let totals = sum_counts(&buckets);
-    let recent_failures = recent_failures(index, &order, &pass.states, &policy, &ctx);
 
     // Pause shown in status, and the pause/resume events derived from its change.
-    let prev_reason = prev.pause.as_ref().map(|p| p.reason.as_str());
     let pause = if aborted {
         None
     } else if let Some(p) = auto_pause.clone() {
@@ -475,26 +502,6 @@ pub fn reconcile(
         None
     };
     let new_reason = pause.as_ref().map(|p| p.reason.as_str());
-    let by_user = conditions::reason::PAUSED_BY_USER;
-    let by_spec_text = if spec.paused {
-        "spec.paused"
-    } else {
-        "the otau.dev/pause annotation"
-    };
-    if new_reason == Some(by_user) && prev_reason != Some(by_user) {
-        events.push(EngineEvent::normal(
-            reason::PAUSED,
-            format!(
-                "paused by {by_spec_text}: no new device is notified; devices in flight carry on"
-            ),
-        ));
-    }
-    if prev_reason == Some(by_user) && !user_paused && !aborted {
-        events.push(EngineEvent::normal(
-            reason::RESUMED,
-            "resumed by the user".to_owned(),
-        ));
-    }
     if let Stop::Approval(k) = stop
         && new_reason == Some(conditions::reason::WAITING_FOR_APPROVAL)
         && prev_reason != new_reason
@@ -685,7 +692,7 @@ fn recent_failures(
                 )
             };
             if let DeviceState::RetryDue { next } = states[p] {
-                message.push_str(&format!("; retry with attempt {next} is due"));
+                message.push_str(&format!("; retrying with attempt {next}"));
             }
             DeviceFailure {
                 identity: truncate(identity.to_owned(), 128),

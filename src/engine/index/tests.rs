@@ -1,1 +1,253 @@
-//! Tests of the device index.
+//! Tests of the device index: folding, scope, upserts, listings and memory.
+
+use crate::api::DeviceTag;
+use crate::api::rollout::{Exclusions, Targets};
+use crate::engine::observation::{DeviceObservation, ResourceState};
+use crate::engine::order::order_key;
+use crate::otau::{Manifest, Report, Status};
+
+use super::*;
+
+fn manifest() -> Manifest {
+    Manifest::url_list("2.0", "fw", "", vec!["fw-2.0.bin".into()])
+}
+
+fn config(targets: Targets) -> IndexConfig {
+    IndexConfig {
+        seed: "ns/ro".into(),
+        targets,
+        manifest: manifest(),
+    }
+}
+
+fn tag_targets() -> Targets {
+    Targets {
+        tags: vec![DeviceTag::new("fleet", "a")],
+        ..Targets::default()
+    }
+}
+
+fn device(identity: &str) -> DeviceObservation {
+    DeviceObservation {
+        identity: identity.into(),
+        tags: vec![DeviceTag::new("fleet", "a")],
+        ..DeviceObservation::default()
+    }
+}
+
+fn with_set(mut d: DeviceObservation, value: &str, at: i64) -> DeviceObservation {
+    d.config_otau = Some(ResourceState::set(value, at));
+    d
+}
+
+fn with_report(
+    mut d: DeviceObservation,
+    version: &str,
+    status: &str,
+    at: i64,
+) -> DeviceObservation {
+    let raw = Report::new(version, Status::parse(status), "disk full").to_json();
+    d.otau_in = Some(ResourceState::written_by_device(raw, at));
+    d
+}
+
+#[test]
+fn entry_is_forty_bytes() {
+    assert_eq!(std::mem::size_of::<DeviceEntry>(), 40);
+}
+
+#[test]
+fn set_values_fold_to_their_kind_and_attempt() {
+    let m = manifest();
+    let reordered =
+        r#"{"payload":["fw-2.0.bin"],"type":"URL_LIST","name":"fw","version":"2.0","attempt":3}"#;
+    let cases = [
+        (Some(m.to_json()), SetKind::Ours, 1),
+        (Some(m.with_attempt(2).to_json()), SetKind::Ours, 2),
+        (Some(reordered.to_owned()), SetKind::Ours, 3),
+        (
+            Some(Manifest::url_list("1.0", "fw", "", vec!["x".into()]).to_json()),
+            SetKind::OtherManifest,
+            0,
+        ),
+        (Some("ACK".to_owned()), SetKind::Foreign, 0),
+        (Some(String::new()), SetKind::Absent, 0),
+        (None, SetKind::Absent, 0),
+    ];
+    for (value, kind, attempt) in cases {
+        let mut d = device("d1");
+        if let Some(v) = &value {
+            d = with_set(d, v, 5_000_000);
+        }
+        let index = DeviceIndex::build(config(tag_targets()), [d]);
+        let e = index.get("d1").expect("in scope");
+        assert_eq!((e.set_kind, e.attempt), (kind, attempt), "{value:?}");
+    }
+}
+
+#[test]
+fn reports_fold_to_codes() {
+    let cases = [
+        ("2.0", "INSTALLED_VERSION", ReportCode::Succeeded),
+        ("1.0", "INSTALLED_VERSION", ReportCode::CurrentVersion),
+        ("2.0", "DOWNLOAD_STEP", ReportCode::InProgress),
+        ("2.0", "WARMING_UP", ReportCode::InProgressUnknown),
+        ("2.0", "TEST_ERROR", ReportCode::TestError),
+        ("2.0", "DOWNLOAD_ERROR", ReportCode::DownloadError),
+        ("2.0", "INSTALL_ERROR", ReportCode::InstallError),
+        ("2.0", "INSTALL_ABORTED", ReportCode::Aborted),
+        ("1.0", "INSTALL_ERROR", ReportCode::OtherVersion),
+    ];
+    for (version, status, code) in cases {
+        let index = DeviceIndex::build(
+            config(tag_targets()),
+            [with_report(device("d"), version, status, 7)],
+        );
+        let e = index.get("d").unwrap();
+        assert_eq!(e.report, code, "{version} {status}");
+        assert_eq!(e.report_at, 7_000_000, "seconds are normalised to µs");
+    }
+    let mut d = device("d");
+    d.otau_in = Some(ResourceState::written_by_device("not json", 1));
+    let index = DeviceIndex::build(config(tag_targets()), [d]);
+    assert_eq!(index.get("d").unwrap().report, ReportCode::Malformed);
+    assert!(
+        index
+            .note("d", 1_000_000)
+            .unwrap()
+            .contains("not valid JSON")
+    );
+}
+
+#[test]
+fn scope_follows_targets_and_keeps_notified_devices() {
+    let targets = Targets {
+        identities: vec!["by-id".into()],
+        tags: vec![DeviceTag::new("fleet", "a")],
+        exclude: Some(Exclusions {
+            identities: vec!["excluded".into()],
+            tags: vec![DeviceTag::new("lab", "yes")],
+        }),
+    };
+    let mut lab = device("lab-device");
+    lab.tags.push(DeviceTag::new("lab", "yes"));
+    let observations = vec![
+        DeviceObservation::new("by-id"),
+        device("by-tag"),
+        device("excluded"),
+        lab,
+        DeviceObservation::new("other"),
+        with_set(
+            DeviceObservation::new("notified-other"),
+            &manifest().to_json(),
+            1,
+        ),
+        with_set(DeviceObservation::new("acked-other"), "ACK", 1),
+    ];
+    let index = DeviceIndex::build(config(targets), &observations);
+    let mut kept: Vec<&str> = ["by-id", "by-tag", "notified-other"]
+        .into_iter()
+        .filter(|id| index.get(id).is_some())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["by-id", "by-tag", "notified-other"]);
+    assert_eq!(index.len(), 3);
+}
+
+#[test]
+fn later_observations_win_and_leaving_scope_removes() {
+    let mut index = DeviceIndex::new(config(tag_targets()));
+    index.upsert([
+        with_report(device("a"), "2.0", "INIT", 10),
+        with_report(device("a"), "2.0", "INSTALL_ERROR", 20),
+        device("b"),
+        device("c"),
+    ]);
+    index.prepare();
+    assert_eq!(index.get("a").unwrap().report, ReportCode::InstallError);
+    assert_eq!(index.len(), 3);
+    // b loses its tag: out of scope (never notified).
+    index.upsert([DeviceObservation::new("b")]);
+    assert!(index.get("b").is_none());
+    assert_eq!(index.identity(index.get("c").unwrap()), "c");
+    assert_eq!(index.len(), 2);
+    // A full listing without c removes it.
+    index.begin_full_listing();
+    index.upsert([device("a")]);
+    index.finish_full_listing();
+    assert_eq!(index.len(), 1);
+    assert_eq!(index.identity(index.get("a").unwrap()), "a");
+    assert_eq!(index.get("a").unwrap().report, ReportCode::None);
+}
+
+#[test]
+fn order_is_by_key_then_identity_and_survives_removals() {
+    let ids: Vec<String> = (0..500).map(|i| format!("dev-{i:04}")).collect();
+    let mut index = DeviceIndex::build(config(tag_targets()), ids.iter().map(|i| device(i)));
+    // Two of three devices leave the scope: more than half the arena is garbage, so it is
+    // compacted.
+    index.upsert(
+        ids.iter()
+            .enumerate()
+            .filter(|(n, _)| n % 3 != 0)
+            .map(|(_, i)| DeviceObservation::new(i.as_str())),
+    );
+    assert_eq!(index.garbage_bytes, 0, "compacted");
+    index.prepare();
+    let ordered: Vec<String> = index
+        .ordered()
+        .iter()
+        .map(|&i| index.identity(index.entry(i)).to_owned())
+        .collect();
+    let mut expected: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 3 == 0)
+        .map(|(_, i)| i.clone())
+        .collect();
+    expected.sort_by_key(|i| (order_key("ns/ro", i), i.clone()));
+    assert_eq!(ordered, expected);
+    for id in &expected {
+        assert_eq!(index.identity(index.get(id).unwrap()), id);
+    }
+}
+
+#[test]
+fn bad_identities_are_refused_not_fatal() {
+    let index = DeviceIndex::build(
+        config(tag_targets()),
+        [device(""), device(&"x".repeat(70_000)), device("ok")],
+    );
+    assert_eq!(index.len(), 1);
+    assert_eq!(index.rejected(), 2);
+}
+
+#[test]
+fn failure_notes_are_bounded_and_keep_the_newest() {
+    let observations: Vec<_> = (0..200)
+        .map(|i| with_report(device(&format!("d{i}")), "2.0", "INSTALL_ERROR", 1_000 + i))
+        .collect();
+    let index = DeviceIndex::build(config(tag_targets()), &observations);
+    assert_eq!(index.notes.len(), MAX_NOTES);
+    assert!(index.note("d199", 1_199_000_000).is_some());
+    assert!(index.note("d0", 1_000_000_000).is_none());
+}
+
+#[test]
+fn memory_per_device_at_100k_stays_under_200_bytes() {
+    let n = 100_000;
+    let m = manifest().to_json();
+    let observations = (0..n).map(|i| {
+        let d = device(&format!("SN-{i:08}"));
+        if i % 2 == 0 {
+            with_report(with_set(d, &m, 1_000), "2.0", "DOWNLOAD_STEP", 1_001)
+        } else {
+            d
+        }
+    });
+    let index = DeviceIndex::build(config(tag_targets()), observations);
+    assert_eq!(index.len(), n);
+    let per_device = index.heap_bytes() / n;
+    assert!(per_device < 200, "{per_device} bytes per device");
+    assert!(per_device >= 40, "the estimate counts the entries at least");
+}

@@ -1,1 +1,0 @@
-//! Scenario and property tests of the engine.

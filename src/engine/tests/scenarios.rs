@@ -1,0 +1,619 @@
+//! Scenario tests: each branch of the step, driven against the fake fleet.
+
+use crate::api::conditions::{self, COMPLETE, PAUSED, PROGRESSING, READY, STALLED, find_condition};
+use crate::api::rollout::{
+    ANNOTATION_ABORT, ANNOTATION_APPROVE, ANNOTATION_PAUSE, ANNOTATION_RESUME, FailureAction,
+    RolloutPhase,
+};
+use crate::api::{DeviceTag, GoDuration};
+use crate::engine::tests::fleet::*;
+use crate::engine::{AbortCause, Blocker, EngineError, PollHint, reason, reconcile};
+
+fn cond<'a>(d: &'a crate::engine::Decision, type_: &str) -> (&'a str, &'a str) {
+    let c = find_condition(&d.status.conditions, type_).expect(type_);
+    (c.status.as_str(), c.reason.as_str())
+}
+
+fn sizes(d: &crate::engine::Decision) -> usize {
+    d.notifications.len()
+}
+
+#[test]
+fn waves_run_in_order_and_complete() {
+    let mut run = Run::new(spec(&[10, 50, 100]), Fleet::ordered(100, SEED, |_, _| {}));
+    let mut per_step = Vec::new();
+    for _ in 0..5 {
+        let d = run.step();
+        per_step.push(sizes(&d));
+        run.wait(2 * MINUTE);
+    }
+    assert_eq!(per_step, vec![10, 40, 50, 0, 0]);
+    // Wave 1 is exactly the first 10 devices of the published order.
+    let first: Vec<&str> = run.fleet.devices[..10]
+        .iter()
+        .map(|d| d.identity.as_str())
+        .collect();
+    assert!(
+        first
+            .iter()
+            .all(|id| run.fleet.device(id).writes == vec![1])
+    );
+    let s = &run.status;
+    assert_eq!(s.phase, Some(RolloutPhase::Complete));
+    assert_eq!(s.totals.succeeded, 100);
+    assert_eq!(s.success_rate.as_deref(), Some("100.0%"));
+    assert_eq!(s.current_wave, 3);
+    assert_eq!(s.wave_progress.as_deref(), Some("3/3"));
+    assert_eq!(s.plan.as_ref().unwrap().cumulative, vec![10, 50, 100]);
+    assert_eq!(
+        s.waves
+            .iter()
+            .map(|w| w.counts.succeeded)
+            .collect::<Vec<_>>(),
+        vec![10, 40, 50]
+    );
+    assert!(
+        s.waves
+            .iter()
+            .all(|w| w.started_at.is_some() && w.completed_at.is_some())
+    );
+}
+
+#[test]
+fn events_and_conditions_along_the_way() {
+    let mut run = Run::new(spec(&[50, 100]), Fleet::ordered(4, SEED, |_, _| {}));
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::WAVE_STARTED]);
+    assert_eq!(
+        cond(&d, PROGRESSING),
+        ("True", conditions::reason::WAVE_IN_PROGRESS)
+    );
+    assert_eq!(cond(&d, READY).0, "False");
+    assert_eq!(d.requeue.poll, PollHint::Active);
+    assert_eq!(d.requeue.at, Some(T0 + 10 * MINUTE), "the device timeout");
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(
+        reasons(&d),
+        vec![reason::WAVE_COMPLETED, reason::WAVE_STARTED]
+    );
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(
+        reasons(&d),
+        vec![reason::WAVE_COMPLETED, reason::ROLLOUT_COMPLETE]
+    );
+    assert_eq!(
+        cond(&d, COMPLETE),
+        ("True", conditions::reason::ALL_WAVES_SUCCEEDED)
+    );
+    assert_eq!(
+        cond(&d, READY),
+        ("True", conditions::reason::ALL_WAVES_SUCCEEDED)
+    );
+    assert_eq!(cond(&d, STALLED).0, "False");
+    assert_eq!(d.requeue.poll, PollHint::Idle);
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(1))
+    );
+    let again = run.step();
+    assert!(again.events.is_empty(), "{:?}", again.events);
+}
+
+#[test]
+fn devices_at_the_target_version_are_skipped() {
+    let fleet = Fleet::ordered(10, SEED, |p, d| {
+        if p % 3 == 0 {
+            *d = d.clone().at_target();
+        }
+    });
+    let mut run = Run::new(spec(&[100]), fleet);
+    let d = run.step();
+    assert_eq!(sizes(&d), 6);
+    assert_eq!(d.status.totals.skipped, 4);
+    assert_eq!(d.status.totals.notified + d.status.totals.skipped, 10);
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
+    assert_eq!((d.status.totals.succeeded, d.status.totals.skipped), (6, 4));
+    assert_eq!(d.status.success_rate.as_deref(), Some("100.0%"));
+    assert!(
+        run.fleet
+            .devices
+            .iter()
+            .filter(|d| d.writes.is_empty())
+            .count()
+            == 4
+    );
+}
+
+#[test]
+fn in_flight_cap_limits_writes() {
+    let mut s = spec(&[100]);
+    s.policy.max_in_flight = Some(5);
+    let mut run = Run::new(s, Fleet::ordered(20, SEED, |_, _| {}));
+    let mut writes = Vec::new();
+    for _ in 0..6 {
+        let d = run.step();
+        let t = &d.status.totals;
+        assert!(t.notified + t.in_progress <= 5, "{t:?}");
+        writes.push(sizes(&d));
+        // Half-way: nothing finished yet, so nothing more is written.
+        run.wait(MINUTE / 2);
+        assert_eq!(sizes(&run.step()), 0);
+        run.wait(MINUTE);
+    }
+    assert_eq!(writes, vec![5, 5, 5, 5, 0, 0]);
+    assert_eq!(run.status.phase, Some(RolloutPhase::Complete));
+}
+
+#[test]
+fn a_failed_device_is_retried_with_the_next_attempt() {
+    let fleet = Fleet::ordered(1, SEED, |_, d| {
+        d.outcomes = vec![Outcome::Fail, Outcome::Succeed]
+    });
+    let mut s = spec(&[100]);
+    s.policy.retries = 2;
+    let mut run = Run::new(s, fleet);
+    let d = run.step();
+    assert_eq!(d.notifications[0].attempt, 1);
+    assert!(!d.notifications[0].manifest.contains("attempt"));
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(d.notifications.len(), 1);
+    assert_eq!(d.notifications[0].attempt, 2);
+    assert!(d.notifications[0].manifest.contains(r#""attempt":2"#));
+    assert_eq!((d.status.totals.failed, d.status.totals.notified), (0, 1));
+    assert_eq!(d.status.recent_failures[0].status, "INSTALL_ERROR");
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(d.status.totals.succeeded, 1);
+    assert_eq!(run.fleet.devices[0].writes, vec![1, 2]);
+}
+
+#[test]
+fn stale_failure_does_not_judge_the_retry_and_the_last_attempt_times_out() {
+    let fleet = Fleet::ordered(1, SEED, |_, d| {
+        d.outcomes = vec![Outcome::Fail, Outcome::Silent]
+    });
+    let mut s = spec(&[100]);
+    s.policy.retries = 1;
+    let mut run = Run::new(s, fleet);
+    run.step();
+    run.wait(2 * MINUTE);
+    assert_eq!(run.step().notifications[0].attempt, 2);
+    run.wait(2 * MINUTE);
+    // The INSTALL_ERROR on record is older than attempt 2's write.
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!((d.status.totals.notified, d.status.totals.failed), (1, 0));
+    assert_eq!(d.requeue.at, Some(T0 + 2 * MINUTE + 10 * MINUTE));
+    run.wait(10 * MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(d.status.totals.timed_out, 1);
+    assert_eq!(d.status.recent_failures[0].status, "Timeout");
+    assert_eq!(run.fleet.devices[0].writes, vec![1, 2]);
+    assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
+}
+
+/// 20 devices, waves 50/100; the first `failing` devices of the order fail.
+fn failing_run(failing: usize, action: FailureAction) -> Run {
+    let fleet = Fleet::ordered(20, SEED, |p, d| {
+        if p < failing {
+            d.outcomes = vec![Outcome::Fail];
+        }
+    });
+    let mut s = spec(&[50, 100]);
+    s.policy.failure_threshold.percent = 10;
+    s.policy.failure_threshold.min_finished = 5;
+    s.policy.on_failure = action;
+    Run::new(s, fleet)
+}
+
+#[test]
+fn threshold_pauses_and_a_resume_token_accepts_the_failures_so_far() {
+    let mut run = failing_run(3, FailureAction::Pause);
+    assert_eq!(sizes(&run.step()), 10);
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(
+        reasons(&d),
+        vec![reason::AUTO_PAUSED, reason::WAVE_COMPLETED]
+    );
+    let msg = &d.events[0].message;
+    assert!(
+        msg.contains("wave 1: 3 of 10 finished devices failed (30.0%)"),
+        "{msg}"
+    );
+    assert_eq!(
+        cond(&d, PAUSED),
+        ("True", conditions::reason::FAILURE_THRESHOLD_EXCEEDED)
+    );
+    assert_eq!(
+        cond(&d, STALLED),
+        ("True", conditions::reason::FAILURE_THRESHOLD_EXCEEDED)
+    );
+    assert_eq!(cond(&d, PROGRESSING).0, "False");
+    assert_eq!(d.status.phase, Some(RolloutPhase::Paused));
+    assert_eq!(d.status.success_rate.as_deref(), Some("70.0%"));
+    // Unrelated spec edit: judged again, still over: stays paused, no event.
+    run.edit(|s| s.policy.device_timeout = GoDuration::new("20m"));
+    let d = run.step();
+    assert!(
+        d.notifications.is_empty() && d.events.is_empty(),
+        "{:?}",
+        d.events
+    );
+    assert_eq!(d.status.pause.as_ref().unwrap().generation, Some(2));
+    // A new resume token: resumes, the 3 failures are accepted, wave 2 starts.
+    run.edit(|s| s.resume_token = Some("r1".into()));
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::RESUMED, reason::WAVE_STARTED]);
+    assert_eq!(sizes(&d), 10);
+    assert_eq!(
+        run.memory.baseline(1).map(|b| (b.finished, b.failed)),
+        Some((10, 3))
+    );
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
+    assert_eq!(d.status.totals.failed, 3);
+    // The same token again does nothing.
+    assert!(run.step().events.is_empty());
+}
+
+#[test]
+fn a_spec_change_that_passes_the_threshold_resumes() {
+    let mut run = failing_run(3, FailureAction::Pause);
+    run.step();
+    run.wait(2 * MINUTE);
+    run.step();
+    run.edit(|s| s.policy.failure_threshold.percent = 50);
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::RESUMED, reason::WAVE_STARTED]);
+    assert!(d.events[0].message.contains("generation 2"));
+}
+
+#[test]
+fn threshold_abort_stops_every_write_but_keeps_counting() {
+    let mut run = failing_run(3, FailureAction::Abort);
+    // One device of wave 1 is slow: still in flight at the abort.
+    let slow = run.fleet.devices[9].identity.clone();
+    run.fleet.devices[9].delay = 5 * MINUTE;
+    run.step();
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::ABORTED]);
+    assert!(d.notifications.is_empty());
+    assert_eq!(cond(&d, STALLED), ("True", conditions::reason::ABORTED));
+    assert_eq!(d.status.phase, Some(RolloutPhase::Aborted));
+    assert_eq!(
+        d.memory.aborted.as_ref().unwrap().cause,
+        AbortCause::FailureThreshold
+    );
+    assert_eq!(d.status.totals.in_progress, 1);
+    assert_eq!(d.status.totals.pending, 10, "wave 2 never notified");
+    assert_eq!(d.requeue.poll, PollHint::Active);
+    run.wait(5 * MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty() && d.events.is_empty());
+    assert_eq!(d.status.totals.succeeded, 7);
+    assert_eq!(run.fleet.device(&slow).writes, vec![1]);
+    assert_eq!(d.requeue.poll, PollHint::None);
+    // Resume attempts change nothing after an abort.
+    run.edit(|s| s.resume_token = Some("again".into()));
+    run.annotations.insert(ANNOTATION_RESUME.into(), "x".into());
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(d.status.phase, Some(RolloutPhase::Aborted));
+}
+
+#[test]
+fn spec_paused_holds_new_writes_while_devices_in_flight_carry_on() {
+    let mut s = spec(&[100]);
+    s.policy.max_in_flight = Some(2);
+    let mut run = Run::new(s, Fleet::ordered(4, SEED, |_, _| {}));
+    assert_eq!(sizes(&run.step()), 2);
+    run.edit(|s| s.paused = true);
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::PAUSED]);
+    assert_eq!(
+        cond(&d, PAUSED),
+        ("True", conditions::reason::PAUSED_BY_USER)
+    );
+    assert_eq!(d.status.phase, Some(RolloutPhase::Paused));
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty() && d.events.is_empty());
+    assert_eq!(
+        d.status.totals.succeeded, 2,
+        "in-flight devices still report"
+    );
+    run.edit(|s| s.paused = false);
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::RESUMED]);
+    assert_eq!(sizes(&d), 2);
+}
+
+#[test]
+fn annotation_nonces_act_once() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(3, SEED, |_, _| {}));
+    run.annotations.insert(ANNOTATION_PAUSE.into(), "p1".into());
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(reasons(&d), vec![reason::PAUSED]);
+    assert_eq!(d.status.acted_on.pause.as_deref(), Some("p1"));
+    // Same nonce: nothing new.
+    let d = run.step();
+    assert!(d.notifications.is_empty() && d.events.is_empty());
+    run.annotations
+        .insert(ANNOTATION_RESUME.into(), "r1".into());
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::RESUMED, reason::WAVE_STARTED]);
+    assert_eq!(sizes(&d), 3);
+    // A GitOps tool removes both annotations, then someone re-applies the old ones: nothing.
+    run.annotations.clear();
+    assert!(run.step().events.is_empty());
+    run.annotations.insert(ANNOTATION_PAUSE.into(), "p1".into());
+    let d = run.step();
+    assert!(d.events.is_empty());
+    assert!(d.status.pause.is_none());
+    // A resume annotation while not paused is consumed, so it cannot resume a later pause.
+    run.annotations
+        .insert(ANNOTATION_RESUME.into(), "r2".into());
+    run.step();
+    assert_eq!(run.status.acted_on.resume.as_deref(), Some("r2"));
+}
+
+#[test]
+fn abort_annotation_is_terminal() {
+    let mut run = Run::new(spec(&[50, 100]), Fleet::ordered(4, SEED, |_, _| {}));
+    run.step();
+    run.annotations.insert(ANNOTATION_ABORT.into(), "a1".into());
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::ABORTED]);
+    assert_eq!(
+        d.memory.aborted.as_ref().unwrap().cause,
+        AbortCause::Annotation
+    );
+    run.annotations.clear();
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(d.status.phase, Some(RolloutPhase::Aborted));
+    assert_eq!(d.status.totals.succeeded, 2);
+    assert_eq!(d.status.totals.pending, 2);
+}
+
+#[test]
+fn approval_gate_waits_and_opens_by_annotation_or_spec() {
+    for by_annotation in [true, false] {
+        let mut s = spec(&[50, 100]);
+        s.waves[1].require_approval = true;
+        let mut run = Run::new(s, Fleet::ordered(4, SEED, |_, _| {}));
+        assert_eq!(sizes(&run.step()), 2);
+        run.wait(2 * MINUTE);
+        let d = run.step();
+        assert!(d.notifications.is_empty());
+        assert_eq!(
+            reasons(&d),
+            vec![reason::WAVE_COMPLETED, reason::WAITING_FOR_APPROVAL]
+        );
+        assert_eq!(
+            cond(&d, PAUSED),
+            ("True", conditions::reason::WAITING_FOR_APPROVAL)
+        );
+        assert_eq!(d.status.phase, Some(RolloutPhase::Paused));
+        assert!(run.step().events.is_empty());
+        if by_annotation {
+            run.annotations
+                .insert(ANNOTATION_APPROVE.into(), "oops".into());
+            let d = run.step();
+            assert_eq!(reasons(&d), vec![reason::INVALID_ANNOTATION]);
+            run.annotations
+                .insert(ANNOTATION_APPROVE.into(), "2:n1".into());
+        } else {
+            run.edit(|s| s.approved_waves = 2);
+        }
+        let d = run.step();
+        let expected = if by_annotation {
+            vec![reason::WAVE_APPROVED, reason::WAVE_STARTED]
+        } else {
+            vec![reason::WAVE_STARTED]
+        };
+        assert_eq!(reasons(&d), expected);
+        assert_eq!(sizes(&d), 2);
+    }
+}
+
+#[test]
+fn soak_holds_the_next_wave_until_it_ends() {
+    let mut s = spec(&[50, 100]);
+    s.waves[0].soak = Some(GoDuration::new("1h"));
+    let mut run = Run::new(s, Fleet::ordered(4, SEED, |_, _| {}));
+    run.step();
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(cond(&d, PROGRESSING), ("True", conditions::reason::SOAKING));
+    let until = T0 + 2 * MINUTE + 60 * MINUTE;
+    assert_eq!(d.requeue.at, Some(until));
+    assert_eq!(
+        d.status.waves[0]
+            .soak_until
+            .as_ref()
+            .map(|t| t.0.as_microsecond()),
+        Some(until)
+    );
+    run.wait(30 * MINUTE);
+    assert!(run.step().notifications.is_empty());
+    run.wait(30 * MINUTE);
+    assert_eq!(sizes(&run.step()), 2);
+}
+
+#[test]
+fn late_joiners_are_notified_after_completion_and_target_edits_keep_notified_devices() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(3, SEED, |_, _| {}));
+    run.step();
+    run.wait(2 * MINUTE);
+    assert_eq!(run.step().status.phase, Some(RolloutPhase::Complete));
+    run.fleet.add(SimDevice::new("late-1"));
+    let d = run.step();
+    assert_eq!(
+        d.notifications
+            .iter()
+            .map(|n| n.identity.as_str())
+            .collect::<Vec<_>>(),
+        ["late-1"]
+    );
+    assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
+    assert!(!reasons(&d).contains(&reason::ROLLOUT_COMPLETE));
+    // Edit the targets: a new tag selects more devices; the old ones were notified and stay.
+    let stale_index = run.index();
+    run.edit(|s| s.targets.tags = vec![DeviceTag::new("fleet", "b")]);
+    let err = reconcile(&run.input(), &stale_index, run.fleet.now).unwrap_err();
+    assert!(matches!(err, EngineError::IndexMismatch(_)), "{err}");
+    let mut b = SimDevice::new("b-1");
+    b.tags = vec![DeviceTag::new("fleet", "b")];
+    run.fleet.add(b);
+    let mut unnotified = SimDevice::new("a-unnotified");
+    unnotified.tags = vec![DeviceTag::new("fleet", "a")];
+    run.fleet.add(unnotified);
+    let d = run.step();
+    assert_eq!(
+        d.notifications
+            .iter()
+            .map(|n| n.identity.as_str())
+            .collect::<Vec<_>>(),
+        ["b-1"]
+    );
+    assert_eq!(
+        d.status.totals.targeted, 5,
+        "4 notified + b-1; a-unnotified dropped"
+    );
+}
+
+#[test]
+fn literal_ack_counts_as_notified_and_is_never_rewritten() {
+    let fleet = Fleet::ordered(2, SEED, |_, d| {
+        d.literal_ack = true;
+        d.delay = 3 * MINUTE;
+    });
+    let mut s = spec(&[100]);
+    s.policy.retries = 2;
+    let mut run = Run::new(s, fleet);
+    assert_eq!(sizes(&run.step()), 2);
+    run.wait(MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(d.status.totals.in_progress, 2);
+    run.wait(3 * MINUTE);
+    let d = run.step();
+    assert_eq!(d.status.totals.succeeded, 2);
+    assert!(run.fleet.devices.iter().all(|d| d.writes == vec![1]));
+}
+
+#[test]
+fn malformed_reports_are_counted_and_shown() {
+    let fleet = Fleet::ordered(3, SEED, |p, d| {
+        if p == 0 {
+            d.outcomes = vec![Outcome::Malformed];
+        }
+        if p == 1 {
+            // Garbage on record before the rollout: the device is still notified.
+            d.report = Some(crate::engine::ResourceState::written_by_device(
+                "garbage",
+                T0 - MINUTE,
+            ));
+        }
+    });
+    let mut run = Run::new(spec(&[100]), fleet);
+    assert_eq!(sizes(&run.step()), 3);
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!((d.status.totals.invalid, d.status.totals.succeeded), (1, 2));
+    let f = &d.status.recent_failures[0];
+    assert_eq!(f.status, "InvalidReport");
+    assert!(
+        f.message.as_deref().unwrap().contains("not valid JSON"),
+        "{f:?}"
+    );
+    assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
+    assert_eq!(
+        d.status.success_rate.as_deref(),
+        Some("100.0%"),
+        "invalid is not finished for the rate"
+    );
+}
+
+#[test]
+fn aborted_install_is_final_and_not_retried() {
+    let fleet = Fleet::ordered(1, SEED, |_, d| d.outcomes = vec![Outcome::Abort]);
+    let mut s = spec(&[100]);
+    s.policy.retries = 3;
+    let mut run = Run::new(s, fleet);
+    run.step();
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(d.status.totals.aborted, 1);
+    assert_eq!(d.status.success_rate.as_deref(), Some("0.0%"));
+}
+
+#[test]
+fn blocked_steps_write_nothing_and_say_why() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(2, SEED, |_, _| {}));
+    let d = run.step_blocked(Blocker::PackageNotReady("uploading 1/2 files".into()));
+    assert_eq!(
+        cond(&d, READY),
+        ("False", conditions::reason::PACKAGE_NOT_READY)
+    );
+    assert_eq!(
+        cond(&d, PROGRESSING),
+        ("False", conditions::reason::PACKAGE_NOT_READY)
+    );
+    assert_eq!(d.status.phase, Some(RolloutPhase::Pending));
+    run.step();
+    run.wait(2 * MINUTE);
+    let before = run.status.totals.clone();
+    let d = run.step_blocked(Blocker::PlatformUnavailable(
+        "503 from the management API".into(),
+    ));
+    assert_eq!(
+        cond(&d, READY),
+        ("Unknown", conditions::reason::PLATFORM_UNAVAILABLE)
+    );
+    assert_eq!(d.status.totals, before);
+    assert!(d.notifications.is_empty());
+    let d = run.step();
+    assert_eq!(d.status.totals.succeeded, 2);
+    assert_eq!(cond(&d, READY).0, "True");
+}
+
+#[test]
+fn no_matching_device_waits_instead_of_completing() {
+    let mut run = Run::new(spec(&[100]), Fleet::new(vec![]));
+    let d = run.step();
+    assert_eq!(d.status.current_wave, 0);
+    assert_eq!(cond(&d, COMPLETE).0, "False");
+    assert!(cond(&d, PROGRESSING) == ("True", conditions::reason::WAVE_IN_PROGRESS));
+    run.fleet.add(SimDevice::new("first"));
+    let d = run.step();
+    assert_eq!(sizes(&d), 1);
+}
+
+#[test]
+fn a_bad_duration_is_a_clear_error() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(1, SEED, |_, _| {}));
+    run.spec.policy.device_timeout = GoDuration::new("soon");
+    let err = reconcile(&run.input(), &run.index(), T0).unwrap_err();
+    assert!(
+        err.to_string().contains("spec.policy.deviceTimeout"),
+        "{err}"
+    );
+}
