@@ -246,3 +246,50 @@ fn config_json_round_trips_and_rejects_unknown_fields() {
         .to_string();
     assert!(err.contains("eror_rate"), "{err}");
 }
+
+/// The flag structs flatten into one command without name clashes, as `emulator` uses them.
+#[test]
+fn flags_flatten_into_a_clap_command() {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        faults: FaultArgs,
+        #[command(flatten)]
+        webhook: crate::emulator::webhook::WebhookArgs,
+    }
+
+    let cmd = Cmd::try_parse_from([
+        "emulator",
+        "--fault",
+        "PATCH device2.state:error_rate=0.2",
+        "--fault",
+        "content.upload:drop_rate=0.1",
+        "--fault-seed",
+        "5",
+        "--rate-limit",
+        "10/20",
+        "--webhook-url",
+        "http://127.0.0.1:9/hooks/device2",
+        "--webhook-event-types",
+        "provisioned,deleted",
+    ])
+    .unwrap();
+    let cfg = cmd.faults.to_config().unwrap();
+    assert_eq!(cfg.rules.len(), 2);
+    assert_eq!(cfg.seed, 5);
+    assert_eq!(
+        cfg.rate_limit,
+        Some(RateLimit {
+            per_second: 10.0,
+            burst: 20
+        })
+    );
+    assert_eq!(cmd.webhook.webhook_event_types, ["provisioned", "deleted"]);
+    // Off by default.
+    let cmd = Cmd::try_parse_from(["emulator"]).unwrap();
+    assert!(cmd.faults.to_config().unwrap().is_off());
+    // There is no flag that takes the secret itself.
+    assert!(Cmd::try_parse_from(["emulator", "--webhook-secret", "x"]).is_err());
+}
