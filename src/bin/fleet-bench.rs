@@ -122,6 +122,7 @@ fn main() -> ExitCode {
     let t1 = Instant::now();
     fleet.run_virtual(&clock, None);
     let t_boot = t1.elapsed();
+    let rss_booted = rss_kib();
 
     let manifest =
         Manifest::url_list("2.0.0", "Firmware update", "", vec!["fw-2.0.0.bin".into()]).to_json();
@@ -134,6 +135,7 @@ fn main() -> ExitCode {
         }
     }
     let t_writes = t2.elapsed();
+    let rss_written = rss_kib();
     let virtual_start = clock.now_micros();
     let t3 = Instant::now();
     let summary = fleet.run_virtual(&clock, None);
@@ -164,12 +166,15 @@ fn main() -> ExitCode {
         t0.elapsed().as_secs_f64()
     );
     println!(
-        "RSS MiB: start {:.0}, fleet core {:.0} (+{:.0}), + model identities {:.0} (+{:.0}), end of flow {:.0}",
+        "RSS MiB: start {:.0}, model + fleet core {:.0} (+{:.0}), + model identities {:.0} (+{:.0}), \
+         after boot reports {:.0}, after cloud writes {:.0}, end of flow {:.0}",
         mib(rss_start),
         mib(rss_core),
         mib(rss_core.saturating_sub(rss_start)),
         mib(rss_created),
         mib(rss_created.saturating_sub(rss_core)),
+        mib(rss_booted),
+        mib(rss_written),
         mib(rss_end)
     );
     println!(

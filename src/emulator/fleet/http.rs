@@ -205,7 +205,9 @@ impl HttpFleet {
 }
 
 impl HttpFleetHandle {
-    /// The latest summary.
+    /// The latest summary. Its action counters count actions handed to the devices' I/O
+    /// workers (requests may still be in flight); `errors` counts requests that failed after
+    /// their retries. Check the platform's state for what devices actually wrote.
     pub fn summary(&self) -> FleetSummary {
         self.summary.borrow().clone()
     }
