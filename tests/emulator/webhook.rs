@@ -289,3 +289,74 @@ async fn extra_event_types_are_pushed_when_configured() {
     assert_eq!(ev["type"], "provisioned");
     assert_eq!(ev["identity"], "d9");
 }
+
+/// Item 9: the webhook is set by flags (`--webhook-url`, `--webhook-secret-file`), the secret
+/// read from a file, never from a flag's value; [`Edges`] starts delivery from them.
+#[tokio::test]
+async fn edges_start_webhook_delivery_from_flags() {
+    use clap::Parser;
+    use otau_operator::emulator::admin::{EdgeArgs, Edges};
+    use otau_operator::emulator::clock::SystemClock;
+    use otau_operator::emulator::model::{Model, ModelConfig, NewIdentity};
+    use otau_operator::emulator::server::{self, AppState, ServerOptions};
+    use std::io::Write;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        edges: EdgeArgs,
+    }
+
+    let (rx, url) = receiver(&[], None).await;
+    let mut secret_file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(secret_file, "{SECRET}").unwrap();
+    let cmd = Cmd::try_parse_from([
+        "emulator",
+        "--webhook-url",
+        &url,
+        "--webhook-secret-file",
+        secret_file.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    let model = Model::new(ModelConfig::default(), std::sync::Arc::new(SystemClock));
+    let conn = model.add_connector(CID).unwrap();
+    let edges = Edges::start(&model, Some(CID), &cmd.edges).unwrap();
+    let state = AppState {
+        model: model.clone(),
+        options: std::sync::Arc::new(ServerOptions {
+            default_connector: Some(CID.to_string()),
+            ..ServerOptions::default()
+        }),
+    };
+    let app = edges.attach(server::router(state.clone()));
+    let running = server::start_with_router("127.0.0.1:0".parse().unwrap(), state, app)
+        .await
+        .unwrap();
+    conn.add_identity("d1", NewIdentity::default()).unwrap();
+    let token = conn.activate("d1").unwrap();
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{}/onep:v1/stack/alias", running.base_url))
+        .header("x-exosite-cik", token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("otau_in=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let got = wait_for("the pushed event", DEADLINE, || async {
+        let got = rx.received();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert!(
+        signature_ok(&got[0]),
+        "the file's secret (without its line break) signs"
+    );
+    assert_eq!(
+        edges.webhook.as_ref().unwrap().stats().snapshot().attempts,
+        1
+    );
+}

@@ -13,6 +13,7 @@
 //!
 //! The admin endpoints need no credentials: the emulator is a local test tool.
 
+pub mod edges;
 pub mod metrics;
 pub mod requests;
 
@@ -32,6 +33,7 @@ use super::faults::{self, FaultConfig, Faults};
 use super::graphql::{self, GraphqlState};
 use super::model::{CloudWriteRecord, Model};
 use super::webhook::WebhookStats;
+pub use edges::{EdgeArgs, EdgeError, Edges};
 pub use requests::{RequestMetrics, RequestsReport, RouteTally, count_requests};
 
 /// Everything the edge parts share with the admin endpoints.

@@ -74,6 +74,9 @@ pub enum WebhookConfigError {
          --webhook-secret-file (an empty secret disables push)"
     )]
     MissingSecret(String),
+    /// A `--webhook-url` without `CID=` while no default connector is configured.
+    #[error("--webhook-url {0:?} names no connector (use CID=URL) and no default connector is set")]
+    NoConnector(String),
     /// A per-connector secret file for a connector without a URL.
     #[error("--webhook-secret-file names connector {0:?}, which has no --webhook-url")]
     SecretWithoutUrl(String),
@@ -111,14 +114,18 @@ fn read_secret(path: &str) -> Result<WebhookSecret, WebhookConfigError> {
 
 impl WebhookArgs {
     /// The delivery settings these flags describe, with the secret from the process environment.
-    pub fn to_config(&self, default_connector: &str) -> Result<WebhookConfig, WebhookConfigError> {
+    /// URLs without `CID=` belong to `default_connector`.
+    pub fn to_config(
+        &self,
+        default_connector: Option<&str>,
+    ) -> Result<WebhookConfig, WebhookConfigError> {
         self.to_config_with_env(default_connector, |name| std::env::var(name).ok())
     }
 
     /// [`WebhookArgs::to_config`] with the environment given as a function (for tests).
     pub fn to_config_with_env(
         &self,
-        default_connector: &str,
+        default_connector: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<WebhookConfig, WebhookConfigError> {
         let mut urls: BTreeMap<String, url::Url> = BTreeMap::new();
@@ -126,7 +133,10 @@ impl WebhookArgs {
             let (cid, raw) = match split_connector(value) {
                 // `http://…` never splits: its part before `=` holds a ':'.
                 (Some(cid), rest) => (cid, rest),
-                (None, rest) => (default_connector, rest),
+                (None, rest) => match default_connector {
+                    Some(cid) => (cid, rest),
+                    None => return Err(WebhookConfigError::NoConnector(value.clone())),
+                },
             };
             let url = url::Url::parse(raw).map_err(|e| WebhookConfigError::BadUrl {
                 value: value.clone(),
@@ -203,7 +213,9 @@ mod tests {
     #[test]
     fn url_without_connector_goes_to_the_default_connector_with_env_secret() {
         let c = args(&["http://127.0.0.1:9/hooks/device2"], &[], &[])
-            .to_config_with_env("dflt", |n| (n == SECRET_ENV).then(|| "envsecret".into()))
+            .to_config_with_env(Some("dflt"), |n| {
+                (n == SECRET_ENV).then(|| "envsecret".into())
+            })
             .unwrap();
         let t = &c.targets["dflt"];
         assert_eq!(t.url.as_str(), "http://127.0.0.1:9/hooks/device2");
@@ -223,7 +235,9 @@ mod tests {
             ],
             &[],
         );
-        let c = a.to_config_with_env("x", |_| Some("env".into())).unwrap();
+        let c = a
+            .to_config_with_env(Some("x"), |_| Some("env".into()))
+            .unwrap();
         assert_eq!(c.targets["abc"].secret.as_bytes(), b"own");
         assert_eq!(c.targets["def"].secret.as_bytes(), b"shared");
     }
@@ -232,7 +246,7 @@ mod tests {
     fn empty_secret_file_disables_push() {
         let empty = secret_file("");
         let c = args(&["http://h/a"], &[empty.path().to_str().unwrap()], &[])
-            .to_config_with_env("x", |_| None)
+            .to_config_with_env(Some("x"), |_| None)
             .unwrap();
         assert!(c.targets["x"].secret.is_empty());
         assert!(!c.is_active());
@@ -241,40 +255,52 @@ mod tests {
     #[test]
     fn errors_are_clear_and_never_show_secrets() {
         let err = args(&["http://h/a"], &[], &[])
-            .to_config_with_env("x", |_| None)
+            .to_config_with_env(Some("x"), |_| None)
             .unwrap_err();
         assert!(err.to_string().contains(SECRET_ENV), "{err}");
         let err = args(&["ftp://h/a"], &[], &[])
-            .to_config_with_env("x", |_| Some("s".into()))
+            .to_config_with_env(Some("x"), |_| Some("s".into()))
             .unwrap_err();
         assert!(err.to_string().contains("http or https"), "{err}");
         let err = args(&["not a url"], &[], &[])
-            .to_config_with_env("x", |_| Some("s".into()))
+            .to_config_with_env(Some("x"), |_| Some("s".into()))
             .unwrap_err();
         assert!(err.to_string().starts_with("--webhook-url"), "{err}");
         let err = args(&["http://h/a"], &["/nonexistent/secret"], &[])
-            .to_config_with_env("x", |_| None)
+            .to_config_with_env(Some("x"), |_| None)
             .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/secret"), "{err}");
         let err = args(&["http://h/a"], &[], &["data_in", "bogus"])
-            .to_config_with_env("x", |_| Some("s".into()))
+            .to_config_with_env(Some("x"), |_| Some("s".into()))
             .unwrap_err();
         assert_eq!(err, WebhookConfigError::UnknownEventType("bogus".into()));
         let f = secret_file("s");
         let err = args(&[], &[&format!("abc={}", f.path().display())], &[])
-            .to_config_with_env("x", |_| None)
+            .to_config_with_env(Some("x"), |_| None)
             .unwrap_err();
         assert_eq!(err, WebhookConfigError::SecretWithoutUrl("abc".into()));
         let err = args(&["http://h/a", "x=http://h/b"], &[], &[])
-            .to_config_with_env("x", |_| Some("s".into()))
+            .to_config_with_env(Some("x"), |_| Some("s".into()))
             .unwrap_err();
         assert_eq!(err, WebhookConfigError::DuplicateUrl("x".into()));
     }
 
     #[test]
+    fn bare_url_needs_a_default_connector() {
+        let err = args(&["http://h/a"], &[], &[])
+            .to_config_with_env(None, |_| Some("s".into()))
+            .unwrap_err();
+        assert!(matches!(err, WebhookConfigError::NoConnector(_)), "{err}");
+        let c = args(&["abc=http://h/a"], &[], &[])
+            .to_config_with_env(None, |_| Some("s".into()))
+            .unwrap();
+        assert!(c.targets.contains_key("abc"));
+    }
+
+    #[test]
     fn event_types_always_include_data_in() {
         let c = args(&[], &[], &["provisioned", " deleted", ""])
-            .to_config_with_env("x", |_| None)
+            .to_config_with_env(Some("x"), |_| None)
             .unwrap();
         let got: Vec<&str> = c.event_types.iter().map(String::as_str).collect();
         assert_eq!(got, ["data_in", "deleted", "provisioned"]);
