@@ -1,1 +1,414 @@
-//! Property tests placeholder (filled in the next step).
+//! Property tests: random fleets, policies and control actions, stepped through the engine
+//! with the fake fleet applying every decision; the invariants are checked after each step.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use crate::api::GoDuration;
+use crate::api::conditions::{PROGRESSING, TRUE, find_condition, reason as cond_reason};
+use crate::api::rollout::{
+    ANNOTATION_ABORT, ANNOTATION_APPROVE, ANNOTATION_PAUSE, ANNOTATION_RESUME, FailureAction,
+    RolloutSpec, success_rate,
+};
+use crate::engine::tests::fleet::*;
+use crate::engine::{
+    Decision, DeviceIndex, IndexConfig, SetKind, judge, order_seed, reason, reconcile,
+};
+
+/// One device of a generated fleet.
+#[derive(Clone, Debug)]
+struct DeviceSpec {
+    outcomes: Vec<Outcome>,
+    delay_minutes: i64,
+    literal_ack: bool,
+    at_target: bool,
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        6 => Just(Outcome::Succeed),
+        2 => Just(Outcome::Fail),
+        1 => Just(Outcome::Silent),
+        1 => Just(Outcome::Abort),
+        1 => Just(Outcome::Malformed),
+    ]
+}
+
+fn device_spec() -> impl Strategy<Value = DeviceSpec> {
+    (
+        prop::collection::vec(outcome(), 1..4),
+        1i64..20,
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(outcomes, delay_minutes, literal_ack, at_target)| DeviceSpec {
+                outcomes,
+                delay_minutes,
+                literal_ack,
+                at_target,
+            },
+        )
+}
+
+/// A control action (or nothing) before a step.
+#[derive(Clone, Debug)]
+enum Action {
+    Nothing,
+    TogglePaused,
+    PauseAnnotation,
+    ResumeAnnotation,
+    NewResumeToken,
+    ApproveAnnotation(u32),
+    ApproveSpec(i32),
+    AbortAnnotation,
+    LateJoiner,
+    ClearAnnotations,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        20 => Just(Action::Nothing),
+        2 => Just(Action::TogglePaused),
+        2 => Just(Action::PauseAnnotation),
+        2 => Just(Action::ResumeAnnotation),
+        2 => Just(Action::NewResumeToken),
+        2 => (1u32..5).prop_map(Action::ApproveAnnotation),
+        1 => (1i32..5).prop_map(Action::ApproveSpec),
+        1 => Just(Action::AbortAnnotation),
+        2 => Just(Action::LateJoiner),
+        1 => Just(Action::ClearAnnotations),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Policy {
+    percents: Vec<i32>,
+    approval: Vec<bool>,
+    soak_first: bool,
+    retries: i32,
+    max_in_flight: Option<i32>,
+    percent: i32,
+    min_finished: i32,
+    count_timeouts: bool,
+    abort: bool,
+    timeout_minutes: i64,
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (
+        prop::collection::btree_set(1i32..100, 0..3),
+        prop::collection::vec(prop::bool::weighted(0.2), 4),
+        any::<bool>(),
+        0i32..4,
+        prop::option::weighted(0.4, 1i32..8),
+        0i32..=100,
+        0i32..8,
+        any::<bool>(),
+        prop::bool::weighted(0.2),
+        5i64..30,
+    )
+        .prop_map(
+            |(
+                set,
+                approval,
+                soak_first,
+                retries,
+                max_in_flight,
+                percent,
+                min_finished,
+                count_timeouts,
+                abort,
+                timeout_minutes,
+            )| {
+                let mut percents: Vec<i32> = set.into_iter().collect();
+                percents.push(100);
+                Policy {
+                    approval: approval[..percents.len()].to_vec(),
+                    percents,
+                    soak_first,
+                    retries,
+                    max_in_flight,
+                    percent,
+                    min_finished,
+                    count_timeouts,
+                    abort,
+                    timeout_minutes,
+                }
+            },
+        )
+}
+
+fn build_spec(p: &Policy) -> RolloutSpec {
+    let mut s = spec(&p.percents);
+    for (w, approval) in s.waves.iter_mut().zip(&p.approval) {
+        w.require_approval = *approval;
+    }
+    if p.soak_first && s.waves.len() > 1 {
+        s.waves[0].soak = Some(GoDuration::new("30m"));
+    }
+    s.policy.retries = p.retries;
+    s.policy.max_in_flight = p.max_in_flight;
+    s.policy.failure_threshold.percent = p.percent;
+    s.policy.failure_threshold.min_finished = p.min_finished;
+    s.policy.failure_threshold.count_timeouts = p.count_timeouts;
+    s.policy.on_failure = if p.abort {
+        FailureAction::Abort
+    } else {
+        FailureAction::Pause
+    };
+    s.policy.device_timeout = GoDuration::new(format!("{}m", p.timeout_minutes));
+    s
+}
+
+fn sim(identity: String, d: &DeviceSpec) -> SimDevice {
+    let mut s = SimDevice::new(identity);
+    s.outcomes = d.outcomes.clone();
+    s.delay = d.delay_minutes * MINUTE;
+    s.literal_ack = d.literal_ack;
+    if d.at_target {
+        s = s.at_target();
+    }
+    s
+}
+
+fn apply_action(run: &mut Run, action: &Action, step: usize, joiners: &mut Vec<DeviceSpec>) {
+    let nonce = format!("n{step}");
+    match action {
+        Action::Nothing => {}
+        Action::TogglePaused => run.edit(|s| s.paused = !s.paused),
+        Action::PauseAnnotation => {
+            run.annotations.insert(ANNOTATION_PAUSE.into(), nonce);
+        }
+        Action::ResumeAnnotation => {
+            run.annotations.insert(ANNOTATION_RESUME.into(), nonce);
+        }
+        Action::NewResumeToken => run.edit(|s| s.resume_token = Some(nonce)),
+        Action::ApproveAnnotation(k) => {
+            run.annotations
+                .insert(ANNOTATION_APPROVE.into(), format!("{k}:{nonce}"));
+        }
+        Action::ApproveSpec(k) => run.edit(|s| s.approved_waves = *k),
+        Action::AbortAnnotation => {
+            run.annotations.insert(ANNOTATION_ABORT.into(), nonce);
+        }
+        Action::LateJoiner => {
+            if let Some(d) = joiners.pop() {
+                run.fleet.add(sim(format!("late-{step}"), &d));
+            }
+        }
+        Action::ClearAnnotations => run.annotations.clear(),
+    }
+}
+
+fn held(d: &Decision, spec: &RolloutSpec) -> bool {
+    d.memory.aborted.is_some()
+        || spec.paused
+        || d.memory.paused_by_annotation_since.is_some()
+        || d.status
+            .pause
+            .as_ref()
+            .is_some_and(|p| p.reason == cond_reason::FAILURE_THRESHOLD_EXCEEDED)
+}
+
+const CONTROL_REASONS: [&str; 5] = [
+    reason::PAUSED,
+    reason::RESUMED,
+    reason::WAVE_APPROVED,
+    reason::ABORTED,
+    reason::AUTO_PAUSED,
+];
+
+fn check_step(
+    run: &Run,
+    d: &Decision,
+    index: &DeviceIndex,
+    previous: Option<&Decision>,
+) -> Result<(), TestCaseError> {
+    let s = &d.status;
+    let t = &s.totals;
+    // Never notify while paused or aborted.
+    if held(d, &run.spec) {
+        prop_assert!(d.notifications.is_empty(), "notified while held");
+    }
+    // Counts always sum to the targets.
+    prop_assert_eq!(t.targeted, index.len() as i64);
+    let sum = t.pending
+        + t.notified
+        + t.in_progress
+        + t.succeeded
+        + t.failed
+        + t.aborted
+        + t.timed_out
+        + t.skipped
+        + t.invalid;
+    prop_assert_eq!(sum, t.targeted);
+    for w in &s.waves {
+        let c = &w.counts;
+        let wsum = c.pending
+            + c.notified
+            + c.in_progress
+            + c.succeeded
+            + c.failed
+            + c.aborted
+            + c.timed_out
+            + c.skipped
+            + c.invalid;
+        prop_assert_eq!(wsum, c.targeted);
+    }
+    prop_assert!(s.waves.iter().map(|w| w.counts.targeted).sum::<i64>() <= t.targeted);
+    // Membership and waves only grow.
+    if let Some(p) = previous {
+        prop_assert!(s.current_wave >= p.status.current_wave);
+        let covered = |d: &Decision| {
+            let c = d.status.current_wave as usize;
+            if c == 0 {
+                0
+            } else {
+                d.status.plan.as_ref().unwrap().cumulative[c - 1]
+            }
+        };
+        prop_assert!(covered(d) >= covered(p), "covered prefix shrank");
+    }
+    // Success rate and threshold agree.
+    let threshold = &run.spec.policy.failure_threshold;
+    for w in &s.waves {
+        let j = judge(&w.counts, None, threshold);
+        if j.tripped {
+            let rate = success_rate(&w.counts).expect("finished devices");
+            let value: f64 = rate.trim_end_matches('%').parse().unwrap();
+            prop_assert!(
+                value < f64::from(100 - threshold.percent),
+                "tripped at success rate {rate} with threshold {}%",
+                threshold.percent
+            );
+        }
+    }
+    let tripped_now = s
+        .waves
+        .iter()
+        .any(|w| judge(&w.counts, d.memory.baseline(w.number), threshold).tripped);
+    if d.events.iter().any(|e| e.reason == reason::AUTO_PAUSED) {
+        prop_assert!(tripped_now, "AutoPaused without a tripped wave");
+    }
+    let progressing = find_condition(&s.conditions, PROGRESSING).is_some_and(|c| c.status == TRUE);
+    let started = d.events.iter().any(|e| e.reason == reason::WAVE_STARTED);
+    if progressing && !started {
+        prop_assert!(
+            !tripped_now,
+            "progressing while a wave exceeds the threshold"
+        );
+    }
+    Ok(())
+}
+
+fn run_case(
+    n: usize,
+    devices: Vec<DeviceSpec>,
+    policy: Policy,
+    actions: Vec<(Action, i64)>,
+) -> Result<(), TestCaseError> {
+    let spec = build_spec(&policy);
+    let seed = order_seed(&spec, "tests", "ro");
+    let fleet = Fleet::ordered(n, &seed, |p, d| {
+        let s = sim(d.identity.clone(), &devices[p % devices.len()]);
+        *d = s;
+    });
+    let mut joiners: Vec<DeviceSpec> = devices.iter().rev().take(5).cloned().collect();
+    let mut run = Run::new(spec, fleet);
+    let mut incremental = DeviceIndex::new(IndexConfig {
+        seed,
+        targets: run.spec.targets.clone(),
+        manifest: manifest(),
+    });
+    let mut raw_status = run.status.clone();
+    let mut raw_memory = run.memory.clone();
+    let mut previous: Option<Decision> = None;
+    let mut attempts_seen: BTreeMap<String, u8> = BTreeMap::new();
+    for (step, (action, wait)) in actions.iter().enumerate() {
+        apply_action(&mut run, action, step, &mut joiners);
+        let fresh = run.index();
+        let d = reconcile(&run.input(), &fresh, run.fleet.now).expect("reconcile");
+        // A restart (fresh index, status and memory read back from JSON) decides exactly as
+        // the long-running process (incremental index, in-memory status).
+        incremental.begin_full_listing();
+        incremental.upsert(run.fleet.observations());
+        incremental.finish_full_listing();
+        let mut live_input = run.input();
+        live_input.status = &raw_status;
+        live_input.memory = &raw_memory;
+        let live = reconcile(&live_input, &incremental, run.fleet.now).expect("reconcile");
+        prop_assert_eq!(&live, &d, "restart decided differently at step {}", step);
+        check_step(&run, &d, &fresh, previous.as_ref())?;
+        // Attempts the platform shows never go backwards (a notified device stays notified).
+        for (p, &i) in fresh.ordered().iter().enumerate() {
+            let _ = p;
+            let e = fresh.entry(i);
+            if e.set_kind == SetKind::Ours {
+                let id = fresh.identity(e).to_owned();
+                let before = attempts_seen.insert(id.clone(), e.attempt).unwrap_or(0);
+                prop_assert!(e.attempt >= before, "attempt of {} went back", id);
+            }
+        }
+        run.fleet.apply(&d.notifications);
+        run.status = serde_json::from_str(&serde_json::to_string(&d.status).unwrap()).unwrap();
+        run.memory = serde_json::from_str(&serde_json::to_string(&d.memory).unwrap()).unwrap();
+        raw_status = d.status.clone();
+        raw_memory = d.memory.clone();
+        // An acted-on nonce never acts again: the same annotations, or none, change nothing.
+        let again = run.decide();
+        prop_assert_eq!(&again.status.acted_on, &d.status.acted_on);
+        prop_assert!(
+            !again
+                .events
+                .iter()
+                .any(|e| CONTROL_REASONS.contains(&e.reason)),
+            "control acted twice: {:?}",
+            again.events
+        );
+        let saved = std::mem::take(&mut run.annotations);
+        let without = run.decide();
+        run.annotations = saved;
+        prop_assert_eq!(&without.memory, &again.memory);
+        prop_assert!(
+            !without
+                .events
+                .iter()
+                .any(|e| CONTROL_REASONS.contains(&e.reason))
+        );
+        previous = Some(d);
+        run.wait(wait * MINUTE);
+    }
+    // Never notified twice for the same attempt, never more than retries + 1 times.
+    let max = run.spec.policy.retries as usize + 1;
+    for device in &run.fleet.devices {
+        prop_assert!(
+            device.writes.len() <= max,
+            "{} written {:?}",
+            device.identity,
+            device.writes
+        );
+        prop_assert!(
+            device.writes.windows(2).all(|w| w[0] < w[1]),
+            "{} written {:?}",
+            device.identity,
+            device.writes
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_over_random_rollouts(
+        n in 0usize..40,
+        devices in prop::collection::vec(device_spec(), 1..12),
+        policy in policy(),
+        actions in prop::collection::vec((action(), 1i64..15), 10..30),
+    ) {
+        run_case(n, devices, policy, actions)?;
+    }
+}
