@@ -8,9 +8,11 @@
 //! - [`emulator`]: a local Exosite platform. Uses [`otau`] only.
 //! - [`engine`]: the rollout logic, pure. Uses [`api`] and [`otau`] only.
 //! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`] only.
+//! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`], [`otau`], [`platform`].
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod controller;
 pub mod emulator;
 pub mod engine;
 pub mod otau;

@@ -21,6 +21,8 @@ enum Command {
     Crds(cmd::crds::Args),
     /// Serve a local Exosite platform (device API, management API, content, GraphQL, events).
     Emulator(cmd::emulator::Args),
+    /// Run the operator: reconcile IoTConnectors and SoftwarePackages until SIGTERM/SIGINT.
+    Run(cmd::run::Args),
 }
 
 fn main() -> ExitCode {
@@ -28,5 +30,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crds(args) => cmd::crds::run(args),
         Command::Emulator(args) => cmd::emulator::run(args),
+        Command::Run(args) => cmd::run::run(args),
     }
 }

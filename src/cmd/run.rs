@@ -1,0 +1,370 @@
+//! `otau-operator run`: the operator process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use otau_operator::api::parse_duration;
+use otau_operator::controller::Settings;
+use otau_operator::controller::runtime::{self, RunOptions};
+use otau_operator::platform::RetryPolicy;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (local runs).
+    Text,
+    /// One JSON object per line (in a cluster).
+    Json,
+}
+
+/// Arguments of `run`. Every flag also reads an environment variable (shown in `--help`);
+/// none carries a secret: platform tokens come from the Secrets each IoTConnector names.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Run the operator: reconcile IoTConnectors and SoftwarePackages until SIGTERM/SIGINT",
+    long_about = "Run the operator: check each IoTConnector's credentials, upload and register each \
+SoftwarePackage, and serve /metrics, /livez and /readyz. Needs the CRDs installed \
+(kubectl apply --server-side -f crds/). Stops gracefully on SIGTERM or Ctrl-C; a second signal \
+exits at once."
+)]
+pub struct Args {
+    /// Kubeconfig file. Default: in-cluster configuration, else $KUBECONFIG or ~/.kube/config.
+    #[arg(
+        long,
+        env = "OTAU_KUBECONFIG",
+        value_name = "PATH",
+        help_heading = "Kubernetes"
+    )]
+    kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(
+        long,
+        env = "OTAU_KUBE_CONTEXT",
+        value_name = "NAME",
+        help_heading = "Kubernetes"
+    )]
+    context: Option<String>,
+
+    /// Namespace to watch; repeat the flag or give a comma-separated list. Default: all.
+    #[arg(
+        long = "watch-namespace",
+        env = "OTAU_WATCH_NAMESPACE",
+        value_name = "NS",
+        value_delimiter = ',',
+        help_heading = "Kubernetes"
+    )]
+    watch_namespaces: Vec<String>,
+
+    /// How long to wait at start for the CRDs to be Established.
+    #[arg(long, env = "OTAU_CRD_WAIT_TIMEOUT", default_value = "60s", value_parser = duration, value_name = "DURATION", help_heading = "Kubernetes")]
+    crd_wait_timeout: Duration,
+
+    /// Name of this replica, sent in the User-Agent and as the Events' reporting instance.
+    /// Default: $POD_NAME, else the host name.
+    #[arg(
+        long,
+        env = "OTAU_INSTANCE",
+        value_name = "NAME",
+        help_heading = "Identity"
+    )]
+    instance: Option<String>,
+
+    /// Address of the HTTP server for /metrics, /livez and /readyz (port 0 picks a free port;
+    /// the address is logged).
+    #[arg(
+        long,
+        env = "OTAU_METRICS_ADDR",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR",
+        help_heading = "Observability"
+    )]
+    metrics_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "OTAU_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        help_heading = "Observability"
+    )]
+    log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `info,otau_operator=debug`. Default: $RUST_LOG, else `info`.
+    #[arg(
+        long,
+        env = "OTAU_LOG_LEVEL",
+        value_name = "FILTER",
+        help_heading = "Observability"
+    )]
+    log_level: Option<String>,
+
+    /// Allow URL file sources on loopback, link-local and private addresses (refused by
+    /// default against server-side request forgery). For local tests and air-gapped mirrors.
+    #[arg(long, env = "OTAU_ALLOW_PRIVATE_SOURCES", help_heading = "Packages")]
+    allow_private_sources: bool,
+
+    /// The largest file a package may upload, in bytes (suffixes Ki, Mi, Gi allowed).
+    #[arg(long, env = "OTAU_MAX_FILE_BYTES", default_value = "512Mi", value_parser = bytes, value_name = "BYTES", help_heading = "Packages")]
+    max_file_bytes: u64,
+
+    /// How long one URL download may take.
+    #[arg(long, env = "OTAU_FETCH_TIMEOUT", default_value = "10m", value_parser = duration, value_name = "DURATION", help_heading = "Packages")]
+    fetch_timeout: Duration,
+
+    /// Folder where downloads are staged while their sha256 is checked (needs room for the
+    /// largest package). Default: the system temp folder.
+    #[arg(
+        long,
+        env = "OTAU_WORK_DIR",
+        value_name = "DIR",
+        help_heading = "Packages"
+    )]
+    work_dir: Option<PathBuf>,
+
+    /// The most per-device tags (`<productId>.<identity>`) on a package registration; a
+    /// package's spec.registration.maxDeviceTags cannot go above it.
+    #[arg(
+        long,
+        env = "OTAU_EXOSENSE_MAX_DEVICE_TAGS",
+        default_value_t = 1000,
+        value_name = "N",
+        help_heading = "Packages"
+    )]
+    exosense_max_device_tags: u32,
+
+    /// How often a Ready package is compared with the platform again.
+    #[arg(long, env = "OTAU_PACKAGE_RESYNC", default_value = "10m", value_parser = duration, value_name = "DURATION", help_heading = "Packages")]
+    package_resync: Duration,
+
+    /// A management token with less time left is reported in the IoTConnector's Ready message
+    /// and a TokenExpiringSoon event.
+    #[arg(long, env = "OTAU_TOKEN_EXPIRY_WARNING", default_value = "24h", value_parser = duration, value_name = "DURATION", help_heading = "Platform")]
+    token_expiry_warning: Duration,
+
+    /// Timeout of each platform request.
+    #[arg(long, env = "OTAU_PLATFORM_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration, value_name = "DURATION", help_heading = "Platform")]
+    platform_request_timeout: Duration,
+
+    /// Tries of an idempotent platform request (the first included).
+    #[arg(
+        long,
+        env = "OTAU_PLATFORM_MAX_TRIES",
+        default_value_t = 5,
+        value_name = "N",
+        help_heading = "Platform"
+    )]
+    platform_max_tries: u32,
+
+    /// Delay before the first retry of a platform request (doubles, with jitter).
+    #[arg(long, env = "OTAU_PLATFORM_INITIAL_BACKOFF", default_value = "1s", value_parser = duration, value_name = "DURATION", help_heading = "Platform")]
+    platform_initial_backoff: Duration,
+
+    /// Longest delay between retries of a platform request.
+    #[arg(long, env = "OTAU_PLATFORM_MAX_BACKOFF", default_value = "60s", value_parser = duration, value_name = "DURATION", help_heading = "Platform")]
+    platform_max_backoff: Duration,
+
+    /// Longest delay before a failed reconcile is tried again.
+    #[arg(long, env = "OTAU_ERROR_BACKOFF_MAX", default_value = "60s", value_parser = duration, value_name = "DURATION", help_heading = "Platform")]
+    error_backoff_max: Duration,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Bytes with an optional binary suffix: `1048576`, `512Mi`, `2Gi`, `64Ki`.
+pub fn bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, factor) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .iter()
+        .find_map(|(suffix, factor)| t.strip_suffix(suffix).map(|n| (n, *factor)))
+        .unwrap_or((t, 1));
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            format!("{text:?} is not a size: use bytes, or a number with Ki, Mi or Gi (e.g. 512Mi)")
+        })
+}
+
+fn instance(explicit: Option<String>) -> String {
+    explicit
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            std::env::var("POD_NAME")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(otau_operator::platform::config::default_instance)
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+    let filter_text = level
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "info".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter_text)
+        .map_err(|e| format!("--log-level {filter_text:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// Runs the operator until a signal stops it.
+pub fn run(args: Args) -> ExitCode {
+    if let Err(message) = init_logging(args.log_format, args.log_level.as_deref()) {
+        eprintln!("run: {message}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("run: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("run: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn client(args: &Args) -> Result<kube::Client, String> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            let options = kube::config::KubeConfigOptions {
+                context: args.context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+        }
+        None if args.context.is_some() => {
+            let options = kube::config::KubeConfigOptions {
+                context: args.context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| format!("kubeconfig: {e}"))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("no Kubernetes configuration found (in-cluster, $KUBECONFIG or ~/.kube/config): {e}; pass --kubeconfig")
+        })?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let client = client(&args).await?;
+    let settings = Settings {
+        instance: instance(args.instance.clone()),
+        allow_private_sources: args.allow_private_sources,
+        max_file_bytes: args.max_file_bytes,
+        fetch_timeout: args.fetch_timeout,
+        work_dir: args.work_dir.clone().unwrap_or_else(std::env::temp_dir),
+        token_expiry_warning: args.token_expiry_warning,
+        max_device_tags: args.exosense_max_device_tags,
+        platform_request_timeout: args.platform_request_timeout,
+        platform_retry: RetryPolicy {
+            max_tries: args.platform_max_tries.max(1),
+            initial_backoff: args.platform_initial_backoff,
+            max_backoff: args.platform_max_backoff,
+        },
+        package_resync: args.package_resync,
+        error_backoff_max: args.error_backoff_max,
+    };
+    if args.allow_private_sources {
+        tracing::warn!(
+            "--allow-private-sources: URL sources may point at loopback and private addresses"
+        );
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        instance = %settings.instance,
+        namespaces = %if args.watch_namespaces.is_empty() { "<all>".to_string() } else { args.watch_namespaces.join(",") },
+        "starting otau-operator"
+    );
+    let options = RunOptions {
+        namespaces: args.watch_namespaces.clone(),
+        metrics_addr: args.metrics_addr,
+        crd_timeout: args.crd_wait_timeout,
+    };
+    runtime::run(client, settings, options, signals()).await
+}
+
+/// Completes on the first SIGTERM or SIGINT; a second one exits the process at once.
+async fn signals() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("run: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(bytes("1048576"), Ok(1_048_576));
+        assert_eq!(bytes("512Mi"), Ok(512 * 1024 * 1024));
+        assert_eq!(bytes("2Gi"), Ok(2 << 30));
+        assert!(bytes("0").is_err());
+        assert!(bytes("12MB").unwrap_err().contains("Ki, Mi or Gi"));
+    }
+}

@@ -1,0 +1,255 @@
+//! The IoTConnector controller: reads the token Secret(s) with `get`, checks the token and the
+//! connector against the management API, and reports `Ready` (house-style.md §3):
+//!
+//! | Outcome | Ready | Stalled | Reason |
+//! |---|---|---|---|
+//! | token accepted, product exists | True | False | `Connected` |
+//! | Secret or key missing | False | False | `SecretNotFound` (retried with backoff) |
+//! | 5xx, timeout, rate limited | Unknown | False | `PlatformUnavailable` (retried with backoff) |
+//! | 401 (after one Secret re-read) / 403 | False | True | `CredentialsRejected` |
+//! | the product id does not exist | False | True | `ProductNotFound` |
+//! | the spec cannot be used (URL, CA bundle) | False | True | `ConfigurationInvalid` |
+//!
+//! A check runs on every spec or annotation change and every `spec.checkInterval` (sooner
+//! when the token expires first). The token's remaining lifetime goes to
+//! `status.tokenTtlSeconds`, `status.tokenExpiresAt` and the metric
+//! `otau_connector_token_ttl_seconds`; below the `--token-expiry-warning` threshold the Ready
+//! message says so and a `TokenExpiringSoon` Warning event is published.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tokio::time::Instant;
+
+use super::Context;
+use super::error::Error;
+use super::metrics::CONNECTOR_CONTROLLER;
+use super::schedule::fingerprint;
+use super::status::{after, apply_status, human_duration, now};
+use crate::api::conditions::{
+    self, FALSE, READY, STALLED, TRUE, UNKNOWN, new_condition, reason, set_condition,
+};
+use crate::api::iot_connector::DEFAULT_CHECK_INTERVAL;
+use crate::api::{IoTConnector, IoTConnectorStatus, parse_duration};
+use crate::platform::{CredentialCheck, PlatformError};
+
+/// Reason: the connector's product id does not exist on the management API.
+pub const REASON_PRODUCT_NOT_FOUND: &str = "ProductNotFound";
+/// Reason: the spec cannot be used as written (URL, CA bundle, client settings).
+pub const REASON_CONFIGURATION_INVALID: &str = "ConfigurationInvalid";
+/// Event reason: the token expires within the warning threshold.
+pub const EVENT_TOKEN_EXPIRING: &str = "TokenExpiringSoon";
+
+/// Reconciles one IoTConnector (the controller's reconcile function).
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<IoTConnector>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = match &obj.0 {
+        Ok(connector) => reconcile_connector(connector, &ctx).await,
+        Err(invalid) => {
+            let uid = obj.meta().uid.clone().unwrap_or_default();
+            ctx.schedule
+                .failed(&uid, fingerprint(obj.meta()), Some(None));
+            Err(Error::Malformed {
+                message: invalid.error.clone(),
+            })
+        }
+    };
+    let label = match &result {
+        Ok(_) => "success",
+        Err(_) => "error",
+    };
+    ctx.metrics
+        .reconciled(CONNECTOR_CONTROLLER, label, started.elapsed().as_secs_f64());
+    result
+}
+
+/// The check interval of a connector (the CRD validates it; a bad value falls back to 5m).
+pub fn check_interval(connector: &IoTConnector) -> Duration {
+    connector
+        .spec
+        .check_interval
+        .to_std()
+        .or_else(|_| parse_duration(DEFAULT_CHECK_INTERVAL))
+        .unwrap_or(Duration::from_secs(300))
+}
+
+fn deferred(wait: Option<Duration>) -> Action {
+    match wait {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(kind = "IoTConnector", namespace = %connector.namespace().unwrap_or_default(), name = %connector.name_any(), generation = connector.metadata.generation))]
+async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<Action, Error> {
+    let uid = connector.metadata.uid.clone().unwrap_or_default();
+    let fp = fingerprint(&connector.metadata);
+    if let Some(wait) = ctx.schedule.wait(&uid, fp) {
+        return Ok(deferred(wait));
+    }
+    let namespace = connector.namespace().unwrap_or_default();
+    let name = connector.name_any();
+    let interval = check_interval(connector);
+    let outcome = match check(connector, ctx).await {
+        Err(e @ (Error::Kube { .. } | Error::KubeTimeout { .. })) => {
+            // The apiserver is the problem: nothing useful to write.
+            ctx.schedule.failed(&uid, fp, None);
+            return Err(e);
+        }
+        other => other,
+    };
+
+    let generation = connector.metadata.generation;
+    let previous = connector.status.clone().unwrap_or_default();
+    let was_ready = conditions::is_true(&previous.conditions, READY);
+    let mut status = IoTConnectorStatus {
+        conditions: previous.conditions.clone(),
+        observed_generation: generation,
+        product_name: previous.product_name.clone(),
+        token_expires_at: previous.token_expires_at.clone(),
+        token_ttl_seconds: previous.token_ttl_seconds,
+        last_checked_at: Some(now()),
+    };
+    let ttl_gauge = ctx
+        .metrics
+        .token_ttl
+        .with_label_values(&[namespace.as_str(), name.as_str()]);
+    let (ready, stalled, why, message) = match &outcome {
+        Ok(check) => {
+            let ttl = check.ttl;
+            status.token_ttl_seconds = Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+            status.token_expires_at = Some(after(ttl));
+            ttl_gauge.set(ttl.as_secs_f64());
+            let mut message = format!(
+                "the management API accepted the token and product {} exists; the token expires in {}",
+                connector.spec.product_id,
+                human_duration(ttl)
+            );
+            if ttl < ctx.settings.token_expiry_warning {
+                let warning = format!(
+                    "the management token expires in {} (less than the {} warning threshold): renew it and update Secret {}/{}",
+                    human_duration(ttl),
+                    human_duration(ctx.settings.token_expiry_warning),
+                    namespace,
+                    connector.spec.token_secret_ref.name
+                );
+                tracing::warn!(ttl_seconds = ttl.as_secs(), "management token expires soon");
+                ctx.event(
+                    &connector.object_ref(&()),
+                    EventType::Warning,
+                    EVENT_TOKEN_EXPIRING,
+                    "CheckCredentials",
+                    &warning,
+                )
+                .await;
+                message = format!("connected; {warning}");
+            }
+            (TRUE, FALSE, reason::CONNECTED, message)
+        }
+        Err(error) => {
+            let (ready, stalled, why) = classify(error);
+            if why == reason::CREDENTIALS_REJECTED {
+                status.token_ttl_seconds = Some(0);
+                ttl_gauge.set(0.0);
+            }
+            (ready, stalled, why, error.to_string())
+        }
+    };
+    let at = now();
+    set_condition(
+        &mut status.conditions,
+        new_condition(READY, ready, why, message.clone(), generation, at.clone()),
+    );
+    set_condition(
+        &mut status.conditions,
+        new_condition(
+            STALLED,
+            stalled,
+            why,
+            if stalled == TRUE {
+                message.clone()
+            } else {
+                String::new()
+            },
+            generation,
+            at,
+        ),
+    );
+    let api: Api<IoTConnector> = Api::namespaced(ctx.client.clone(), &namespace);
+    let written = apply_status(&api, &name, "IoTConnector", &status).await;
+
+    match outcome {
+        Ok(check) => {
+            if !was_ready {
+                tracing::info!(ttl_seconds = check.ttl.as_secs(), "connector ready");
+                ctx.event(
+                    &connector.object_ref(&()),
+                    EventType::Normal,
+                    reason::CONNECTED,
+                    "CheckCredentials",
+                    &message,
+                )
+                .await;
+            }
+            if let Err(e) = written {
+                ctx.schedule.failed(&uid, fp, None);
+                return Err(e);
+            }
+            // Check again after the interval, or just after the token has expired.
+            let next = interval.min(check.ttl + Duration::from_secs(1));
+            ctx.schedule.succeeded(&uid, fp, Some(next));
+            Ok(Action::requeue(next))
+        }
+        Err(error) => {
+            let retry = if error.is_transient() {
+                None
+            } else {
+                // A corrected Secret is not watched: look again after the interval.
+                Some(Some(interval))
+            };
+            ctx.schedule.failed(&uid, fp, retry);
+            Err(error)
+        }
+    }
+}
+
+/// The Ready status, Stalled status and reason for a failed check.
+pub fn classify(error: &Error) -> (&'static str, &'static str, &'static str) {
+    match error {
+        Error::SecretNotFound { .. } => (FALSE, FALSE, reason::SECRET_NOT_FOUND),
+        Error::Platform { source } => match source {
+            PlatformError::Authentication { .. } => (FALSE, TRUE, reason::CREDENTIALS_REJECTED),
+            PlatformError::NotFound { .. } => (FALSE, TRUE, REASON_PRODUCT_NOT_FOUND),
+            PlatformError::CredentialsUnavailable { .. } => {
+                (FALSE, FALSE, reason::SECRET_NOT_FOUND)
+            }
+            e if super::error::platform_is_transient(e) => {
+                (UNKNOWN, FALSE, reason::PLATFORM_UNAVAILABLE)
+            }
+            _ => (FALSE, TRUE, REASON_CONFIGURATION_INVALID),
+        },
+        Error::ConnectorSpecInvalid { .. } => (FALSE, TRUE, REASON_CONFIGURATION_INVALID),
+        _ => (UNKNOWN, FALSE, reason::PLATFORM_UNAVAILABLE),
+    }
+}
+
+/// Reads the Secret(s) and checks the credentials.
+async fn check(connector: &IoTConnector, ctx: &Context) -> Result<CredentialCheck, Error> {
+    let client = ctx
+        .connectors
+        .get(&ctx.client, &ctx.settings, &ctx.metrics.platform, connector)
+        .await?;
+    client.management.refresh().await?;
+    if let Some(exosense) = &client.exosense {
+        exosense.refresh().await?;
+    }
+    Ok(client.platform.check_credentials().await?)
+}

@@ -1,0 +1,322 @@
+//! The controllers' error type (house-style.md rule 15): one variant per failure site, each
+//! with a stable `metric_label()`, an `event_reason()` and a class (`is_transient()`) that
+//! decides between backing off and waiting for a change.
+//!
+//! Messages name objects, files and operations; never a token, a Secret value or a full URL
+//! with credentials (URLs are shown without query and user info, see [`redact_url`]).
+
+use std::time::Duration;
+
+use crate::platform::PlatformError;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed (network, conflict, 5xx, RBAC).
+    #[error("Kubernetes API call {op} failed: {source}")]
+    Kube {
+        /// What was being done (`get Secret`, `patch status`, ...).
+        op: &'static str,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A Kubernetes API call did not answer in time.
+    #[error("Kubernetes API call {op} timed out after {} s", .after.as_secs())]
+    KubeTimeout {
+        /// What was being done.
+        op: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+    /// A platform call failed.
+    #[error("{source}")]
+    Platform {
+        /// The platform client's typed error (it names the operation).
+        #[source]
+        source: PlatformError,
+    },
+    /// The token Secret an IoTConnector names does not exist (yet), or lacks the key.
+    #[error("{message}")]
+    SecretNotFound {
+        /// Which Secret or key is missing.
+        message: String,
+    },
+    /// The IoTConnector's spec cannot be used as written (bad URL, http without opt-in).
+    #[error("invalid IoTConnector spec: {message}")]
+    ConnectorSpecInvalid {
+        /// What is wrong.
+        message: String,
+    },
+    /// The package's IoTConnector is missing when it is needed for cleanup.
+    #[error(
+        "IoTConnector {name} not found: the uploaded content cannot be removed. Recreate the \
+         connector, or if it is gone for good remove the finalizer by hand: kubectl patch \
+         softwarepackage {package} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]'"
+    )]
+    ConnectorMissing {
+        /// The connector name.
+        name: String,
+        /// The package name.
+        package: String,
+    },
+    /// A file source cannot be read right now (download failed, ConfigMap or Secret missing).
+    #[error("file {file}: {message}")]
+    SourceUnavailable {
+        /// The file's name in the spec.
+        file: String,
+        /// What happened.
+        message: String,
+    },
+    /// A file source is refused as written: http without opt-in, a private address, a
+    /// Secret without the opt-in label.
+    #[error("file {file}: {message}")]
+    SourceRefused {
+        /// The file's name in the spec.
+        file: String,
+        /// Why.
+        message: String,
+    },
+    /// The downloaded (or stored) bytes do not match the spec's sha256. Nothing was uploaded.
+    #[error(
+        "file {file}: sha256 mismatch: the spec says {expected}, the source delivered {actual}; nothing was uploaded"
+    )]
+    ChecksumMismatch {
+        /// The file's name in the spec.
+        file: String,
+        /// The spec's digest.
+        expected: String,
+        /// The digest of what the source delivered.
+        actual: String,
+    },
+    /// A file is larger than the operator's size limit.
+    #[error(
+        "file {file}: larger than the limit of {limit} bytes (operator flag --max-file-bytes); nothing was uploaded"
+    )]
+    FileTooLarge {
+        /// The file's name in the spec.
+        file: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A content id is already used by another package (or by something that is not a
+    /// SoftwarePackage); the operator never overwrites it.
+    #[error(
+        "content id {content_id} (file {file}) already belongs to {owner}: it is not overwritten; set another contentId"
+    )]
+    ContentOwned {
+        /// The file's name in the spec.
+        file: String,
+        /// The content id.
+        content_id: String,
+        /// Who owns it (`SoftwarePackage ns/name`, or a description).
+        owner: String,
+    },
+    /// The package cannot be registered as written (for example a manifest over the size
+    /// limit of a device2 value).
+    #[error("invalid package: {message}")]
+    PackageInvalid {
+        /// What is wrong.
+        message: String,
+    },
+    /// Deletion waits while active Rollouts use the package.
+    #[error(
+        "deletion waits: active Rollout(s) {rollouts} still use this package; abort or delete them first"
+    )]
+    InUse {
+        /// The Rollouts, comma-separated.
+        rollouts: String,
+    },
+    /// The object no longer matches the Rust types (written under an older schema).
+    #[error("the object cannot be read: {message}")]
+    Malformed {
+        /// The deserialization error.
+        message: String,
+    },
+    /// The finalizer machinery failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Wraps a kube error with the operation.
+    pub fn kube(op: &'static str) -> impl FnOnce(kube::Error) -> Error {
+        move |source| Error::Kube { op, source }
+    }
+
+    /// The innermost error (through the finalizer wrapper).
+    pub fn inner(&self) -> &Error {
+        match self {
+            Error::Finalizer(boxed) => match boxed.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.inner(),
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+
+    /// A stable snake_case label for `otau_reconcile_errors_total{error}`.
+    pub fn metric_label(&self) -> &'static str {
+        match self.inner() {
+            Error::Kube { .. } => "kube",
+            Error::KubeTimeout { .. } => "kube_timeout",
+            Error::Platform { source } => match source {
+                PlatformError::Authentication { .. } => "platform_authentication",
+                PlatformError::NotFound { .. } => "platform_not_found",
+                PlatformError::RateLimited { .. } => "platform_rate_limited",
+                PlatformError::Unavailable { .. } => "platform_unavailable",
+                PlatformError::CredentialsUnavailable { .. } => "credentials_unavailable",
+                _ => "platform_rejected",
+            },
+            Error::SecretNotFound { .. } => "secret_not_found",
+            Error::ConnectorSpecInvalid { .. } => "connector_spec_invalid",
+            Error::ConnectorMissing { .. } => "connector_missing",
+            Error::SourceUnavailable { .. } => "source_unavailable",
+            Error::SourceRefused { .. } => "source_refused",
+            Error::ChecksumMismatch { .. } => "checksum_mismatch",
+            Error::FileTooLarge { .. } => "file_too_large",
+            Error::ContentOwned { .. } => "content_owned",
+            Error::PackageInvalid { .. } => "package_invalid",
+            Error::InUse { .. } => "in_use",
+            Error::Malformed { .. } => "malformed",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+
+    /// The PascalCase reason of the Warning event this error becomes.
+    pub fn event_reason(&self) -> &'static str {
+        match self.inner() {
+            Error::Kube { .. } | Error::KubeTimeout { .. } => "KubernetesRequestFailed",
+            Error::Platform { source } => match source {
+                PlatformError::Authentication { .. } => "CredentialsRejected",
+                _ => "PlatformRequestFailed",
+            },
+            Error::SecretNotFound { .. } => "SecretNotFound",
+            Error::ConnectorSpecInvalid { .. } => "ConnectorInvalid",
+            Error::ConnectorMissing { .. } => "ConnectorMissing",
+            Error::SourceUnavailable { .. } => "SourceUnavailable",
+            Error::SourceRefused { .. } => "SourceRefused",
+            Error::ChecksumMismatch { .. } => "ChecksumMismatch",
+            Error::FileTooLarge { .. } => "FileTooLarge",
+            Error::ContentOwned { .. } => "ContentOwnedByOther",
+            Error::PackageInvalid { .. } => "PackageInvalid",
+            Error::InUse { .. } => "DeletionWaiting",
+            Error::Malformed { .. } => "MalformedObject",
+            Error::Finalizer(_) => "FinalizerFailed",
+        }
+    }
+
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self.inner() {
+            Error::Kube { .. }
+            | Error::KubeTimeout { .. }
+            | Error::SecretNotFound { .. }
+            | Error::SourceUnavailable { .. }
+            | Error::InUse { .. }
+            | Error::ConnectorMissing { .. }
+            | Error::Finalizer(_) => true,
+            Error::Platform { source } => platform_is_transient(source),
+            Error::ConnectorSpecInvalid { .. }
+            | Error::SourceRefused { .. }
+            | Error::ChecksumMismatch { .. }
+            | Error::FileTooLarge { .. }
+            | Error::ContentOwned { .. }
+            | Error::PackageInvalid { .. }
+            | Error::Malformed { .. } => false,
+        }
+    }
+}
+
+/// The platform's own classification, plus: a 429 from the object store (reported as a
+/// rejection because the upload step is not retried inside the client) and a response the
+/// client could not read are worth another try.
+pub fn platform_is_transient(error: &PlatformError) -> bool {
+    error.is_transient()
+        || matches!(error, PlatformError::Rejected { status: 429, .. })
+        || matches!(error, PlatformError::InvalidResponse { .. })
+}
+
+impl From<PlatformError> for Error {
+    fn from(source: PlatformError) -> Self {
+        Error::Platform { source }
+    }
+}
+
+/// A URL as it may appear in messages: scheme, host, port and path; no user info, query or
+/// fragment (which may carry credentials such as presigned signatures).
+pub fn redact_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_and_labels() {
+        let e = Error::ChecksumMismatch {
+            file: "fw.bin".into(),
+            expected: "aa".into(),
+            actual: "bb".into(),
+        };
+        assert!(!e.is_transient());
+        assert_eq!(e.metric_label(), "checksum_mismatch");
+        assert_eq!(e.event_reason(), "ChecksumMismatch");
+        let text = e.to_string();
+        assert!(text.contains("fw.bin") && text.contains("aa") && text.contains("bb"));
+
+        let e = Error::from(PlatformError::Unavailable {
+            operation: "content.info",
+            reason: "HTTP 503".into(),
+        });
+        assert!(e.is_transient());
+        assert_eq!(e.metric_label(), "platform_unavailable");
+
+        let e = Error::from(PlatformError::Rejected {
+            operation: "content.upload.post",
+            status: 429,
+            message: "slow down".into(),
+        });
+        assert!(e.is_transient());
+
+        let e = Error::from(PlatformError::Authentication {
+            operation: "token.check",
+            status: 401,
+            message: "no".into(),
+        });
+        assert!(!e.is_transient());
+        assert_eq!(e.event_reason(), "CredentialsRejected");
+
+        let e = Error::FileTooLarge {
+            file: "big.bin".into(),
+            limit: 1024,
+        };
+        assert!(e.to_string().contains("1024 bytes"));
+    }
+
+    #[test]
+    fn finalizer_errors_classify_by_their_cause() {
+        let inner = Error::InUse {
+            rollouts: "r1".into(),
+        };
+        let e = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::CleanupFailed(
+            inner,
+        )));
+        assert!(e.is_transient());
+        assert_eq!(e.metric_label(), "in_use");
+        assert_eq!(e.event_reason(), "DeletionWaiting");
+    }
+
+    #[test]
+    fn urls_lose_credentials_and_queries() {
+        let url = url::Url::parse("https://user:pw@example.com:8443/a/b.bin?sig=secret#x").unwrap();
+        assert_eq!(redact_url(&url), "https://example.com:8443/a/b.bin");
+    }
+}

@@ -1,0 +1,205 @@
+//! The kube-runtime controllers of the operator and what they share.
+//!
+//! - [`connector`]: checks each IoTConnector's credentials and the token's remaining lifetime.
+//! - [`package`]: fetches, verifies, uploads and registers each SoftwarePackage, and removes
+//!   its content on delete (finalizer `otau.dev/platform-cleanup`).
+//! - [`runtime`]: starts both controllers and the metrics/health server, and stops them as
+//!   one unit.
+//!
+//! Uses [`crate::api`], [`crate::otau`] and [`crate::platform`] (design.md §4).
+
+pub mod clients;
+pub mod connector;
+pub mod crds;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod package;
+pub mod runtime;
+pub mod schedule;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+
+pub use error::Error;
+pub use metrics::Metrics;
+
+use crate::platform::RetryPolicy;
+use clients::ConnectorClients;
+use schedule::Schedule;
+
+/// The name that reports events (`reportingController`).
+pub const REPORTING_CONTROLLER: &str = "otau-operator";
+
+/// What the operator was started with that the controllers use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This replica's name (pod name): in `User-Agent` and as the event reporting instance.
+    pub instance: String,
+    /// Allow URL sources on loopback, link-local and private addresses.
+    pub allow_private_sources: bool,
+    /// The largest file a package may upload, bytes.
+    pub max_file_bytes: u64,
+    /// How long one URL download may take.
+    pub fetch_timeout: Duration,
+    /// Where downloads are staged while they are verified.
+    pub work_dir: PathBuf,
+    /// A token with less time left than this is reported in the Ready message and an event.
+    pub token_expiry_warning: Duration,
+    /// The most per-device tags on a package registration (bounds the spec's value).
+    pub max_device_tags: u32,
+    /// Timeout of each platform request.
+    pub platform_request_timeout: Duration,
+    /// Retries of idempotent platform requests.
+    pub platform_retry: RetryPolicy,
+    /// How often a Ready package is checked against the platform again.
+    pub package_resync: Duration,
+    /// The longest backoff after repeated transient failures.
+    pub error_backoff_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            instance: crate::platform::config::default_instance(),
+            allow_private_sources: false,
+            max_file_bytes: 512 * 1024 * 1024,
+            fetch_timeout: Duration::from_secs(600),
+            work_dir: std::env::temp_dir(),
+            token_expiry_warning: Duration::from_secs(24 * 3600),
+            max_device_tags: crate::api::software_package::DEFAULT_MAX_DEVICE_TAGS as u32,
+            platform_request_timeout: Duration::from_secs(30),
+            platform_retry: RetryPolicy::default(),
+            package_resync: Duration::from_secs(600),
+            error_backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// The one shared event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub settings: Settings,
+    /// One platform client per connector.
+    pub connectors: ConnectorClients,
+    /// When each object is next due.
+    pub schedule: Schedule,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: kube::Client, settings: Settings, metrics: Metrics) -> Arc<Context> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTING_CONTROLLER.to_string(),
+                instance: Some(settings.instance.clone()),
+            },
+        );
+        Arc::new(Context {
+            client,
+            recorder,
+            metrics,
+            schedule: Schedule::new(settings.error_backoff_max),
+            settings,
+            connectors: ConnectorClients::default(),
+        })
+    }
+
+    /// Publishes an event about `reference`.
+    pub async fn event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        events::publish(&self.recorder, reference, type_, reason, action, note).await;
+    }
+}
+
+/// `error_policy` of both controllers: the delay the reconcile stored for the object (a
+/// backoff for transient errors, a fixed delay or a wait for a change for the others).
+pub fn error_policy<K>(obj: Arc<DeserializeGuard<K>>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource,
+{
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    match ctx.schedule.pending(&uid) {
+        Some(Some(delay)) => Action::requeue(delay),
+        Some(None) => Action::await_change(),
+        None if error.is_transient() => Action::requeue(ctx.schedule.backoff(1)),
+        None => Action::await_change(),
+    }
+}
+
+/// Consumes a controller's result stream: the one place where reconcile errors are logged and
+/// become Warning events (house-style.md rule 13).
+pub async fn report_results<K, S>(results: S, ctx: Arc<Context>, controller_name: &'static str)
+where
+    K: Resource<DynamicType = ()> + 'static,
+    S: futures::Stream<
+            Item = Result<
+                (ObjectRef<DeserializeGuard<K>>, Action),
+                controller::Error<Error, kube::runtime::watcher::Error>,
+            >,
+        >,
+{
+    results
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => {
+                        tracing::debug!(controller = controller_name, object = %object, "reconciled");
+                    }
+                    Err(controller::Error::ReconcilerFailed(error, object)) => {
+                        ctx.metrics.failed(controller_name, error.metric_label());
+                        let namespace = object.namespace.clone().unwrap_or_default();
+                        if error.is_transient() {
+                            tracing::warn!(controller = controller_name, %namespace, name = %object.name, error = %error, "reconcile failed; retrying");
+                        } else {
+                            tracing::error!(controller = controller_name, %namespace, name = %object.name, error = %error, "reconcile failed; needs a change");
+                        }
+                        let reference = ObjectReference {
+                            api_version: Some(K::api_version(&()).into_owned()),
+                            kind: Some(K::kind(&()).into_owned()),
+                            name: Some(object.name.clone()),
+                            namespace: object.namespace.clone(),
+                            ..ObjectReference::default()
+                        };
+                        ctx.event(
+                            &reference,
+                            EventType::Warning,
+                            error.event_reason(),
+                            "Reconcile",
+                            &error.to_string(),
+                        )
+                        .await;
+                    }
+                    Err(other) => {
+                        tracing::warn!(controller = controller_name, error = %other, "controller stream error");
+                    }
+                }
+            }
+        })
+        .await;
+}

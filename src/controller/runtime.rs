@@ -1,0 +1,261 @@
+//! Starts the operator as one unit (house-style.md rule 20): waits for the CRDs, serves
+//! `/metrics`, `/livez` and `/readyz`, runs the IoTConnector and SoftwarePackage controllers
+//! for the watched namespaces, and stops all of them together on the shutdown signal. If a
+//! controller or the HTTP server ends on its own, the whole run ends with an error.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, join_all};
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::http::{Health, router};
+use super::metrics::{CONNECTOR_CONTROLLER, PACKAGE_CONTROLLER};
+use super::{Context, Metrics, Settings, connector, crds, error_policy, package, report_results};
+use crate::api::{IoTConnector, Rollout, SoftwarePackage};
+
+/// Reconciles of one controller that may run at once.
+pub const CONCURRENCY: u16 = 8;
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Namespaces to watch; empty = all.
+    pub namespaces: Vec<String>,
+    /// Address of the metrics and health server.
+    pub metrics_addr: SocketAddr,
+    /// How long to wait for the CRDs to be Established.
+    pub crd_timeout: Duration,
+}
+
+type Stop = Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
+
+fn stop_signal(rx: &watch::Receiver<bool>) -> Stop {
+    let mut rx = rx.clone();
+    Box::pin(async move {
+        loop {
+            if *rx.borrow_and_update() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Runs until `shutdown` completes (then stops gracefully and returns `Ok`) or something
+/// fails (returns a message for humans).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    crds::wait_established(&client, options.crd_timeout).await?;
+    let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
+    let listener = TcpListener::bind(options.metrics_addr).await.map_err(|e| {
+        format!(
+            "cannot listen on {} (--metrics-addr): {e}",
+            options.metrics_addr
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("metrics listener: {e}"))?;
+    tracing::info!(addr = %local, "metrics and health server listening");
+    let health = Arc::new(Health::default());
+    let ctx = Context::new(client.clone(), settings, metrics.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop_requested = stop_requested.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining the controllers");
+            stop_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let server = {
+        let app = router(metrics, health.clone());
+        let stop = stop_signal(&stop_rx);
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
+
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut stores_ready: Vec<BoxFuture<'static, ()>> = Vec::new();
+    for scope in scopes {
+        tracing::info!(namespace = scope.as_deref().unwrap_or("<all>"), "watching");
+        let (run, connectors) = connector_controller(
+            &client,
+            scope.as_deref(),
+            ctx.clone(),
+            stop_signal(&stop_rx),
+        );
+        controllers.push(run);
+        stores_ready.push(ready(connectors));
+        let (run, packages) = package_controller(
+            &client,
+            scope.as_deref(),
+            ctx.clone(),
+            stop_signal(&stop_rx),
+        );
+        controllers.push(run);
+        stores_ready.push(ready(packages));
+    }
+    {
+        let health = health.clone();
+        tokio::spawn(async move {
+            join_all(stores_ready).await;
+            tracing::info!("caches synced; ready");
+            health.set_ready();
+        });
+    }
+
+    let controllers = join_all(controllers);
+    let outcome = tokio::select! {
+        served = server => match served {
+            Ok(()) if stop_requested.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
+            Ok(()) => Err("the metrics server stopped unexpectedly".to_string()),
+            Err(e) => Err(format!("the metrics server failed: {e}")),
+        },
+        _ = controllers => {
+            if stop_requested.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("a controller stopped unexpectedly".to_string())
+            }
+        }
+    };
+    tracing::info!("stopped");
+    outcome
+}
+
+fn ready<K>(store: Store<K>) -> BoxFuture<'static, ()>
+where
+    K: kube::Resource + Clone + 'static + Send + Sync,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    async move {
+        let _ = store.wait_until_ready().await;
+    }
+    .boxed()
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn connector_controller(
+    client: &Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    stop: Stop,
+) -> (
+    BoxFuture<'static, ()>,
+    Store<DeserializeGuard<IoTConnector>>,
+) {
+    let controller = Controller::new(
+        api::<DeserializeGuard<IoTConnector>>(client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(CONCURRENCY));
+    let store = controller.store();
+    let results =
+        controller
+            .graceful_shutdown_on(stop)
+            .run(connector::reconcile, error_policy, ctx.clone());
+    (
+        report_results(results, ctx, CONNECTOR_CONTROLLER).boxed(),
+        store,
+    )
+}
+
+fn package_controller(
+    client: &Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    stop: Stop,
+) -> (
+    BoxFuture<'static, ()>,
+    Store<DeserializeGuard<SoftwarePackage>>,
+) {
+    let controller = Controller::new(
+        api::<DeserializeGuard<SoftwarePackage>>(client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(CONCURRENCY));
+    let store = controller.store();
+    let by_connector = store.clone();
+    let results = controller
+        // A connector's change (Ready turning on or off) re-queues its packages.
+        .watches(
+            api::<DeserializeGuard<IoTConnector>>(client, namespace),
+            watcher::Config::default(),
+            move |connector| {
+                let namespace = connector.namespace();
+                let name = connector.name_any();
+                by_connector
+                    .state()
+                    .into_iter()
+                    .filter(|p| {
+                        p.namespace() == namespace
+                            && p.0
+                                .as_ref()
+                                .is_ok_and(|p| p.spec.connector_ref.name == name)
+                    })
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // A Rollout's change (finishing, or being deleted) re-queues the package it uses, so
+        // a deletion waiting for it goes on at once.
+        .watches(
+            api::<DeserializeGuard<Rollout>>(client, namespace),
+            watcher::Config::default(),
+            |rollout| {
+                let namespace = rollout.namespace();
+                rollout.0.ok().map(|r| {
+                    let reference = ObjectRef::new(&r.spec.package_ref.name);
+                    match namespace {
+                        Some(ns) => reference.within(&ns),
+                        None => reference,
+                    }
+                })
+            },
+        )
+        .graceful_shutdown_on(stop)
+        .run(package::reconcile, error_policy, ctx.clone());
+    (
+        report_results(results, ctx, PACKAGE_CONTROLLER).boxed(),
+        store,
+    )
+}
