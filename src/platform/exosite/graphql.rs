@@ -11,8 +11,8 @@ use super::{EMPTY_SHA256, ExositePlatform, operation, wire};
 use crate::platform::error::PlatformError;
 use crate::platform::types::{ContentUpload, PackageRegistration};
 
-/// The `JSON` scalar of the schema.
-type JSON = serde_json::Value;
+/// The `Json` scalar of the schema.
+type Json = serde_json::Value;
 
 /// The documented `createContent` mutation.
 #[derive(GraphQLQuery)]
@@ -33,14 +33,14 @@ fn variables(
     package: &PackageRegistration,
 ) -> Result<gql::Variables, PlatformError> {
     let mut tags = vec![
-        tag("otau_info", JSON::String(upload::otau_info(package)?)),
-        tag("pid", JSON::String(connector_id.to_string())),
-        tag("total-devices", JSON::from(package.total_devices)),
+        tag("otau_info", Json::String(upload::otau_info(package)?)),
+        tag("pid", Json::String(connector_id.to_string())),
+        tag("total-devices", Json::from(package.total_devices)),
     ];
     tags.extend(package.device_tags.iter().map(|identity| {
         tag(
             &format!("{connector_id}.{identity}"),
-            JSON::String("1".into()),
+            Json::String("1".into()),
         )
     }));
     Ok(gql::Variables {
@@ -55,7 +55,7 @@ fn variables(
     })
 }
 
-fn tag(name: &str, value: JSON) -> Option<gql::TagInput> {
+fn tag(name: &str, value: Json) -> Option<gql::TagInput> {
     Some(gql::TagInput {
         name: name.to_string(),
         value: Some(value),
@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(content["tags"][3]["name"], "d1zzd6dflnt50000.a0001");
         let info: serde_json::Value =
             serde_json::from_str(content["tags"][0]["value"].as_str().expect("string"))
-                .expect("otau_info JSON");
+                .expect("otau_info Json");
         assert_eq!(info["config_otau"]["version"], "1.0.2");
     }
 }
