@@ -62,7 +62,10 @@ mod tests {
     #[test]
     fn success_is_installed_version_of_the_target_only() {
         assert_eq!(c("2.0", "INSTALLED_VERSION"), Classification::Succeeded);
-        assert_eq!(c("2.0", "INSTALL_SUCCESS"), Classification::InProgress { known: true });
+        assert_eq!(
+            c("2.0", "INSTALL_SUCCESS"),
+            Classification::InProgress { known: true }
+        );
         assert_eq!(
             c("1.0", "INSTALLED_VERSION"),
             Classification::CurrentVersion("1.0".into())
@@ -75,11 +78,28 @@ mod tests {
             assert_eq!(c("2.0", s), Classification::Failed, "{s}");
         }
         assert_eq!(c("2.0", "INSTALL_ABORTED"), Classification::Aborted);
-        for s in ["INIT", "TEST", "TEST_STEP", "TEST_SUCCESS", "DOWNLOAD", "DOWNLOAD_STEP",
-                  "DOWNLOAD_SUCCESS", "INSTALL", "INSTALL_STEP", "INSTALL_SUCCESS"] {
-            assert_eq!(c("2.0", s), Classification::InProgress { known: true }, "{s}");
+        for s in [
+            "INIT",
+            "TEST",
+            "TEST_STEP",
+            "TEST_SUCCESS",
+            "DOWNLOAD",
+            "DOWNLOAD_STEP",
+            "DOWNLOAD_SUCCESS",
+            "INSTALL",
+            "INSTALL_STEP",
+            "INSTALL_SUCCESS",
+        ] {
+            assert_eq!(
+                c("2.0", s),
+                Classification::InProgress { known: true },
+                "{s}"
+            );
         }
-        assert_eq!(c("2.0", "WARMING_UP"), Classification::InProgress { known: false });
+        assert_eq!(
+            c("2.0", "WARMING_UP"),
+            Classification::InProgress { known: false }
+        );
     }
 
     #[test]
@@ -92,7 +112,10 @@ mod tests {
     #[test]
     fn missing_and_malformed_reports() {
         assert_eq!(classify(None, "2.0"), Classification::NoReport);
-        assert!(matches!(classify(Some("ACK"), "2.0"), Classification::Malformed(_)));
+        assert!(matches!(
+            classify(Some("ACK"), "2.0"),
+            Classification::Malformed(_)
+        ));
         assert!(matches!(
             classify(Some(r#"{"version":"2.0"}"#), "2.0"),
             Classification::Malformed(ReportError::MissingKey("status"))

@@ -103,7 +103,9 @@ pub enum ManifestError {
     #[error("config_otau attempt must be an integer >= 1")]
     BadAttempt,
     /// The serialised manifest is longer than [`MAX_MANIFEST_BYTES`].
-    #[error("config_otau would be {0} bytes, over the {MAX_MANIFEST_BYTES}-byte limit of a device2 string value")]
+    #[error(
+        "config_otau would be {0} bytes, over the {MAX_MANIFEST_BYTES}-byte limit of a device2 string value"
+    )]
     TooLarge(usize),
 }
 
@@ -324,7 +326,7 @@ mod tests {
             m.to_json(),
             r#"{"version":"2","name":"n","type":"URL_LIST","payload":["a.bin"],"attempt":3}"#
         );
-        assert_eq!(m.with_attempt(1).to_json().contains("attempt"), false);
+        assert!(!m.with_attempt(1).to_json().contains("attempt"));
     }
 
     #[test]
@@ -341,10 +343,9 @@ mod tests {
     #[test]
     fn matches_compares_as_json_not_bytes() {
         let m = sample();
-        let pretty = serde_json::to_string_pretty(
-            &serde_json::from_str::<Value>(&m.to_json()).unwrap(),
-        )
-        .unwrap();
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<Value>(&m.to_json()).unwrap())
+                .unwrap();
         assert!(m.matches(&pretty));
         assert!(!m.with_attempt(2).matches(&pretty));
         assert!(!m.matches("ACK"));
@@ -358,7 +359,10 @@ mod tests {
             r#"{"version":"1","name":"n","type":"FILE","payload":"https://h/x.exe"}"#,
         )
         .unwrap();
-        assert_eq!(f.payload.items(), vec![PayloadItem::Link("https://h/x.exe")]);
+        assert_eq!(
+            f.payload.items(),
+            vec![PayloadItem::Link("https://h/x.exe")]
+        );
         let j = Manifest::parse(r#"{"version":"1","name":"n","type":"JSON","payload":{"k":1}}"#)
             .unwrap();
         assert!(j.payload.items().is_empty());
@@ -370,18 +374,47 @@ mod tests {
         let cases: &[(&str, ManifestError)] = &[
             ("ACK", ManifestError::NotJson(String::new())),
             ("[1]", ManifestError::NotObject("an array")),
-            (r#"{"name":"n","type":"URL_LIST","payload":[]}"#, ManifestError::MissingKey("version")),
-            (r#"{"version":1,"name":"n","type":"URL_LIST","payload":[]}"#, ManifestError::WrongType { key: "version", expected: "a string" }),
-            (r#"{"version":"1","name":"n","type":"ZIP","payload":[]}"#, ManifestError::UnknownType("ZIP".into())),
-            (r#"{"version":"1","name":"n","type":"URL_LIST"}"#, ManifestError::MissingKey("payload")),
-            (r#"{"version":"1","name":"n","type":"URL_LIST","payload":[1]}"#, ManifestError::WrongType { key: "payload", expected: "an array of strings for type URL_LIST" }),
-            (r#"{"version":"1","name":"n","type":"URL_LIST","payload":[],"attempt":0}"#, ManifestError::BadAttempt),
-            (r#"{"version":"1","name":"n","type":"URL_LIST","payload":[],"attempt":"2"}"#, ManifestError::BadAttempt),
+            (
+                r#"{"name":"n","type":"URL_LIST","payload":[]}"#,
+                ManifestError::MissingKey("version"),
+            ),
+            (
+                r#"{"version":1,"name":"n","type":"URL_LIST","payload":[]}"#,
+                ManifestError::WrongType {
+                    key: "version",
+                    expected: "a string",
+                },
+            ),
+            (
+                r#"{"version":"1","name":"n","type":"ZIP","payload":[]}"#,
+                ManifestError::UnknownType("ZIP".into()),
+            ),
+            (
+                r#"{"version":"1","name":"n","type":"URL_LIST"}"#,
+                ManifestError::MissingKey("payload"),
+            ),
+            (
+                r#"{"version":"1","name":"n","type":"URL_LIST","payload":[1]}"#,
+                ManifestError::WrongType {
+                    key: "payload",
+                    expected: "an array of strings for type URL_LIST",
+                },
+            ),
+            (
+                r#"{"version":"1","name":"n","type":"URL_LIST","payload":[],"attempt":0}"#,
+                ManifestError::BadAttempt,
+            ),
+            (
+                r#"{"version":"1","name":"n","type":"URL_LIST","payload":[],"attempt":"2"}"#,
+                ManifestError::BadAttempt,
+            ),
         ];
         for (text, want) in cases {
             let got = Manifest::parse(text).unwrap_err();
             match (want, &got) {
-                (ManifestError::NotJson(_), ManifestError::NotJson(msg)) => assert!(!msg.is_empty()),
+                (ManifestError::NotJson(_), ManifestError::NotJson(msg)) => {
+                    assert!(!msg.is_empty())
+                }
                 _ => assert_eq!(&got, want, "input {text}"),
             }
             assert!(!got.to_string().is_empty());
@@ -410,7 +443,10 @@ mod tests {
     #[test]
     fn oversized_manifest_is_refused() {
         let m = Manifest::url_list("1", "n", "x".repeat(MAX_MANIFEST_BYTES), vec![]);
-        assert!(matches!(m.to_json_checked(), Err(ManifestError::TooLarge(_))));
+        assert!(matches!(
+            m.to_json_checked(),
+            Err(ManifestError::TooLarge(_))
+        ));
         assert!(sample().to_json_checked().is_ok());
     }
 }

@@ -264,8 +264,14 @@ mod tests {
             ("\"INIT\"", ReportError::NotObject),
             (r#"{"status":"INIT"}"#, ReportError::MissingKey("version")),
             (r#"{"version":"1"}"#, ReportError::MissingKey("status")),
-            (r#"{"version":1,"status":"INIT"}"#, ReportError::NotString("version")),
-            (r#"{"version":"1","status":null}"#, ReportError::NotString("status")),
+            (
+                r#"{"version":1,"status":"INIT"}"#,
+                ReportError::NotString("version"),
+            ),
+            (
+                r#"{"version":"1","status":null}"#,
+                ReportError::NotString("status"),
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(&Report::parse(text).unwrap_err(), want, "input {text:?}");
