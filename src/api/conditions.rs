@@ -70,7 +70,8 @@ pub mod reason {
     pub const ALL_WAVES_SUCCEEDED: &str = "AllWavesSucceeded";
 }
 
-/// Builds a condition. `now` is passed in: this module never reads a clock.
+/// Builds a condition. `now` is passed in: this module never reads a clock. The apiserver
+/// stores `metav1.Time` in whole seconds, so pass a whole-second time to compare read-backs.
 pub fn new_condition(
     type_: &str,
     status: &str,

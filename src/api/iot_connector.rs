@@ -1,5 +1,8 @@
 //! `IoTConnector`: one Exosite IoT Connector (Murano product) and the credentials to manage it.
 
+// kube-derive takes one `printcolumn(...)` per column, so keys such as `type_` repeat by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,9 @@
 //!   controller records the nonces it acted on in [`RolloutStatus::acted_on`], so an action never
 //!   acts twice and removing the annotation later changes nothing.
 
+// kube-derive takes one `printcolumn(...)` per column, so keys such as `type_` repeat by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -157,22 +160,23 @@ pub struct RolloutSpec {
     /// simply makes that later wave empty.
     #[schemars(length(min = 1, max = 20))]
     #[x_kube(
-        validation = Rule::new(&format!(
+        validation = Rule::new(format!(
             "{WAVE_PAIRS}.all(i, i >= size(self) || !(has(self[i - 1].percent) && has(self[i].count)))"
         )).message("count waves must come before percent waves"),
-        validation = Rule::new(&format!(
+        validation = Rule::new(format!(
             "{WAVE_PAIRS}.all(i, i >= size(self) \
              || !(has(self[i - 1].percent) && has(self[i].percent)) || self[i].percent > self[i - 1].percent)"
         )).message("waves must be strictly ascending: each percent must be larger than the previous wave's percent"),
-        validation = Rule::new(&format!(
+        validation = Rule::new(format!(
             "{WAVE_PAIRS}.all(i, i >= size(self) \
              || !(has(self[i - 1].count) && has(self[i].count)) || self[i].count > self[i - 1].count)"
         )).message("waves must be strictly ascending: each count must be larger than the previous wave's count"),
-        validation = Rule::new("has(self[size(self) - 1].percent) && self[size(self) - 1].percent == 100")
+        validation = Rule::new(
+            "size(self) == 0 || (has(self[size(self) - 1].percent) && self[size(self) - 1].percent == 100)"
+        )
             .message("the last wave must be percent: 100, so that it covers every target"),
         validation = Rule::new("self.all(w, !has(w.name) || self.exists_one(v, has(v.name) && v.name == w.name))")
             .message("wave names must be unique")
-            .reason(Reason::FieldValueDuplicate)
     )]
     pub waves: Vec<Wave>,
 

@@ -1,5 +1,8 @@
 //! `SoftwarePackage`: one immutable, versioned package of files and links.
 
+// kube-derive takes one `printcolumn(...)` per column, so keys such as `type_` repeat by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -94,16 +97,13 @@ pub const DEFAULT_MAX_DEVICE_TAGS: i32 = 1000;
          || self.links.all(l, l.startsWith('https://'))"
     ).message("a link uses plain http://: use https:// or set allowInsecureHttp: true"),
     validation = Rule::new("!has(self.files) || self.files.all(f, self.files.exists_one(g, g.name == f.name))")
-        .message("file names must be unique within the package")
-        .reason(Reason::FieldValueDuplicate),
+        .message("file names must be unique within the package"),
     validation = Rule::new(
         "!has(self.files) || self.files.all(f, !has(f.contentId) \
          || self.files.exists_one(g, has(g.contentId) && g.contentId == f.contentId))"
-    ).message("contentIds must be unique within the package")
-        .reason(Reason::FieldValueDuplicate),
+    ).message("contentIds must be unique within the package"),
     validation = Rule::new("!has(self.links) || self.links.all(l, self.links.exists_one(m, m == l))")
         .message("links must be unique within the package")
-        .reason(Reason::FieldValueDuplicate)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SoftwarePackageSpec {
@@ -137,7 +137,7 @@ pub struct SoftwarePackageSpec {
     /// External `https://` URLs devices fetch as they are, after the files in the payload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 2048)))]
-    #[x_kube(validation = Rule::new(&format!("self.all(l, {})", RULE_HTTP_URL.replace("self", "l")))
+    #[x_kube(validation = Rule::new(format!("self.all(l, {})", RULE_HTTP_URL.replace("self", "l")))
         .message("each link must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"))]
     pub links: Vec<String>,
 
