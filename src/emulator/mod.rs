@@ -13,5 +13,7 @@ pub mod graphql;
 pub mod management;
 pub mod model;
 pub mod object_store;
+pub mod platform_adapter;
 pub mod server;
+pub mod tls;
 pub mod webhook;
