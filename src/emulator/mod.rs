@@ -15,5 +15,4 @@ pub mod model;
 pub mod object_store;
 pub mod platform_adapter;
 pub mod server;
-pub mod tls;
 pub mod webhook;
