@@ -15,4 +15,5 @@ pub mod model;
 pub mod object_store;
 pub mod platform_adapter;
 pub mod server;
+pub mod tls;
 pub mod webhook;

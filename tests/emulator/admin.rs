@@ -349,3 +349,66 @@ async fn metrics_expose_requests_writes_faults_and_devices() {
     assert!(text.contains("# TYPE otau_emulator_request_duration_seconds histogram"));
     assert!(text.contains("# TYPE otau_emulator_config_otau_writes_total counter"));
 }
+
+/// Issue 4 item 2: the optional HTTPS listener serves the same router with a self-signed
+/// certificate generated at start; a client that trusts it gets answers, one that does not is
+/// refused.
+#[tokio::test]
+async fn https_listener_serves_the_router_with_a_self_signed_certificate() {
+    use otau_operator::emulator::tls::TlsListener;
+
+    let emu = EdgeEmu::start().await;
+    let token = emu.device("tls1");
+    let state = AppState {
+        model: emu.model.clone(),
+        options: Arc::new(ServerOptions {
+            default_connector: Some(CID.to_string()),
+            ..ServerOptions::default()
+        }),
+    };
+    let tls = TlsListener::start("127.0.0.1:0".parse().unwrap(), server::router(state), &[])
+        .await
+        .unwrap();
+    assert!(
+        tls.certificate_pem()
+            .starts_with("-----BEGIN CERTIFICATE-----\n")
+    );
+    let trusting = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_der(tls.certificate_der()).unwrap()])
+        .build()
+        .unwrap();
+    let r = trusting
+        .post(format!("{}/onep:v1/stack/alias", tls.base_url))
+        .header("x-exosite-cik", &token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("otau_in=over-tls")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        emu.conn().state("tls1").unwrap()["otau_in"]
+            .reported
+            .as_deref(),
+        Some("over-tls")
+    );
+    let r = trusting
+        .get(format!(
+            "https://localhost:{}/timestamp",
+            tls.local_addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let untrusting = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert!(
+        untrusting
+            .get(format!("{}/timestamp", tls.base_url))
+            .send()
+            .await
+            .is_err()
+    );
+    tls.shutdown().await;
+}

@@ -1,0 +1,241 @@
+//! Optional HTTPS listener with a self-signed certificate generated at start, for device
+//! clients that insist on TLS (issue 4 item 2). It serves the same router as the plain
+//! listener, with the same connection rules (a [`CloseConnection`] marker closes the
+//! connection without a response).
+//!
+//! The certificate names `localhost`, `127.0.0.1`, `*.m2.localhost` and whatever extra names
+//! the caller gives; clients trust it by adding [`TlsListener::certificate_der`] (or
+//! [`TlsListener::certificate_pem`]) as a root.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::response::Response;
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::server::CloseConnection;
+
+/// Time a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Names every generated certificate carries.
+pub const DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "*.m2.localhost"];
+
+/// Why the HTTPS listener cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Certificate generation failed.
+    #[error("cannot generate the self-signed certificate: {0}")]
+    Certificate(String),
+    /// The TLS configuration was refused.
+    #[error("cannot configure TLS: {0}")]
+    Config(String),
+    /// The address cannot be bound.
+    #[error("cannot listen for HTTPS on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A self-signed certificate and its private key.
+pub struct SelfSigned {
+    /// The certificate, DER.
+    pub certificate: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl std::fmt::Debug for SelfSigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfSigned").finish_non_exhaustive()
+    }
+}
+
+/// Generates a certificate for [`DEFAULT_NAMES`] plus `extra_names` (host names or IPs).
+pub fn self_signed(extra_names: &[String]) -> Result<SelfSigned, TlsError> {
+    let mut names: Vec<String> = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
+    names.extend(extra_names.iter().cloned());
+    names.dedup();
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    Ok(SelfSigned {
+        certificate: generated.cert.der().clone(),
+        key: PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der()),
+    })
+}
+
+/// A running HTTPS listener.
+#[derive(Debug)]
+pub struct TlsListener {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    /// `https://<local_addr>`.
+    pub base_url: String,
+    certificate: CertificateDer<'static>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Binds `addr` (port 0 picks a free port) and serves `app` over TLS with a fresh
+    /// self-signed certificate (see [`self_signed`]).
+    pub async fn start(
+        addr: SocketAddr,
+        app: Router,
+        extra_names: &[String],
+    ) -> Result<TlsListener, TlsError> {
+        let cert = self_signed(extra_names)?;
+        let mut config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.certificate.clone()],
+                PrivateKeyDer::Pkcs8(cert.key.clone_key()),
+            )
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| TlsError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| TlsError::Bind { addr, source })?;
+        let (stop, stopped) = watch::channel(false);
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let task = tokio::spawn(serve(listener, acceptor, app, stopped));
+        Ok(TlsListener {
+            local_addr,
+            base_url: format!("https://{local_addr}"),
+            certificate: cert.certificate,
+            stop,
+            task,
+        })
+    }
+
+    /// The certificate, DER.
+    pub fn certificate_der(&self) -> &[u8] {
+        self.certificate.as_ref()
+    }
+
+    /// The certificate, PEM (for `curl --cacert`, Python's `ssl`, …).
+    pub fn certificate_pem(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(self.certificate.as_ref());
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(chunk));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        pem
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "https accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %remote, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "tls handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service(app, remote));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %remote, "https connection ended");
+                    }
+                });
+            }
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The error that makes hyper close a connection without a response.
+#[derive(Debug, thiserror::Error)]
+#[error("connection closed without response")]
+struct ClosedWithoutResponse;
+
+fn service(
+    app: Router,
+    remote: SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response,
+    Error = ClosedWithoutResponse,
+    Future = impl Future<Output = Result<Response, ClosedWithoutResponse>> + Send,
+> + Clone {
+    let inner = TowerToHyperService::new(app);
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        let fut = hyper::service::Service::call(&inner, req);
+        async move {
+            let resp: Response = match fut.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            if resp.extensions().get::<CloseConnection>().is_some() {
+                Err(ClosedWithoutResponse)
+            } else {
+                Ok(resp)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_is_generated_with_pem_form() {
+        let c = self_signed(&["abc.m2.example.test".into()]).unwrap();
+        assert!(c.certificate.len() > 100);
+        assert!(format!("{c:?}").starts_with("SelfSigned"));
+    }
+}
