@@ -5,10 +5,10 @@ use super::{FaultConfig, FaultConfigError, FaultRule, RateLimit};
 /// Fault-injection flags of `otau-operator emulator` (all off by default).
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct FaultArgs {
-    /// A fault rule (repeatable): `[METHOD ]ROUTE:KEY=VALUE[,KEY=VALUE...]`. ROUTE is `*`, a
-    /// route name such as `device2.state` or `content.upload`, a prefix such as `device2.*`,
-    /// or a path prefix such as `/api:1/service/`. KEYs: error_rate, error_status,
-    /// throttle_rate, retry_after_secs, latency_ms, drop_rate. Example:
+    /// A fault rule (repeatable): `[METHOD ]ROUTE:KEY=VALUE[,KEY=VALUE...]`. ROUTE is `*`
+    /// (every management route), a route name such as `device2.state` or `content.upload`, a
+    /// prefix such as `device2.*`, or a path prefix such as `/api:1/service/`. KEYs: error_rate,
+    /// error_status, throttle_rate, retry_after_secs, latency_ms, drop_rate. Example:
     /// `--fault 'PATCH device2.state:error_rate=0.1,latency_ms=200'`.
     #[arg(long = "fault", value_name = "RULE")]
     pub fault: Vec<String>,

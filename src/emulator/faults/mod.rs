@@ -52,9 +52,11 @@ pub struct FaultConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
-    /// `[METHOD ]PATTERN`: PATTERN is `*` (every route but admin and metrics), a route name
+    /// `[METHOD ]PATTERN`: PATTERN is `*` (every management API route), a route name
     /// (`device2.state`, see [`ROUTE_NAMES`]), a name prefix (`device2.*`) or a path prefix
-    /// (`/api:1/service/abc/`). For example `PATCH device2.state`.
+    /// (`/api:1/service/abc/`). Names and path prefixes may also target the device API,
+    /// GraphQL or the object store; admin routes and `/metrics` are never touched. For example
+    /// `PATCH device2.state`.
     pub route: String,
     /// Share of requests answered with `error_status`, 0 to 1.
     #[serde(default)]
@@ -209,7 +211,7 @@ impl RoutePattern {
             return false;
         }
         match &self.target {
-            PatternTarget::Any => true,
+            PatternTarget::Any => route.api == Api::Management,
             PatternTarget::Name(n) => route.name == n,
             PatternTarget::NamePrefix(p) => route.name.starts_with(p.as_str()),
             PatternTarget::PathPrefix(p) => route.path.starts_with(p.as_str()),

@@ -40,7 +40,11 @@ fn patterns_match_names_prefixes_paths_and_methods() {
     assert!(!p("content.*").matches(&r));
     assert!(p("/api:1/service/abc/").matches(&r));
     assert!(!p("/api:1/service/xyz/").matches(&r));
-    // Admin routes are never faulted, not even by `*`.
+    // `*` means the management API; other APIs only by name or path.
+    assert!(!p("*").matches(&route(Method::GET, "/timestamp")));
+    assert!(p("device.*").matches(&route(Method::GET, "/timestamp")));
+    assert!(p("/timestamp").matches(&route(Method::GET, "/timestamp")));
+    // Admin routes are never faulted.
     assert!(!p("*").matches(&route(Method::PUT, "/admin/faults")));
     assert!(!p("/").matches(&route(Method::GET, "/metrics")));
 }
