@@ -491,10 +491,11 @@ impl DeviceIndex {
             report: folded.report,
             flags: SEEN,
         });
-        if self.by_key.contains_key(&key) {
-            self.collisions.push(index);
-        } else {
-            self.by_key.insert(key, index);
+        match self.by_key.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => self.collisions.push(index),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
         }
         self.sorted = false;
     }

@@ -751,7 +751,6 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
                 "aborted by {}: nothing more is written",
                 cause.describe()
             ));
-            drop(set);
             set_conditions(&mut conds, &overall, false, generation, &now_t);
         }
     }

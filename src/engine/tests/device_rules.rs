@@ -30,7 +30,8 @@ fn device_state_table() {
     let before_timeout = SET_AT + TIMEOUT - 1;
     let after_timeout = SET_AT + TIMEOUT;
     // (set kind, attempt, report, report_at, now, max attempts, retries allowed, wave start, expected)
-    let cases: Vec<(S, u8, R, i64, i64, u8, bool, Option<i64>, DeviceState)> = vec![
+    type Case = (S, u8, R, i64, i64, u8, bool, Option<i64>, DeviceState);
+    let cases: Vec<Case> = vec![
         // Not notified.
         (S::Absent, 0, R::None, 0, SET_AT, 1, true, None, Pending),
         (
