@@ -2,8 +2,8 @@
 //!
 //! The key is the first 8 bytes, read big-endian, of `sha256(seed ‖ 0x00 ‖ identity)`; ties
 //! (practically never) are broken by the identity's bytes. Anyone can recompute it, e.g.
-//! `printf 'default/fw-2-1\0' ; printf '00AB01'` piped into `sha256sum` and the first 16 hex
-//! digits. The seed is `spec.orderSeed`, or else `<namespace>/<name>` (not the UID, so a GitOps
+//! `printf 'default/fw-2-1\0%s' 00AB01 | sha256sum | cut -c1-16`.
+//! The seed is `spec.orderSeed`, or else `<namespace>/<name>` (not the UID, so a GitOps
 //! replace or a restore keeps the same waves).
 
 use sha2::{Digest, Sha256};
