@@ -109,6 +109,26 @@ pub struct CloudWriteRecord {
     pub changed: bool,
 }
 
+/// A ground-truth record as stored (the client name shared).
+#[derive(Debug, Clone)]
+struct StoredWrite {
+    at: i64,
+    client: Arc<str>,
+    attempt: Option<u64>,
+    changed: bool,
+}
+
+impl StoredWrite {
+    fn record(&self) -> CloudWriteRecord {
+        CloudWriteRecord {
+            at: self.at,
+            client: self.client.to_string(),
+            attempt: self.attempt,
+            changed: self.changed,
+        }
+    }
+}
+
 /// A `/onep:v1/stack/record` request with timestamps of one alias under 1 s apart. `body` is
 /// the answer's body in the comma form `<alias>=<ts>,<ts>` (exosite-platform.md §3.11).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,7 +192,9 @@ pub struct Connector {
     waiter_count: AtomicUsize,
     cloud_subscribers: Mutex<Vec<mpsc::UnboundedSender<CloudWriteNotice>>>,
     cloud_subscriber_count: AtomicUsize,
-    ground_truth: Mutex<HashMap<Arc<str>, Vec<CloudWriteRecord>>>,
+    /// By device slot; clients interned (one `Arc` per distinct writer).
+    ground_truth: Mutex<HashMap<u32, Vec<StoredWrite>>>,
+    clients: Interner<str>,
     resource_max_bytes: usize,
 }
 
@@ -211,6 +233,7 @@ impl Connector {
             cloud_subscribers: Mutex::new(Vec::new()),
             cloud_subscriber_count: AtomicUsize::new(0),
             ground_truth: Mutex::new(HashMap::new()),
+            clients: Interner::default(),
             resource_max_bytes,
         }
     }
@@ -257,6 +280,10 @@ impl Connector {
             .defined
             .get(alias)
             .copied()
+    }
+
+    fn slot_count(&self) -> usize {
+        self.resources.read().unwrap_or_else(poisoned).names.len()
     }
 
     fn slot_names(&self) -> Vec<Arc<str>> {
@@ -367,13 +394,13 @@ impl Connector {
             .write()
             .unwrap_or_else(poisoned)
             .remove(identity);
-        if removed.is_none() {
+        let Some(index) = removed else {
             return Err(ModelError::UnknownIdentity(identity.to_string()));
-        }
+        };
         self.ground_truth
             .lock()
             .unwrap_or_else(poisoned)
-            .remove(identity);
+            .remove(&index);
         self.emit(identity, "deleted", &WriteOrigin::default(), Vec::new());
         Ok(())
     }
@@ -522,6 +549,7 @@ impl Connector {
             }
         }
         let now = self.clock.now_micros();
+        let slots = self.slot_count();
         let mut changed = Vec::with_capacity(resolved.len());
         let (index, identity_arc) = {
             let mut table = self.devices.write().unwrap_or_else(poisoned);
@@ -529,7 +557,7 @@ impl Connector {
                 .get_mut(identity)
                 .ok_or_else(|| ModelError::UnknownIdentity(identity.to_string()))?;
             for (slot, _, value) in &resolved {
-                let rv = device.resource_mut(usize::from(*slot));
+                let rv = device.resource_mut(usize::from(*slot), slots);
                 let is_change = rv.set.as_deref() != Some(&**value);
                 if is_change {
                     rv.set_modified = now;
@@ -542,7 +570,7 @@ impl Connector {
         };
         for ((slot, alias, value), is_change) in resolved.iter().zip(&changed) {
             if *alias == crate::otau::CONFIG_OTAU {
-                self.record_ground_truth(&identity_arc, now, client, value, *is_change);
+                self.record_ground_truth(index, now, client, value, *is_change);
             }
             if *is_change {
                 self.wake(index, *slot);
@@ -552,14 +580,7 @@ impl Connector {
         Ok(())
     }
 
-    fn record_ground_truth(
-        &self,
-        identity: &Arc<str>,
-        at: i64,
-        client: &str,
-        value: &str,
-        changed: bool,
-    ) {
+    fn record_ground_truth(&self, index: u32, at: i64, client: &str, value: &str, changed: bool) {
         let attempt = match serde_json::from_str::<serde_json::Value>(value) {
             Ok(serde_json::Value::Object(m)) => Some(
                 m.get("attempt")
@@ -568,14 +589,15 @@ impl Connector {
             ),
             _ => None,
         };
+        let client = self.clients.string(client);
         self.ground_truth
             .lock()
             .unwrap_or_else(poisoned)
-            .entry(identity.clone())
-            .or_default()
-            .push(CloudWriteRecord {
+            .entry(index)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(StoredWrite {
                 at,
-                client: client.to_string(),
+                client,
                 attempt,
                 changed,
             });
@@ -583,21 +605,30 @@ impl Connector {
 
     /// Ground truth: every cloud write of `config_otau` to this device, oldest first.
     pub fn ground_truth(&self, identity: &str) -> Vec<CloudWriteRecord> {
+        let Some(DeviceId(index)) = self.device_id(identity) else {
+            return Vec::new();
+        };
         self.ground_truth
             .lock()
             .unwrap_or_else(poisoned)
-            .get(identity)
-            .cloned()
+            .get(&index)
+            .map(|w| w.iter().map(StoredWrite::record).collect())
             .unwrap_or_default()
     }
 
     /// Ground truth of every device that received a `config_otau` cloud write.
     pub fn ground_truth_all(&self) -> BTreeMap<String, Vec<CloudWriteRecord>> {
-        self.ground_truth
-            .lock()
-            .unwrap_or_else(poisoned)
+        let truth = self.ground_truth.lock().unwrap_or_else(poisoned);
+        let table = self.devices.read().unwrap_or_else(poisoned);
+        truth
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .filter_map(|(index, writes)| {
+                let device = table.slots.get(*index as usize)?;
+                Some((
+                    device.identity.to_string(),
+                    writes.iter().map(StoredWrite::record).collect(),
+                ))
+            })
             .collect()
     }
 
@@ -751,6 +782,7 @@ impl Connector {
                     .map(|(slot, _)| (slot, self.values.string(value)))
             })
             .collect();
+        let slots = self.slot_count();
         let mut woken = Vec::new();
         let index = {
             let mut table = self.devices.write().unwrap_or_else(poisoned);
@@ -759,7 +791,7 @@ impl Connector {
                 .ok_or_else(|| ModelError::UnknownIdentity(identity.to_string()))?;
             device.lastseen = now;
             for (slot, value) in resolved {
-                let rv = device.resource_mut(usize::from(slot));
+                let rv = device.resource_mut(usize::from(slot), slots);
                 if rv.set.as_deref() != Some(&*value) {
                     rv.set_modified = now;
                     woken.push(slot);

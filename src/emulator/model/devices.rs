@@ -202,11 +202,14 @@ impl Device {
         }
     }
 
-    /// The resource slot `slot`, growing the array if needed.
-    pub(crate) fn resource_mut(&mut self, slot: usize) -> &mut ResourceValue {
+    /// The resource slot `slot`, growing the array if needed to at least `slot + 1` and
+    /// `slots` entries (allocated exactly, once for all known resources).
+    pub(crate) fn resource_mut(&mut self, slot: usize, slots: usize) -> &mut ResourceValue {
         if slot >= self.resources.len() {
-            let mut v = std::mem::take(&mut self.resources).into_vec();
-            v.resize_with(slot + 1, ResourceValue::default);
+            let len = (slot + 1).max(slots);
+            let mut v = Vec::with_capacity(len);
+            v.extend(std::mem::take(&mut self.resources).into_vec());
+            v.resize_with(len, ResourceValue::default);
             self.resources = v.into_boxed_slice();
         }
         &mut self.resources[slot]
