@@ -23,6 +23,8 @@ enum Command {
     Emulator(cmd::emulator::Args),
     /// Run the operator: reconcile IoTConnectors and SoftwarePackages until SIGTERM/SIGINT.
     Run(cmd::run::Args),
+    /// What-if run of a Rollout on a simulated fleet in virtual time: waves, pauses, timings.
+    Simulate(cmd::simulate::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +33,6 @@ fn main() -> ExitCode {
         Command::Crds(args) => cmd::crds::run(args),
         Command::Emulator(args) => cmd::emulator::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Simulate(args) => cmd::simulate::run(args),
     }
 }

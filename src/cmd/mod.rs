@@ -3,3 +3,4 @@
 pub mod crds;
 pub mod emulator;
 pub mod run;
+pub mod simulate;

@@ -1,0 +1,521 @@
+//! The report of a run: a [`Report`] (the `--output json` document) and its text rendering.
+//! Everything in it comes from virtual time and the run itself, never from the wall clock, so
+//! the same inputs and seed print the same bytes.
+
+use std::fmt::Write as _;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+
+use otau_operator::api::rollout::{DeviceCounts, DeviceFailure, FailureAction, success_rate};
+
+use super::sim::{End, Outcome, Scenario};
+
+/// The JSON report (`--output json`); field names are camelCase like the Rollout's status.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// `<namespace>/<name>` of the Rollout.
+    pub rollout: String,
+    /// The SoftwarePackage's name.
+    pub package: String,
+    /// The version rolled out.
+    pub version: String,
+    /// The simulated fleet.
+    pub fleet: FleetReport,
+    /// How the run ended.
+    pub result: ResultReport,
+    /// The failure threshold that tripped, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_exceeded: Option<TripReport>,
+    /// Virtual start, RFC 3339.
+    pub start: String,
+    /// Virtual end, RFC 3339.
+    pub end: String,
+    /// Virtual time elapsed, in seconds.
+    pub elapsed_seconds: i64,
+    /// Virtual time elapsed, as text (`3d 01:02:03`).
+    pub elapsed: String,
+    /// Engine steps (poll + reconcile + writes).
+    pub steps: u64,
+    /// `config_otau` writes made.
+    pub config_otau_writes: u64,
+    /// `config_otau` writes the platform refused (0 in a healthy run).
+    pub config_otau_write_errors: u64,
+    /// Devices in scope of the Rollout when the run ended.
+    pub targets: i64,
+    /// Every wave of the spec, started or not.
+    pub waves: Vec<WaveReport>,
+    /// Counts over all waves.
+    pub totals: DeviceCounts,
+    /// Succeeded / finished, e.g. `96.5%`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<String>,
+    /// The most recent failures (newest first, as in the Rollout's status).
+    pub recent_failures: Vec<DeviceFailure>,
+    /// Engine Events and simulator notes, in order.
+    pub timeline: Vec<TimelineReport>,
+}
+
+/// The simulated fleet.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetReport {
+    /// The profile file as given.
+    pub profile: String,
+    /// Devices in the fleet.
+    pub devices: u64,
+    /// The fleet's seed.
+    pub seed: u64,
+    /// The simulated connector's id.
+    pub connector: String,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultReport {
+    /// `Complete`, `Paused`, `Aborted` or `Stopped`.
+    pub phase: String,
+    /// The reason (`AllWavesSucceeded`, `FailureThresholdExceeded`, `WaitingForApproval`,
+    /// `PausedByUser`, `Aborted`, `Stalled`, `LimitReached`).
+    pub reason: String,
+    /// What it means, with the numbers.
+    pub message: String,
+    /// The process exit code.
+    pub exit_code: u8,
+}
+
+/// The judgement that tripped the failure threshold.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TripReport {
+    /// The wave (from 1).
+    pub wave: usize,
+    /// Failed devices (plus timed out ones when `countTimeouts`), since any resume.
+    pub failed: i64,
+    /// Finished devices judged.
+    pub finished: i64,
+    /// `failed / finished`, e.g. `25.0%`.
+    pub failure_rate: String,
+    /// `failureThreshold.percent`.
+    pub threshold_percent: i32,
+    /// `failureThreshold.minFinished`.
+    pub min_finished: i32,
+    /// `failureThreshold.countTimeouts`.
+    pub count_timeouts: bool,
+    /// `Pause` or `Abort`.
+    pub action: String,
+    /// Virtual time of the trip, seconds after the start.
+    pub at_seconds: i64,
+}
+
+/// One wave.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveReport {
+    /// Its number (from 1).
+    pub number: usize,
+    /// Its name, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Devices this wave adds (from the plan).
+    pub size: i64,
+    /// Devices covered once it is done (from the plan).
+    pub cumulative: i64,
+    /// Seconds after the start when it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_seconds: Option<i64>,
+    /// Seconds after the start when every device finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_seconds: Option<i64>,
+    /// Seconds after the start when its soak ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak_until_seconds: Option<i64>,
+    /// Its counts (empty until it starts).
+    pub counts: DeviceCounts,
+    /// Succeeded / finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<String>,
+}
+
+/// One timeline entry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineReport {
+    /// Seconds after the start.
+    pub at_seconds: i64,
+    /// `Normal`, `Warning` or `Simulate`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The reason.
+    pub reason: String,
+    /// The message.
+    pub message: String,
+}
+
+/// Exit code: every wave completed.
+pub const EXIT_COMPLETE: u8 = 0;
+/// Exit code: bad input.
+pub const EXIT_BAD_INPUT: u8 = 1;
+/// Exit code: paused (failure threshold, waiting for approval, paused by the user).
+pub const EXIT_PAUSED: u8 = 2;
+/// Exit code: aborted.
+pub const EXIT_ABORTED: u8 = 3;
+/// Exit code: stopped without an outcome (a limit was reached, or nothing could happen).
+pub const EXIT_STOPPED: u8 = 4;
+
+/// Virtual µs as `[Nd ]HH:MM:SS`.
+pub fn duration_text(micros: i64) -> String {
+    let s = micros.max(0) / 1_000_000;
+    let (d, h, m, sec) = (s / 86_400, (s / 3600) % 24, (s / 60) % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h:02}:{m:02}:{sec:02}")
+    } else {
+        format!("{h:02}:{m:02}:{sec:02}")
+    }
+}
+
+fn rfc3339(micros: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(micros.div_euclid(1_000_000))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn seconds_after(start: i64, t: &Option<Time>) -> Option<i64> {
+    t.as_ref()
+        .map(|t| t.0.as_second() - start.div_euclid(1_000_000))
+}
+
+fn percent_text(part: i64, whole: i64) -> String {
+    if whole <= 0 {
+        return "0.0%".into();
+    }
+    let tenths = part as i128 * 1000 / whole as i128;
+    format!("{}.{}%", tenths / 10, tenths % 10)
+}
+
+fn result(outcome: &Outcome, trip: Option<&TripReport>) -> ResultReport {
+    let condition_message = |type_: &str| {
+        outcome
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    };
+    let trip_text = trip.map(|t| {
+        format!(
+            "wave {}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished{})",
+            t.wave,
+            t.failed,
+            t.finished,
+            t.failure_rate,
+            t.threshold_percent,
+            t.min_finished,
+            if t.count_timeouts { ", timeouts counted" } else { ", timeouts not counted" }
+        )
+    });
+    let (phase, reason, message, exit_code) = match &outcome.end {
+        End::Complete => (
+            "Complete",
+            "AllWavesSucceeded",
+            condition_message("Complete"),
+            EXIT_COMPLETE,
+        ),
+        End::AutoPaused => (
+            "Paused",
+            "FailureThresholdExceeded",
+            trip_text.map_or_else(
+                || condition_message("Paused"),
+                |t| format!("{t}; paused: no new device is notified"),
+            ),
+            EXIT_PAUSED,
+        ),
+        End::PausedByUser => (
+            "Paused",
+            "PausedByUser",
+            condition_message("Paused"),
+            EXIT_PAUSED,
+        ),
+        End::WaitingForApproval(k) => (
+            "Paused",
+            "WaitingForApproval",
+            format!(
+                "wave {k} waits for approval (spec.approvedWaves >= {k}); run again with --auto-approve to let every gated wave start"
+            ),
+            EXIT_PAUSED,
+        ),
+        End::Aborted => (
+            "Aborted",
+            "Aborted",
+            match trip_text {
+                Some(t) => format!("{t}; aborted (onFailure: Abort): nothing more is written"),
+                None => condition_message("Ready"),
+            },
+            EXIT_ABORTED,
+        ),
+        End::Stalled(why) => ("Stopped", "Stalled", why.clone(), EXIT_STOPPED),
+        End::Bound(why) => ("Stopped", "LimitReached", why.clone(), EXIT_STOPPED),
+    };
+    ResultReport {
+        phase: phase.into(),
+        reason: reason.into(),
+        message,
+        exit_code,
+    }
+}
+
+/// Builds the report of a run.
+pub fn build(s: &Scenario, profile_path: &str, outcome: &Outcome) -> Report {
+    let status = &outcome.status;
+    let spec = &outcome.spec;
+    let start = outcome.start;
+    let threshold = &spec.policy.failure_threshold;
+    let trip = outcome.trip.as_ref().map(|t| TripReport {
+        wave: t.wave,
+        failed: t.failed,
+        finished: t.finished,
+        failure_rate: percent_text(t.failed, t.finished),
+        threshold_percent: threshold.percent,
+        min_finished: threshold.min_finished,
+        count_timeouts: threshold.count_timeouts,
+        action: match spec.policy.on_failure {
+            FailureAction::Pause => "Pause".into(),
+            FailureAction::Abort => "Abort".into(),
+        },
+        at_seconds: (t.at - start) / 1_000_000,
+    });
+    let cumulative = status
+        .plan
+        .as_ref()
+        .map(|p| p.cumulative.clone())
+        .unwrap_or_default();
+    let waves = spec
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let covered = cumulative.get(i).copied().unwrap_or(0);
+            let before = if i == 0 {
+                0
+            } else {
+                cumulative.get(i - 1).copied().unwrap_or(0)
+            };
+            let started = status.waves.get(i);
+            let counts = started.map(|w| w.counts.clone()).unwrap_or_default();
+            WaveReport {
+                number: i + 1,
+                name: w.name.clone(),
+                size: covered - before,
+                cumulative: covered,
+                started_seconds: started.and_then(|w| seconds_after(start, &w.started_at)),
+                completed_seconds: started.and_then(|w| seconds_after(start, &w.completed_at)),
+                soak_until_seconds: started.and_then(|w| seconds_after(start, &w.soak_until)),
+                success_rate: success_rate(&counts),
+                counts,
+            }
+        })
+        .collect();
+    let elapsed = outcome.end_at - start;
+    Report {
+        rollout: format!(
+            "{}/{}",
+            s.rollout.metadata.namespace.clone().unwrap_or_default(),
+            s.rollout.metadata.name.clone().unwrap_or_default()
+        ),
+        package: s.package.metadata.name.clone().unwrap_or_default(),
+        version: outcome.manifest.version.clone(),
+        fleet: FleetReport {
+            profile: profile_path.to_owned(),
+            devices: outcome.fleet_devices,
+            seed: outcome.fleet_seed,
+            connector: s.connector_id.clone(),
+        },
+        result: result(outcome, trip.as_ref()),
+        threshold_exceeded: trip,
+        start: rfc3339(start),
+        end: rfc3339(outcome.end_at),
+        elapsed_seconds: elapsed / 1_000_000,
+        elapsed: duration_text(elapsed),
+        steps: outcome.steps,
+        config_otau_writes: outcome.writes,
+        config_otau_write_errors: outcome.write_errors.0,
+        targets: status.plan.as_ref().map_or(0, |p| p.targets),
+        waves,
+        totals: status.totals.clone(),
+        success_rate: status.success_rate.clone(),
+        recent_failures: status.recent_failures.clone(),
+        timeline: outcome
+            .timeline
+            .iter()
+            .map(|e| TimelineReport {
+                at_seconds: (e.at - start) / 1_000_000,
+                kind: e.kind.to_owned(),
+                reason: e.reason.clone(),
+                message: e.message.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn offset(seconds: Option<i64>) -> String {
+    seconds.map_or_else(
+        || "-".to_owned(),
+        |s| format!("+{}", duration_text(s * 1_000_000)),
+    )
+}
+
+/// How many recent failures the text report shows.
+const TEXT_FAILURES: usize = 5;
+
+/// The report as text for a person.
+pub fn text(r: &Report) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "Rollout {} (package {}, version {}) on {} simulated devices",
+        r.rollout, r.package, r.version, r.fleet.devices
+    );
+    let _ = writeln!(
+        w,
+        "  profile {}, seed {}, connector {}; {} devices targeted",
+        r.fleet.profile, r.fleet.seed, r.fleet.connector, r.targets
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "Result: {} ({}), exit code {}",
+        r.result.phase.to_uppercase(),
+        r.result.reason,
+        r.result.exit_code
+    );
+    let _ = writeln!(w, "  {}", r.result.message);
+    let _ = writeln!(
+        w,
+        "  virtual time: {} elapsed ({} -> {}), {} steps, {} config_otau writes",
+        r.elapsed, r.start, r.end, r.steps, r.config_otau_writes
+    );
+    if r.config_otau_write_errors > 0 {
+        let _ = writeln!(
+            w,
+            "  {} config_otau writes refused",
+            r.config_otau_write_errors
+        );
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "{:>4} {:<12} {:>8} {:>13} {:>13} {:>13} {:>9} {:>7} {:>6} {:>7} {:>7} {:>7} {:>9} {:>7} {:>8}",
+        "wave",
+        "name",
+        "size",
+        "started",
+        "completed",
+        "soak until",
+        "succeeded",
+        "failed",
+        "timeout",
+        "aborted",
+        "skipped",
+        "invalid",
+        "in flight",
+        "pending",
+        "success"
+    );
+    for wave in &r.waves {
+        let c = &wave.counts;
+        let _ = writeln!(
+            w,
+            "{:>4} {:<12} {:>8} {:>13} {:>13} {:>13} {:>9} {:>7} {:>6} {:>7} {:>7} {:>7} {:>9} {:>7} {:>8}",
+            wave.number,
+            wave.name.as_deref().unwrap_or("-"),
+            wave.size,
+            offset(wave.started_seconds),
+            offset(wave.completed_seconds),
+            offset(wave.soak_until_seconds),
+            c.succeeded,
+            c.failed,
+            c.timed_out,
+            c.aborted,
+            c.skipped,
+            c.invalid,
+            c.notified + c.in_progress,
+            c.pending,
+            wave.success_rate.as_deref().unwrap_or("-")
+        );
+    }
+    let t = &r.totals;
+    let _ = writeln!(
+        w,
+        "{:>4} {:<12} {:>8} {:>13} {:>13} {:>13} {:>9} {:>7} {:>6} {:>7} {:>7} {:>7} {:>9} {:>7} {:>8}",
+        "all",
+        "",
+        t.targeted,
+        "",
+        "",
+        "",
+        t.succeeded,
+        t.failed,
+        t.timed_out,
+        t.aborted,
+        t.skipped,
+        t.invalid,
+        t.notified + t.in_progress,
+        t.pending,
+        r.success_rate.as_deref().unwrap_or("-")
+    );
+    if !r.recent_failures.is_empty() {
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "Recent failures (newest first, {} of {} kept):",
+            r.recent_failures.len().min(TEXT_FAILURES),
+            r.recent_failures.len()
+        );
+        for f in r.recent_failures.iter().take(TEXT_FAILURES) {
+            let _ = writeln!(
+                w,
+                "  {} {} {}",
+                f.identity,
+                f.status,
+                f.message.as_deref().unwrap_or("")
+            );
+        }
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(w, "Timeline (virtual time after the start):");
+    for e in &r.timeline {
+        let _ = writeln!(
+            w,
+            "  +{:<12} {:<8} {:<20} {}",
+            duration_text(e.at_seconds * 1_000_000),
+            e.kind,
+            e.reason,
+            e.message
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_days_and_clock_time() {
+        assert_eq!(duration_text(0), "00:00:00");
+        assert_eq!(duration_text(3_723_000_000), "01:02:03");
+        assert_eq!(
+            duration_text(3 * 86_400_000_000 + 61_000_000),
+            "3d 00:01:01"
+        );
+        assert_eq!(
+            rfc3339(super::super::sim::START_MICROS),
+            "2025-01-01T00:00:00Z"
+        );
+        assert_eq!(percent_text(1, 3), "33.3%");
+    }
+}

@@ -1,0 +1,481 @@
+//! The simulation loop: the emulator's model on a [`ManualClock`], a simulated fleet in process,
+//! and the rollout engine driven through the in-process [`EmulatorPlatform`], the way the
+//! controller drives it through the Exosite client:
+//!
+//! ```text
+//!  list identities (pages) ─► DeviceIndex ─► reconcile(now) ─► config_otau writes
+//!        ▲                                        │
+//!        └── fleet runs to the next poll or engine deadline (virtual time) ◄──┘
+//! ```
+//!
+//! Nothing here reads the real clock or sleeps: time moves only when the loop moves the
+//! manual clock, to the next moment something can change (the next poll after a device's
+//! next step, or the engine's own deadline: a device timeout, the end of a soak).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use otau_operator::api::DeviceTag;
+use otau_operator::api::conditions::reason as condition;
+use otau_operator::api::rollout::{RolloutPhase, RolloutSpec, RolloutStatus};
+use otau_operator::api::{Rollout, SoftwarePackage};
+use otau_operator::controller::package::naming;
+use otau_operator::emulator::clock::{Clock, ManualClock};
+use otau_operator::emulator::fleet::{FleetCore, InProcessFleet, Profile};
+use otau_operator::emulator::model::{Model, ModelConfig};
+use otau_operator::emulator::platform_adapter::EmulatorPlatform;
+use otau_operator::engine::{
+    self, DeviceIndex, DeviceObservation, EngineInput, EngineMemory, EventType, IndexConfig,
+    Micros, PollHint, ResourceState, order_seed, reconcile,
+};
+use otau_operator::otau::Manifest;
+use otau_operator::platform::{
+    ContentUpload, Identity, ListIdentities, PackageRegistration, Platform,
+    ResourceState as PlatformResource,
+};
+
+/// Where virtual time starts: 2025-01-01T00:00:00Z (µs). Fixed, so two runs print the same.
+pub const START_MICROS: Micros = 1_735_689_600_000_000;
+
+/// The name `config_otau` writes are recorded under in the model's ground truth.
+pub const CLIENT: &str = "otau-operator simulate";
+
+/// Identities per listing page (the most the platform gives).
+const PAGE_SIZE: u32 = 1000;
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The Rollout (its namespace set).
+    pub rollout: Rollout,
+    /// Its SoftwarePackage (its namespace set).
+    pub package: SoftwarePackage,
+    /// The fleet profile.
+    pub profile: Profile,
+    /// `--devices`.
+    pub devices: Option<u64>,
+    /// `--seed` (the fleet's; the device order comes from the Rollout).
+    pub seed: Option<u64>,
+    /// The simulated connector's id.
+    pub connector_id: String,
+    /// Poll interval while devices are in flight (µs).
+    pub poll_active: Micros,
+    /// Poll interval while waiting (µs).
+    pub poll_idle: Micros,
+    /// Approve gated waves as they come.
+    pub auto_approve: bool,
+    /// Stop after this much virtual time (µs).
+    pub max_virtual: Micros,
+    /// Stop after this many engine steps.
+    pub max_steps: u64,
+}
+
+/// Told about every step, to draw progress.
+pub trait Progress {
+    /// The status after a step, `elapsed` µs of virtual time after the start.
+    fn update(&mut self, status: &RolloutStatus, elapsed: Micros);
+    /// The run ended.
+    fn finish(&mut self, status: &RolloutStatus);
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Every wave completed.
+    Complete,
+    /// The failure threshold paused the rollout.
+    AutoPaused,
+    /// `spec.paused` or the pause annotation holds it.
+    PausedByUser,
+    /// Wave `k` (from 1) waits for approval.
+    WaitingForApproval(usize),
+    /// Aborted; the run went on until no device was in flight.
+    Aborted,
+    /// Nothing can change any more; the text says why.
+    Stalled(String),
+    /// A bound (`--max-virtual-time`, `--max-steps`) was hit; the text says which.
+    Bound(String),
+}
+
+/// The failure-threshold judgement that tripped, with its numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trip {
+    /// The wave (from 1).
+    pub wave: usize,
+    /// Failed devices judged.
+    pub failed: i64,
+    /// Finished devices judged.
+    pub finished: i64,
+    /// Virtual time of the trip (µs).
+    pub at: Micros,
+}
+
+/// One line of the timeline: an engine Event or a note of the simulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    /// Virtual time (µs).
+    pub at: Micros,
+    /// `Normal`, `Warning` (engine Events) or `Simulate` (the simulator's own notes).
+    pub kind: &'static str,
+    /// The reason.
+    pub reason: String,
+    /// The message.
+    pub message: String,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How it ended.
+    pub end: End,
+    /// The last status.
+    pub status: RolloutStatus,
+    /// The spec as it ended (approvals given by `--auto-approve` included).
+    pub spec: RolloutSpec,
+    /// The threshold trip, if one paused or aborted the rollout.
+    pub trip: Option<Trip>,
+    /// Engine Events and simulator notes, in order.
+    pub timeline: Vec<TimelineEntry>,
+    /// Virtual start (µs).
+    pub start: Micros,
+    /// Virtual end (µs).
+    pub end_at: Micros,
+    /// Engine steps (observe + reconcile + write).
+    pub steps: u64,
+    /// `config_otau` writes made.
+    pub writes: u64,
+    /// `config_otau` writes the platform refused, with the first message.
+    pub write_errors: (u64, Option<String>),
+    /// Devices in the fleet.
+    pub fleet_devices: u64,
+    /// The fleet's seed.
+    pub fleet_seed: u64,
+    /// The manifest written (attempt 1).
+    pub manifest: Manifest,
+}
+
+fn resource(r: PlatformResource) -> Option<ResourceState> {
+    if r.set.is_none() && r.reported.is_none() {
+        return None;
+    }
+    Some(ResourceState {
+        set: r.set,
+        reported: r.reported,
+        timestamp: r.timestamp.unwrap_or(0),
+    })
+}
+
+/// One listed identity as the engine's observation.
+pub fn observation(identity: Identity) -> DeviceObservation {
+    DeviceObservation {
+        identity: identity.identity,
+        tags: identity
+            .tags
+            .into_iter()
+            .map(|t| DeviceTag::new(t.name, t.value))
+            .collect(),
+        config_otau: resource(identity.state.config_otau),
+        otau_in: resource(identity.state.otau_in),
+    }
+}
+
+/// One full poll: every page of the listing folded into the index.
+async fn observe(platform: &dyn Platform, index: &mut DeviceIndex) -> Result<(), String> {
+    index.begin_full_listing();
+    let mut pages = platform.list_identities(ListIdentities {
+        page_size: PAGE_SIZE,
+    });
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| format!("listing the simulated devices failed: {e}"))?;
+        index.upsert(page.identities.into_iter().map(observation));
+    }
+    index.finish_full_listing();
+    Ok(())
+}
+
+/// Puts the package on the simulated connector the way the package controller would: each
+/// file as a small placeholder item under its content id (the real file is not fetched), then
+/// the registration item.
+async fn publish_package(
+    platform: &dyn Platform,
+    package: &SoftwarePackage,
+    manifest: &Manifest,
+) -> Result<(), String> {
+    let owner = naming::owner(package);
+    for (file, id) in package.spec.files.iter().zip(naming::content_ids(package)) {
+        let body = format!("simulated content of {owner} file {}\n", file.name).into_bytes();
+        let sha256 = hex::encode(Sha256::digest(&body));
+        let upload = ContentUpload {
+            id,
+            content_type: file
+                .content_type
+                .clone()
+                .unwrap_or_else(|| naming::DEFAULT_CONTENT_TYPE.to_string()),
+            length: body.len() as u64,
+            tags: naming::file_tags(&owner, &sha256),
+            sha256,
+            body: Box::pin(std::io::Cursor::new(body)),
+        };
+        platform.upload_content(upload).await.map_err(|e| {
+            format!("cannot place the package's files on the simulated connector: {e}")
+        })?;
+    }
+    let registration = PackageRegistration {
+        slug: naming::slug(package),
+        author: naming::author(package),
+        product: platform.connector_id().to_string(),
+        manifest: manifest.clone(),
+        total_devices: 0,
+        device_tags: Vec::new(),
+    };
+    platform
+        .register_package(&registration)
+        .await
+        .map_err(|e| format!("cannot register the package on the simulated connector: {e}"))?;
+    Ok(())
+}
+
+/// The first wave whose failures exceed the threshold, judged as the engine judges it.
+fn first_trip(
+    status: &RolloutStatus,
+    memory: &EngineMemory,
+    spec: &RolloutSpec,
+) -> Option<(usize, i64, i64)> {
+    status.waves.iter().enumerate().find_map(|(i, wave)| {
+        let number = i + 1;
+        let judged = engine::judge(
+            &wave.counts,
+            memory.baseline(number as i32),
+            &spec.policy.failure_threshold,
+        );
+        judged
+            .tripped
+            .then_some((number, judged.failed, judged.finished))
+    })
+}
+
+/// The next poll at or after `due`, on the grid of `interval` from `now` (a controller polling
+/// every `interval` sees a change at the first poll after it).
+fn next_poll_after(now: Micros, due: Micros, interval: Micros) -> Micros {
+    let interval = interval.max(1);
+    let wait = (due - now).max(1);
+    now + interval * ((wait + interval - 1) / interval)
+}
+
+/// Runs one scenario to its end.
+pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, String> {
+    let clock = Arc::new(ManualClock::new(START_MICROS));
+    let model = Model::new(ModelConfig::default(), clock.clone());
+    model
+        .add_connector(&s.connector_id)
+        .map_err(|e| format!("--connector-id: {e}"))?;
+    let core = FleetCore::new(&s.profile, s.devices, s.seed).map_err(|e| e.to_string())?;
+    let fleet_devices = core.len() as u64;
+    let fleet_seed = s.seed.unwrap_or(s.profile.seed);
+    let platform = EmulatorPlatform::new(model.clone(), &s.connector_id)
+        .map_err(|e| e.to_string())?
+        .with_client(CLIENT);
+    let mut fleet = InProcessFleet::new(core, platform.connector().clone(), clock.clone())
+        .map_err(|e| format!("cannot add the fleet's devices: {e}"))?;
+
+    let namespace = s.rollout.metadata.namespace.clone().unwrap_or_default();
+    let name = s.rollout.metadata.name.clone().unwrap_or_default();
+    let manifest = naming::manifest(&s.package);
+    publish_package(&platform, &s.package, &manifest).await?;
+    fleet.start();
+    fleet.fire_due(clock.now_micros());
+    fleet.drain_notices();
+
+    let mut spec = s.rollout.spec.clone();
+    let annotations: BTreeMap<String, String> =
+        s.rollout.metadata.annotations.clone().unwrap_or_default();
+    let mut generation = s.rollout.metadata.generation.unwrap_or(1);
+    let mut index = DeviceIndex::new(IndexConfig {
+        seed: order_seed(&spec, &namespace, &name),
+        targets: spec.targets.clone(),
+        manifest: manifest.clone(),
+    });
+    let mut attempts: BTreeMap<u32, Manifest> = BTreeMap::new();
+    let mut status = RolloutStatus::default();
+    let mut memory = EngineMemory::default();
+    let mut timeline = Vec::new();
+    let mut trip = None;
+    let (mut steps, mut writes) = (0u64, 0u64);
+    let mut write_errors: (u64, Option<String>) = (0, None);
+
+    let end = loop {
+        let now = clock.now_micros();
+        observe(&platform, &mut index).await?;
+        let input = EngineInput {
+            namespace: &namespace,
+            name: &name,
+            generation: Some(generation),
+            spec: &spec,
+            annotations: &annotations,
+            status: &status,
+            memory: &memory,
+        };
+        let decision = reconcile(&input, &index, now).map_err(|e| e.to_string())?;
+        steps += 1;
+        let mut tripped_now = false;
+        for event in &decision.events {
+            let kind = match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            };
+            tripped_now |= event.reason == engine::reason::AUTO_PAUSED
+                || (event.reason == engine::reason::ABORTED
+                    && decision
+                        .memory
+                        .aborted
+                        .as_ref()
+                        .is_some_and(|a| a.cause == engine::AbortCause::FailureThreshold));
+            timeline.push(TimelineEntry {
+                at: now,
+                kind,
+                reason: event.reason.to_string(),
+                message: event.message.clone(),
+            });
+        }
+        for n in &decision.notifications {
+            let m = attempts
+                .entry(n.attempt)
+                .or_insert_with(|| manifest.with_attempt(n.attempt));
+            match platform.set_config_otau(&n.identity, m).await {
+                Ok(()) => writes += 1,
+                Err(e) => {
+                    write_errors.0 += 1;
+                    write_errors.1.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        status = decision.status;
+        memory = decision.memory;
+        if tripped_now && let Some((wave, failed, finished)) = first_trip(&status, &memory, &spec) {
+            trip = Some(Trip {
+                wave,
+                failed,
+                finished,
+                at: now,
+            });
+        }
+        fleet.drain_notices();
+        progress.update(&status, now - START_MICROS);
+
+        let pause = status.pause.as_ref().map(|p| p.reason.as_str());
+        match (status.phase, pause) {
+            (Some(RolloutPhase::Complete), _) => break End::Complete,
+            (Some(RolloutPhase::Aborted), _) if decision.requeue.poll == PollHint::None => {
+                break End::Aborted;
+            }
+            (_, Some(condition::FAILURE_THRESHOLD_EXCEEDED)) => break End::AutoPaused,
+            (_, Some(condition::PAUSED_BY_USER)) => break End::PausedByUser,
+            (_, Some(condition::WAITING_FOR_APPROVAL)) => {
+                let k = status.current_wave.max(0) as usize + 1;
+                if !s.auto_approve {
+                    break End::WaitingForApproval(k);
+                }
+                spec.approved_waves = k as i32;
+                generation += 1;
+                timeline.push(TimelineEntry {
+                    at: now,
+                    kind: "Simulate",
+                    reason: "Approved".into(),
+                    message: format!("spec.approvedWaves set to {k} (--auto-approve)"),
+                });
+                continue;
+            }
+            _ => {}
+        }
+        if steps >= s.max_steps {
+            break End::Bound(format!("stopped after {steps} steps (--max-steps)"));
+        }
+
+        let poll = match decision.requeue.poll {
+            PollHint::Active => Some(s.poll_active),
+            PollHint::Idle => Some(s.poll_idle),
+            PollHint::None => None,
+        };
+        let by_fleet = poll
+            .zip(fleet.core().next_due())
+            .map(|(interval, due)| next_poll_after(now, due, interval));
+        let by_engine = decision.requeue.at.map(|at| at.max(now + 1));
+        let next = match (by_fleet, by_engine) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(next) = next else {
+            let why = if index.is_empty() {
+                "no device of the fleet matches the Rollout's targets".to_owned()
+            } else {
+                "nothing is left that could change the rollout (no device in flight, no deadline)"
+                    .to_owned()
+            };
+            break End::Stalled(why);
+        };
+        if next - START_MICROS > s.max_virtual {
+            break End::Bound(format!(
+                "stopped before the virtual time limit (--max-virtual-time) was passed; the next step was due {} after the start",
+                super::report::duration_text(next - START_MICROS)
+            ));
+        }
+        fleet.run_virtual(&clock, Some(next));
+        clock.advance_to(next);
+    };
+    progress.finish(&status);
+    Ok(Outcome {
+        end,
+        status,
+        spec,
+        trip,
+        timeline,
+        start: START_MICROS,
+        end_at: clock.now_micros(),
+        steps,
+        writes,
+        write_errors,
+        fleet_devices,
+        fleet_seed,
+        manifest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_land_on_the_interval_grid_after_the_change() {
+        assert_eq!(next_poll_after(100, 101, 30), 130);
+        assert_eq!(next_poll_after(100, 130, 30), 130);
+        assert_eq!(next_poll_after(100, 131, 30), 160);
+        assert_eq!(next_poll_after(100, 50, 30), 130, "a change already due");
+    }
+
+    #[test]
+    fn listed_identities_become_observations() {
+        let identity = Identity {
+            identity: "d1".into(),
+            tags: vec![otau_operator::platform::Tag {
+                name: "region".into(),
+                value: "eu".into(),
+            }],
+            state: otau_operator::platform::IdentityState {
+                config_otau: PlatformResource {
+                    set: Some("x".into()),
+                    reported: None,
+                    timestamp: Some(5),
+                },
+                otau_in: PlatformResource::default(),
+            },
+            ..Identity::default()
+        };
+        let obs = observation(identity);
+        assert_eq!(obs.tags, vec![DeviceTag::new("region", "eu")]);
+        assert_eq!(obs.config_otau, Some(ResourceState::set("x", 5)));
+        assert_eq!(obs.otau_in, None);
+    }
+}
