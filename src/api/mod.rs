@@ -15,6 +15,7 @@ pub mod conditions;
 pub mod duration;
 pub mod iot_connector;
 pub mod rollout;
+pub mod rollout_decisions;
 pub mod software_package;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

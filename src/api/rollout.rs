@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{DeviceTag, LocalRef};
 use super::conditions::conditions_schema;
 use super::duration::GoDuration;
+use super::rollout_decisions::RolloutDecisions;
 
 /// One-shot pause: any new nonce value pauses the Rollout (like `spec.paused`, but resumed by
 /// [`ANNOTATION_RESUME`] or a new `spec.resumeToken`).
@@ -465,6 +466,10 @@ pub struct RolloutStatus {
     /// When a device last moved forward (notified or finished).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_progress_at: Option<Time>,
+    /// Decisions no platform read can tell (abort, pause by annotation, failures accepted by a
+    /// resume), so that a restarted operator carries on exactly.
+    #[serde(default, skip_serializing_if = "RolloutDecisions::is_empty")]
+    pub decisions: RolloutDecisions,
 }
 
 /// Device counts of a wave or of the whole rollout. Each device is in exactly one of the
@@ -475,7 +480,7 @@ pub struct DeviceCounts {
     /// Devices in scope.
     #[serde(default)]
     pub targeted: i64,
-    /// Not yet notified.
+    /// Waiting for a write: not notified yet, or a retry is due.
     #[serde(default)]
     pub pending: i64,
     /// Sent the manifest, no report for this version yet.
@@ -548,7 +553,7 @@ pub struct DeviceFailure {
     /// The device identity.
     #[schemars(length(max = 128))]
     pub identity: String,
-    /// The status the device reported (e.g. `DOWNLOAD_ERROR`), or `Timeout`.
+    /// The status the device reported (e.g. `DOWNLOAD_ERROR`), `Timeout`, or `InvalidReport`.
     #[schemars(length(max = 64))]
     pub status: String,
     /// Short explanation (truncated).

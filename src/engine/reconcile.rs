@@ -623,6 +623,7 @@ pub fn reconcile(
         pause,
         acted_on: control.acted_on,
         last_progress_at,
+        decisions: control.memory.clone().bounded(),
     };
     Ok(Decision {
         notifications,
