@@ -48,7 +48,9 @@ impl Progress for Bars {
     fn update(&mut self, status: &RolloutStatus, elapsed: Micros) {
         for (i, wave) in status.waves.iter().enumerate() {
             if self.bars.len() <= i {
-                let bar = self.multi.add(ProgressBar::new(0));
+                let bar = self
+                    .multi
+                    .add(ProgressBar::new(wave.counts.targeted.max(0) as u64));
                 bar.set_style(Self::style());
                 let name = wave
                     .name
