@@ -143,7 +143,7 @@ async fn http_load(s: &Settings) {
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for token in tokens.iter().cloned() {
+    for token in tokens.clone() {
         let (client, base, counter, total) =
             (client.clone(), base.clone(), counter.clone(), s.requests);
         tasks.push(tokio::spawn(async move {

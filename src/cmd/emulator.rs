@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use otau_operator::emulator::admin::{EdgeArgs, Edges};
 use otau_operator::emulator::clock::SystemClock;
 use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
 use otau_operator::emulator::model::{
@@ -15,6 +16,7 @@ use otau_operator::emulator::server::{
     self, ADMIN_PREFIX, AppState, GRAPHQL_PATH, LastModifiedFormat, MANAGEMENT_PREFIX,
     ServerOptions,
 };
+use otau_operator::emulator::tls::TlsListener;
 
 /// The connector id used when `--connector` is not given.
 pub const DEFAULT_CONNECTOR: &str = "t41hp23nod8s00000";
@@ -73,7 +75,15 @@ pub struct Args {
     /// answers 204 instead of 404.
     #[arg(long)]
     set_state_unknown_204: bool,
-    // Fault-injection and webhook flags (edges helper) are flattened in here.
+
+    /// Also serve everything over HTTPS on this address (self-signed certificate generated at
+    /// start, printed on stderr), for device clients that insist on TLS.
+    #[arg(long)]
+    https_listen: Option<SocketAddr>,
+
+    /// Fault injection, rate limit and webhook push of device2 events.
+    #[command(flatten)]
+    edges: EdgeArgs,
 }
 
 /// The one JSON line printed on stdout when the emulator is ready.
@@ -85,6 +95,9 @@ struct Ready<'a> {
     graphql_url: String,
     admin_url: String,
     object_store_url: String,
+    metrics_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    https_url: Option<String>,
     connector: &'a str,
     management_token: &'a str,
     devices: u64,
@@ -148,9 +161,24 @@ async fn serve(args: Args) -> Result<(), String> {
             set_state_unknown_204: args.set_state_unknown_204,
         }),
     };
-    let running = server::start(args.listen, state)
+    let edges = Edges::start(
+        &model,
+        state.options.default_connector.as_deref(),
+        &args.edges,
+    )
+    .map_err(|e| e.to_string())?;
+    let app = edges.attach(server::router(state.clone()));
+    let running = server::start_with_router(args.listen, state, app.clone())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let https = match args.https_listen {
+        Some(addr) => Some(
+            TlsListener::start(addr, app, &[])
+                .await
+                .map_err(|e| format!("cannot serve HTTPS on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
 
     let fleet = start_fleet(&args, &model)?;
     let devices = fleet
@@ -167,6 +195,8 @@ async fn serve(args: Args) -> Result<(), String> {
         graphql_url: format!("{base}{GRAPHQL_PATH}"),
         admin_url: format!("{base}{ADMIN_PREFIX}"),
         object_store_url: model.object_store_url(),
+        metrics_url: format!("{base}/metrics"),
+        https_url: https.as_ref().map(|h| h.base_url.clone()),
         connector: &args.connector,
         management_token: &token,
         devices,
@@ -174,6 +204,13 @@ async fn serve(args: Args) -> Result<(), String> {
     let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
     println!("{line}");
     print_hints(&args, &base, &token, fleet.as_ref());
+    if let Some(h) = &https {
+        eprintln!(
+            "  HTTPS:               {} (self-signed certificate below)\n{}",
+            h.base_url,
+            h.certificate_pem()
+        );
+    }
 
     wait_for_stop().await;
     eprintln!("emulator: stopping");
@@ -181,7 +218,11 @@ async fn serve(args: Args) -> Result<(), String> {
         let summary = f.stop();
         eprintln!("emulator: fleet at stop: {summary:?}");
     }
+    if let Some(h) = https {
+        h.shutdown().await;
+    }
     running.shutdown().await;
+    drop(edges);
     Ok(())
 }
 

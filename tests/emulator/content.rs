@@ -218,6 +218,9 @@ async fn wrong_sha256_is_400() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// A change made to an upload form's inputs.
+type Tamper = Box<dyn FnOnce(&mut serde_json::Map<String, Value>)>;
+
 /// §9 Must (object store checks): every signed input must be present and unchanged: a
 /// tampered policy, key or signature, or a missing field, is `403`.
 #[tokio::test]
@@ -225,7 +228,7 @@ async fn tampered_or_incomplete_forms_are_403() {
     let emu = Emu::start().await;
     let data = b"data";
     let form = upload_form(&emu, "f", &sha_hex(data), 30, None).await;
-    let tampers: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Map<String, Value>)>)> = vec![
+    let tampers: Vec<(&str, Tamper)> = vec![
         (
             "policy",
             Box::new(|i| {

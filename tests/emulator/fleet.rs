@@ -689,49 +689,13 @@ groups:
 // ----- a device client not written in Rust -----
 
 mod python {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
+    use std::process::Stdio;
     use std::time::Duration;
 
     use otau_operator::otau::{CONFIG_OTAU, Classification, OTAU_IN, classify, same_json};
     use sha2::{Digest, Sha256};
 
     use super::{FIRMWARE, http::eventually, manifest};
-
-    /// Kills the child process when the test ends, however it ends.
-    struct Killed(Child);
-
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    /// Starts `otau-operator emulator --listen 127.0.0.1:0` and reads its JSON line.
-    fn start_emulator() -> (Killed, serde_json::Value) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_otau-operator"))
-            .args(["emulator", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the emulator binary");
-        let stdout = child.stdout.take().unwrap();
-        let guard = Killed(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the emulator prints its JSON line");
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        (guard, ready)
-    }
 
     fn field(v: &serde_json::Value, key: &str) -> String {
         v[key]
@@ -788,7 +752,7 @@ mod python {
     /// written in Rust.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn python_device_client_completes_the_flow() {
-        let (_emulator, ready) = start_emulator();
+        let (_emulator, ready) = crate::harness::start_binary(&[]);
         let (device_url, mgmt, cid, token) = (
             field(&ready, "device_url"),
             field(&ready, "management_url"),

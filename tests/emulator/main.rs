@@ -1,6 +1,7 @@
 //! Emulator tests: one test binary, one module per area (real loopback HTTP where HTTP is
 //! involved).
 
+mod command;
 mod content;
 mod device_api;
 mod fleet;
@@ -178,6 +179,46 @@ pub mod harness {
                 .unwrap()
                 .status()
         }
+    }
+
+    /// Kills the child process when the test ends, however it ends.
+    pub struct Killed(pub std::process::Child);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Starts the `otau-operator emulator --listen 127.0.0.1:0 <extra>` binary and reads the
+    /// JSON line it prints when ready (with a deadline).
+    pub fn start_binary(extra: &[&str]) -> (Killed, serde_json::Value) {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_otau-operator"))
+            .args(["emulator", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the emulator binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let guard = Killed(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the emulator prints its JSON line");
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        (guard, ready)
     }
 
     /// Decodes a form body into pairs.
