@@ -158,8 +158,16 @@ where
     K: kube::Resource + Clone + 'static + Send + Sync,
     K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
 {
+    // The store's readiness wakes only its most recent waiter (the controller's own runner
+    // usually), so look again now and then instead of waiting once.
     async move {
-        let _ = store.wait_until_ready().await;
+        loop {
+            let attempt =
+                tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready());
+            if attempt.await.is_ok() {
+                return;
+            }
+        }
     }
     .boxed()
 }

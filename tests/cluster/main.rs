@@ -5,5 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod connector;
 mod control_plane;
 mod crds;
+mod operator;
+mod package;

@@ -1,0 +1,162 @@
+//! The IoTConnector controller against the real apiserver and the emulator, with the operator
+//! binary as a process: Ready with the token's TTL in status and metrics, a wrong token,
+//! a Secret that appears late, a token about to expire, and no token anywhere it must not be.
+
+use kube::api::Api;
+use otau_operator::api::IoTConnector;
+
+use crate::operator::{
+    CID, Emu, INSTANCE, MTOKEN, Operator, apply, assert_no_token_leak, condition, events_json,
+    metric_value, secret_yaml, wait_condition,
+};
+use crate::support::ControlPlane;
+
+fn ttl_series(namespace: &str, name: &str) -> String {
+    format!("otau_connector_token_ttl_seconds{{connector=\"{name}\",namespace=\"{namespace}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_becomes_ready_with_token_ttl_in_status_and_metrics() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("connector-ready").await;
+    let emu = Emu::start().await;
+    let op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &secret_yaml("token", MTOKEN));
+    apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
+
+    let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
+    let connector = wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    let status = connector.status.clone().expect("status");
+    let ttl = status.token_ttl_seconds.expect("tokenTtlSeconds");
+    assert!((172_000..=172_800).contains(&ttl), "ttl {ttl}");
+    assert!(status.token_expires_at.is_some() && status.last_checked_at.is_some());
+    assert_eq!(status.observed_generation, connector.metadata.generation);
+    let stalled = condition(&connector, "Stalled").expect("Stalled condition");
+    assert_eq!(stalled.status, "False");
+    let ready = condition(&connector, "Ready").expect("Ready");
+    assert!(ready.message.contains(CID), "{}", ready.message);
+    assert!(
+        !ready.message.contains("warning threshold"),
+        "{}",
+        ready.message
+    );
+
+    let metrics = op.metrics().await;
+    let value = metric_value(&metrics, &ttl_series(&ns, "emu")).expect("ttl metric");
+    assert!((172_000.0..=172_800.0).contains(&value), "{value}");
+    assert!(
+        metrics.contains("otau_reconcile_total{controller=\"iotconnector\",result=\"success\"}")
+    );
+    assert!(
+        metrics.contains(
+            "otau_platform_requests_total{operation=\"token.check\",outcome=\"success\"}"
+        )
+    );
+    assert!(metrics.contains("otau_build_info"));
+
+    // Every platform request names the operator and its instance.
+    let log = emu.log();
+    assert!(!log.is_empty());
+    for entry in &log {
+        assert!(
+            entry.user_agent.starts_with("otau-operator/") && entry.user_agent.contains(INSTANCE),
+            "{entry:?}"
+        );
+    }
+    assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_rejected_and_stalls() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("connector-wrong-token").await;
+    let emu = Emu::start().await;
+    let op = Operator::start(cp, &ns, &[]).await;
+    let wrong = "0000000000000000000000000000000000bad0bad";
+    apply(cp, &ns, &secret_yaml("token", wrong));
+    apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
+    let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
+    let connector = wait_condition(&api, "emu", "Ready", "False", "CredentialsRejected").await;
+    let stalled = condition(&connector, "Stalled").expect("Stalled");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "CredentialsRejected")
+    );
+    assert!(stalled.message.contains("401"), "{}", stalled.message);
+    let metrics = op.metrics().await;
+    assert_eq!(metric_value(&metrics, &ttl_series(&ns, "emu")), Some(0.0));
+    assert!(
+        emu.log().iter().any(|l| l.status == 401),
+        "the emulator never answered 401"
+    );
+    let events = events_json(cp, &ns);
+    assert!(
+        events.contains("CredentialsRejected"),
+        "no CredentialsRejected event"
+    );
+    assert_no_token_leak(cp, &ns, &op, &[wrong, MTOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secret_then_ready_once_it_appears() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("connector-late-secret").await;
+    let emu = Emu::start().await;
+    let op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &emu.connector_yaml("emu", "late-token", ""));
+    let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
+    let connector = wait_condition(&api, "emu", "Ready", "False", "SecretNotFound").await;
+    let ready = condition(&connector, "Ready").expect("Ready");
+    assert!(ready.message.contains("late-token"), "{}", ready.message);
+    assert_eq!(
+        condition(&connector, "Stalled").expect("Stalled").status,
+        "False"
+    );
+
+    apply(cp, &ns, &secret_yaml("late-token", MTOKEN));
+    wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_about_to_expire_shows_in_the_condition_event_and_metric() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("connector-expiring").await;
+    let emu = Emu::start().await;
+    // The emulator's tokens have 48 h left; warn below 72 h.
+    let op = Operator::start(cp, &ns, &["--token-expiry-warning", "72h"]).await;
+    apply(cp, &ns, &secret_yaml("token", MTOKEN));
+    apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
+    let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
+    let connector = wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    let ready = condition(&connector, "Ready").expect("Ready");
+    assert!(
+        ready.message.contains("expires in 2d 0h") || ready.message.contains("expires in 1d 23h"),
+        "{}",
+        ready.message
+    );
+    assert!(ready.message.contains("less than the 3d 0h warning threshold"), "{}", ready.message);
+    assert!(ready.message.contains("renew"), "{}", ready.message);
+    let metrics = op.metrics().await;
+    let value = metric_value(&metrics, &ttl_series(&ns, "emu")).expect("ttl metric");
+    assert!(value < 72.0 * 3600.0, "{value}");
+    let events = events_json(cp, &ns);
+    assert!(
+        events.contains("TokenExpiringSoon"),
+        "no TokenExpiringSoon event"
+    );
+    assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_operator_cleanly() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("operator-sigterm").await;
+    let mut op = Operator::start(cp, &ns, &[]).await;
+    assert!(
+        op.stop(),
+        "the operator did not exit 0 after SIGTERM:\n{}",
+        op.logs()
+    );
+    assert!(op.logs().contains("shutting down"), "{}", op.logs());
+}

@@ -1,0 +1,532 @@
+//! Harness for the operator tests: the emulator in-process on 127.0.0.1:0 (with ExoSense
+//! GraphQL, fault injection and a request log), a file server for URL sources, the operator
+//! binary as a separate process bound to one test namespace, kubectl helpers, condition
+//! waits with deadlines, and the scan for leaked tokens.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::Api;
+use otau_operator::emulator::clock::{Clock, SystemClock};
+use otau_operator::emulator::faults::{self, FaultConfig, Faults};
+use otau_operator::emulator::graphql::{self, GraphqlState};
+use otau_operator::emulator::model::{Connector, ContentItem, Model, ModelConfig};
+use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::support::{ControlPlane, wait_for};
+
+/// The connector (product) id of every test.
+pub const CID: &str = "t41hp23nod8s00000";
+/// The management token the emulator accepts from the start.
+pub const MTOKEN: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee01";
+/// The ExoSense Automation token the emulator accepts.
+pub const XTOKEN: &str = "feedbeeffeedbeeffeedbeeffeedbeeffeedbeef";
+/// The operator's instance name in tests.
+pub const INSTANCE: &str = "otau-operator-test-0";
+/// How long a test waits for a condition.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// One request as the emulator saw it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// When it reached the emulator.
+    pub received: Instant,
+    /// Method.
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// Status answered.
+    pub status: u16,
+    /// `Retry-After` answered, seconds.
+    pub retry_after: Option<u64>,
+    /// `User-Agent` sent.
+    pub user_agent: String,
+}
+
+/// The emulator of one test.
+pub struct Emu {
+    /// The platform model (ground truth).
+    pub model: Arc<Model>,
+    /// Fault injection (off until set).
+    pub faults: Arc<Faults>,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    log: Arc<Mutex<Vec<Logged>>>,
+    _server: RunningServer,
+}
+
+async fn record(
+    axum::extract::State(log): axum::extract::State<Arc<Mutex<Vec<Logged>>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let received = Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let user_agent = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let response = next.run(req).await;
+    let entry = Logged {
+        received,
+        method,
+        path,
+        status: response.status().as_u16(),
+        retry_after: response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        user_agent,
+    };
+    log.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+    response
+}
+
+impl Emu {
+    /// Starts the emulator with the connector [`CID`] and the token [`MTOKEN`].
+    pub async fn start() -> Emu {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let model = Model::new(
+            ModelConfig {
+                management_tokens: vec![MTOKEN.to_string()],
+                ..ModelConfig::default()
+            },
+            clock,
+        );
+        model.add_connector(CID).expect("connector");
+        let state = AppState {
+            model: model.clone(),
+            options: Arc::new(ServerOptions {
+                default_connector: Some(CID.to_string()),
+                ..ServerOptions::default()
+            }),
+        };
+        let faults = Arc::new(Faults::off());
+        let log: Arc<Mutex<Vec<Logged>>> = Arc::default();
+        let app = server::router(state.clone()).merge(graphql::router(GraphqlState {
+            model: model.clone(),
+            default_connector: Some(CID.to_string()),
+            automation_tokens: vec![XTOKEN.to_string()],
+        }));
+        let app = faults::apply(app, faults.clone())
+            .layer(middleware::from_fn_with_state(log.clone(), record));
+        let running = server::start_with_router("127.0.0.1:0".parse().expect("addr"), state, app)
+            .await
+            .expect("start the emulator");
+        Emu {
+            model,
+            faults,
+            base: running.base_url.clone(),
+            log,
+            _server: running,
+        }
+    }
+
+    /// The connector.
+    pub fn conn(&self) -> Arc<Connector> {
+        self.model.connector(CID).expect("connector")
+    }
+
+    /// One content item.
+    pub fn content(&self, id: &str) -> Option<Arc<ContentItem>> {
+        self.conn().content().get(id)
+    }
+
+    /// Every content id.
+    pub fn content_ids(&self) -> Vec<String> {
+        self.conn()
+            .content()
+            .list()
+            .iter()
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    /// Sets fault rules.
+    pub fn set_faults(&self, config: FaultConfig) {
+        self.faults.set_config(config).expect("fault config");
+    }
+
+    /// Every request so far.
+    pub fn log(&self) -> Vec<Logged> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The uploads (object-store POSTs) so far.
+    pub fn uploads(&self) -> usize {
+        self.log()
+            .iter()
+            .filter(|l| l.method == "POST" && l.path.starts_with("/objectstore/"))
+            .count()
+    }
+
+    /// An IoTConnector plus its token Secret as YAML.
+    pub fn connector_yaml(&self, name: &str, secret: &str, extra_spec: &str) -> String {
+        format!(
+            r#"apiVersion: otau.dev/v1alpha1
+kind: IoTConnector
+metadata:
+  name: {name}
+spec:
+  productId: {CID}
+  managementUrl: {base}/api:1/
+  allowInsecureHttp: true
+  tokenSecretRef:
+    name: {secret}
+{extra_spec}"#,
+            base = self.base
+        )
+    }
+}
+
+/// A token Secret as YAML.
+pub fn secret_yaml(name: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  token: {token}\n"
+    )
+}
+
+/// A file server on 127.0.0.1:0 serving `files` (path → bytes).
+pub struct FileServer {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl FileServer {
+    /// Serves `files` at `/<name>`.
+    pub async fn start(files: Vec<(&str, Vec<u8>)>) -> FileServer {
+        let mut app = axum::Router::new();
+        for (name, bytes) in files {
+            let bytes = axum::body::Bytes::from(bytes);
+            app = app.route(
+                &format!("/{name}"),
+                axum::routing::get(move || {
+                    let b = bytes.clone();
+                    async move { b }
+                }),
+            );
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind file server");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FileServer { base, _task: task }
+    }
+}
+
+/// The operator binary running as a process, watching one namespace.
+pub struct Operator {
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
+}
+
+impl Operator {
+    /// Starts `otau-operator run` against the test control plane, for `namespace`, with fast
+    /// retries and `--allow-private-sources`, plus `extra` flags; waits until it serves
+    /// `/readyz`.
+    pub async fn start(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Operator {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+        command
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .args(["--watch-namespace", namespace])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(["--log-level", "info,otau_operator=debug"])
+            .args(["--instance", INSTANCE])
+            .arg("--allow-private-sources")
+            .args(["--platform-initial-backoff", "100ms"])
+            .args(["--platform-max-backoff", "2s"])
+            .args(["--error-backoff-max", "3s"])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env_remove("RUST_LOG")
+            // No push receiver: these tests poll nothing, and a fixed port would collide
+            // between tests running at once (an unknown variable is ignored).
+            .env("OTAU_PUSH_ADDR", "off")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the operator binary");
+        let logs = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let found: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        {
+            let logs = logs.clone();
+            let found = found.clone();
+            wait_for(
+                DEADLINE,
+                "the operator to log its metrics address",
+                move || {
+                    let logs = logs.clone();
+                    let found = found.clone();
+                    async move {
+                        let text = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let addr = text.lines().find_map(|line| {
+                            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                            (v["message"] == "metrics and health server listening")
+                                .then(|| v["addr"].as_str()?.parse().ok())
+                                .flatten()
+                        });
+                        *found.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+                        addr.is_some()
+                    }
+                },
+            )
+            .await;
+        }
+        let metrics_addr = found
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .expect("address found");
+        let op = Operator {
+            child,
+            logs,
+            metrics_addr,
+        };
+        let url = format!("http://{metrics_addr}/readyz");
+        let ready = tokio::time::timeout(DEADLINE, async {
+            loop {
+                if reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        if ready.is_err() {
+            panic!(
+                "the operator was not ready within {DEADLINE:?}; its log:\n{}",
+                op.logs()
+            );
+        }
+        op
+    }
+
+    /// Everything the operator logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `/metrics` now.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `kubectl apply --server-side -n <namespace> -f -` of `yaml`; panics with kubectl's output.
+pub fn apply(cp: &ControlPlane, namespace: &str, yaml: &str) {
+    kubectl_stdin(
+        cp,
+        &["apply", "--server-side", "-n", namespace, "-f", "-"],
+        yaml,
+    );
+}
+
+/// Runs kubectl with `args` and `stdin`; panics with its output on failure; returns stdout.
+pub fn kubectl_stdin(cp: &ControlPlane, args: &[&str], stdin: &str) -> String {
+    let mut child = cp
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write to kubectl");
+    let out = child.wait_with_output().expect("kubectl output");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs kubectl with `args`; returns stdout; panics on failure.
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
+    kubectl_stdin(cp, args, "")
+}
+
+/// The condition `type_` of an object's status, if any (read through JSON so one helper
+/// serves every kind).
+pub fn condition<K: serde::Serialize>(obj: &K, type_: &str) -> Option<Condition> {
+    let v = serde_json::to_value(obj).ok()?;
+    let conds: Vec<Condition> = serde_json::from_value(v["status"]["conditions"].clone()).ok()?;
+    conds.into_iter().find(|c| c.type_ == type_)
+}
+
+/// Waits until `name`'s condition `type_` has `status` and `reason` for the current
+/// generation; returns the object then.
+pub async fn wait_condition<K>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> K
+where
+    K: Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug + kube::Resource,
+{
+    let found: Arc<Mutex<Option<K>>> = Arc::default();
+    let last: Arc<Mutex<String>> = Arc::default();
+    let what = format!("{name}: {type_}={status} ({reason})");
+    let result = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(obj) = api.get(name).await {
+                let c = condition(&obj, type_);
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = format!("{c:?}");
+                let generation = obj.meta().generation;
+                if c.is_some_and(|c| {
+                    c.status == status && c.reason == reason && c.observed_generation == generation
+                }) {
+                    *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(obj);
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    if result.is_err() {
+        panic!(
+            "timed out after {DEADLINE:?} waiting for {what}; last seen {}",
+            last.lock().unwrap_or_else(|e| e.into_inner())
+        );
+    }
+    let obj = found.lock().unwrap_or_else(|e| e.into_inner()).take();
+    obj.expect("found")
+}
+
+/// Waits until `name` is gone.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let api = api.clone();
+    let name = name.to_string();
+    wait_for(DEADLINE, &format!("{name} to be deleted"), move || {
+        let api = api.clone();
+        let name = name.clone();
+        async move { matches!(api.get_opt(&name).await, Ok(None)) }
+    })
+    .await;
+}
+
+/// The Events of a namespace as JSON text.
+pub fn events_json(cp: &ControlPlane, namespace: &str) -> String {
+    kubectl(
+        cp,
+        &["get", "events.events.k8s.io", "-n", namespace, "-o", "json"],
+    )
+}
+
+/// Fails when any of `tokens` appears in the operator's logs, the namespace's Events, or the
+/// otau objects (status included).
+pub fn assert_no_token_leak(cp: &ControlPlane, namespace: &str, op: &Operator, tokens: &[&str]) {
+    let objects = kubectl(
+        cp,
+        &[
+            "get",
+            "iotconnectors,softwarepackages",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ],
+    );
+    let events = events_json(cp, namespace);
+    let logs = op.logs();
+    assert!(!logs.is_empty(), "the operator logged nothing");
+    for token in tokens {
+        assert!(
+            !logs.contains(token),
+            "a token appears in the operator's logs"
+        );
+        assert!(!events.contains(token), "a token appears in an Event");
+        assert!(
+            !objects.contains(token),
+            "a token appears in an object's status or spec"
+        );
+    }
+}
+
+/// The value of one sample line of the Prometheus text, e.g.
+/// `otau_connector_token_ttl_seconds{connector="c",namespace="n"}`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(str::trim))
+        .and_then(|v| v.parse().ok())
+}
