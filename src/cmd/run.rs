@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use otau_operator::api::parse_duration;
 use otau_operator::controller::Settings;
+use otau_operator::controller::poller::PollIntervals;
+use otau_operator::controller::rollout::RolloutOptions;
 use otau_operator::controller::runtime::{self, RunOptions};
 use otau_operator::platform::RetryPolicy;
 
@@ -170,6 +172,65 @@ pub struct Args {
     /// Longest delay before a failed reconcile is tried again.
     #[arg(long, env = "OTAU_ERROR_BACKOFF_MAX", default_value = "60s", value_parser = duration, value_name = "DURATION", help_heading = "Platform")]
     error_backoff_max: Duration,
+
+    /// Time between two listings of a connector's devices while a wave is in flight.
+    #[arg(long, env = "OTAU_POLL_INTERVAL_ACTIVE", default_value = "10s", value_parser = duration, value_name = "DURATION", help_heading = "Rollouts")]
+    poll_interval_active: Duration,
+
+    /// Time between two listings when every Rollout on the connector waits (approval, soak,
+    /// late joiners). Push, when configured, brings reports sooner.
+    #[arg(long, env = "OTAU_POLL_INTERVAL_IDLE", default_value = "5m", value_parser = duration, value_name = "DURATION", help_heading = "Rollouts")]
+    poll_interval_idle: Duration,
+
+    /// Identities per listing page (the platform caps it; the emulator at 1000).
+    #[arg(
+        long,
+        env = "OTAU_POLL_PAGE_SIZE",
+        default_value_t = 1000,
+        value_name = "N",
+        help_heading = "Rollouts"
+    )]
+    poll_page_size: u32,
+
+    /// config_otau writes in flight at once per Rollout (the connector's rate limit applies
+    /// on top).
+    #[arg(
+        long,
+        env = "OTAU_WRITE_CONCURRENCY",
+        default_value_t = 32,
+        value_name = "N",
+        help_heading = "Rollouts"
+    )]
+    write_concurrency: usize,
+
+    /// How long one reconcile keeps starting writes before it writes the status and goes on
+    /// in the next pass.
+    #[arg(long, env = "OTAU_WRITE_BUDGET", default_value = "5s", value_parser = duration, value_name = "DURATION", help_heading = "Rollouts")]
+    write_budget: Duration,
+
+    /// The least time between two status writes of one Rollout that change only counts
+    /// (conditions, waves and control markers are written at once).
+    #[arg(long, env = "OTAU_STATUS_MIN_INTERVAL", default_value = "1s", value_parser = duration, value_name = "DURATION", help_heading = "Rollouts")]
+    status_min_interval: Duration,
+
+    /// Address of the push receiver (POST /hooks/device2, its own listener; port 0 picks a
+    /// free port, logged), or `off`.
+    #[arg(long, env = "OTAU_PUSH_ADDR", default_value = "0.0.0.0:8081", value_parser = push_addr, value_name = "ADDR|off", help_heading = "Rollouts")]
+    push_addr: PushAddr,
+}
+
+/// `--push-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct PushAddr(Option<SocketAddr>);
+
+fn push_addr(text: &str) -> Result<PushAddr, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(PushAddr(None));
+    }
+    text.trim()
+        .parse()
+        .map(|a| PushAddr(Some(a)))
+        .map_err(|e| format!("{text:?} is not an address such as 0.0.0.0:8081, nor off: {e}"))
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -318,6 +379,17 @@ async fn serve(args: Args) -> Result<(), String> {
         namespaces: args.watch_namespaces.clone(),
         metrics_addr: args.metrics_addr,
         crd_timeout: args.crd_wait_timeout,
+        rollouts: RolloutOptions {
+            intervals: PollIntervals {
+                active: args.poll_interval_active.max(Duration::from_millis(100)),
+                idle: args.poll_interval_idle.max(args.poll_interval_active),
+                page_size: args.poll_page_size.clamp(1, 1000),
+            },
+            write_concurrency: args.write_concurrency.max(1),
+            write_budget: args.write_budget.max(Duration::from_millis(100)),
+            status_min_interval: args.status_min_interval,
+            push_addr: args.push_addr.0,
+        },
     };
     runtime::run(client, settings, options, signals()).await
 }

@@ -118,6 +118,11 @@ impl Metrics {
             .inc();
     }
 
+    /// The registry, for collectors registered elsewhere (the Rollout controller's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Everything in the Prometheus text format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut out = Vec::new();

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// How long to wait for the CRDs to be Established.
     pub crd_timeout: Duration,
+    /// The Rollout controller, its pollers and the push receiver.
+    pub rollouts: super::rollout::RolloutOptions,
 }
 
 type Stop = Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
@@ -76,6 +78,7 @@ pub async fn run(
     tracing::info!(addr = %local, "metrics and health server listening");
     let health = Arc::new(Health::default());
     let ctx = Context::new(client.clone(), settings, metrics.clone());
+    let rollouts = super::rollout::RolloutContext::new(ctx.clone(), options.rollouts.clone())?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -124,6 +127,23 @@ pub async fn run(
         );
         controllers.push(run);
         stores_ready.push(ready(packages));
+        let (run, rollout_store) =
+            super::rollout::controller(&rollouts, scope.as_deref(), stop_signal(&stop_rx));
+        controllers.push(run);
+        stores_ready.push(ready(rollout_store));
+    }
+    controllers
+        .push(super::rollout::garbage_collect(rollouts.clone(), stop_signal(&stop_rx)).boxed());
+    if let Some(addr) = options.rollouts.push_addr {
+        let push = super::push::serve(rollouts.clone(), addr, stop_signal(&stop_rx)).await?;
+        controllers.push(
+            async move {
+                if let Err(e) = push.await {
+                    tracing::error!(error = %e, "the push receiver failed");
+                }
+            }
+            .boxed(),
+        );
     }
     {
         let health = health.clone();

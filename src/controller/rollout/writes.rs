@@ -1,0 +1,207 @@
+//! Delivering the engine's notifications: `config_otau` writes through the connector's
+//! platform client (its token bucket is the connector's rate limit), a bounded number in
+//! flight, within a time budget per reconcile. Each successful write is folded into the
+//! Rollout's index at once, so the next step sees the device as notified even before the next
+//! listing. A device whose previous write ended without a clear answer is read first, and
+//! written only if its value still differs (read before write).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use crate::controller::poller::Subscription;
+use crate::controller::poller::observe::{PartialUpdate, apply_partial};
+use crate::engine::{Micros, Notification};
+use crate::otau::Manifest;
+use crate::platform::{Platform, PlatformError};
+
+/// How writes are made.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteLimits {
+    /// Writes in flight at once.
+    pub concurrency: usize,
+    /// No new write starts after this long (the rest waits for the next reconcile).
+    pub budget: Duration,
+}
+
+/// What happened to one notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteResult {
+    /// Written.
+    Written,
+    /// A read showed the value was already set (an earlier write did land).
+    AlreadySet,
+    /// The identity no longer exists on the connector.
+    Gone,
+    /// The write failed.
+    Failed,
+}
+
+impl WriteResult {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            WriteResult::Written => "written",
+            WriteResult::AlreadySet => "already_set",
+            WriteResult::Gone => "gone",
+            WriteResult::Failed => "error",
+        }
+    }
+}
+
+/// The outcome of delivering a batch.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Count per result.
+    pub written: usize,
+    /// Already set (found by a read).
+    pub already_set: usize,
+    /// Identities gone.
+    pub gone: usize,
+    /// Writes that failed.
+    pub failed: usize,
+    /// Notifications not attempted (budget spent, or stopped by an error).
+    pub not_attempted: usize,
+    /// The first error that stops further writes (credentials, not settable, outage).
+    pub error: Option<PlatformError>,
+    /// Identities whose write outcome is unknown.
+    pub uncertain: Vec<String>,
+    /// Identities whose uncertainty was resolved by a read or a successful write.
+    pub resolved: Vec<String>,
+}
+
+/// Microseconds since the epoch, now.
+pub fn now_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Writes `notifications` (in order, at most `limits.concurrency` at once) and folds the
+/// successful ones into `subscription`'s index. `uncertain` names identities to read before
+/// writing.
+pub async fn deliver(
+    platform: &Arc<dyn Platform>,
+    subscription: &Subscription,
+    manifest: &Manifest,
+    notifications: Vec<Notification>,
+    uncertain: &HashSet<String>,
+    limits: WriteLimits,
+    mut on_result: impl FnMut(WriteResult),
+) -> Delivery {
+    let started = Instant::now();
+    let mut delivery = Delivery::default();
+    let mut queue = notifications.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut stop = false;
+    loop {
+        while !stop && in_flight.len() < limits.concurrency.max(1) {
+            if started.elapsed() >= limits.budget {
+                stop = true;
+                break;
+            }
+            let Some(n) = queue.next() else { break };
+            let check_first = uncertain.contains(&n.identity);
+            let platform = platform.clone();
+            let attempt_manifest = manifest.with_attempt(n.attempt);
+            in_flight.push(async move {
+                let result = write_one(&platform, &n, &attempt_manifest, check_first).await;
+                (n, result)
+            });
+        }
+        let Some((n, result)) = in_flight.next().await else {
+            break;
+        };
+        let outcome = match result {
+            Ok(Some(set_at)) => {
+                let update = PartialUpdate {
+                    config_otau: Some((n.manifest.to_string(), set_at)),
+                    otau_in: None,
+                };
+                {
+                    let mut held = subscription.lock();
+                    apply_partial(&mut held.index, &n.identity, &update);
+                }
+                delivery.resolved.push(n.identity.clone());
+                WriteResult::Written
+            }
+            Ok(None) => WriteResult::Gone,
+            Err(WriteError::AlreadySet(set_at)) => {
+                let update = PartialUpdate {
+                    config_otau: Some((n.manifest.to_string(), set_at)),
+                    otau_in: None,
+                };
+                {
+                    let mut held = subscription.lock();
+                    apply_partial(&mut held.index, &n.identity, &update);
+                }
+                delivery.resolved.push(n.identity.clone());
+                WriteResult::AlreadySet
+            }
+            Err(WriteError::Platform(e)) => {
+                if matches!(
+                    e,
+                    PlatformError::Unavailable { .. } | PlatformError::RateLimited { .. }
+                ) {
+                    delivery.uncertain.push(n.identity.clone());
+                }
+                tracing::warn!(identity = %n.identity, attempt = n.attempt, error = %e, "config_otau write failed");
+                if delivery.error.is_none() {
+                    delivery.error = Some(e);
+                }
+                stop = true;
+                WriteResult::Failed
+            }
+        };
+        match outcome {
+            WriteResult::Written => delivery.written += 1,
+            WriteResult::AlreadySet => delivery.already_set += 1,
+            WriteResult::Gone => delivery.gone += 1,
+            WriteResult::Failed => delivery.failed += 1,
+        }
+        on_result(outcome);
+    }
+    {
+        let mut held = subscription.lock();
+        held.index.prepare();
+    }
+    delivery.not_attempted = queue.count();
+    delivery
+}
+
+enum WriteError {
+    /// The value was already set (time of that value, µs).
+    AlreadySet(Micros),
+    Platform(PlatformError),
+}
+
+/// One write; `Ok(Some(time))` when written, `Ok(None)` when the identity is gone.
+async fn write_one(
+    platform: &Arc<dyn Platform>,
+    notification: &Notification,
+    manifest: &Manifest,
+    check_first: bool,
+) -> Result<Option<Micros>, WriteError> {
+    if check_first {
+        match platform.identity_state(&notification.identity).await {
+            Ok(state) if state.is_set_to(manifest) => {
+                let at = state.config_otau.timestamp.unwrap_or_else(now_micros);
+                return Err(WriteError::AlreadySet(at));
+            }
+            Ok(_) => {}
+            Err(PlatformError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(WriteError::Platform(e)),
+        }
+    }
+    match platform
+        .set_config_otau(&notification.identity, manifest)
+        .await
+    {
+        Ok(()) => Ok(Some(now_micros())),
+        Err(PlatformError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(WriteError::Platform(e)),
+    }
+}

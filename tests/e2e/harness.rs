@@ -1,0 +1,489 @@
+//! The end-to-end harness: the emulator in this process (management + device API on
+//! 127.0.0.1:0) with a simulated in-process fleet running in real time, optional webhook
+//! delivery to the operator's push receiver, the operator binary as a separate process bound
+//! to one test namespace, and helpers reading the emulator's ground truth.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::Api;
+use otau_operator::api::Rollout;
+use otau_operator::emulator::clock::{Clock, SystemClock};
+use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
+use otau_operator::emulator::model::{Connector, Model, ModelConfig};
+use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
+use otau_operator::emulator::webhook::{
+    WebhookConfig, WebhookDelivery, WebhookSecret, WebhookTarget,
+};
+use otau_operator::otau::{Classification, classify};
+
+use crate::support::{ControlPlane, wait_for};
+
+/// The connector (product) id of every test.
+pub const CID: &str = "e2e0rollout00000";
+/// The management token the emulator accepts.
+pub const MTOKEN: &str = "e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0";
+/// The webhook key shared by the emulator and the connector's Secret.
+pub const WEBHOOK_KEY: &str = "e2e-webhook-key-0123456789";
+/// The operator's instance name.
+pub const INSTANCE: &str = "otau-e2e-0";
+/// The target version of every test package.
+pub const VERSION: &str = "2.0.0";
+/// How long a test waits for one condition.
+pub const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The emulator of one test, with its fleet.
+pub struct Emu {
+    /// The platform model (ground truth).
+    pub model: Arc<Model>,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    fleet: Option<FleetHandle>,
+    webhook: Option<WebhookDelivery>,
+    _server: RunningServer,
+}
+
+/// A fleet profile: `groups` is a list of (prefix, count, behaviour YAML) on version 1.0.0,
+/// tagged `fleet=e2e`, with short step durations.
+pub fn profile(seed: u64, groups: &[(&str, u64, &str)]) -> Profile {
+    let mut yaml = format!("seed: {seed}\ngroups:\n");
+    for (i, (prefix, count, outcomes)) in groups.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - name: g{i}\n    count: {count}\n    identity_prefix: {prefix}\n    version: \"1.0.0\"\n    tags: [{{name: fleet, value: e2e}}]\n    behaviour:\n      outcomes: {{{outcomes}}}\n      durations: {{step: 20ms, test: 50ms, download: 50ms, install: 100ms, reboot: 50ms}}\n"
+        ));
+    }
+    Profile::from_yaml(&yaml).unwrap_or_else(|e| panic!("profile: {e}\n{yaml}"))
+}
+
+impl Emu {
+    /// Starts the emulator with the connector [`CID`] and runs `profile`'s fleet on it.
+    pub async fn start(profile: &Profile) -> Emu {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let model = Model::new(
+            ModelConfig {
+                management_tokens: vec![MTOKEN.to_string()],
+                ..ModelConfig::default()
+            },
+            clock,
+        );
+        model.add_connector(CID).expect("connector");
+        let state = AppState {
+            model: model.clone(),
+            options: Arc::new(ServerOptions {
+                default_connector: Some(CID.to_string()),
+                ..ServerOptions::default()
+            }),
+        };
+        let running = server::start("127.0.0.1:0".parse().expect("addr"), state)
+            .await
+            .expect("start the emulator");
+        let fleet = Fleet::start(&model, CID, profile, &FleetOptions::default()).expect("fleet");
+        Emu {
+            model,
+            base: running.base_url.clone(),
+            fleet: Some(fleet),
+            webhook: None,
+            _server: running,
+        }
+    }
+
+    /// Delivers the connector's `data_in` events to `push` (the operator's receiver), signed
+    /// with `key`.
+    pub fn push_to(&mut self, push: SocketAddr, key: &str) {
+        let mut config = WebhookConfig::default();
+        config.targets.insert(
+            CID.to_string(),
+            WebhookTarget {
+                url: url::Url::parse(&format!("http://{push}/hooks/device2")).expect("url"),
+                secret: WebhookSecret::new(key.as_bytes().to_vec()),
+            },
+        );
+        self.webhook = Some(WebhookDelivery::start(&self.model, config).expect("webhook"));
+    }
+
+    /// The connector.
+    pub fn conn(&self) -> Arc<Connector> {
+        self.model.connector(CID).expect("connector")
+    }
+
+    /// `config_otau` cloud writes per device (devices never written are absent).
+    pub fn writes(&self) -> BTreeMap<String, Vec<Option<u64>>> {
+        self.conn()
+            .ground_truth_all()
+            .into_iter()
+            .map(|(id, w)| (id, w.iter().map(|w| w.attempt).collect()))
+            .collect()
+    }
+
+    /// Every client (User-Agent) that wrote `config_otau`.
+    pub fn writers(&self) -> Vec<String> {
+        let mut clients: Vec<String> = self
+            .conn()
+            .ground_truth_all()
+            .values()
+            .flatten()
+            .map(|w| w.client.clone())
+            .collect();
+        clients.sort();
+        clients.dedup();
+        clients
+    }
+
+    /// Devices by the class of their current `otau_in` against [`VERSION`]:
+    /// `succeeded`, `failed`, `aborted`, `in_progress`, `malformed`, `other`.
+    pub fn report_classes(&self, identities: &[String]) -> HashMap<&'static str, i64> {
+        let conn = self.conn();
+        let mut out = HashMap::new();
+        for id in identities {
+            let state = conn.state(id).expect("state");
+            let raw = state.get("otau_in").and_then(|s| s.reported.clone());
+            let class = match classify(raw.as_deref(), VERSION) {
+                Classification::Succeeded => "succeeded",
+                Classification::Failed => "failed",
+                Classification::Aborted => "aborted",
+                Classification::InProgress { .. } => "in_progress",
+                Classification::Malformed(_) => "malformed",
+                _ => "other",
+            };
+            *out.entry(class).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// The fleet's summary: runs finished with success.
+    pub fn fleet_successes(&self) -> u64 {
+        self.fleet
+            .as_ref()
+            .map_or(0, |f| f.summary().finished.success)
+    }
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        self.webhook.take();
+        if let Some(f) = self.fleet.take() {
+            f.stop();
+        }
+    }
+}
+
+/// The operator binary running as a process for one namespace.
+pub struct Operator {
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    /// `/metrics`.
+    pub metrics_addr: SocketAddr,
+    /// The push receiver.
+    pub push_addr: SocketAddr,
+}
+
+fn logged_addr(logs: &str, message: &str) -> Option<SocketAddr> {
+    logs.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["message"] == message)
+            .then(|| v["addr"].as_str()?.parse().ok())
+            .flatten()
+    })
+}
+
+impl Operator {
+    /// Starts `otau-operator run` for `namespace` with fast polls and the push receiver on
+    /// 127.0.0.1:0, plus `extra` flags (which replace the defaults of the same poll and status
+    /// flags); waits for `/readyz`.
+    pub async fn start(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Operator {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+        command
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .args(["--watch-namespace", namespace])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--push-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(["--log-level", "info,otau_operator=debug"])
+            .args(["--instance", INSTANCE]);
+        for (flag, value) in [
+            ("--poll-interval-active", "1s"),
+            ("--poll-interval-idle", "3s"),
+            ("--status-min-interval", "300ms"),
+        ] {
+            if !extra.contains(&flag) {
+                command.args([flag, value]);
+            }
+        }
+        command
+            .args(["--platform-initial-backoff", "100ms"])
+            .args(["--platform-max-backoff", "2s"])
+            .args(["--error-backoff-max", "3s"])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the operator binary");
+        let logs = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let text = {
+            let logs = logs.clone();
+            move || logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        };
+        {
+            let text = text.clone();
+            wait_for(DEADLINE, "the operator to log its addresses", move || {
+                let t = text();
+                async move {
+                    logged_addr(&t, "metrics and health server listening").is_some()
+                        && logged_addr(&t, "push receiver listening").is_some()
+                }
+            })
+            .await;
+        }
+        let t = text();
+        let op = Operator {
+            child,
+            logs,
+            metrics_addr: logged_addr(&t, "metrics and health server listening").expect("metrics"),
+            push_addr: logged_addr(&t, "push receiver listening").expect("push"),
+        };
+        let url = format!("http://{}/readyz", op.metrics_addr);
+        wait_for(DEADLINE, "the operator to be ready", || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        op
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `/metrics` now.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The Secret, IoTConnector (rate limit raised, webhook key) and links-only SoftwarePackage
+/// `fw` every test starts from.
+pub fn base_yaml(emu: &Emu) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: token
+type: Opaque
+stringData:
+  token: {MTOKEN}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: webhook
+type: Opaque
+stringData:
+  hmacKey: {WEBHOOK_KEY}
+---
+apiVersion: otau.dev/v1alpha1
+kind: IoTConnector
+metadata:
+  name: emulator
+spec:
+  productId: {CID}
+  managementUrl: {base}/api:1/
+  allowInsecureHttp: true
+  tokenSecretRef:
+    name: token
+  webhook:
+    secretRef:
+      name: webhook
+  rateLimit:
+    requestsPerSecond: 5000
+    burst: 5000
+---
+apiVersion: otau.dev/v1alpha1
+kind: SoftwarePackage
+metadata:
+  name: fw
+spec:
+  connectorRef:
+    name: emulator
+  version: {VERSION}
+  displayName: Firmware {VERSION}
+  links:
+    - https://vendor.example.com/fw/{VERSION}/fw.img
+"#,
+        base = emu.base
+    )
+}
+
+/// A Rollout of `fw` to the devices tagged `fleet=e2e`, with `rest` appended to its spec
+/// (indented by two spaces).
+pub fn rollout_yaml(name: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  packageRef:\n    name: fw\n  targets:\n    tags:\n      - name: fleet\n        value: e2e\n{rest}"
+    )
+}
+
+/// `kubectl apply --server-side -n <namespace> -f -`.
+pub fn apply(cp: &ControlPlane, namespace: &str, yaml: &str) {
+    kubectl_stdin(
+        cp,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=e2e-user",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+        ],
+        yaml,
+    );
+}
+
+/// Runs kubectl; panics with its output on failure; returns stdout.
+pub fn kubectl_stdin(cp: &ControlPlane, args: &[&str], stdin: &str) -> String {
+    let mut child = cp
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write to kubectl");
+    let out = child.wait_with_output().expect("kubectl output");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs kubectl with `args`; returns stdout; panics on failure.
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
+    kubectl_stdin(cp, args, "")
+}
+
+/// Polls the Rollout until `check` accepts it (for the current generation); panics with the
+/// last status seen after [`DEADLINE`].
+pub async fn wait_rollout(
+    api: &Api<Rollout>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Rollout) -> bool,
+) -> Rollout {
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        if let Ok(r) = api.get(name).await {
+            let current = r
+                .status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == r.metadata.generation);
+            if current && check(&r) {
+                return r;
+            }
+            last = serde_json::to_string_pretty(&r.status).unwrap_or_default();
+        }
+        if started.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for {name}: {what}; last status:\n{last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether the condition `type_` of `r` has `status` and `reason`.
+pub fn has(r: &Rollout, type_: &str, status: &str, reason: &str) -> bool {
+    r.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+    })
+}
+
+/// The condition `type_` of `r`.
+pub fn condition(
+    r: &Rollout,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    r.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_).cloned())
+}
+
+/// The reasons of the Events about `name` in `namespace`, oldest first.
+pub fn event_reasons(cp: &ControlPlane, namespace: &str, name: &str) -> Vec<String> {
+    let text = kubectl(
+        cp,
+        &["get", "events.events.k8s.io", "-n", namespace, "-o", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("events JSON");
+    let mut items: Vec<(String, String)> = v["items"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["regarding"]["name"] == name && e["regarding"]["kind"] == "Rollout")
+        .map(|e| {
+            (
+                e["eventTime"].as_str().unwrap_or("").to_owned(),
+                e["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    items.sort();
+    items.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The value of one sample of the Prometheus text, e.g. `otau_x{a="b"}`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(str::trim))
+        .and_then(|v| v.parse().ok())
+}

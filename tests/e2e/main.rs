@@ -1,0 +1,13 @@
+//! The `e2e` test binary: Rollouts end to end on the real local control plane (etcd +
+//! kube-apiserver from `hack/tools.sh`), the emulator with a simulated fleet in this process,
+//! and the operator binary as a separate process, driven with kubectl. One control plane
+//! serves the binary; each test has its own namespace and its own emulator.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod harness;
+
+mod complete;
+mod control;
+mod push;
