@@ -9,5 +9,6 @@ mod support;
 mod harness;
 
 mod complete;
+mod conflict;
 mod control;
 mod push;
