@@ -135,7 +135,13 @@ async fn a_token_about_to_expire_shows_in_the_condition_event_and_metric() {
         "{}",
         ready.message
     );
-    assert!(ready.message.contains("less than the 3d 0h warning threshold"), "{}", ready.message);
+    assert!(
+        ready
+            .message
+            .contains("less than the 3d 0h warning threshold"),
+        "{}",
+        ready.message
+    );
     assert!(ready.message.contains("renew"), "{}", ready.message);
     let metrics = op.metrics().await;
     let value = metric_value(&metrics, &ttl_series(&ns, "emu")).expect("ttl metric");

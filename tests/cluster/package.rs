@@ -217,11 +217,23 @@ spec:
     };
     let uploads = emu.uploads();
     let before = content_info_calls(&emu);
-    kubectl(cp, &["annotate", "-n", &ns, "softwarepackage", "fw-1-0-2", "otau.dev/recheck=1"]);
+    kubectl(
+        cp,
+        &[
+            "annotate",
+            "-n",
+            &ns,
+            "softwarepackage",
+            "fw-1-0-2",
+            "otau.dev/recheck=1",
+        ],
+    );
     let emu_ref = &emu;
-    crate::support::wait_for(crate::operator::DEADLINE, "the re-run to read the content", || async move {
-        content_info_calls(emu_ref) > before
-    })
+    crate::support::wait_for(
+        crate::operator::DEADLINE,
+        "the re-run to read the content",
+        || async move { content_info_calls(emu_ref) > before },
+    )
     .await;
     wait_condition(&api, "fw-1-0-2", "Ready", "True", "Registered").await;
     assert_eq!(emu.uploads(), uploads, "a re-run uploaded again");
