@@ -20,7 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{Notify, mpsc};
 
 use crate::api::Rollout;
-use crate::engine::{DeviceIndex, DeviceObservation, IndexConfig, ReportCode};
+use crate::engine::{DeviceIndex, DeviceObservation, IndexConfig, Micros, ReportCode};
 use crate::platform::{ListIdentities, Platform};
 
 use observe::{PartialUpdate, apply_partial};
@@ -64,6 +64,50 @@ pub struct Held {
     pub listed_at: Option<Instant>,
     /// Devices per report kind at the last complete listing (for the failure metrics).
     pub reports: HashMap<&'static str, i64>,
+    /// Devices folded from a write or a pushed event during the current listing, and when
+    /// (µs): a page requested before that time is older than what the index holds for them.
+    recent: HashMap<String, Micros>,
+}
+
+impl Held {
+    /// Folds a partial update (our write, a pushed event) into the index and remembers it, so
+    /// that a listing page read from the platform before it cannot undo it. Returns whether
+    /// the index changed.
+    pub fn fold(&mut self, identity: &str, update: &PartialUpdate) -> bool {
+        let changed = apply_partial(&mut self.index, identity, update);
+        if changed {
+            self.recent.insert(identity.to_owned(), now_micros());
+        }
+        changed
+    }
+
+    /// Folds one listing page requested at `requested_at` (µs): devices folded since then keep
+    /// what the index holds (it is newer than the page), the others take the page's values.
+    fn fold_page(&mut self, page: &[DeviceObservation], requested_at: Micros) {
+        if self.recent.is_empty() {
+            self.index.upsert(page.iter());
+            return;
+        }
+        let folded: Vec<DeviceObservation> = page
+            .iter()
+            .map(
+                |o| match (self.recent.get(&o.identity), self.index.get(&o.identity)) {
+                    (Some(&at), Some(entry)) if at >= requested_at => {
+                        observe::rebuild(&self.index, &o.identity, entry)
+                    }
+                    _ => o.clone(),
+                },
+            )
+            .collect();
+        self.index.upsert(folded);
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// One Rollout subscribed to a poller.
@@ -291,6 +335,7 @@ impl Pollers {
                 last_error: None,
                 listed_at: None,
                 reports: HashMap::new(),
+                recent: HashMap::new(),
             }),
             active: std::sync::atomic::AtomicBool::new(true),
         });
@@ -388,7 +433,7 @@ impl Pollers {
             for sub in poller.subs() {
                 let applied = {
                     let mut held = sub.lock();
-                    let ok = apply_partial(&mut held.index, identity, update);
+                    let ok = held.fold(identity, update);
                     if ok {
                         held.index.prepare();
                     }
@@ -479,13 +524,18 @@ async fn list_once(
         .map(|s| {
             let mut held = s.lock();
             held.index.begin_full_listing();
+            held.recent.clear();
             held.epoch
         })
         .collect();
     let mut pages = platform.list_identities(ListIdentities { page_size });
     let mut failure = None;
     let mut observations: Vec<DeviceObservation> = Vec::with_capacity(page_size as usize);
-    while let Some(page) = pages.next().await {
+    loop {
+        let requested_at = now_micros();
+        let Some(page) = pages.next().await else {
+            break;
+        };
         match page {
             Ok(page) => {
                 observations.clear();
@@ -493,7 +543,7 @@ async fn list_once(
                 for (sub, epoch) in subs.iter().zip(&epochs) {
                     let mut held = sub.lock();
                     if held.epoch == *epoch {
-                        held.index.upsert(observations.iter());
+                        held.fold_page(&observations, requested_at);
                     }
                 }
             }
@@ -540,4 +590,67 @@ fn report_tally(index: &DeviceIndex) -> HashMap<&'static str, i64> {
         *tally.entry(label).or_insert(0) += 1;
     }
     tally
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::DeviceTag;
+    use crate::api::rollout::Targets;
+    use crate::engine::{ResourceState, SetKind};
+    use crate::otau::Manifest;
+
+    fn held() -> Held {
+        Held {
+            index: DeviceIndex::new(IndexConfig {
+                seed: "ns/r".into(),
+                targets: Targets {
+                    tags: vec![DeviceTag::new("fleet", "a")],
+                    ..Targets::default()
+                },
+                manifest: Manifest::url_list("2.0", "fw", "", vec![]),
+            }),
+            epoch: 0,
+            ready: true,
+            last_error: None,
+            listed_at: None,
+            reports: HashMap::new(),
+            recent: HashMap::new(),
+        }
+    }
+
+    fn listed(id: &str, config: Option<ResourceState>) -> DeviceObservation {
+        DeviceObservation {
+            identity: id.into(),
+            tags: vec![DeviceTag::new("fleet", "a")],
+            config_otau: config,
+            otau_in: None,
+        }
+    }
+
+    #[test]
+    fn a_page_read_before_a_write_does_not_undo_it() {
+        let mut h = held();
+        h.index.upsert([listed("a", None), listed("b", None)]);
+        let before_write = now_micros();
+        let value = h.index.manifest_value(1).to_owned();
+        let update = PartialUpdate {
+            config_otau: Some((value.clone(), before_write + 1)),
+            otau_in: None,
+        };
+        assert!(h.fold("a", &update));
+        // A page requested before the write still shows no value for "a".
+        h.index.begin_full_listing();
+        h.fold_page(&[listed("a", None), listed("b", None)], before_write);
+        h.index.finish_full_listing();
+        assert_eq!(h.index.get("a").map(|e| e.set_kind), Some(SetKind::Ours));
+        // A page requested after the write wins (it may hold newer values).
+        let later = now_micros() + 1_000;
+        let acked = ResourceState::written_by_device("ACK", later);
+        h.index.begin_full_listing();
+        h.fold_page(&[listed("a", Some(acked)), listed("b", None)], later);
+        h.index.finish_full_listing();
+        assert_eq!(h.index.get("a").map(|e| e.set_kind), Some(SetKind::Foreign));
+        assert_eq!(h.index.len(), 2, "nothing dropped");
+    }
 }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::controller::poller::Subscription;
-use crate::controller::poller::observe::{PartialUpdate, apply_partial};
+use crate::controller::poller::observe::PartialUpdate;
 use crate::engine::{Micros, Notification};
 use crate::otau::Manifest;
 use crate::platform::{Platform, PlatformError};
@@ -73,12 +73,7 @@ pub struct Delivery {
     pub resolved: Vec<String>,
 }
 
-/// Microseconds since the epoch, now.
-pub fn now_micros() -> Micros {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
+pub use crate::controller::poller::now_micros;
 
 /// Writes `notifications` (in order, at most `limits.concurrency` at once) and folds the
 /// successful ones into `subscription`'s index. `uncertain` names identities to read before
@@ -121,10 +116,7 @@ pub async fn deliver(
                     config_otau: Some((n.manifest.to_string(), set_at)),
                     otau_in: None,
                 };
-                {
-                    let mut held = subscription.lock();
-                    apply_partial(&mut held.index, &n.identity, &update);
-                }
+                subscription.lock().fold(&n.identity, &update);
                 delivery.resolved.push(n.identity.clone());
                 WriteResult::Written
             }
@@ -134,10 +126,7 @@ pub async fn deliver(
                     config_otau: Some((n.manifest.to_string(), set_at)),
                     otau_in: None,
                 };
-                {
-                    let mut held = subscription.lock();
-                    apply_partial(&mut held.index, &n.identity, &update);
-                }
+                subscription.lock().fold(&n.identity, &update);
                 delivery.resolved.push(n.identity.clone());
                 WriteResult::AlreadySet
             }
@@ -196,11 +185,14 @@ async fn write_one(
             Err(e) => return Err(WriteError::Platform(e)),
         }
     }
+    // The platform stamps the value between sending and answering; the time of sending is
+    // a lower bound, so a report the device sends after it counts for this attempt.
+    let sent = now_micros();
     match platform
         .set_config_otau(&notification.identity, manifest)
         .await
     {
-        Ok(()) => Ok(Some(now_micros())),
+        Ok(()) => Ok(Some(sent)),
         Err(PlatformError::NotFound { .. }) => Ok(None),
         Err(e) => Err(WriteError::Platform(e)),
     }
