@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "2160h", value_parser = duration_arg)]
     pub max_virtual_time: Duration,
 
+    /// Print the wall time spent listing devices, reconciling, writing and running the fleet
+    /// to stderr at the end (the report itself never holds wall-clock figures).
+    #[arg(long)]
+    pub timings: bool,
+
     /// Stop after this many steps (poll + reconcile + writes).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub max_steps: u64,
@@ -272,6 +277,13 @@ pub fn run(args: Args) -> ExitCode {
         Ok(o) => o,
         Err(message) => return fail(&message),
     };
+    if args.timings {
+        let t = &outcome.timings;
+        eprintln!(
+            "timings (wall): observe {:.2?}, reconcile {:.2?}, writes {:.2?}, fleet {:.2?}",
+            t.observe, t.reconcile, t.write, t.fleet
+        );
+    }
     let report = report::build(&scenario, &args.profile.display().to_string(), &outcome);
     let body = match args.output {
         OutputFormat::Text => report::text(&report),

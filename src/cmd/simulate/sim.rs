@@ -126,6 +126,20 @@ pub struct TimelineEntry {
     pub message: String,
 }
 
+/// Wall time spent in each part of the loop, for `--timings` (stderr only: the report never
+/// holds wall-clock figures).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Listing the devices and folding them into the index.
+    pub observe: std::time::Duration,
+    /// The engine's reconcile.
+    pub reconcile: std::time::Duration,
+    /// `config_otau` writes.
+    pub write: std::time::Duration,
+    /// The simulated fleet.
+    pub fleet: std::time::Duration,
+}
+
 /// What a run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -155,6 +169,8 @@ pub struct Outcome {
     pub fleet_seed: u64,
     /// The manifest written (attempt 1).
     pub manifest: Manifest,
+    /// Wall time per part of the loop.
+    pub timings: Timings,
 }
 
 fn resource(r: PlatformResource) -> Option<ResourceState> {
@@ -182,18 +198,88 @@ pub fn observation(identity: Identity) -> DeviceObservation {
     }
 }
 
-/// One full poll: every page of the listing folded into the index.
-async fn observe(platform: &dyn Platform, index: &mut DeviceIndex) -> Result<(), String> {
-    index.begin_full_listing();
-    let mut pages = platform.list_identities(ListIdentities {
-        page_size: PAGE_SIZE,
-    });
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| format!("listing the simulated devices failed: {e}"))?;
-        index.upsert(page.identities.into_iter().map(observation));
+/// What the last poll saw of each device, by its position in the listing (newest first):
+/// creation time, the two resources' timestamps and value lengths. 32 bytes per device.
+type SeenKey = [i64; 4];
+
+fn seen_key(identity: &Identity) -> SeenKey {
+    let len = |v: &Option<String>| v.as_ref().map_or(0, |s| s.len() as i64 + 1);
+    let (c, o) = (&identity.state.config_otau, &identity.state.otau_in);
+    let lengths =
+        (len(&c.set) << 48) ^ (len(&c.reported) << 32) ^ (len(&o.set) << 16) ^ len(&o.reported);
+    [
+        identity.created.unwrap_or(i64::MIN),
+        c.timestamp.unwrap_or(0),
+        o.timestamp.unwrap_or(0),
+        lengths,
+    ]
+}
+
+/// Folds the device listing into the index, one poll.
+///
+/// A device whose resources kept their timestamps (and value lengths) since the last poll is
+/// not folded again: the index already holds what the platform says about it, and every write
+/// moves a timestamp. The simulated connector's identities never change during a run; if they
+/// do (the listing's shape differs from the last poll's), the poll folds every device and drops
+/// the ones gone, like a controller's full poll.
+struct Poller {
+    seen: Vec<SeenKey>,
+}
+
+impl Poller {
+    async fn observe(
+        &mut self,
+        platform: &dyn Platform,
+        index: &mut DeviceIndex,
+    ) -> Result<(), String> {
+        if !self.poll(platform, index, false).await? {
+            self.poll(platform, index, true).await?;
+        }
+        Ok(())
     }
-    index.finish_full_listing();
-    Ok(())
+
+    /// One listing; returns false when the listing's shape changed and `full` was not set.
+    async fn poll(
+        &mut self,
+        platform: &dyn Platform,
+        index: &mut DeviceIndex,
+        full: bool,
+    ) -> Result<bool, String> {
+        if full {
+            index.begin_full_listing();
+        }
+        let mut pages = platform.list_identities(ListIdentities {
+            page_size: PAGE_SIZE,
+        });
+        let mut position = 0usize;
+        let mut same_shape = true;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| format!("listing the simulated devices failed: {e}"))?;
+            let mut changed = Vec::new();
+            for identity in page.identities {
+                let key = seen_key(&identity);
+                let before = self.seen.get(position).copied();
+                same_shape &= before.is_none_or(|b| b[0] == key[0]);
+                if before != Some(key) || full {
+                    changed.push(observation(identity));
+                }
+                match self.seen.get_mut(position) {
+                    Some(slot) => *slot = key,
+                    None => self.seen.push(key),
+                }
+                position += 1;
+            }
+            index.upsert(changed);
+        }
+        same_shape &= position == self.seen.len();
+        self.seen.truncate(position);
+        if full {
+            index.finish_full_listing();
+        } else {
+            index.prepare();
+        }
+        Ok(same_shape || full)
+    }
 }
 
 /// Puts the package on the simulated connector the way the package controller would: each
@@ -305,10 +391,19 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
     let mut trip = None;
     let (mut steps, mut writes) = (0u64, 0u64);
     let mut write_errors: (u64, Option<String>) = (0, None);
+    let mut timings = Timings::default();
+    let mut poller = Poller { seen: Vec::new() };
 
     let end = loop {
         let now = clock.now_micros();
-        observe(&platform, &mut index).await?;
+        let mut lap = std::time::Instant::now();
+        let mut split = |into: &mut std::time::Duration| {
+            let t = std::time::Instant::now();
+            *into += t - lap;
+            lap = t;
+        };
+        poller.observe(&platform, &mut index).await?;
+        split(&mut timings.observe);
         let input = EngineInput {
             namespace: &namespace,
             name: &name,
@@ -319,6 +414,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
             memory: &memory,
         };
         let decision = reconcile(&input, &index, now).map_err(|e| e.to_string())?;
+        split(&mut timings.reconcile);
         steps += 1;
         let mut tripped_now = false;
         for event in &decision.events {
@@ -352,6 +448,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
                 }
             }
         }
+        split(&mut timings.write);
         status = decision.status;
         memory = decision.memory;
         if tripped_now && let Some((wave, failed, finished)) = first_trip(&status, &memory, &spec) {
@@ -363,6 +460,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
             });
         }
         fleet.drain_notices();
+        split(&mut timings.fleet);
         progress.update(&status, now - START_MICROS);
 
         let pause = status.pause.as_ref().map(|p| p.reason.as_str());
@@ -422,8 +520,10 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
                 super::report::duration_text(next - START_MICROS)
             ));
         }
+        let lap = std::time::Instant::now();
         fleet.run_virtual(&clock, Some(next));
         clock.advance_to(next);
+        timings.fleet += lap.elapsed();
     };
     progress.finish(&status);
     Ok(Outcome {
@@ -440,6 +540,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
         fleet_devices,
         fleet_seed,
         manifest,
+        timings,
     })
 }
 
