@@ -69,10 +69,11 @@ pub struct EvalContext {
     pub max_attempts: u8,
     /// False once aborted: nothing more is written, so no attempt is followed by another.
     pub retries_allowed: bool,
-    /// The start (µs) of the device's wave, when that wave has started: a non-manifest
+    /// The start (µs) of the rollout's first wave, once it has started: a non-manifest
     /// `config_otau` value (a literal `ACK`) written since then is this rollout's notification,
-    /// acknowledged.
-    pub wave_started_at: Option<Micros>,
+    /// acknowledged. (Not the device's own wave: late joiners can move a device into a later
+    /// wave after it was notified, and it must not be notified again.)
+    pub rollout_started_at: Option<Micros>,
 }
 
 /// The attempt a device was notified with, if it was.
@@ -104,13 +105,23 @@ fn notification(entry: &DeviceEntry, ctx: &EvalContext) -> Option<Notification> 
         // notified when it reports the target version, or when the ACK was written after its
         // wave started (an ack of our write; it then reports nothing yet).
         SetKind::Foreign => {
-            let acked_our_write = ctx.wave_started_at.is_some_and(|s| entry.set_at >= s);
+            let acked_our_write = ctx.rollout_started_at.is_some_and(|s| entry.set_at >= s);
             let reports_target =
                 report_is_about_target(entry.report) && entry.report != ReportCode::Succeeded;
             (acked_our_write || reports_target).then_some(Notification::AttemptUnknown)
         }
         SetKind::Absent | SetKind::OtherManifest => None,
     }
+}
+
+/// Whether the device's last report can judge its current attempt: only a report written
+/// strictly after the `config_otau` value does. A report older than the value is about an
+/// earlier attempt (or from before this rollout). A report with the very same timestamp is
+/// taken as older too: the operator writes a retry only after it has read the failure that
+/// called for it, so counting that failure again would fail the new attempt at once; a
+/// genuine report at the same microsecond is still caught by the device timeout.
+pub fn report_is_fresh(entry: &DeviceEntry) -> bool {
+    entry.report_at > entry.set_at
 }
 
 /// The state of one device. Pure: the same entry, context and time give the same state.
@@ -122,9 +133,7 @@ pub fn evaluate(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
             DeviceState::Pending
         };
     };
-    // A final report older than the config_otau value is about an earlier attempt (or from
-    // before this rollout): it does not judge this attempt.
-    let fresh = entry.report_at >= entry.set_at;
+    let fresh = report_is_fresh(entry);
     let next_attempt = match notified {
         Notification::Attempt(k) if ctx.retries_allowed && k < ctx.max_attempts => Some(k + 1),
         _ => None,

@@ -14,7 +14,7 @@ use crate::api::rollout::{
 };
 
 use super::control::{ResumeRequest, read_control};
-use super::device::{DeviceState, EvalContext, evaluate};
+use super::device::{DeviceState, EvalContext, evaluate, report_is_fresh};
 use super::events::{EngineEvent, reason};
 use super::index::{DeviceIndex, ReportCode};
 use super::memory::{AbortCause, AbortRecord, ThresholdBaseline};
@@ -75,7 +75,7 @@ fn evaluate_all(
         let entry = index.entry(i);
         let pw = positional_wave(sizes, p as u64);
         let ctx = EvalContext {
-            wave_started_at: starts.get(pw - 1).copied().flatten(),
+            rollout_started_at: starts.first().copied().flatten(),
             ..ctx
         };
         let state = evaluate(entry, &ctx);
@@ -199,7 +199,7 @@ pub fn reconcile(
         timeout: policy.timeout,
         max_attempts: policy.max_attempts,
         retries_allowed: !control.aborted(),
-        wave_started_at: None,
+        rollout_started_at: None,
     };
     let mut pass = evaluate_all(index, &order, &sizes, &starts, ctx);
 
@@ -231,11 +231,24 @@ pub fn reconcile(
     if let Some(pause) = auto_pause.clone() {
         let newer_generation = input.generation.unwrap_or(0) > pause.generation.unwrap_or(0);
         if let Some(request) = control.resume {
-            baselines = (1..=current)
-                .map(|w| ThresholdBaseline {
-                    wave: w as i32,
-                    finished: finished(&judged_counts[w]),
-                    failed: failures(&judged_counts[w], threshold),
+            // Every wave gets a baseline, counted the way it will be judged once it is the
+            // current wave: notified devices beyond the current wave's prefix (late joiners
+            // moved the order) are counted in the current wave, so a failure accepted now
+            // is not judged again when the next wave takes those devices over.
+            baselines = (1..=n_waves)
+                .map(|w| {
+                    let later;
+                    let counts = if w <= current {
+                        &judged_counts[w]
+                    } else {
+                        later = attributed_counts(&pass.states, &sizes, w);
+                        &later[w]
+                    };
+                    ThresholdBaseline {
+                        wave: w as i32,
+                        finished: finished(counts),
+                        failed: failures(counts, threshold),
+                    }
                 })
                 .collect();
             auto_pause = None;
@@ -646,7 +659,7 @@ fn recent_failures(
     let failure_time = |p: usize| -> Option<Micros> {
         let e = index.entry(order[p]);
         let by_report =
-            (e.report.is_failure() || e.report == ReportCode::Malformed) && e.report_at >= e.set_at;
+            (e.report.is_failure() || e.report == ReportCode::Malformed) && report_is_fresh(e);
         match states[p] {
             DeviceState::Failed | DeviceState::Invalid => Some(e.report_at),
             DeviceState::TimedOut => Some(e.set_at.saturating_add(ctx.timeout)),
@@ -672,7 +685,7 @@ fn recent_failures(
             let identity = index.identity(e);
             let timed_out = matches!(states[p], DeviceState::TimedOut)
                 || (matches!(states[p], DeviceState::RetryDue { .. })
-                    && !(e.report.is_failure() && e.report_at >= e.set_at));
+                    && !(e.report.is_failure() && report_is_fresh(e)));
             let attempt = match e.set_kind {
                 super::index::SetKind::Ours => {
                     format!("attempt {} of {}", e.attempt, policy.max_attempts)

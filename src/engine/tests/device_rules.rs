@@ -9,14 +9,14 @@ fn ctx(
     now: i64,
     max_attempts: u8,
     retries_allowed: bool,
-    wave_started_at: Option<i64>,
+    rollout_started_at: Option<i64>,
 ) -> EvalContext {
     EvalContext {
         now,
         timeout: TIMEOUT,
         max_attempts,
         retries_allowed,
-        wave_started_at,
+        rollout_started_at,
     }
 }
 
