@@ -1,7 +1,7 @@
 //! One place to start every edge part from flags: [`EdgeArgs`] (flatten it into the
 //! `emulator` command) and [`Edges`] (start it, then [`Edges::attach`] it to the router).
 //!
-//! ```ignore
+//! ```text
 //! let edges = Edges::start(&model, options.default_connector.as_deref(), &args.edges)?;
 //! let app = edges.attach(server::router(state.clone()));
 //! let running = server::start_with_router(addr, state, app).await?;
