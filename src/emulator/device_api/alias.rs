@@ -77,11 +77,7 @@ pub(super) async fn read_or_poll(
             "a long poll names exactly one alias",
         );
     };
-    let Some(timeout_ms) = timeout
-        .to_str()
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-    else {
+    let Some(timeout) = timeout.to_str().ok().and_then(long_poll_timeout) else {
         return text(
             StatusCode::BAD_REQUEST,
             "Request-Timeout must be a whole number of milliseconds",
@@ -99,7 +95,6 @@ pub(super) async fn read_or_poll(
             }
         },
     };
-    let timeout = Duration::from_millis(timeout_ms.min(MAX_REQUEST_TIMEOUT_MS));
     match connector.poll_set(&identity, alias, since, timeout).await {
         Ok(Some(v)) => {
             let secs = v.set_modified.div_euclid(1_000_000);
@@ -221,9 +216,35 @@ pub(super) async fn record(
     }
 }
 
+/// The wait of a long poll from its `Request-Timeout` header (milliseconds), capped at
+/// [`MAX_REQUEST_TIMEOUT_MS`] (exosite-platform.md §3.9); `None` when it is not a number.
+fn long_poll_timeout(header: &str) -> Option<Duration> {
+    let ms = header.trim().parse::<u64>().ok()?;
+    Some(Duration::from_millis(ms.min(MAX_REQUEST_TIMEOUT_MS)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// §9 Must: long poll with `Request-Timeout` (cap 300000): larger values wait 300 s at the
+    /// most; values that are not whole milliseconds are refused (400).
+    #[test]
+    fn request_timeout_is_capped_at_300000_ms() {
+        assert_eq!(long_poll_timeout("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            long_poll_timeout(" 300000 "),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            long_poll_timeout("999999999"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(long_poll_timeout("0"), Some(Duration::ZERO));
+        for bad in ["", "-1", "1.5", "30s", "ten"] {
+            assert_eq!(long_poll_timeout(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn if_modified_since_in_both_forms() {
