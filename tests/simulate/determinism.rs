@@ -3,23 +3,33 @@
 use crate::harness::{repo, simulate};
 
 fn example_run(seed: &str) -> crate::harness::Run {
+    example_run_with(seed, &[])
+}
+
+fn example_run_with(seed: &str, extra: &[&str]) -> crate::harness::Run {
     let rollout = repo("examples/simulate-rollout.yaml");
     let package = repo("examples/package-from-url.yaml");
     let profile = repo("examples/fleet-profile.yaml");
-    simulate(&[
-        "-f",
-        &rollout,
-        "-f",
-        &package,
-        "--profile",
-        &profile,
-        "--devices",
-        "600",
-        "--seed",
-        seed,
-        "--output",
-        "json",
-    ])
+    simulate(
+        &[
+            "-f",
+            &rollout,
+            "-f",
+            &package,
+            "--profile",
+            &profile,
+            "--devices",
+            "600",
+            "--seed",
+            seed,
+            "--output",
+            "json",
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
+    )
 }
 
 #[test]
@@ -43,5 +53,18 @@ fn the_same_seed_gives_byte_identical_json_and_another_seed_differs() {
         first.stdout.replace("\"seed\": 7", ""),
         other.stdout.replace("\"seed\": 8", ""),
         "another fleet seed gives another run"
+    );
+}
+
+#[test]
+fn folding_only_changed_devices_gives_the_report_of_full_polls() {
+    let changed_only = example_run("3");
+    let full = example_run_with("3", &["--full-polls"]);
+    assert_eq!(changed_only.code, full.code);
+    assert!(
+        changed_only.stdout == full.stdout,
+        "--full-polls changes the report:\n{}\n---\n{}",
+        changed_only.stdout,
+        full.stdout
     );
 }

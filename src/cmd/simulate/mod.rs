@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "2160h", value_parser = duration_arg)]
     pub max_virtual_time: Duration,
 
+    /// Fold every device into the engine's index at every poll, as a controller without push
+    /// does, instead of only the devices whose resources changed (same report, slower).
+    #[arg(long)]
+    pub full_polls: bool,
+
     /// Print the wall time spent listing devices, reconciling, writing and running the fleet
     /// to stderr at the end (the report itself never holds wall-clock figures).
     #[arg(long)]
@@ -237,6 +242,7 @@ fn scenario(args: &Args) -> Result<(Scenario, Documents), InputError> {
         auto_approve: args.auto_approve,
         max_virtual: micros(args.max_virtual_time),
         max_steps: args.max_steps.max(1),
+        full_polls: args.full_polls,
     };
     Ok((scenario, docs))
 }

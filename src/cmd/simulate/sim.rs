@@ -71,6 +71,8 @@ pub struct Scenario {
     pub max_virtual: Micros,
     /// Stop after this many engine steps.
     pub max_steps: u64,
+    /// Fold every device at every poll, not only the ones whose resources changed.
+    pub full_polls: bool,
 }
 
 /// Told about every step, to draw progress.
@@ -224,6 +226,8 @@ fn seen_key(identity: &Identity) -> SeenKey {
 /// the ones gone, like a controller's full poll.
 struct Poller {
     seen: Vec<SeenKey>,
+    /// Fold every device at every poll.
+    always_full: bool,
 }
 
 impl Poller {
@@ -232,7 +236,7 @@ impl Poller {
         platform: &dyn Platform,
         index: &mut DeviceIndex,
     ) -> Result<(), String> {
-        if !self.poll(platform, index, false).await? {
+        if self.always_full || !self.poll(platform, index, false).await? {
             self.poll(platform, index, true).await?;
         }
         Ok(())
@@ -392,7 +396,10 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
     let (mut steps, mut writes) = (0u64, 0u64);
     let mut write_errors: (u64, Option<String>) = (0, None);
     let mut timings = Timings::default();
-    let mut poller = Poller { seen: Vec::new() };
+    let mut poller = Poller {
+        seen: Vec::new(),
+        always_full: s.full_polls,
+    };
 
     let end = loop {
         let now = clock.now_micros();
