@@ -4,7 +4,7 @@
 //! to one test namespace, and helpers reading the emulator's ground truth.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -381,28 +381,7 @@ pub fn apply(cp: &ControlPlane, namespace: &str, yaml: &str) {
 
 /// Runs kubectl; panics with its output on failure; returns stdout.
 pub fn kubectl_stdin(cp: &ControlPlane, args: &[&str], stdin: &str) -> String {
-    let mut child = cp
-        .kubectl()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write to kubectl");
-    let out = child.wait_with_output().expect("kubectl output");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cp.kubectl_output(args, stdin)
 }
 
 /// Runs kubectl with `args`; returns stdout; panics on failure.

@@ -120,6 +120,35 @@ impl ControlPlane {
         command
     }
 
+    /// Runs kubectl against this control plane with `args`, feeding it `stdin`; panics with
+    /// kubectl's output when it fails; returns its stdout.
+    pub fn kubectl_output(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write to kubectl");
+        let out = child.wait_with_output().expect("kubectl output");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Creates a fresh, uniquely named namespace for the test `test_name`, labelled
     /// `otau.dev/test=<test_name>`, and returns its name.
     pub async fn namespace(&self, test_name: &str) -> String {
