@@ -1,0 +1,1 @@
+//! The Helm chart `charts/otau-operator`: lint, render, server-side dry-run apply.
