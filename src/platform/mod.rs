@@ -52,6 +52,15 @@ pub trait Platform: Send + Sync {
     /// settings can be read with it.
     async fn check_credentials(&self) -> Result<CredentialCheck, PlatformError>;
 
+    /// Checks the ExoSense token with one cheap authenticated GraphQL query, when this client
+    /// has ExoSense configured (exosite-platform.md §7.1). `Ok(true)`: ExoSense accepted the
+    /// token; `Ok(false)`: no ExoSense is configured, so nothing was checked (the default, for
+    /// implementations that never talk to ExoSense). A rejected token is
+    /// [`PlatformError::Authentication`].
+    async fn check_exosense_credentials(&self) -> Result<bool, PlatformError> {
+        Ok(false)
+    }
+
     /// Lists every identity with its OTAU state and tags, page by page. The stream ends after
     /// the last page, or after the first error (the next poll starts over). Pages may repeat an
     /// identity; an identity added during the listing may be missed until the next one.

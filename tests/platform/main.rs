@@ -2,164 +2,56 @@
 //! One test binary; one module per area.
 
 mod content;
+mod exosense;
 mod faults;
 mod identities;
 mod packages;
 mod security;
 
-/// An emulator on 127.0.0.1:0 with ExoSense GraphQL, fault injection and a server-side request
-/// log, plus clients configured for tests.
+#[path = "../support/mod.rs"]
+mod support;
+
+/// The shared test emulator (tests/support/emulator.rs) with the platform tests' token, plus
+/// clients configured for tests.
 pub mod harness {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use axum::extract::Request;
-    use axum::middleware::{self, Next};
-    use axum::response::Response;
-    use otau_operator::emulator::clock::{Clock, SystemClock};
-    use otau_operator::emulator::faults::{self, FaultConfig, Faults};
-    use otau_operator::emulator::graphql::{self, GraphqlState};
-    use otau_operator::emulator::model::{Connector, Model, ModelConfig};
-    use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
     use otau_operator::platform::{
         ClientConfig, ExoSenseConfig, ExositePlatform, PlatformMetrics, RateLimit, RetryPolicy,
         SecretToken, StaticToken,
     };
-    use tokio::time::Instant;
+
+    use crate::support::emulator::{EmulatorSetup, TestEmulator};
 
     /// The connector every test uses.
     pub const CID: &str = "t41hp23nod8s00000";
     /// The management token the emulator accepts.
     pub const MTOKEN: &str = "9b1f0c2d3e4a5b6c7d8e9f00112233445566aabb";
+    /// An ExoSense Automation token the emulator accepts (GraphQL only).
+    pub const XTOKEN: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
     /// The instance name in the User-Agent.
     pub const INSTANCE: &str = "otau-operator-test-0";
 
-    /// One request as the emulator saw it.
-    #[derive(Debug, Clone)]
-    pub struct Logged {
-        /// When the request reached the server.
-        pub received: Instant,
-        /// When the server answered.
-        pub answered: Instant,
-        /// Method.
-        pub method: String,
-        /// Path (without query).
-        pub path: String,
-        /// Query string (empty when none).
-        pub query: String,
-        /// Status answered.
-        pub status: u16,
-        /// `Retry-After` answered, if any.
-        pub retry_after: Option<String>,
-        /// `User-Agent` sent.
-        pub user_agent: String,
-    }
-
     /// A running emulator.
-    pub struct Emu {
-        /// The model.
-        pub model: Arc<Model>,
-        /// Fault injection (off until a test sets rules).
-        pub faults: Arc<Faults>,
-        /// `http://127.0.0.1:<port>`.
-        pub base: String,
-        log: Arc<Mutex<Vec<Logged>>>,
-        _server: RunningServer,
-    }
+    pub struct Emu(TestEmulator);
 
-    async fn record(
-        axum::extract::State(log): axum::extract::State<Arc<Mutex<Vec<Logged>>>>,
-        req: Request,
-        next: Next,
-    ) -> Response {
-        let received = Instant::now();
-        let method = req.method().to_string();
-        let path = req.uri().path().to_string();
-        let query = req.uri().query().unwrap_or("").to_string();
-        let user_agent = req
-            .headers()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let response = next.run(req).await;
-        let entry = Logged {
-            received,
-            answered: Instant::now(),
-            method,
-            path,
-            query,
-            status: response.status().as_u16(),
-            retry_after: response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            user_agent,
-        };
-        log.lock().expect("log").push(entry);
-        response
+    impl std::ops::Deref for Emu {
+        type Target = TestEmulator;
+        fn deref(&self) -> &TestEmulator {
+            &self.0
+        }
     }
 
     impl Emu {
         /// Starts the emulator.
         pub async fn start() -> Emu {
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let model = Model::new(
-                ModelConfig {
-                    management_tokens: vec![MTOKEN.to_string()],
-                    ..ModelConfig::default()
-                },
-                clock,
-            );
-            model.add_connector(CID).expect("connector");
-            let state = AppState {
-                model: model.clone(),
-                options: Arc::new(ServerOptions {
-                    default_connector: Some(CID.to_string()),
-                    ..ServerOptions::default()
-                }),
-            };
-            let faults = Arc::new(Faults::off());
-            let log: Arc<Mutex<Vec<Logged>>> = Arc::default();
-            let app = server::router(state.clone()).merge(graphql::router(GraphqlState {
-                model: model.clone(),
-                default_connector: Some(CID.to_string()),
-                automation_tokens: Vec::new(),
-            }));
-            let app = faults::apply(app, faults.clone())
-                .layer(middleware::from_fn_with_state(log.clone(), record));
-            let server =
-                server::start_with_router("127.0.0.1:0".parse().expect("addr"), state, app)
-                    .await
-                    .expect("start emulator");
-            Emu {
-                model,
-                faults,
-                base: server.base_url.clone(),
-                log,
-                _server: server,
-            }
-        }
-
-        /// The test connector.
-        pub fn conn(&self) -> Arc<Connector> {
-            self.model.connector(CID).expect("connector")
-        }
-
-        /// The management API base.
-        pub fn management_url(&self) -> url::Url {
-            url::Url::parse(&format!("{}/api:1/", self.base)).expect("url")
-        }
-
-        /// Sets fault rules.
-        pub fn set_faults(&self, config: FaultConfig) {
-            self.faults.set_config(config).expect("fault config");
-        }
-
-        /// Every request seen so far.
-        pub fn log(&self) -> Vec<Logged> {
-            self.log.lock().expect("log").clone()
+            Emu(TestEmulator::start(EmulatorSetup {
+                connector_id: CID.to_string(),
+                management_tokens: vec![MTOKEN.to_string()],
+                automation_tokens: vec![XTOKEN.to_string()],
+            })
+            .await)
         }
 
         /// A client config for tests: fast retries, a generous rate limit.
@@ -185,10 +77,15 @@ pub mod harness {
 
         /// The same with ExoSense configured (the emulator accepts its management token there).
         pub fn config_with_exosense(&self) -> ClientConfig {
+            self.config_with_exosense_token(MTOKEN)
+        }
+
+        /// The good management token, and `exosense_token` for ExoSense.
+        pub fn config_with_exosense_token(&self, exosense_token: &str) -> ClientConfig {
             let mut c = self.config(MTOKEN);
             c.exosense = Some(ExoSenseConfig {
-                graphql_url: url::Url::parse(&format!("{}/api/graphql", self.base)).expect("url"),
-                credentials: Arc::new(StaticToken(SecretToken::new(MTOKEN))),
+                graphql_url: self.graphql_url(),
+                credentials: Arc::new(StaticToken(SecretToken::new(exosense_token))),
             });
             c
         }

@@ -17,6 +17,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod emulator;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
@@ -55,6 +57,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     dir: PathBuf,
+    audit_log: Option<PathBuf>,
     /// The supervisor process. Never waited on: it lives as long as this test process.
     _supervisor: Child,
     /// The write end of the supervisor's stdin. Held (never written) for the life of the
@@ -63,16 +66,43 @@ pub struct ControlPlane {
 }
 
 static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+static AUDITED_CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// The audit policy of [`ControlPlane::with_audit_log`]: every request at Metadata level (who,
+/// verb, resource, subresource, namespace, name, response code; no bodies), logged when the
+/// response starts (watches) and when it completes.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+";
 
 impl ControlPlane {
     /// The control plane of this test binary, started on first use (blocking, up to a few
     /// minutes on a busy machine). Panics with the reason, naming `hack/tools.sh` when the
     /// binaries are missing; every later call panics with the same message.
     pub fn get() -> &'static ControlPlane {
-        match CONTROL_PLANE.get_or_init(start_control_plane) {
+        match CONTROL_PLANE.get_or_init(|| start_control_plane(false)) {
             Ok(control_plane) => control_plane,
             Err(reason) => panic!("the local control plane is not available: {reason}"),
         }
+    }
+
+    /// A second control plane of this test binary whose apiserver writes an audit log
+    /// ([`ControlPlane::audit_log`]) of every request at Metadata level; started on first use,
+    /// apart from [`ControlPlane::get`]'s so other tests' requests stay out of its log.
+    pub fn with_audit_log() -> &'static ControlPlane {
+        match AUDITED_CONTROL_PLANE.get_or_init(|| start_control_plane(true)) {
+            Ok(control_plane) => control_plane,
+            Err(reason) => panic!("the audited local control plane is not available: {reason}"),
+        }
+    }
+
+    /// The apiserver's audit log (one JSON event per line), for a control plane from
+    /// [`ControlPlane::with_audit_log`]; `None` for the others.
+    pub fn audit_log(&self) -> Option<&Path> {
+        self.audit_log.as_deref()
     }
 
     /// The admin kubeconfig (token in `system:masters`, CA = the apiserver's certificate).
@@ -278,8 +308,9 @@ fn tools_bin_dir() -> Option<&'static Path> {
         .as_deref()
 }
 
-/// The start-up: spawn the supervisor, read its JSON line, install the CRDs.
-fn start_control_plane() -> Result<ControlPlane, String> {
+/// The start-up: spawn the supervisor (with an audit policy when `audit` is set), read its JSON
+/// line, install the CRDs.
+fn start_control_plane(audit: bool) -> Result<ControlPlane, String> {
     // Check the binaries here too, so the message names them before any process starts.
     let kube_apiserver = find_tool("kube-apiserver")?;
     let etcd = find_tool("etcd")?;
@@ -297,6 +328,12 @@ fn start_control_plane() -> Result<ControlPlane, String> {
         .arg("run");
     if !keep {
         command.arg("--rm");
+    }
+    if audit {
+        let policy = dir.join("audit-policy.yaml");
+        std::fs::write(&policy, AUDIT_POLICY)
+            .map_err(|error| format!("writing {}: {error}", policy.display()))?;
+        command.arg("--audit-policy").arg(policy);
     }
     let mut supervisor = command
         .arg(&dir)
@@ -343,10 +380,20 @@ fn start_control_plane() -> Result<ControlPlane, String> {
             .map(str::to_owned)
             .ok_or_else(|| format!("hack/control-plane.sh printed no \"{name}\" in {line}"))
     };
+    let audit_log = match ready["audit_log"].as_str() {
+        Some(path) if audit && !path.is_empty() => Some(PathBuf::from(path)),
+        _ if audit => {
+            return Err(format!(
+                "hack/control-plane.sh was asked for an audit log but printed none in {line}"
+            ));
+        }
+        _ => None,
+    };
     let control_plane = ControlPlane {
         kubeconfig: PathBuf::from(field("kubeconfig")?),
         server: field("server")?,
         dir,
+        audit_log,
         _supervisor: supervisor,
         _supervisor_stdin: supervisor_stdin,
     };

@@ -1,6 +1,10 @@
 //! ExoSense `createContent` (exosite-platform.md §7.2) through graphql_client's derive: the
 //! types come from `src/platform/create_content.graphql` checked against the schema subset in
 //! `src/platform/exosense.graphql`; our own reqwest client sends the body.
+//!
+//! The token check is `query CredentialCheck { __typename }`: valid against any GraphQL schema
+//! (so it needs none of the undocumented ExoSense queries), answered without touching data,
+//! and still authenticated (§7.1: a missing or wrong token gets `401`).
 
 use graphql_client::{GraphQLQuery, Response};
 use reqwest::Method;
@@ -62,6 +66,74 @@ fn tag(name: &str, value: Json) -> Option<gql::TagInput> {
     })
 }
 
+/// The token-check document: the cheapest query every GraphQL schema answers.
+pub(super) const CHECK_QUERY: &str = "query CredentialCheck { __typename }";
+
+/// The ExoSense configuration, or an error naming `op` when the connector has none.
+fn exosense_config<'a>(
+    platform: &'a ExositePlatform,
+    op: &'static str,
+) -> Result<&'a crate::platform::ExoSenseConfig, PlatformError> {
+    platform
+        .inner
+        .config
+        .exosense
+        .as_ref()
+        .ok_or(PlatformError::InvalidRequest {
+            operation: op,
+            message: "ExoSense is not configured for this connector".to_string(),
+        })
+}
+
+/// Turns GraphQL `errors` into [`PlatformError::Rejected`].
+fn graphql_errors(
+    op: &'static str,
+    status: u16,
+    errors: Option<Vec<graphql_client::Error>>,
+) -> Result<(), PlatformError> {
+    match errors.filter(|e| !e.is_empty()) {
+        None => Ok(()),
+        Some(errors) => {
+            let message = errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(PlatformError::Rejected {
+                operation: op,
+                status,
+                message: super::transport::shorten(&message),
+            })
+        }
+    }
+}
+
+/// Sends [`CHECK_QUERY`] with the ExoSense token. A wrong token comes back as
+/// [`PlatformError::Authentication`] (after the transport's one re-read of the Secret).
+pub(super) async fn check_token(platform: &ExositePlatform) -> Result<(), PlatformError> {
+    let op = operation::EXOSENSE_CHECK;
+    let exosense = exosense_config(platform, op)?;
+    let body = serde_json::json!({"query": CHECK_QUERY, "operationName": "CredentialCheck"});
+    let call = Call {
+        operation: op,
+        method: Method::POST,
+        target: Target::Absolute(exosense.graphql_url.clone()),
+        body: Some(body.to_string().into()),
+        idempotent: true,
+        auth: AuthKind::ExoSense,
+    };
+    let answer = platform.inner.execute(&call).await?;
+    let response: Response<serde_json::Value> = wire::parse(op, &answer.body)?;
+    graphql_errors(op, answer.status.as_u16(), response.errors)?;
+    match response.data.as_ref().and_then(|d| d.get("__typename")) {
+        Some(serde_json::Value::String(_)) => Ok(()),
+        _ => Err(PlatformError::InvalidResponse {
+            operation: op,
+            message: "the answer to { __typename } has no data.__typename".to_string(),
+        }),
+    }
+}
+
 /// Registers the package item through ExoSense, then posts its empty body with the returned
 /// form.
 pub(super) async fn register(
@@ -69,16 +141,7 @@ pub(super) async fn register(
     package: &PackageRegistration,
 ) -> Result<(), PlatformError> {
     let op = operation::CREATE_CONTENT;
-    let exosense =
-        platform
-            .inner
-            .config
-            .exosense
-            .as_ref()
-            .ok_or(PlatformError::InvalidRequest {
-                operation: op,
-                message: "ExoSense is not configured for this connector".to_string(),
-            })?;
+    let exosense = exosense_config(platform, op)?;
     let query =
         CreateContentGQL::build_query(variables(&platform.inner.config.connector_id, package)?);
     let body = serde_json::to_value(&query).map_err(|e| PlatformError::InvalidRequest {
@@ -96,18 +159,7 @@ pub(super) async fn register(
     };
     let answer = platform.inner.execute(&call).await?;
     let response: Response<gql::ResponseData> = wire::parse(op, &answer.body)?;
-    if let Some(errors) = response.errors.filter(|e| !e.is_empty()) {
-        let message = errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(PlatformError::Rejected {
-            operation: op,
-            status: answer.status.as_u16(),
-            message: super::transport::shorten(&message),
-        });
-    }
+    graphql_errors(op, answer.status.as_u16(), response.errors)?;
     let created =
         response
             .data

@@ -51,6 +51,8 @@ pub mod operation {
     pub const CONTENT_DELETE: &str = "content.delete";
     /// ExoSense `createContent`.
     pub const CREATE_CONTENT: &str = "exosense.create_content";
+    /// ExoSense `query { __typename }`: the token check.
+    pub const EXOSENSE_CHECK: &str = "exosense.credentials.check";
 }
 
 /// SHA-256 of the empty body (a package item).
@@ -181,6 +183,14 @@ impl Platform for ExositePlatform {
             ttl,
             settings: settings.into(),
         })
+    }
+
+    async fn check_exosense_credentials(&self) -> Result<bool, PlatformError> {
+        if self.inner.config.exosense.is_none() {
+            return Ok(false);
+        }
+        graphql::check_token(self).await?;
+        Ok(true)
     }
 
     fn list_identities(&self, query: ListIdentities) -> IdentityPages {
