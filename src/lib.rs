@@ -9,6 +9,7 @@
 //! - [`engine`]: the rollout logic, pure. Uses [`api`] and [`otau`] only.
 //! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`] only.
 //! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`], [`otau`], [`platform`].
+//! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`].
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -17,3 +18,4 @@ pub mod emulator;
 pub mod engine;
 pub mod otau;
 pub mod platform;
+pub mod plugin;

@@ -1,0 +1,512 @@
+//! `devices ROLLOUT [--state S]`: the per-device view that the Rollout's status deliberately
+//! does not hold, read from the platform with the connector's credentials (the token Secret
+//! is read with the user's own kubeconfig rights and never printed). Each device's state is
+//! named by the engine's own rules ([`crate::engine::evaluate`]), so the list agrees with the
+//! counts in `status`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+
+use crate::api::DeviceTag;
+use crate::api::iot_connector::{AuthScheme as SpecAuthScheme, IoTConnector};
+use crate::api::rollout::Rollout;
+use crate::api::software_package::SoftwarePackage;
+use crate::engine::{
+    DeviceIndex, DeviceObservation, DeviceState, EvalContext, IndexConfig, ParsedPolicy,
+    ResourceState, SetKind, cumulative_sizes, evaluate, order_key, order_seed, positional_wave,
+};
+use crate::otau::{Manifest, Report};
+use crate::platform::{
+    AuthScheme, ClientConfig, ExositePlatform, Identity, ListIdentities, Platform, RateLimit,
+    RetryPolicy, SecretToken, StaticToken,
+};
+
+use super::cli::{DevicesArgs, StateFilter};
+use super::client::Target;
+use super::error::{PluginError, Subject};
+use super::output;
+use super::render::phase;
+use super::status::get_rollout;
+use super::style::{Style, Tone, age, table};
+
+/// One device of a rollout, as `devices` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRow {
+    /// The identity.
+    pub identity: String,
+    /// The wave it belongs to by its place in the order (from 1).
+    pub wave: usize,
+    /// Its state, named as in the status counts (`pending`, `inProgress`, `timedOut`, ...).
+    pub state: String,
+    /// The attempt of this rollout's manifest it holds (absent when not notified or acked
+    /// with a literal `ACK`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u8>,
+    /// The retry due, when one is (`state` is then `pending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_attempt: Option<u8>,
+    /// Its last `otau_in` report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportView>,
+    /// When that report was written (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<String>,
+}
+
+/// A device's last report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportView {
+    /// The version the report is about.
+    pub version: String,
+    /// Its status (`INSTALLED_VERSION`, `INSTALL_ERROR`, ...), or `unparseable`.
+    pub status: String,
+    /// Its message.
+    pub message: String,
+}
+
+/// The status-count name of a state.
+pub fn state_name(state: DeviceState) -> &'static str {
+    match state {
+        DeviceState::Pending | DeviceState::RetryDue { .. } => "pending",
+        DeviceState::Notified => "notified",
+        DeviceState::InProgress => "inProgress",
+        DeviceState::Succeeded => "succeeded",
+        DeviceState::Failed => "failed",
+        DeviceState::Aborted => "aborted",
+        DeviceState::TimedOut => "timedOut",
+        DeviceState::Skipped => "skipped",
+        DeviceState::Invalid => "invalid",
+    }
+}
+
+/// The status-count name a filter selects.
+pub fn filter_name(filter: StateFilter) -> &'static str {
+    match filter {
+        StateFilter::Pending => "pending",
+        StateFilter::Notified => "notified",
+        StateFilter::InProgress => "inProgress",
+        StateFilter::Succeeded => "succeeded",
+        StateFilter::Failed => "failed",
+        StateFilter::Aborted => "aborted",
+        StateFilter::TimedOut => "timedOut",
+        StateFilter::Skipped => "skipped",
+        StateFilter::Invalid => "invalid",
+    }
+}
+
+fn resource(state: &crate::platform::ResourceState) -> Option<ResourceState> {
+    if state.set.is_none() && state.reported.is_none() {
+        return None;
+    }
+    Some(ResourceState {
+        set: state.set.clone(),
+        reported: state.reported.clone(),
+        timestamp: state.timestamp.unwrap_or(0),
+    })
+}
+
+fn observation(identity: &Identity) -> DeviceObservation {
+    DeviceObservation {
+        identity: identity.identity.clone(),
+        tags: identity
+            .tags
+            .iter()
+            .map(|t| DeviceTag::new(t.name.clone(), t.value.clone()))
+            .collect(),
+        config_otau: resource(&identity.state.config_otau),
+        otau_in: resource(&identity.state.otau_in),
+    }
+}
+
+fn rfc3339_of_micros(us: i64) -> Option<String> {
+    let us = crate::engine::normalize_timestamp(us);
+    Timestamp::from_microsecond(us).ok().map(|t| t.to_string())
+}
+
+/// The rows of every targeted device among `identities`, in wave order, at `now` (µs).
+pub fn device_rows(
+    rollout: &Rollout,
+    manifest: &Manifest,
+    identities: &[Identity],
+    now: i64,
+) -> Result<Vec<DeviceRow>, PluginError> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    let seed = order_seed(&rollout.spec, &namespace, &name);
+    let index = DeviceIndex::build(
+        IndexConfig {
+            seed: seed.clone(),
+            targets: rollout.spec.targets.clone(),
+            manifest: manifest.clone(),
+        },
+        identities.iter().map(observation),
+    );
+    let policy = ParsedPolicy::parse(&rollout.spec)
+        .map_err(|e| PluginError::Refused(format!("rollout {name}: {e}")))?;
+    let status = rollout.status.clone().unwrap_or_default();
+    let aborted = rollout.spec.abort
+        || status.decisions.aborted.is_some()
+        || phase(rollout) == crate::api::rollout::RolloutPhase::Aborted;
+    let ctx = EvalContext {
+        now,
+        timeout: policy.timeout,
+        max_attempts: policy.max_attempts,
+        retries_allowed: !aborted,
+        rollout_started_at: status
+            .waves
+            .iter()
+            .find(|w| w.number == 1)
+            .and_then(|w| w.started_at.as_ref())
+            .map(|t| t.0.as_microsecond()),
+    };
+    let mut in_scope: Vec<(u64, &Identity)> = identities
+        .iter()
+        .filter(|i| index.get(&i.identity).is_some())
+        .map(|i| (order_key(&seed, &i.identity), i))
+        .collect();
+    in_scope.sort_by(|a, b| (a.0, &a.1.identity).cmp(&(b.0, &b.1.identity)));
+    let sizes = cumulative_sizes(&rollout.spec.waves, in_scope.len() as u64);
+    let rows =
+        in_scope
+            .iter()
+            .enumerate()
+            .filter_map(|(position, (_, identity))| {
+                let entry = index.get(&identity.identity)?;
+                let state = evaluate(entry, &ctx);
+                let report = identity.state.otau_in.reported.as_deref().map(|raw| {
+                    match Report::parse(raw) {
+                        Ok(r) => ReportView {
+                            version: r.version,
+                            status: r.status.as_str().to_owned(),
+                            message: r.message,
+                        },
+                        Err(e) => ReportView {
+                            version: String::new(),
+                            status: "unparseable".to_owned(),
+                            message: e.to_string(),
+                        },
+                    }
+                });
+                Some(DeviceRow {
+                    identity: identity.identity.clone(),
+                    wave: positional_wave(&sizes, position as u64),
+                    state: state_name(state).to_owned(),
+                    attempt: (entry.set_kind == SetKind::Ours).then_some(entry.attempt.max(1)),
+                    retry_attempt: match state {
+                        DeviceState::RetryDue { next } => Some(next),
+                        _ => None,
+                    },
+                    reported_at: report
+                        .as_ref()
+                        .and(identity.state.otau_in.timestamp)
+                        .and_then(rfc3339_of_micros),
+                    report,
+                })
+            })
+            .collect();
+    Ok(rows)
+}
+
+/// Reads a Secret key with the user's rights; the value is wrapped at once and never shown.
+async fn read_token(
+    client: &Client,
+    namespace: &str,
+    secret: &str,
+    key: &str,
+    connector: &str,
+) -> Result<SecretToken, PluginError> {
+    let subject = Subject {
+        kind: "Secret",
+        resource: "secrets",
+        otau: false,
+        namespace: Some(namespace),
+        name: Some(secret),
+        verb: "get",
+    };
+    let found = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(secret)
+        .await
+        .map_err(|e| match subject.explain(e) {
+            PluginError::Forbidden { action, message, .. } => PluginError::Forbidden {
+                action,
+                message,
+                hint: format!(
+                    "`devices` reads the platform with the token of IoTConnector {connector}, so it needs \
+                     `get` on Secret {namespace}/{secret}; ask for that right, or use `kubectl otau status`, \
+                     which needs no Secret"
+                ),
+            },
+            other => other,
+        })?;
+    let bytes = found
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .ok_or_else(|| {
+            PluginError::Refused(format!(
+                "Secret {namespace}/{secret} (the token of IoTConnector {connector}) has no key {key:?}"
+            ))
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        PluginError::Refused(format!(
+            "Secret {namespace}/{secret} key {key:?} is not text"
+        ))
+    })?;
+    let token = SecretToken::new(text);
+    if token.is_empty() {
+        return Err(PluginError::Refused(format!(
+            "Secret {namespace}/{secret} key {key:?} is empty"
+        )));
+    }
+    Ok(token)
+}
+
+/// The platform client of `connector`, configured from its spec like the operator's.
+async fn platform_of(
+    client: &Client,
+    connector: &IoTConnector,
+) -> Result<ExositePlatform, PluginError> {
+    let namespace = connector.namespace().unwrap_or_default();
+    let name = connector.name_any();
+    let spec = &connector.spec;
+    let url = url::Url::parse(&spec.management_url).map_err(|e| {
+        PluginError::Refused(format!(
+            "IoTConnector {namespace}/{name}: managementUrl {:?} is not a URL: {e}",
+            spec.management_url
+        ))
+    })?;
+    if url.scheme() != "https" && !(url.scheme() == "http" && spec.allow_insecure_http) {
+        return Err(PluginError::Refused(format!(
+            "IoTConnector {namespace}/{name}: managementUrl must be https:// (or http:// with allowInsecureHttp: true)"
+        )));
+    }
+    let token = read_token(
+        client,
+        &namespace,
+        &spec.token_secret_ref.name,
+        &spec.token_secret_ref.key,
+        &name,
+    )
+    .await?;
+    let mut config = ClientConfig::new(spec.product_id.clone(), url, Arc::new(StaticToken(token)));
+    config.auth_scheme = match spec.auth_scheme {
+        SpecAuthScheme::Token => AuthScheme::Token,
+        SpecAuthScheme::Bearer => AuthScheme::Bearer,
+    };
+    config.instance = "kubectl-otau".to_owned();
+    config.retry = RetryPolicy {
+        max_tries: 3,
+        initial_backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(5),
+    };
+    config.rate_limit = RateLimit {
+        per_second: f64::from(spec.rate_limit.requests_per_second.max(1)),
+        burst: u32::try_from(spec.rate_limit.burst.max(1)).unwrap_or(1),
+    };
+    config.insecure_skip_verify = spec.tls.insecure_skip_verify;
+    if let Some(ca) = &spec.tls.ca_bundle {
+        let map = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+            .get(&ca.name)
+            .await
+            .map_err(|e| {
+                Subject {
+                    kind: "ConfigMap",
+                    resource: "configmaps",
+                    otau: false,
+                    namespace: Some(&namespace),
+                    name: Some(&ca.name),
+                    verb: "get",
+                }
+                .explain(e)
+            })?;
+        let pem = map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&ca.key))
+            .ok_or_else(|| {
+                PluginError::Refused(format!(
+                    "the CA bundle ConfigMap {namespace}/{} has no key {:?}",
+                    ca.name, ca.key
+                ))
+            })?;
+        config
+            .extra_root_certificates_pem
+            .push(pem.as_bytes().to_vec());
+    }
+    ExositePlatform::new(config, None)
+        .map_err(|e| PluginError::Platform(format!("IoTConnector {namespace}/{name}: {e}")))
+}
+
+async fn get_otau<K>(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    resource: &str,
+    name: &str,
+) -> Result<K, PluginError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(|e| {
+            Subject {
+                kind,
+                resource,
+                otau: true,
+                namespace: Some(namespace),
+                name: Some(name),
+                verb: "get",
+            }
+            .explain(e)
+        })
+}
+
+/// Runs `devices`.
+pub async fn run(
+    target: &Target,
+    style: &Style,
+    args: DevicesArgs,
+) -> Result<ExitCode, PluginError> {
+    let rollout = get_rollout(target, &args.name).await?;
+    let ns = &target.namespace;
+    let package: SoftwarePackage = get_otau(
+        &target.client,
+        ns,
+        "SoftwarePackage",
+        "softwarepackages",
+        &rollout.spec.package_ref.name,
+    )
+    .await?;
+    let manifest_text = package
+        .status
+        .as_ref()
+        .and_then(|s| s.manifest.clone())
+        .ok_or_else(|| {
+            PluginError::Refused(format!(
+                "SoftwarePackage {ns}/{} has no manifest yet (it is not Ready); see `kubectl get softwarepackage {} -n {ns}`",
+                package.name_any(),
+                package.name_any()
+            ))
+        })?;
+    let manifest = Manifest::parse(&manifest_text).map_err(|e| {
+        PluginError::Refused(format!(
+            "SoftwarePackage {ns}/{}: status.manifest is not a manifest: {e}",
+            package.name_any()
+        ))
+    })?;
+    let connector: IoTConnector = get_otau(
+        &target.client,
+        ns,
+        "IoTConnector",
+        "iotconnectors",
+        &package.spec.connector_ref.name,
+    )
+    .await?;
+    let platform = platform_of(&target.client, &connector).await?;
+    let mut pages = platform.list_identities(ListIdentities::default());
+    let mut by_identity: BTreeMap<String, Identity> = BTreeMap::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            PluginError::Platform(format!(
+                "listing the devices of IoTConnector {ns}/{} (product {}): {e}",
+                connector.name_any(),
+                connector.spec.product_id
+            ))
+        })?;
+        for identity in page.identities {
+            by_identity.insert(identity.identity.clone(), identity);
+        }
+    }
+    let identities: Vec<Identity> = by_identity.into_values().collect();
+    let now = Timestamp::now().as_microsecond();
+    let mut rows = device_rows(&rollout, &manifest, &identities, now)?;
+    if let Some(filter) = args.state {
+        let wanted = filter_name(filter);
+        rows.retain(|r| r.state == wanted);
+    }
+    if let Some(format) = args.output {
+        output::print(format, &rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        eprintln!(
+            "No devices{} in rollout {ns}/{}.",
+            args.state
+                .map(|f| format!(" in state {}", filter_name(f)))
+                .unwrap_or_default(),
+            args.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    output::print_text(&devices_view(&rows, Timestamp::now(), style))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `devices` table.
+pub fn devices_view(rows: &[DeviceRow], now: Timestamp, style: &Style) -> String {
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let tone = match r.state.as_str() {
+                "succeeded" | "skipped" => Tone::Good,
+                "failed" | "aborted" | "timedOut" | "invalid" => Tone::Bad,
+                "notified" | "inProgress" => Tone::Busy,
+                _ => Tone::Dim,
+            };
+            let state = match r.retry_attempt {
+                Some(next) => format!("pending (retry {next} due)"),
+                None => r.state.clone(),
+            };
+            let report_age = r
+                .reported_at
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .map(|t| {
+                    age(
+                        Some(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)),
+                        now,
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            let (status, version, message) = match &r.report {
+                Some(rep) => (rep.status.clone(), rep.version.clone(), rep.message.clone()),
+                None => ("-".into(), "-".into(), String::new()),
+            };
+            vec![
+                r.identity.clone(),
+                r.wave.to_string(),
+                style.paint(tone, &state),
+                r.attempt.map_or_else(|| "-".into(), |a| a.to_string()),
+                status,
+                version,
+                report_age,
+                message,
+            ]
+        })
+        .collect();
+    table(
+        "",
+        &[
+            "DEVICE", "WAVE", "STATE", "ATTEMPT", "REPORT", "VERSION", "AGE", "MESSAGE",
+        ],
+        &lines,
+    )
+}

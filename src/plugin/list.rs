@@ -1,0 +1,272 @@
+//! `list` (one line per Rollout) and `plan ROLLOUT` (the dry-run wave split).
+
+use std::process::ExitCode;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use crate::api::rollout::Rollout;
+
+use super::cli::{ListArgs, NameArgs};
+use super::client::Target;
+use super::error::{PluginError, Subject};
+use super::output;
+use super::render::{phase, phase_text};
+use super::status::get_rollout;
+use super::style::{Style, age, table};
+
+/// Runs `list`.
+pub async fn run_list(
+    target: &Target,
+    style: &Style,
+    args: ListArgs,
+) -> Result<ExitCode, PluginError> {
+    let (api, namespace): (Api<Rollout>, Option<&str>) = if args.all_namespaces {
+        (Api::all(target.client.clone()), None)
+    } else {
+        (
+            Api::namespaced(target.client.clone(), &target.namespace),
+            Some(target.namespace.as_str()),
+        )
+    };
+    let subject = Subject {
+        kind: "Rollout",
+        resource: "rollouts",
+        otau: true,
+        namespace,
+        name: None,
+        verb: "list",
+    };
+    let mut list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| subject.explain(e))?;
+    list.items.sort_by_key(|r| (r.namespace(), r.name_any()));
+    if let Some(format) = args.output {
+        for r in &mut list.items {
+            r.metadata.managed_fields = None;
+        }
+        output::print(format, &list.items)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.items.is_empty() {
+        match namespace {
+            Some(ns) => eprintln!("No rollouts found in {ns} namespace."),
+            None => eprintln!("No rollouts found."),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    output::print_text(&list_view(
+        &list.items,
+        args.all_namespaces,
+        Timestamp::now(),
+        style,
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `list` table.
+pub fn list_view(
+    rollouts: &[Rollout],
+    all_namespaces: bool,
+    now: Timestamp,
+    style: &Style,
+) -> String {
+    let mut header = vec![];
+    if all_namespaces {
+        header.push("NAMESPACE");
+    }
+    header.extend([
+        "NAME",
+        "PACKAGE",
+        "PHASE",
+        "WAVE",
+        "SUCCEEDED",
+        "FAILED",
+        "TARGETED",
+        "SUCCESS",
+        "AGE",
+    ]);
+    let rows: Vec<Vec<String>> = rollouts
+        .iter()
+        .map(|r| {
+            let status = r.status.clone().unwrap_or_default();
+            let t = &status.totals;
+            let mut row = vec![];
+            if all_namespaces {
+                row.push(r.namespace().unwrap_or_default());
+            }
+            row.extend([
+                r.name_any(),
+                r.spec.package_ref.name.clone(),
+                phase_text(phase(r), style),
+                format!("{}/{}", status.current_wave, r.spec.waves.len()),
+                t.succeeded.to_string(),
+                (t.failed + t.aborted + t.timed_out + t.invalid).to_string(),
+                t.targeted.to_string(),
+                status.success_rate.clone().unwrap_or_else(|| "-".into()),
+                age(r.metadata.creation_timestamp.as_ref(), now),
+            ]);
+            row
+        })
+        .collect();
+    table("", &header, &rows)
+}
+
+/// One wave of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedWave {
+    /// The wave's number (from 1).
+    pub number: usize,
+    /// Its name, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The size as written in the spec (`10%` or `5`).
+    pub size: String,
+    /// Devices this wave adds.
+    pub devices: i64,
+    /// Devices covered once it is done.
+    pub cumulative: i64,
+    /// Whether it waits for an approval.
+    pub require_approval: bool,
+    /// The soak after it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<String>,
+}
+
+/// The plan of a Rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Targeted devices the plan was computed for.
+    pub targets: i64,
+    /// The waves.
+    pub waves: Vec<PlannedWave>,
+}
+
+/// The plan from the spec and `status.plan`; `None` before the operator computed one.
+pub fn plan_of(rollout: &Rollout) -> Option<Plan> {
+    let plan = rollout.status.as_ref()?.plan.as_ref()?;
+    let mut previous = 0;
+    let waves = rollout
+        .spec
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let cumulative = plan.cumulative.get(i).copied().unwrap_or(previous);
+            let devices = cumulative - previous;
+            previous = cumulative;
+            PlannedWave {
+                number: i + 1,
+                name: w.name.clone(),
+                size: match (w.percent, w.count) {
+                    (Some(p), _) => format!("{p}%"),
+                    (None, Some(c)) => c.to_string(),
+                    (None, None) => "-".into(),
+                },
+                devices,
+                cumulative,
+                require_approval: w.require_approval,
+                soak: w.soak.as_ref().map(|s| s.as_str().to_owned()),
+            }
+        })
+        .collect();
+    Some(Plan {
+        targets: plan.targets,
+        waves,
+    })
+}
+
+/// The `plan` text.
+pub fn plan_view(name: &str, plan: &Plan) -> String {
+    let rows: Vec<Vec<String>> = plan
+        .waves
+        .iter()
+        .map(|w| {
+            vec![
+                match &w.name {
+                    Some(n) => format!("{} {n}", w.number),
+                    None => w.number.to_string(),
+                },
+                w.size.clone(),
+                w.devices.to_string(),
+                w.cumulative.to_string(),
+                if w.require_approval { "yes" } else { "no" }.to_owned(),
+                w.soak.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    format!(
+        "Plan of {name} for {} targeted devices:\n{}",
+        plan.targets,
+        table(
+            "  ",
+            &["WAVE", "SIZE", "DEVICES", "CUMULATIVE", "APPROVAL", "SOAK"],
+            &rows
+        )
+    )
+}
+
+/// Runs `plan`.
+pub async fn run_plan(
+    target: &Target,
+    _style: &Style,
+    args: NameArgs,
+) -> Result<ExitCode, PluginError> {
+    let rollout = get_rollout(target, &args.name).await?;
+    let Some(plan) = plan_of(&rollout) else {
+        return Err(PluginError::Refused(format!(
+            "rollout {}/{} has no plan yet: the operator computes it once it has listed the devices \
+             (phase {:?}); see `kubectl otau status {}`",
+            target.namespace,
+            args.name,
+            phase(&rollout),
+            args.name
+        )));
+    };
+    match args.output {
+        Some(format) => output::print(format, &plan)?,
+        None => output::print_text(&plan_view(&args.name, &plan))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rollout::{RolloutSpec, RolloutStatus, WavePlan};
+
+    #[test]
+    fn the_plan_shows_each_waves_new_devices() {
+        let spec: RolloutSpec = serde_yaml::from_str(
+            "packageRef: {name: fw}\ntargets: {identities: [a]}\nwaves:\n  - {count: 5, name: canary}\n  - {percent: 10, soak: 30m}\n  - {percent: 100, requireApproval: true}\n",
+        )
+        .expect("spec");
+        let mut r = Rollout::new("fw", spec);
+        assert_eq!(plan_of(&r), None);
+        r.status = Some(RolloutStatus {
+            plan: Some(WavePlan {
+                targets: 200,
+                cumulative: vec![5, 20, 200],
+            }),
+            ..RolloutStatus::default()
+        });
+        let plan = plan_of(&r).expect("plan");
+        let devices: Vec<i64> = plan.waves.iter().map(|w| w.devices).collect();
+        assert_eq!(devices, [5, 15, 180]);
+        let text = plan_view("fw", &plan);
+        assert!(
+            text.starts_with("Plan of fw for 200 targeted devices:\n"),
+            "{text}"
+        );
+        let line = text.lines().nth(3).expect("wave 2");
+        assert_eq!(
+            line.split_whitespace().collect::<Vec<_>>(),
+            ["2", "10%", "15", "20", "no", "30m"]
+        );
+    }
+}

@@ -1,0 +1,502 @@
+//! The human view of a Rollout (pure: the same object and time give the same text).
+
+use std::fmt::Write as _;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::conditions::{self, reason};
+use crate::api::rollout::{DeviceCounts, Rollout, RolloutPhase, RolloutStatus, WaveStatus};
+
+use super::style::{Style, Tone, age, table, until};
+
+/// The Ready reason of a Rollout waiting for an older one over the same devices.
+const TARGET_CONFLICT: &str = "TargetConflict";
+
+/// The phase word, or `Pending` before the operator wrote a status.
+pub fn phase(rollout: &Rollout) -> RolloutPhase {
+    rollout
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or_default()
+}
+
+/// Whether the rollout has ended: complete or aborted.
+pub fn has_ended(rollout: &Rollout) -> bool {
+    matches!(
+        phase(rollout),
+        RolloutPhase::Complete | RolloutPhase::Aborted
+    )
+}
+
+/// The phase with a symbol, coloured.
+pub fn phase_text(phase: RolloutPhase, style: &Style) -> String {
+    let (symbol, word, tone) = match phase {
+        RolloutPhase::Pending => ("…", "Pending", Tone::Dim),
+        RolloutPhase::Progressing => ("◌", "Progressing", Tone::Busy),
+        RolloutPhase::Paused => ("॥", "Paused", Tone::Warn),
+        RolloutPhase::Complete => ("✔", "Complete", Tone::Good),
+        RolloutPhase::Aborted => ("✖", "Aborted", Tone::Bad),
+    };
+    style.paint(tone, &format!("{symbol} {word}"))
+}
+
+/// Devices of `c` that have not finished (pending, notified, in progress).
+fn unfinished(c: &DeviceCounts) -> i64 {
+    c.pending + c.notified + c.in_progress
+}
+
+fn condition<'a>(
+    status: &'a RolloutStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions::find_condition(&status.conditions, type_)
+}
+
+/// What the rollout waits for, in words with the command that acts on it; `None` when it
+/// waits for nothing (complete, aborted, or no status yet).
+pub fn waiting_for(rollout: &Rollout, now: Timestamp) -> Option<String> {
+    let status = rollout.status.as_ref()?;
+    let name = rollout.name_any();
+    match status.phase.unwrap_or_default() {
+        RolloutPhase::Complete | RolloutPhase::Aborted => return None,
+        _ => {}
+    }
+    if let Some(pause) = &status.pause {
+        return Some(match pause.reason.as_str() {
+            reason::WAITING_FOR_APPROVAL => format!(
+                "approval of wave {}: kubectl otau approve {name}",
+                status.current_wave + 1
+            ),
+            reason::PAUSED_BY_USER if rollout.spec.paused => {
+                format!("spec.paused to be set to false (where {name} is defined, e.g. Git)")
+            }
+            reason::PAUSED_BY_USER => format!("a resume: kubectl otau resume {name}"),
+            reason::FAILURE_THRESHOLD_EXCEEDED => format!(
+                "a person: kubectl otau resume {name} accepts the failures so far, kubectl otau abort {name} stops"
+            ),
+            other => format!("{other} to be lifted"),
+        });
+    }
+    if let Some(ready) = condition(status, conditions::READY)
+        && ready.reason == TARGET_CONFLICT
+    {
+        return Some(format!("another rollout: {}", ready.message));
+    }
+    let current = current_wave(status);
+    if let Some(progressing) = condition(status, conditions::PROGRESSING)
+        && progressing.reason == reason::SOAKING
+        && let Some(soak_until) = current.and_then(|w| w.soak_until.as_ref())
+    {
+        return Some(format!(
+            "the soak of wave {} to end ({})",
+            status.current_wave,
+            until(soak_until, now)
+        ));
+    }
+    if let Some(wave) = current {
+        let left = unfinished(&wave.counts);
+        if left > 0 {
+            return Some(format!(
+                "{left} device{} of wave {} to finish",
+                if left == 1 { "" } else { "s" },
+                wave.number
+            ));
+        }
+    }
+    condition(status, conditions::READY).map(|c| c.message.clone())
+}
+
+fn current_wave(status: &RolloutStatus) -> Option<&WaveStatus> {
+    status
+        .waves
+        .iter()
+        .find(|w| w.number == status.current_wave)
+}
+
+fn count(style: &Style, n: i64, tone: Tone) -> String {
+    if n > 0 {
+        style.paint(tone, &n.to_string())
+    } else {
+        n.to_string()
+    }
+}
+
+/// The full status view of `rollout` at `now`.
+pub fn status_view(rollout: &Rollout, now: Timestamp, style: &Style) -> String {
+    let mut out = String::new();
+    let name = rollout.name_any();
+    let namespace = rollout.namespace().unwrap_or_default();
+    let status = rollout.status.clone().unwrap_or_default();
+    let field = |out: &mut String, key: &str, value: &str| {
+        let _ = writeln!(out, "{:<15}{value}", format!("{key}:"));
+    };
+    field(&mut out, "Name", &name);
+    field(&mut out, "Namespace", &namespace);
+    field(&mut out, "Package", &rollout.spec.package_ref.name);
+    field(&mut out, "Phase", &phase_text(phase(rollout), style));
+    if let Some(ready) = condition(&status, conditions::READY) {
+        field(&mut out, "Message", &ready.message);
+    }
+    if let Some(waiting) = waiting_for(rollout, now) {
+        field(&mut out, "Waiting for", &style.paint(Tone::Warn, &waiting));
+    }
+    let total_waves = rollout.spec.waves.len();
+    field(
+        &mut out,
+        "Wave",
+        &format!("{} of {total_waves}", status.current_wave),
+    );
+    let t = &status.totals;
+    field(&mut out, "Targets", &format!("{} devices", t.targeted));
+    let finished = t.succeeded + t.failed + t.aborted + t.timed_out;
+    let rate = match &status.success_rate {
+        Some(rate) => {
+            let tone = if t.failed + t.aborted + t.timed_out > 0 {
+                Tone::Warn
+            } else {
+                Tone::Good
+            };
+            format!(
+                "{} ({} of {finished} finished devices succeeded)",
+                style.paint(tone, rate),
+                t.succeeded
+            )
+        }
+        None => "- (no device finished yet)".to_owned(),
+    };
+    field(&mut out, "Success rate", &rate);
+    field(&mut out, "Devices", &totals_line(t));
+    if let Some(at) = &status.last_progress_at {
+        field(
+            &mut out,
+            "Last progress",
+            &format!("{} ago", age(Some(at), now)),
+        );
+    }
+
+    out.push_str("\nConditions:\n");
+    if status.conditions.is_empty() {
+        out.push_str("  (none yet: the operator has not written a status)\n");
+    } else {
+        let rows: Vec<Vec<String>> = status
+            .conditions
+            .iter()
+            .map(|c| {
+                let tone = match (c.type_.as_str(), c.status.as_str()) {
+                    ("Stalled", "True") => Tone::Bad,
+                    ("Paused", "True") => Tone::Warn,
+                    (_, "True") => Tone::Good,
+                    _ => Tone::Dim,
+                };
+                vec![
+                    c.type_.clone(),
+                    style.paint(tone, &c.status),
+                    c.reason.clone(),
+                    age(Some(&c.last_transition_time), now),
+                    c.message.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            "  ",
+            &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"],
+            &rows,
+        ));
+    }
+
+    out.push_str("\nWaves:\n");
+    out.push_str(&wave_table(rollout, &status, now, style));
+
+    if !status.recent_failures.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nRecent failures ({} shown, newest first):",
+            status.recent_failures.len()
+        );
+        let rows: Vec<Vec<String>> = status
+            .recent_failures
+            .iter()
+            .map(|f| {
+                vec![
+                    f.identity.clone(),
+                    style.paint(Tone::Bad, &f.status),
+                    age(Some(&f.at), now),
+                    f.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table("  ", &["DEVICE", "STATUS", "AGE", "MESSAGE"], &rows));
+    }
+    out
+}
+
+/// `pending 3, notified 2, ...`: every non-zero device count (all of them while nothing is
+/// targeted).
+pub fn totals_line(t: &DeviceCounts) -> String {
+    let parts = [
+        ("pending", t.pending),
+        ("notified", t.notified),
+        ("in progress", t.in_progress),
+        ("succeeded", t.succeeded),
+        ("failed", t.failed),
+        ("aborted", t.aborted),
+        ("timed out", t.timed_out),
+        ("skipped", t.skipped),
+        ("invalid", t.invalid),
+    ];
+    let shown: Vec<String> = parts
+        .iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(word, n)| format!("{n} {word}"))
+        .collect();
+    if shown.is_empty() {
+        "none".to_owned()
+    } else {
+        shown.join(", ")
+    }
+}
+
+fn wave_table(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: &Style) -> String {
+    let cumulative = status
+        .plan
+        .as_ref()
+        .map(|p| p.cumulative.clone())
+        .unwrap_or_default();
+    let approved = rollout
+        .spec
+        .approved_waves
+        .max(status.acted_on.approved_wave);
+    let mut rows = Vec::new();
+    for (i, wave) in rollout.spec.waves.iter().enumerate() {
+        let number = i as i32 + 1;
+        let mut label = number.to_string();
+        if let Some(name) = &wave.name {
+            label.push_str(&format!(" {name}"));
+        }
+        if wave.require_approval {
+            label.push_str(if approved >= number {
+                " (approved)"
+            } else {
+                " (gated)"
+            });
+        }
+        let planned = match (
+            cumulative.get(i),
+            i.checked_sub(1).map(|p| cumulative.get(p)),
+        ) {
+            (Some(c), Some(Some(p))) => (c - p).to_string(),
+            (Some(c), None) => c.to_string(),
+            _ => "-".to_owned(),
+        };
+        let started = status.waves.iter().find(|w| w.number == number);
+        let row = match started {
+            Some(w) => {
+                let c = &w.counts;
+                let completed = match (&w.completed_at, &w.soak_until) {
+                    (Some(done), Some(soak)) if soak.0 > now => {
+                        format!("{} (soak {})", age(Some(done), now), until(soak, now))
+                    }
+                    (Some(done), _) => age(Some(done), now),
+                    (None, _) => "-".to_owned(),
+                };
+                vec![
+                    if number == status.current_wave {
+                        style.paint(Tone::Busy, &label)
+                    } else {
+                        label
+                    },
+                    c.targeted.to_string(),
+                    c.pending.to_string(),
+                    c.notified.to_string(),
+                    c.in_progress.to_string(),
+                    count(style, c.succeeded, Tone::Good),
+                    count(style, c.failed + c.aborted + c.invalid, Tone::Bad),
+                    count(style, c.timed_out, Tone::Bad),
+                    age(w.started_at.as_ref(), now),
+                    completed,
+                ]
+            }
+            None => {
+                let mut row = vec![label, planned];
+                row.extend(std::iter::repeat_n("-".to_owned(), 6));
+                row.push(style.paint(Tone::Dim, "not started"));
+                row.push(String::new());
+                row
+            }
+        };
+        rows.push(row);
+    }
+    table(
+        "  ",
+        &[
+            "WAVE",
+            "SIZE",
+            "PENDING",
+            "NOTIFIED",
+            "IN PROGRESS",
+            "SUCCEEDED",
+            "FAILED",
+            "TIMED OUT",
+            "STARTED",
+            "COMPLETED",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rollout::{PauseInfo, RolloutSpec, WavePlan};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).expect("time"))
+    }
+
+    fn rollout(status: RolloutStatus) -> Rollout {
+        let spec: RolloutSpec = serde_yaml::from_str(
+            "packageRef: {name: fw}\ntargets: {tags: [{name: fleet, value: a}]}\nwaves:\n  - {percent: 50}\n  - {percent: 100, requireApproval: true}\n",
+        )
+        .expect("spec");
+        let mut r = Rollout::new("fw-2-1", spec);
+        r.metadata.namespace = Some("fleet".into());
+        r.status = Some(status);
+        r
+    }
+
+    fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: at(1_000),
+            observed_generation: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_rollout_waiting_for_approval_says_so_with_the_command() {
+        let counts = DeviceCounts {
+            targeted: 10,
+            succeeded: 9,
+            failed: 1,
+            ..DeviceCounts::default()
+        };
+        let r = rollout(RolloutStatus {
+            phase: Some(RolloutPhase::Paused),
+            current_wave: 1,
+            conditions: vec![
+                cond(
+                    "Ready",
+                    "False",
+                    "WaitingForApproval",
+                    "wave 2 waits for approval",
+                ),
+                cond(
+                    "Paused",
+                    "True",
+                    "WaitingForApproval",
+                    "wave 2 waits for approval",
+                ),
+            ],
+            pause: Some(PauseInfo {
+                reason: "WaitingForApproval".into(),
+                since: at(1_000),
+                generation: Some(1),
+            }),
+            plan: Some(WavePlan {
+                targets: 20,
+                cumulative: vec![10, 20],
+            }),
+            waves: vec![WaveStatus {
+                number: 1,
+                counts: counts.clone(),
+                started_at: Some(at(900)),
+                completed_at: Some(at(1_000)),
+                ..WaveStatus::default()
+            }],
+            totals: DeviceCounts {
+                targeted: 20,
+                pending: 10,
+                ..counts.clone()
+            },
+            success_rate: Some("90.0%".into()),
+            ..RolloutStatus::default()
+        });
+        let now = Timestamp::from_second(1_060).expect("now");
+        let text = status_view(&r, now, &Style::plain());
+        assert!(text.contains("Phase:         ॥ Paused\n"), "{text}");
+        assert!(
+            text.contains("Waiting for:   approval of wave 2: kubectl otau approve fw-2-1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Success rate:  90.0% (9 of 10 finished devices succeeded)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Devices:       10 pending, 9 succeeded, 1 failed\n"),
+            "{text}"
+        );
+        let wave1 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("1 "))
+            .expect("wave 1");
+        assert_eq!(
+            wave1.split_whitespace().collect::<Vec<_>>(),
+            ["1", "10", "0", "0", "0", "9", "1", "0", "2m40s", "60s"]
+        );
+        let wave2 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("2 "))
+            .expect("wave 2");
+        assert!(
+            wave2.contains("(gated)") && wave2.contains("not started"),
+            "{wave2}"
+        );
+        assert_eq!(
+            wave2.split_whitespace().nth(2),
+            Some("10"),
+            "planned size from the plan: {wave2}"
+        );
+    }
+
+    #[test]
+    fn complete_and_aborted_wait_for_nothing_and_running_counts_what_is_left() {
+        let now = Timestamp::from_second(2_000).expect("now");
+        let done = rollout(RolloutStatus {
+            phase: Some(RolloutPhase::Complete),
+            ..RolloutStatus::default()
+        });
+        assert_eq!(waiting_for(&done, now), None);
+        assert!(has_ended(&done));
+        let running = rollout(RolloutStatus {
+            phase: Some(RolloutPhase::Progressing),
+            current_wave: 1,
+            waves: vec![WaveStatus {
+                number: 1,
+                counts: DeviceCounts {
+                    targeted: 5,
+                    notified: 2,
+                    in_progress: 1,
+                    succeeded: 2,
+                    ..DeviceCounts::default()
+                },
+                ..WaveStatus::default()
+            }],
+            ..RolloutStatus::default()
+        });
+        assert_eq!(
+            waiting_for(&running, now).as_deref(),
+            Some("3 devices of wave 1 to finish")
+        );
+        assert!(!has_ended(&running));
+        let colour = status_view(&running, now, &Style { colour: true });
+        assert!(colour.contains("\x1b[36m◌ Progressing\x1b[0m"), "{colour}");
+        assert!(!status_view(&running, now, &Style::plain()).contains('\x1b'));
+    }
+}
