@@ -8,13 +8,23 @@
 //! - notifications per second (emulator ground truth: first to last `config_otau` write);
 //! - platform calls per device (the operator's `otau_platform_requests_total` / N);
 //! - time from the last device's final report to `Complete` in the Rollout's status;
-//! - the operator's resident memory before the Rollout and at its peak, and per device.
+//! - report -> status latency, p50/p99/max: for the k-th device to succeed (its final
+//!   `otau_in` timestamp in the emulator), the time the Rollout status, observed through a
+//!   watch, first counted k successes;
+//! - the operator's resident memory before the Rollout, at its peak and after `Complete`, and
+//!   the peak growth per device.
 //!
-//! Build and run (not part of `cargo test`):
+//! `--push` turns on the operator's push receiver (`--push-addr`), points the emulator's
+//! webhook delivery at it (signed with the connector's key) and sets both poll intervals to an
+//! hour, so after the first listing only push can move the status.
+//!
+//! Build and run (not part of `cargo test`; `hack/rollout-bench.sh` does both):
 //!
 //! ```sh
-//! cargo build --release --bins
+//! cargo build --release --bin otau-operator --bin rollout-bench
 //! target/release/rollout-bench --devices 100000
+//! target/release/rollout-bench --devices 20000 --push
+//! target/release/rollout-bench --devices 1000000 --timeout 7200
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -24,15 +34,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use futures::StreamExt;
 use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
 use otau_operator::api::Rollout;
 use otau_operator::emulator::clock::SystemClock;
 use otau_operator::emulator::fleet::{Fleet, FleetOptions, Profile};
 use otau_operator::emulator::model::{Model, ModelConfig};
 use otau_operator::emulator::server::{self, AppState, ServerOptions};
+use otau_operator::emulator::webhook::{
+    WebhookConfig, WebhookDelivery, WebhookSecret, WebhookTarget,
+};
 
 const CID: &str = "bench0rollout000";
 const TOKEN: &str = "b3nchb3nchb3nchb3nchb3nchb3nchb3nchb3nch";
+const WEBHOOK_KEY: &str = "bench-webhook-key-0123456789abcdef";
 
 /// Arguments.
 #[derive(Debug, Parser)]
@@ -58,6 +74,10 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3600)]
     timeout: u64,
+    /// Device status by push: the operator's push receiver on, the emulator's webhook pointed
+    /// at it, poll intervals of an hour (only the first listing is a poll).
+    #[arg(long)]
+    push: bool,
 }
 
 fn repo_root() -> PathBuf {
@@ -187,8 +207,102 @@ async fn main() {
     }
 }
 
+/// Microseconds since the Unix epoch (the emulator's clock is the system clock too).
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// What the watch saw of the Rollout's status: (time µs, succeeded) at each change of the
+/// count, and whether `Complete` is true.
+#[derive(Default)]
+struct Observed {
+    succeeded: Vec<(i64, i64)>,
+    complete: bool,
+}
+
+/// Watches the Rollout `bench` and records every change of its succeeded count.
+fn watch_status(api: Api<Rollout>) -> Arc<std::sync::Mutex<Observed>> {
+    let observed = Arc::new(std::sync::Mutex::new(Observed::default()));
+    let out = observed.clone();
+    tokio::spawn(async move {
+        let stream = watcher(
+            api,
+            watcher::Config::default().fields("metadata.name=bench"),
+        )
+        .default_backoff()
+        .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            let at = now_micros();
+            let Ok(rollout) = item else { continue };
+            let Some(status) = rollout.status else {
+                continue;
+            };
+            let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+            let count = status.totals.succeeded;
+            if o.succeeded.last().is_none_or(|&(_, last)| last != count) {
+                o.succeeded.push((at, count));
+            }
+            o.complete = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True");
+        }
+    });
+    observed
+}
+
+/// Report -> status latencies (s): for the k-th final report (sorted times, µs), the first
+/// status observation counting at least k successes, minus the report's time.
+fn report_latencies(reports: &[i64], observed: &[(i64, i64)]) -> Vec<f64> {
+    let mut latencies = Vec::with_capacity(reports.len());
+    let mut o = 0;
+    for (k, &reported) in reports.iter().enumerate() {
+        let k = k as i64 + 1;
+        while o < observed.len() && observed[o].1 < k {
+            o += 1;
+        }
+        let Some(&(seen, _)) = observed.get(o) else {
+            break;
+        };
+        latencies.push((seen - reported) as f64 / 1e6);
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Waits (with a deadline) for the operator's log line `message` and returns its address.
+async fn wait_for_addr(log: &Path, message: &str) -> Result<String, String> {
+    let started = Instant::now();
+    loop {
+        if let Some(a) = logged_addr(log, message) {
+            return Ok(a);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "the operator did not log {message:?}; see {}",
+                log.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let n = args.devices;
+    if n == 0 {
+        return Err("--devices must be at least 1".into());
+    }
     eprintln!("starting the control plane");
     let cp = ControlPlane::start()?;
 
@@ -227,6 +341,11 @@ async fn run(args: Args) -> Result<(), String> {
         std::env::temp_dir().join(format!("otau-rollout-bench-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     cp.kubectl(&["create", "namespace", "bench"], "")?;
+    let (push_addr, poll_active, poll_idle) = if args.push {
+        ("127.0.0.1:0", "1h", "1h")
+    } else {
+        ("off", args.poll_interval.as_str(), "30s")
+    };
     let mut operator = Command::new(&operator_bin)
         .arg("run")
         .arg("--kubeconfig")
@@ -239,7 +358,7 @@ async fn run(args: Args) -> Result<(), String> {
         ])
         .args([
             "--push-addr",
-            "off",
+            push_addr,
             "--log-format",
             "json",
             "--log-level",
@@ -247,9 +366,9 @@ async fn run(args: Args) -> Result<(), String> {
         ])
         .args([
             "--poll-interval-active",
-            &args.poll_interval,
+            poll_active,
             "--poll-interval-idle",
-            "30s",
+            poll_idle,
         ])
         .args(["--write-concurrency", &args.write_concurrency.to_string()])
         .args(["--instance", "bench"])
@@ -258,19 +377,47 @@ async fn run(args: Args) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("{}: {e}", operator_bin.display()))?;
     let pid = operator.id();
-    let started = Instant::now();
-    let metrics_addr = loop {
-        if let Some(a) = logged_addr(&log_path, "metrics and health server listening") {
-            break a;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(format!(
-                "the operator did not start; see {}",
-                log_path.display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let result = measure(&args, &cp, &model, &running.base_url, pid, &log_path).await;
+    let _ = operator.kill();
+    let _ = operator.wait();
+    fleet.stop();
+    running.shutdown().await;
+    if result.is_err() {
+        eprintln!("operator log: {}", log_path.display());
+    }
+    result
+}
+
+async fn measure(
+    args: &Args,
+    cp: &ControlPlane,
+    model: &Model,
+    emulator_url: &str,
+    pid: u32,
+    log_path: &Path,
+) -> Result<(), String> {
+    let n = args.devices;
+    let metrics_addr = wait_for_addr(log_path, "metrics and health server listening").await?;
+    let webhook = if args.push {
+        let addr = wait_for_addr(log_path, "push receiver listening").await?;
+        let mut config = WebhookConfig {
+            queue_capacity: 1_000_000,
+            max_in_flight: 64,
+            ..WebhookConfig::default()
+        };
+        config.targets.insert(
+            CID.to_string(),
+            WebhookTarget {
+                url: url::Url::parse(&format!("http://{addr}/hooks/device2"))
+                    .map_err(|e| e.to_string())?,
+                secret: WebhookSecret::new(WEBHOOK_KEY.as_bytes().to_vec()),
+            },
+        );
+        Some(WebhookDelivery::start(model, config).map_err(|e| format!("webhook: {e}"))?)
+    } else {
+        None
     };
+    // Let the operator settle (caches synced) before the idle figure.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(pid);
 
@@ -279,16 +426,25 @@ async fn run(args: Args) -> Result<(), String> {
         .iter()
         .map(|p| format!("    - percent: {p}\n"))
         .collect();
+    let webhook_yaml = if args.push {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: webhook}}\nstringData: {{hmacKey: {WEBHOOK_KEY}}}\n---\n"
+        )
+    } else {
+        String::new()
+    };
+    let webhook_ref = if args.push {
+        "  webhook: {secretRef: {name: webhook}}\n"
+    } else {
+        ""
+    };
     let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: token}}\nstringData: {{token: {TOKEN}}}\n---\n\
-apiVersion: otau.dev/v1alpha1\nkind: IoTConnector\nmetadata: {{name: emulator}}\nspec:\n  productId: {CID}\n  managementUrl: {base}/api:1/\n  allowInsecureHttp: true\n  tokenSecretRef: {{name: token}}\n  rateLimit: {{requestsPerSecond: {rate}, burst: {rate}}}\n---\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: token}}\nstringData: {{token: {TOKEN}}}\n---\n{webhook_yaml}\
+apiVersion: otau.dev/v1alpha1\nkind: IoTConnector\nmetadata: {{name: emulator}}\nspec:\n  productId: {CID}\n  managementUrl: {emulator_url}/api:1/\n  allowInsecureHttp: true\n  tokenSecretRef: {{name: token}}\n{webhook_ref}  rateLimit: {{requestsPerSecond: {rate}, burst: {rate}}}\n---\n\
 apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata: {{name: fw}}\nspec:\n  connectorRef: {{name: emulator}}\n  version: 2.0.0\n  links: [\"https://vendor.example.com/fw.img\"]\n---\n\
 apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n  packageRef: {{name: fw}}\n  targets:\n    tags: [{{name: fleet, value: bench}}]\n  waves:\n{waves}  policy:\n    deviceTimeout: 30m\n    failureThreshold: {{percent: 100}}\n",
-        base = running.base_url,
         rate = args.rate,
     );
-    cp.kubectl(&["apply", "--server-side", "-n", "bench", "-f", "-"], &yaml)?;
-    let applied = Instant::now();
 
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(&cp.kubeconfig).map_err(|e| e.to_string())?,
@@ -297,45 +453,68 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
     .await
     .map_err(|e| e.to_string())?;
     let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-    let api: Api<Rollout> = Api::namespaced(client, "bench");
+    let observed = watch_status(Api::namespaced(client, "bench"));
+    cp.kubectl(&["apply", "--server-side", "-n", "bench", "-f", "-"], &yaml)?;
+    let applied = Instant::now();
+
     let mut rss_peak = rss_idle;
+    let mut next_progress = Instant::now() + Duration::from_secs(30);
     let complete_at = loop {
         rss_peak = rss_peak.max(rss_kib(pid));
-        if let Ok(r) = api.get("bench").await
-            && r.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Complete" && c.status == "True")
-            })
-        {
+        let (complete, succeeded) = {
+            let o = observed.lock().unwrap_or_else(|e| e.into_inner());
+            (o.complete, o.succeeded.last().map_or(0, |&(_, c)| c))
+        };
+        if complete {
             break Instant::now();
         }
-        if applied.elapsed() > Duration::from_secs(args.timeout) {
-            let _ = operator.kill();
-            return Err("the Rollout did not complete in time".into());
+        if Instant::now() >= next_progress {
+            eprintln!(
+                "{:.0} s: {succeeded} of {n} succeeded; operator RSS {:.1} MiB (peak {:.1})",
+                applied.elapsed().as_secs_f64(),
+                rss_kib(pid) as f64 / 1024.0,
+                rss_peak as f64 / 1024.0
+            );
+            next_progress += Duration::from_secs(30);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        if applied.elapsed() > Duration::from_secs(args.timeout) {
+            return Err(format!(
+                "the Rollout did not complete in {} s ({succeeded} of {n} succeeded)",
+                args.timeout
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     rss_peak = rss_peak.max(rss_kib(pid));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss_kib(pid);
 
     let conn = model.connector(CID).ok_or("the connector is gone")?;
     let truth = conn.ground_truth_all();
     let writes: usize = truth.values().map(Vec::len).sum();
     let first = truth.values().flatten().map(|w| w.at).min().unwrap_or(0);
     let last = truth.values().flatten().map(|w| w.at).max().unwrap_or(0);
-    let mut last_report = 0i64;
+    let mut reports: Vec<i64> = Vec::with_capacity(truth.len());
     for id in truth.keys() {
         if let Ok(state) = conn.state(id)
             && let Some(r) = state.get("otau_in")
         {
-            last_report = last_report.max(r.timestamp);
+            let raw = r.reported.as_deref().or(r.set.as_deref());
+            if otau_operator::otau::classify(raw, "2.0.0")
+                == otau_operator::otau::Classification::Succeeded
+            {
+                reports.push(r.timestamp);
+            }
         }
     }
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
+    reports.sort_unstable();
+    let last_report = reports.last().copied().unwrap_or(0);
     let report_to_complete =
-        (now_us - last_report) as f64 / 1e6 - complete_at.elapsed().as_secs_f64();
+        (now_micros() - last_report) as f64 / 1e6 - complete_at.elapsed().as_secs_f64();
+    let latencies = {
+        let o = observed.lock().unwrap_or_else(|e| e.into_inner());
+        report_latencies(&reports, &o.succeeded)
+    };
     let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
         .await
         .map_err(|e| e.to_string())?
@@ -351,8 +530,13 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     let write_secs = (last - first) as f64 / 1e6;
+    let mode = if args.push {
+        "push (poll intervals 1h)".to_owned()
+    } else {
+        format!("poll, interval {}", args.poll_interval)
+    };
     println!(
-        "devices: {n}; waves: {:?}; rate limit {} /s; write concurrency {}",
+        "devices: {n}; waves: {:?}; rate limit {} /s; write concurrency {}; {mode}",
         args.waves, args.rate, args.write_concurrency
     );
     println!(
@@ -372,19 +556,46 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
         calls / n as f64,
         list_calls
     );
+    println!("last final report -> Complete in status: {report_to_complete:.2} s");
     println!(
-        "last final report -> Complete in status (poll, interval {}): {:.2} s",
-        args.poll_interval, report_to_complete
+        "report -> status ({} successes, status watched): p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(f64::NAN)
     );
+    if let Some(webhook) = &webhook {
+        let s = webhook.stats().snapshot();
+        println!(
+            "webhook: {} queued, {} delivered, {} rejected, {} failed, {} dropped (queue full), {} lagged",
+            s.queued, s.delivered, s.rejected, s.failed, s.queue_full, s.lagged
+        );
+    }
     println!(
-        "operator RSS: {:.1} MiB idle, {:.1} MiB peak, {:.0} bytes per device",
+        "operator RSS: {:.1} MiB idle, {:.1} MiB peak, {:.1} MiB after Complete; peak growth {:.0} bytes per device",
         rss_idle as f64 / 1024.0,
         rss_peak as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
         (rss_peak.saturating_sub(rss_idle) * 1024) as f64 / n as f64
     );
-    let _ = operator.kill();
-    let _ = operator.wait();
-    fleet.stop();
-    running.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_pair_the_kth_report_with_the_first_status_counting_k() {
+        let reports = [100, 200, 300, 400];
+        let observed = [(50, 0), (250, 2), (1_300, 3), (2_400, 4)];
+        let l = report_latencies(&reports, &observed);
+        let expected = [50e-6, 150e-6, 1_000e-6, 2_000e-6];
+        assert_eq!(l.len(), 4);
+        for (a, b) in l.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-9, "{l:?}");
+        }
+        assert_eq!(percentile(&l, 50.0), l[1]);
+        assert_eq!(percentile(&l, 99.0), l[3]);
+    }
 }

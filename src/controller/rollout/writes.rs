@@ -69,7 +69,8 @@ pub struct Delivery {
     pub error: Option<PlatformError>,
     /// Identities whose write outcome is unknown.
     pub uncertain: Vec<String>,
-    /// Identities whose uncertainty was resolved by a read or a successful write.
+    /// Identities of `uncertain` whose uncertainty was resolved by a read or a successful
+    /// write (only those: a wave of a million devices is not copied here).
     pub resolved: Vec<String>,
 }
 
@@ -99,7 +100,7 @@ pub async fn deliver(
                 break;
             }
             let Some(n) = queue.next() else { break };
-            let check_first = uncertain.contains(&n.identity);
+            let check_first = check_first_of(uncertain, &n);
             let platform = platform.clone();
             let attempt_manifest = manifest.with_attempt(n.attempt);
             in_flight.push(async move {
@@ -117,7 +118,9 @@ pub async fn deliver(
                     otau_in: None,
                 };
                 subscription.lock().fold(&n.identity, &update);
-                delivery.resolved.push(n.identity.clone());
+                if check_first_of(uncertain, &n) {
+                    delivery.resolved.push(n.identity.clone());
+                }
                 WriteResult::Written
             }
             Ok(None) => WriteResult::Gone,
@@ -127,7 +130,9 @@ pub async fn deliver(
                     otau_in: None,
                 };
                 subscription.lock().fold(&n.identity, &update);
-                delivery.resolved.push(n.identity.clone());
+                if check_first_of(uncertain, &n) {
+                    delivery.resolved.push(n.identity.clone());
+                }
                 WriteResult::AlreadySet
             }
             Err(WriteError::Platform(e)) => {
@@ -161,6 +166,11 @@ pub async fn deliver(
     delivery
 }
 
+/// Whether `n` was in the uncertain set (read before written).
+fn check_first_of(uncertain: &HashSet<String>, n: &Notification) -> bool {
+    !uncertain.is_empty() && uncertain.contains(&n.identity)
+}
+
 enum WriteError {
     /// The value was already set (time of that value, µs).
     AlreadySet(Micros),
@@ -192,7 +202,7 @@ async fn write_one(
         .set_config_otau(&notification.identity, manifest)
         .await
     {
-        Ok(()) => Ok(Some(sent)),
+        Ok(()) => Ok(Some(crate::controller::failpoint::after_write(sent).await)),
         Err(PlatformError::NotFound { .. }) => Ok(None),
         Err(e) => Err(WriteError::Platform(e)),
     }
