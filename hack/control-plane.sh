@@ -30,11 +30,14 @@ Commands:
                      Default DIR: $DEFAULT_DIR
   down [DIR]         Stop the control plane that 'up' started in DIR.
   status [DIR]       Say whether a control plane runs in DIR (exit status 0 when it does).
-  run [--rm] DIR     Run in the foreground (what the test harness uses): start etcd and
+  run [--rm] [--audit-policy FILE] DIR
+                     Run in the foreground (what the test harness uses): start etcd and
                      kube-apiserver, write DIR/kubeconfig, print one JSON line on stdout
                      ({"kubeconfig": ..., "server": ..., ...}), then keep running until stdin
                      reaches end of file or SIGTERM/SIGINT arrives; then stop both processes.
                      --rm deletes DIR after stopping.
+                     --audit-policy FILE turns on the apiserver's audit log with that policy:
+                     one JSON event per line in DIR/audit.log (named "audit_log" in the JSON).
 
 Binaries (first match wins):
   \$KUBE_APISERVER, \$ETCD, \$KUBECTL   explicit paths to prebuilt binaries
@@ -89,6 +92,9 @@ ETCD_PID=""
 APISERVER_PID=""
 STDIN_WATCH_PID=""
 REMOVE_DIR=""
+# Extra kube-apiserver flags for the audit log (run --audit-policy); empty without it.
+AUDIT_ARGS=()
+AUDIT_LOG=""
 
 # stop_pid PID NAME: SIGTERM, wait up to STOP_TIMEOUT seconds, then SIGKILL.
 stop_pid() {
@@ -199,6 +205,7 @@ start_once() {
     --service-account-key-file="$dir/sa.key" \
     --service-account-signing-key-file="$dir/sa.key" \
     --token-auth-file="$dir/tokens.csv" \
+    "${AUDIT_ARGS[@]}" \
     </dev/null >"$dir/kube-apiserver.log" 2>&1 &
   APISERVER_PID=$!
   if ! wait_ready kube-apiserver "$APISERVER_PID" "$dir/kube-apiserver.log" \
@@ -245,10 +252,16 @@ EOF
 json_string() { python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
 
 cmd_run() {
-  local dir=""
+  local dir="" audit_policy=""
   while (($#)); do
     case $1 in
       --rm) REMOVE_DIR=yes ;;
+      --audit-policy)
+        (($# >= 2)) || die "run: --audit-policy needs a FILE"
+        [[ -f $2 ]] || die "run: --audit-policy $2 is not a file"
+        audit_policy=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+        shift
+        ;;
       -h | --help) usage; exit 0 ;;
       -*) die "run: unknown option $1 (see --help)" ;;
       *) [[ -z $dir ]] || die "run: only one DIR, got '$dir' and '$1'"; dir=$1 ;;
@@ -259,6 +272,12 @@ cmd_run() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   [[ -z $REMOVE_DIR ]] || REMOVE_DIR=$dir
+  if [[ -n $audit_policy ]]; then
+    # Blocking mode: an event is in the file before the response reaches the client.
+    AUDIT_LOG=$dir/audit.log
+    AUDIT_ARGS=(--audit-policy-file="$audit_policy" --audit-log-path="$AUDIT_LOG"
+      --audit-log-format=json --audit-log-mode=blocking --audit-log-maxsize=0)
+  fi
 
   ETCD_BIN=$(resolve_tool etcd ETCD)
   APISERVER_BIN=$(resolve_tool kube-apiserver KUBE_APISERVER)
@@ -302,9 +321,9 @@ cmd_run() {
   local ready_ms=$(($(date +%s%3N) - START_MS))
   log "ready in ${ready_ms} ms (etcd ${ETCD_READY_MS} ms): $SERVER, kubeconfig $dir/kubeconfig"
 
-  printf '{"kubeconfig": %s, "server": %s, "etcd": %s, "dir": %s, "pid": %d, "startup_ms": %d}\n' \
+  printf '{"kubeconfig": %s, "server": %s, "etcd": %s, "dir": %s, "pid": %d, "startup_ms": %d, "audit_log": %s}\n' \
     "$(json_string "$dir/kubeconfig")" "$(json_string "$SERVER")" "$(json_string "$ETCD_URL")" \
-    "$(json_string "$dir")" "$$" "$ready_ms"
+    "$(json_string "$dir")" "$$" "$ready_ms" "$(json_string "$AUDIT_LOG")"
 
   # Keep running until stdin closes (the parent died, however it died) or a signal arrives.
   # A background job's stdin is /dev/null unless redirected, hence the explicit <&0 copy.

@@ -1,1 +1,566 @@
-//! The chart's RBAC against the apiserver's audit log of an end-to-end rollout.
+//! The chart's RBAC is enough and no more: the operator binary runs as the chart's
+//! ServiceAccount (a `kubectl create token` kubeconfig, no admin), bound only by the rendered
+//! ClusterRoles/Roles, through an end-to-end rollout against the emulator and a package
+//! deletion (the finalizer path). The apiserver's audit log of that run must show no denied
+//! request, and every verb on every resource the chart grants.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use otau_operator::emulator::clock::{Clock, SystemClock};
+use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
+use otau_operator::emulator::model::{Model, ModelConfig};
+use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
+
+use crate::chart::{RELEASE, documents, render};
+use crate::support::{ControlPlane, tool, wait_for};
+
+/// The connector (product) id.
+const CID: &str = "rbac0rollout0000";
+/// The management token the emulator accepts.
+const MTOKEN: &str = "4bac4bac4bac4bac4bac4bac4bac4bac4bac4bac";
+/// Devices in the fleet.
+const DEVICES: u64 = 300;
+/// How long one step of the scenario may take.
+const DEADLINE: Duration = Duration::from_secs(240);
+
+/// One permission: (API group, resource[/subresource], verb).
+type Permission = (String, String, String);
+
+/// The emulator with a running fleet of [`DEVICES`] devices on version 1.0.0.
+struct Emulator {
+    base: String,
+    fleet: Option<FleetHandle>,
+    _server: RunningServer,
+}
+
+impl Emulator {
+    async fn start() -> Emulator {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let model = Model::new(
+            ModelConfig {
+                management_tokens: vec![MTOKEN.to_string()],
+                ..ModelConfig::default()
+            },
+            clock,
+        );
+        model.add_connector(CID).expect("connector");
+        let state = AppState {
+            model: model.clone(),
+            options: Arc::new(ServerOptions {
+                default_connector: Some(CID.to_string()),
+                ..ServerOptions::default()
+            }),
+        };
+        let running = server::start("127.0.0.1:0".parse().expect("addr"), state)
+            .await
+            .expect("start the emulator");
+        let profile = Profile::from_yaml(&format!(
+            "seed: 9\ngroups:\n  - name: g\n    count: {DEVICES}\n    identity_prefix: rbac-\n    version: \"1.0.0\"\n    tags: [{{name: fleet, value: rbac}}]\n    behaviour:\n      durations: {{step: 20ms, test: 50ms, download: 50ms, install: 100ms, reboot: 50ms}}\n"
+        ))
+        .expect("profile");
+        let fleet = Fleet::start(&model, CID, &profile, &FleetOptions::default()).expect("fleet");
+        Emulator {
+            base: running.base_url.clone(),
+            fleet: Some(fleet),
+            _server: running,
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(fleet) = self.fleet.take() {
+            fleet.stop();
+        }
+    }
+}
+
+/// The operator process; killed when dropped (a failing test leaves nothing running).
+struct OperatorProcess {
+    child: Child,
+    logs: Arc<Mutex<String>>,
+}
+
+impl OperatorProcess {
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// SIGTERM, then waits for the exit (graceful shutdown releases the Lease and closes the
+    /// watches, so their audit events are written).
+    async fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let child = &mut self.child;
+        let mut exited = false;
+        wait_for(
+            Duration::from_secs(60),
+            "the operator to exit after SIGTERM",
+            || {
+                exited = exited || !matches!(child.try_wait(), Ok(None));
+                let done = exited;
+                async move { done }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether this operator build has `--leader-elect` (the flag lands with leader election).
+fn operator_has_leader_election() -> bool {
+    let out = Command::new(env!("CARGO_BIN_EXE_otau-operator"))
+        .args(["run", "--help"])
+        .output()
+        .expect("otau-operator run --help");
+    String::from_utf8_lossy(&out.stdout).contains("--leader-elect")
+}
+
+/// A kubeconfig for the control plane that authenticates with `token` only.
+fn service_account_kubeconfig(cp: &ControlPlane, token: &str, dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let ca = cp.dir().join("certs/apiserver.crt");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n  - name: local\n    cluster:\n      server: {}\n      certificate-authority: {}\nusers:\n  - name: operator\n    user:\n      token: {token}\ncontexts:\n  - name: operator\n    context:\n      cluster: local\n      user: operator\ncurrent-context: operator\n",
+        cp.server(),
+        ca.display()
+    );
+    std::fs::write(&path, text).expect("write the ServiceAccount kubeconfig");
+    path
+}
+
+/// Starts `otau-operator run` with `kubeconfig` for every namespace (the chart's default), as
+/// the pod `pod` in `namespace`; waits for `/readyz`.
+async fn start_operator(
+    kubeconfig: &Path,
+    namespace: &str,
+    pod: &str,
+    leader_elect: bool,
+) -> OperatorProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+    command
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(["--push-addr", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .args(["--poll-interval-active", "1s"])
+        .args(["--poll-interval-idle", "3s"])
+        .args(["--status-min-interval", "300ms"])
+        .args(["--platform-initial-backoff", "100ms"])
+        .args(["--error-backoff-max", "2s"]);
+    if leader_elect {
+        command.args([
+            "--leader-elect",
+            "--lease-name",
+            RELEASE,
+            "--lease-duration",
+            "4s",
+            "--lease-renew-deadline",
+            "3s",
+        ]);
+    }
+    command
+        .env("POD_NAME", pod)
+        .env("POD_NAMESPACE", namespace)
+        .env_remove("KUBECONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start the operator binary");
+    let logs = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let operator = OperatorProcess { child, logs };
+    let metrics = {
+        let logs = operator.logs.clone();
+        move || {
+            let text = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            text.lines().find_map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                (v["message"] == "metrics and health server listening")
+                    .then(|| v["addr"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+        }
+    };
+    let logs = operator.logs.clone();
+    wait_for(DEADLINE, "the operator to log its metrics address", || {
+        let found = metrics().is_some();
+        let text = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(
+            !text.contains("\"level\":\"ERROR\"") || found,
+            "the operator failed to start:\n{text}"
+        );
+        async move { found }
+    })
+    .await;
+    let url = format!("http://{}/readyz", metrics().expect("address"));
+    wait_for(
+        DEADLINE,
+        "the operator (as the ServiceAccount) to be ready",
+        || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        },
+    )
+    .await;
+    operator
+}
+
+/// `kubectl` as the admin, with `stdin`; returns stdout (panics on failure).
+fn admin(cp: &ControlPlane, args: &[&str], stdin: &str) -> String {
+    cp.kubectl_output(args, stdin)
+}
+
+/// The Warning events with `reason` in `namespace` that were repeated (series count >= 2):
+/// the Recorder patched them.
+fn repeated_events(cp: &ControlPlane, namespace: &str, reason: &str) -> usize {
+    let text = admin(
+        cp,
+        &["get", "events.events.k8s.io", "-n", namespace, "-o", "json"],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("events JSON");
+    v["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["reason"] == reason && e["series"]["count"].as_u64().unwrap_or(0) >= 2)
+        .count()
+}
+
+/// The permissions the rendered ClusterRoles and Roles grant, rule by rule.
+fn granted(rendered: &str) -> BTreeSet<Permission> {
+    let mut out = BTreeSet::new();
+    for doc in documents(rendered) {
+        if doc["kind"] != "ClusterRole" && doc["kind"] != "Role" {
+            continue;
+        }
+        for rule in doc["rules"].as_sequence().expect("rules") {
+            let list = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_sequence()
+                    .map(|s| {
+                        s.iter()
+                            .map(|v| v.as_str().expect("string").to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            for group in list("apiGroups") {
+                for resource in list("resources") {
+                    for verb in list("verbs") {
+                        out.insert((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What `user` did according to the audit log: the permissions it used, and the requests the
+/// apiserver denied (as readable lines).
+fn audited(log: &Path, user: &str) -> (BTreeSet<Permission>, Vec<String>) {
+    let text = std::fs::read_to_string(log)
+        .unwrap_or_else(|e| panic!("reading the audit log {}: {e}", log.display()));
+    let mut used = BTreeSet::new();
+    let mut denied = Vec::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if event["user"]["username"] != user {
+            continue;
+        }
+        let object = &event["objectRef"];
+        let Some(resource) = object["resource"].as_str() else {
+            // Discovery and other non-resource URLs (/api, /apis, /version).
+            continue;
+        };
+        let resource = match object["subresource"].as_str() {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_owned(),
+        };
+        let group = object["apiGroup"].as_str().unwrap_or("").to_owned();
+        let verb = event["verb"].as_str().unwrap_or("").to_owned();
+        if event["responseStatus"]["code"] == 403 {
+            denied.push(format!(
+                "{verb} {group}/{resource} {} {}",
+                object["namespace"].as_str().unwrap_or("-"),
+                object["name"].as_str().unwrap_or("-")
+            ));
+        } else {
+            used.insert((group, resource, verb));
+        }
+    }
+    (used, denied)
+}
+
+/// Takes and renews the Lease the way a leader does (get, create, update), as the
+/// ServiceAccount with kubectl: used only when the operator has no `--leader-elect` yet, so
+/// the chart's Lease rule is still checked against the audit log.
+fn exercise_lease_rule(kubeconfig: &Path, namespace: &str) {
+    let kubectl = |args: &[&str], stdin: &str| -> String {
+        use std::io::Write;
+        let mut child = Command::new(tool("kubectl"))
+            .env_remove("KUBECONFIG")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["-n", namespace])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin");
+        let out = child.wait_with_output().expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} as the ServiceAccount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let lease = format!(
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {RELEASE}\nspec:\n  holderIdentity: rbac-pod-0\n  leaseDurationSeconds: 15\n"
+    );
+    kubectl(&["create", "-f", "-"], &lease);
+    let current = kubectl(&["get", "lease", RELEASE, "-o", "json"], "");
+    let mut current: serde_json::Value = serde_json::from_str(&current).expect("lease JSON");
+    current["spec"]["holderIdentity"] = "rbac-pod-1".into();
+    kubectl(&["replace", "-f", "-"], &current.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_with_exactly_the_charts_rbac() {
+    let cp = ControlPlane::with_audit_log();
+    let audit_log = cp.audit_log().expect("an audit log");
+    let release_ns = cp.namespace("rbac-release").await;
+    let ns = cp.namespace("rbac-fleet").await;
+
+    // The chart's ServiceAccount and RBAC, rendered with default values for the release
+    // namespace, applied by the admin.
+    let rendered = render(
+        &release_ns,
+        &[
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+    );
+    admin(
+        cp,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=otau-tests",
+            "-f",
+            "-",
+        ],
+        &rendered,
+    );
+    let token = admin(
+        cp,
+        &[
+            "create",
+            "token",
+            RELEASE,
+            "-n",
+            &release_ns,
+            "--duration=2h",
+        ],
+        "",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = service_account_kubeconfig(cp, token.trim(), dir.path());
+    let user = format!("system:serviceaccount:{release_ns}:{RELEASE}");
+
+    let emulator = Emulator::start().await;
+    let leader_elect = operator_has_leader_election();
+    let mut operator = start_operator(
+        &kubeconfig,
+        &release_ns,
+        "otau-operator-rbac-0",
+        leader_elect,
+    )
+    .await;
+
+    // The connector first, without its Secret: the operator reports SecretNotFound again
+    // and again, so the Recorder patches the repeated event into a series.
+    let connector = format!(
+        "apiVersion: otau.dev/v1alpha1\nkind: IoTConnector\nmetadata:\n  name: emulator\nspec:\n  productId: {CID}\n  managementUrl: {}/api:1/\n  allowInsecureHttp: true\n  tokenSecretRef:\n    name: token\n  rateLimit:\n    requestsPerSecond: 5000\n    burst: 5000\n",
+        emulator.base
+    );
+    admin(
+        cp,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=rbac-user",
+            "-n",
+            &ns,
+            "-f",
+            "-",
+        ],
+        &connector,
+    );
+    wait_for(DEADLINE, "a repeated SecretNotFound event", || {
+        let repeated = repeated_events(cp, &ns, "SecretNotFound");
+        async move { repeated > 0 }
+    })
+    .await;
+
+    // Then the Secret, a ConfigMap package source, the package and a Rollout to every device.
+    let rest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\ntype: Opaque\nstringData:\n  token: {MTOKEN}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes.txt: release notes of 2.0.0\n---\napiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.0\n  links:\n    - https://vendor.example.com/fw/2.0.0/fw.img\n  files:\n    - name: notes.txt\n      configMapKeyRef:\n        name: notes\n        key: notes.txt\n      contentType: text/plain\n---\napiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: fw-all\nspec:\n  packageRef:\n    name: fw\n  targets:\n    tags:\n      - name: fleet\n        value: rbac\n  waves:\n    - percent: 20\n    - percent: 100\n"
+    );
+    admin(
+        cp,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=rbac-user",
+            "-n",
+            &ns,
+            "-f",
+            "-",
+        ],
+        &rest,
+    );
+    let out = admin(
+        cp,
+        &[
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Complete",
+            &format!("--timeout={}s", DEADLINE.as_secs()),
+            "rollout.otau.dev/fw-all",
+        ],
+        "",
+    );
+    assert!(out.contains("condition met"), "{out}\n{}", operator.logs());
+
+    // The finalizer path: the Rollout goes, then the package, whose content the operator
+    // removes from the platform before it lets the object go.
+    admin(
+        cp,
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "rollout.otau.dev/fw-all",
+            "--wait=false",
+        ],
+        "",
+    );
+    admin(
+        cp,
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "softwarepackage.otau.dev/fw",
+            "--wait=false",
+        ],
+        "",
+    );
+    wait_for(DEADLINE, "the SoftwarePackage to be deleted", || {
+        let out = cp
+            .kubectl()
+            .args([
+                "get",
+                "-n",
+                &ns,
+                "softwarepackage.otau.dev/fw",
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ])
+            .output()
+            .expect("kubectl get");
+        let gone = out.status.success() && out.stdout.is_empty();
+        async move { gone }
+    })
+    .await;
+
+    operator.stop().await;
+    if !leader_elect {
+        eprintln!(
+            "otau-operator has no --leader-elect yet: the chart's Lease rule is exercised with kubectl as the ServiceAccount"
+        );
+        exercise_lease_rule(&kubeconfig, &release_ns);
+    }
+
+    let (used, denied) = audited(audit_log, &user);
+    assert!(
+        denied.is_empty(),
+        "the apiserver denied the chart's ServiceAccount {} request(s): the chart must grant them:\n  {}\noperator logs:\n{}",
+        denied.len(),
+        denied.join("\n  "),
+        operator.logs()
+    );
+    let granted = granted(&rendered);
+    let unused: Vec<String> = granted
+        .difference(&used)
+        .map(|(group, resource, verb)| format!("{verb} {group}/{resource}"))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "the chart grants permissions the operator never used in this run (remove them, or \
+         exercise them here):\n  {}\nused:\n  {}",
+        unused.join("\n  "),
+        used.iter()
+            .map(|(g, r, v)| format!("{v} {g}/{r}"))
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+    // Sanity: the run really went through the operator's own identity.
+    assert!(
+        used.contains(&("otau.dev".into(), "rollouts/status".into(), "patch".into())),
+        "{used:?}"
+    );
+}
