@@ -195,6 +195,16 @@ impl Operator {
     /// 127.0.0.1:0, plus `extra` flags (which replace the defaults of the same poll and status
     /// flags); waits for `/readyz`.
     pub async fn start(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Operator {
+        Operator::start_with_env(cp, namespace, extra, &[]).await
+    }
+
+    /// [`Operator::start`] with extra environment variables for the process.
+    pub async fn start_with_env(
+        cp: &ControlPlane,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
         command
             .arg("run")
@@ -222,6 +232,7 @@ impl Operator {
             .args(extra)
             .env_remove("KUBECONFIG")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -465,4 +476,250 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series).map(str::trim))
         .and_then(|v| v.parse().ok())
+}
+
+/// One group of devices of [`profile_of`].
+pub struct Group<'a> {
+    /// Identity prefix (`<prefix>000000`, ...).
+    pub prefix: &'a str,
+    /// How many devices.
+    pub count: u64,
+    /// The version they run at first boot.
+    pub version: &'a str,
+    /// The value of their `fleet` tag.
+    pub fleet: &'a str,
+    /// The behaviour's `outcomes` (YAML flow mapping content, e.g. `silence: 1`).
+    pub outcomes: &'a str,
+}
+
+/// A fleet profile with per-group version and `fleet` tag, and the short step durations of
+/// [`profile`].
+pub fn profile_of(seed: u64, groups: &[Group<'_>]) -> Profile {
+    let mut yaml = format!("seed: {seed}\ngroups:\n");
+    for (i, g) in groups.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - name: g{i}\n    count: {}\n    identity_prefix: {}\n    version: \"{}\"\n    tags: [{{name: fleet, value: {}}}]\n    behaviour:\n      outcomes: {{{}}}\n      durations: {{step: 20ms, test: 50ms, download: 50ms, install: 100ms, reboot: 50ms}}\n",
+            g.count, g.prefix, g.version, g.fleet, g.outcomes
+        ));
+    }
+    Profile::from_yaml(&yaml).unwrap_or_else(|e| panic!("profile: {e}\n{yaml}"))
+}
+
+/// The identities of `count` devices with `prefix`, as the fleet names them.
+pub fn identities(prefix: &str, count: u64) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}{i:06}")).collect()
+}
+
+/// `ids` in rollout order for `seed` as docs/rollouts.md defines it (computed here, not by
+/// the engine): by the first 8 bytes, big-endian, of `sha256(seed ‖ 0x00 ‖ identity)`, ties
+/// by identity.
+pub fn rollout_order(seed: &str, ids: &[String]) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let mut keyed: Vec<(u64, String)> = ids
+        .iter()
+        .map(|id| {
+            let mut h = Sha256::new();
+            h.update(seed.as_bytes());
+            h.update([0u8]);
+            h.update(id.as_bytes());
+            let d = h.finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&d[..8]);
+            (u64::from_be_bytes(first), id.clone())
+        })
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, id)| id).collect()
+}
+
+/// A Rollout of `fw` to the devices tagged `fleet=<fleet>`, with `rest` appended to its spec.
+pub fn rollout_for(name: &str, fleet: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  packageRef:\n    name: fw\n  targets:\n    tags:\n      - name: fleet\n        value: {fleet}\n{rest}"
+    )
+}
+
+/// A `metav1.Time` in µs since the epoch.
+pub fn micros(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
+    t.0.as_microsecond()
+}
+
+impl Emu {
+    /// Starts another fleet on the same connector (late joiners); dropping the handle stops
+    /// it.
+    pub fn join(&self, profile: &Profile) -> FleetHandle {
+        Fleet::start(&self.model, CID, profile, &FleetOptions::default()).expect("joining fleet")
+    }
+
+    /// Ground truth: every `config_otau` cloud write per device (time, client, attempt).
+    pub fn write_records(
+        &self,
+    ) -> BTreeMap<String, Vec<otau_operator::emulator::model::CloudWriteRecord>> {
+        self.conn().ground_truth_all()
+    }
+}
+
+impl Operator {
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL the operator");
+        self.child.wait().expect("reap the operator");
+    }
+
+    /// Waits until the operator logged a line containing `text`.
+    pub async fn wait_log(&self, text: &str) {
+        wait_for(DEADLINE, &format!("the operator to log {text:?}"), || {
+            let found = self.logs().contains(text);
+            async move { found }
+        })
+        .await;
+    }
+}
+
+/// The lease flags of the leader election tests: short, so a takeover fits in a test.
+pub const FAST_LEASE: &[&str] = &["--lease-duration", "4s", "--lease-renew-deadline", "3s"];
+
+impl Operator {
+    /// Starts `otau-operator run --leader-elect` as `instance`, with its Lease in `namespace`,
+    /// fast polls, the push receiver on 127.0.0.1:0 and `extra` flags; waits for `/readyz`
+    /// (which a follower answers too) and for its push receiver (follower or leader) to listen.
+    pub async fn start_replica(
+        cp: &ControlPlane,
+        namespace: &str,
+        instance: &str,
+        extra: &[&str],
+    ) -> Operator {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+        command
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .args(["--watch-namespace", namespace])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--push-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(["--log-level", "info,otau_operator=debug"])
+            .args(["--instance", instance])
+            .args(["--leader-elect", "--lease-namespace", namespace])
+            .args(["--poll-interval-active", "1s", "--poll-interval-idle", "3s"])
+            .args(["--status-min-interval", "300ms"])
+            .args(["--platform-initial-backoff", "100ms"])
+            .args(["--platform-max-backoff", "2s"])
+            .args(["--error-backoff-max", "3s"])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env_remove("RUST_LOG")
+            .env_remove("POD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the operator binary");
+        let logs = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let text = {
+            let logs = logs.clone();
+            move || logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        };
+        let push_addr = |t: &str| {
+            logged_addr(t, "push receiver listening").or_else(|| {
+                logged_addr(
+                    t,
+                    "push receiver listening as a follower (503 until this replica leads)",
+                )
+            })
+        };
+        wait_for(DEADLINE, "the replica to log its addresses", || {
+            let t = text();
+            async move {
+                logged_addr(&t, "metrics and health server listening").is_some()
+                    && push_addr(&t).is_some()
+            }
+        })
+        .await;
+        let t = text();
+        let op = Operator {
+            metrics_addr: logged_addr(&t, "metrics and health server listening").expect("metrics"),
+            push_addr: push_addr(&t).expect("push"),
+            logs,
+            child,
+        };
+        let url = format!("http://{}/readyz", op.metrics_addr);
+        wait_for(DEADLINE, "the replica to be ready", || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        op
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) to the process with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the process to exit; its status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the operator did not exit within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `otau_leader` now.
+    pub async fn leader_gauge(&self) -> Option<f64> {
+        metric_value(&self.metrics().await, "otau_leader ")
+    }
+}
+
+/// The holder of the Lease `otau-operator` in `namespace`, read with kubectl (`None` when the
+/// Lease does not exist or has no holder).
+pub fn lease_holder(cp: &ControlPlane, namespace: &str) -> Option<String> {
+    let out = cp.kubectl_output(
+        &[
+            "get",
+            "leases.coordination.k8s.io",
+            "-n",
+            namespace,
+            "--ignore-not-found",
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v["items"]
+        .as_array()?
+        .iter()
+        .find(|l| l["metadata"]["name"] == "otau-operator")?["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
 }

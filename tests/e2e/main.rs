@@ -11,4 +11,7 @@ mod harness;
 mod complete;
 mod conflict;
 mod control;
+mod leader;
+mod policies;
 mod push;
+mod restart;
