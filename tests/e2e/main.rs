@@ -11,7 +11,6 @@ mod harness;
 mod complete;
 mod conflict;
 mod control;
-mod leader;
 mod policies;
 mod push;
 mod restart;
