@@ -8,4 +8,5 @@
 mod support;
 
 mod chart;
+mod prometheus;
 mod rbac;

@@ -26,6 +26,13 @@ pub const STATES: [&str; 10] = [
 /// Phases, as in `status.phase`.
 pub const PHASES: [&str; 5] = ["Pending", "Progressing", "Paused", "Complete", "Aborted"];
 
+/// Pause reasons of `otau_rollout_paused`, as in the `Paused` condition.
+pub const PAUSE_REASONS: [&str; 3] = [
+    "PausedByUser",
+    "WaitingForApproval",
+    "FailureThresholdExceeded",
+];
+
 /// Failure kinds of `otau_rollout_device_failures`.
 pub const FAILURE_KINDS: [&str; 6] = [
     "TEST_ERROR",
@@ -49,6 +56,7 @@ pub struct RolloutMetrics {
     success_ratio: GaugeVec,
     current_wave: IntGaugeVec,
     phase: IntGaugeVec,
+    paused: IntGaugeVec,
     last_progress: GaugeVec,
     failures: IntGaugeVec,
     /// `otau_rollout_notifications_total{namespace, rollout, result}`.
@@ -117,6 +125,13 @@ impl RolloutMetrics {
             ),
             &["namespace", "rollout", "phase"],
         )?;
+        let paused = IntGaugeVec::new(
+            Opts::new(
+                "otau_rollout_paused",
+                "1 for the reason the Rollout is paused (PausedByUser, WaitingForApproval, FailureThresholdExceeded), 0 for the others.",
+            ),
+            &["namespace", "rollout", "reason"],
+        )?;
         let last_progress = GaugeVec::new(
             Opts::new(
                 "otau_rollout_last_progress_timestamp_seconds",
@@ -163,6 +178,7 @@ impl RolloutMetrics {
         registry.register(Box::new(success_ratio.clone()))?;
         registry.register(Box::new(current_wave.clone()))?;
         registry.register(Box::new(phase.clone()))?;
+        registry.register(Box::new(paused.clone()))?;
         registry.register(Box::new(last_progress.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(notifications.clone()))?;
@@ -174,6 +190,7 @@ impl RolloutMetrics {
             success_ratio,
             current_wave,
             phase,
+            paused,
             last_progress,
             failures,
             notifications,
@@ -230,6 +247,12 @@ impl RolloutMetrics {
                 .with_label_values(&[namespace, rollout, p])
                 .set(i64::from(p == current));
         }
+        let pause_reason = status.pause.as_ref().map(|p| p.reason.as_str());
+        for reason in PAUSE_REASONS {
+            self.paused
+                .with_label_values(&[namespace, rollout, reason])
+                .set(i64::from(pause_reason == Some(reason)));
+        }
         if let Some(at) = &status.last_progress_at {
             self.last_progress
                 .with_label_values(&[namespace, rollout])
@@ -266,6 +289,11 @@ impl RolloutMetrics {
             .remove_label_values(&[namespace, rollout]);
         for p in PHASES {
             let _ = self.phase.remove_label_values(&[namespace, rollout, p]);
+        }
+        for reason in PAUSE_REASONS {
+            let _ = self
+                .paused
+                .remove_label_values(&[namespace, rollout, reason]);
         }
         for kind in FAILURE_KINDS {
             let _ = self
@@ -309,6 +337,13 @@ mod tests {
                 ..WaveStatus::default()
             }],
             totals: counts,
+            pause: Some(crate::api::rollout::PauseInfo {
+                reason: "FailureThresholdExceeded".into(),
+                since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+                generation: None,
+            }),
             ..RolloutStatus::default()
         };
         let tally = HashMap::from([("INSTALL_ERROR", 2)]);
@@ -322,6 +357,8 @@ mod tests {
             r#"otau_rollout_success_ratio{namespace="ns",rollout="r"} 0.8"#,
             r#"otau_rollout_phase{namespace="ns",phase="Complete",rollout="r"} 1"#,
             r#"otau_rollout_phase{namespace="ns",phase="Paused",rollout="r"} 0"#,
+            r#"otau_rollout_paused{namespace="ns",reason="FailureThresholdExceeded",rollout="r"} 1"#,
+            r#"otau_rollout_paused{namespace="ns",reason="PausedByUser",rollout="r"} 0"#,
             r#"otau_rollout_device_failures{namespace="ns",rollout="r",status="INSTALL_ERROR"} 2"#,
             r#"otau_rollout_notifications_total{namespace="ns",result="written",rollout="r"} 10"#,
         ] {
