@@ -93,7 +93,15 @@ async fn silent_devices_time_out_and_trip_the_threshold_only_when_timeouts_count
         "{waves}  orderSeed: {strict_seed}\n  policy:\n    deviceTimeout: 2s\n    failureThreshold:\n      percent: 5\n      minFinished: 10\n"
     );
     apply(cp, &ns, &rollout_for("tolerant", "tolerant", &tolerant));
-    apply(cp, &ns, &rollout_for("strict", "strict", &strict));
+    // The strict rollout delivers a package of its own: a device holding a package's
+    // manifest counts as notified for every rollout of that package (docs/rollouts.md).
+    apply(cp, &ns, STRICT_PACKAGE);
+    let strict_rollout = rollout_for("strict", "strict", &strict).replace(
+        "packageRef:\n    name: fw\n",
+        "packageRef:\n    name: fw-strict\n",
+    );
+    assert!(strict_rollout.contains("fw-strict"));
+    apply(cp, &ns, &strict_rollout);
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
 
     // Timeouts not counted: the rollout completes with the silent devices timed out.
@@ -168,6 +176,9 @@ async fn silent_devices_time_out_and_trip_the_threshold_only_when_timeouts_count
     assert_eq!(tolerant_writes.len(), 200);
     assert!(tolerant_writes.iter().all(|(_, w)| *w == &vec![Some(1)]));
 }
+
+/// A second links-only package on the same connector.
+const STRICT_PACKAGE: &str = "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw-strict\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.1\n  links:\n    - https://vendor.example.com/fw/2.0.1/fw.img\n";
 
 /// `(failed, finished)` from "wave 1: 9 of 100 finished devices failed ...".
 fn parse_failed_of_finished(message: &str) -> Option<(i64, i64)> {
