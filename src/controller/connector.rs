@@ -10,10 +10,15 @@
 //! | the product id does not exist | False | True | `ProductNotFound` |
 //! | the spec cannot be used (URL, CA bundle) | False | True | `ConfigurationInvalid` |
 //!
+//! With `spec.exosense` set, the ExoSense Automation token is checked as well (one
+//! `{ __typename }` GraphQL query); ExoSense refusing it is `CredentialsRejected` with a message
+//! that names ExoSense and the Secret key, never the token.
+//!
 //! A check runs on every spec or annotation change and every `spec.checkInterval` (sooner
 //! when the token expires first). The token's remaining lifetime goes to
 //! `status.tokenTtlSeconds`, `status.tokenExpiresAt` and the metric
-//! `otau_connector_token_ttl_seconds`; below the `--token-expiry-warning` threshold the Ready
+//! `otau_connector_token_ttl_seconds` (the series goes away when the connector is deleted, see
+//! [`prune_deleted`]); below the `--token-expiry-warning` threshold the Ready
 //! message says so and a `TokenExpiringSoon` Warning event is published.
 
 use std::sync::Arc;
@@ -23,6 +28,8 @@ use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use prometheus::core::Collector;
 use kube::{Resource, ResourceExt};
 use tokio::time::Instant;
 
@@ -123,8 +130,8 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
         .token_ttl
         .with_label_values(&[namespace.as_str(), name.as_str()]);
     let (ready, stalled, why, message) = match &outcome {
-        Ok(check) => {
-            let ttl = check.ttl;
+        Ok(checked) => {
+            let ttl = checked.management.ttl;
             status.token_ttl_seconds = Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
             status.token_expires_at = Some(after(ttl));
             ttl_gauge.set(ttl.as_secs_f64());
@@ -133,6 +140,9 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
                 connector.spec.product_id,
                 human_duration(ttl)
             );
+            if checked.exosense {
+                message.push_str("; ExoSense accepted its Automation token");
+            }
             if ttl < ctx.settings.token_expiry_warning {
                 let warning = format!(
                     "the management token expires in {} (less than the {} warning threshold): renew it and update Secret {}/{}",
@@ -187,9 +197,10 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
     let written = apply_status(&api, &name, "IoTConnector", &status).await;
 
     match outcome {
-        Ok(check) => {
+        Ok(checked) => {
+            let ttl = checked.management.ttl;
             if !was_ready {
-                tracing::info!(ttl_seconds = check.ttl.as_secs(), "connector ready");
+                tracing::info!(ttl_seconds = ttl.as_secs(), "connector ready");
                 ctx.event(
                     &connector.object_ref(&()),
                     EventType::Normal,
@@ -204,7 +215,7 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
                 return Err(e);
             }
             // Check again after the interval, or just after the token has expired.
-            let next = interval.min(check.ttl + Duration::from_secs(1));
+            let next = interval.min(ttl + Duration::from_secs(1));
             ctx.schedule.succeeded(&uid, fp, Some(next));
             Ok(Action::requeue(next))
         }
@@ -241,8 +252,17 @@ pub fn classify(error: &Error) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-/// Reads the Secret(s) and checks the credentials.
-async fn check(connector: &IoTConnector, ctx: &Context) -> Result<CredentialCheck, Error> {
+/// What a successful check found.
+struct Checked {
+    /// The management API's answer.
+    management: CredentialCheck,
+    /// Whether ExoSense was configured and accepted its token.
+    exosense: bool,
+}
+
+/// Reads the Secret(s) and checks the credentials: the management token, then the ExoSense
+/// token when `spec.exosense` is set.
+async fn check(connector: &IoTConnector, ctx: &Context) -> Result<Checked, Error> {
     let client = ctx
         .connectors
         .get(&ctx.client, &ctx.settings, &ctx.metrics.platform, connector)
@@ -251,5 +271,86 @@ async fn check(connector: &IoTConnector, ctx: &Context) -> Result<CredentialChec
     if let Some(exosense) = &client.exosense {
         exosense.refresh().await?;
     }
-    Ok(client.platform.check_credentials().await?)
+    let management = client.platform.check_credentials().await?;
+    let exosense = client
+        .platform
+        .check_exosense_credentials()
+        .await
+        .map_err(|e| exosense_rejection(connector, e))?;
+    Ok(Checked {
+        management,
+        exosense,
+    })
+}
+
+/// Says in a rejected ExoSense check's message that ExoSense (not the management API)
+/// refused its token, and which Secret key holds it (never the token itself).
+fn exosense_rejection(connector: &IoTConnector, error: PlatformError) -> PlatformError {
+    match (error, &connector.spec.exosense) {
+        (
+            PlatformError::Authentication {
+                operation,
+                status,
+                message,
+            },
+            Some(exosense),
+        ) => PlatformError::Authentication {
+            operation,
+            status,
+            message: format!(
+                "ExoSense rejected the Automation token in Secret {}/{} key {:?} ({message}); put a valid ExoSense token there or remove spec.exosense",
+                connector.namespace().unwrap_or_default(),
+                exosense.token_secret_ref.name,
+                exosense.token_secret_ref.key
+            ),
+        },
+        (other, _) => other,
+    }
+}
+
+/// Removes the per-connector metric series (`otau_connector_token_ttl_seconds`) of every
+/// connector in `scope` (one namespace, or all when `None`) that `connectors` no longer holds.
+/// The connector controller calls it after each deletion its watch sees and after each
+/// re-list (which is how deletions missed while disconnected show up).
+pub fn prune_deleted(
+    ctx: &Context,
+    connectors: &Store<DeserializeGuard<IoTConnector>>,
+    scope: Option<&str>,
+) {
+    let families = ctx.metrics.token_ttl.collect();
+    let series: Vec<(String, String)> = families
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .filter_map(|metric| {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
+            Some((label("namespace")?, label("connector")?))
+        })
+        .collect();
+    for (namespace, name) in series {
+        if scope.is_some_and(|s| s != namespace) {
+            continue;
+        }
+        let reference = ObjectRef::<DeserializeGuard<IoTConnector>>::new(&name).within(&namespace);
+        if connectors.get(&reference).is_none() {
+            forget(ctx, &namespace, &name);
+        }
+    }
+}
+
+/// Removes the per-connector metric series of `namespace/name`.
+pub fn forget(ctx: &Context, namespace: &str, name: &str) {
+    if ctx
+        .metrics
+        .token_ttl
+        .remove_label_values(&[namespace, name])
+        .is_ok()
+    {
+        tracing::debug!(%namespace, %name, "connector deleted; its metric series removed");
+    }
 }

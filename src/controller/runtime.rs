@@ -9,12 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, join_all};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -211,11 +212,27 @@ fn connector_controller(
     BoxFuture<'static, ()>,
     Store<DeserializeGuard<IoTConnector>>,
 ) {
-    let controller = Controller::new(
-        api::<DeserializeGuard<IoTConnector>>(client, namespace),
-        watcher::Config::default(),
-    )
-    .with_config(ControllerConfig::default().concurrency(CONCURRENCY));
+    // The connector's own watch, with deletions (and re-lists) removing the deleted
+    // connectors' metric series; Controller::new would hide deletions from us.
+    let (store, writer) = reflector::store();
+    let objects = {
+        let (ctx, store, scope) = (ctx.clone(), store.clone(), namespace.map(str::to_string));
+        reflector(
+            writer,
+            watcher::watcher(
+                api::<DeserializeGuard<IoTConnector>>(client, namespace),
+                watcher::Config::default(),
+            ),
+        )
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::Delete(_) | watcher::Event::InitDone)) {
+                connector::prune_deleted(&ctx, &store, scope.as_deref());
+            }
+        })
+        .applied_objects()
+    };
+    let controller = Controller::for_stream(objects, store)
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY));
     let store = controller.store();
     let results =
         controller
@@ -243,6 +260,8 @@ fn package_controller(
     .with_config(ControllerConfig::default().concurrency(CONCURRENCY));
     let store = controller.store();
     let by_connector = store.clone();
+    let by_config_map = store.clone();
+    let config_map_ctx = ctx.clone();
     let results = controller
         // A connector's change (Ready turning on or off) re-queues its packages.
         .watches(
@@ -262,6 +281,19 @@ fn package_controller(
                     })
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
+            },
+        )
+        // An edited ConfigMap file source re-reads the packages that use it (Secrets are
+        // get-only: the periodic resync covers them, see package::sources).
+        .watches(
+            api::<k8s_openapi::api::core::v1::ConfigMap>(client, namespace),
+            watcher::Config::default(),
+            move |config_map| {
+                package::sources::packages_using_config_map(
+                    &by_config_map,
+                    &config_map_ctx,
+                    &config_map,
+                )
             },
         )
         // A Rollout's change (finishing, or being deleted) re-queues the package it uses, so

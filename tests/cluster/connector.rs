@@ -1,15 +1,16 @@
 //! The IoTConnector controller against the real apiserver and the emulator, with the operator
 //! binary as a process: Ready with the token's TTL in status and metrics, a wrong token,
-//! a Secret that appears late, a token about to expire, and no token anywhere it must not be.
+//! a Secret that appears late, a token about to expire, the ExoSense token checked, the
+//! metric series of a deleted connector removed, and no token anywhere it must not be.
 
 use kube::api::Api;
 use otau_operator::api::IoTConnector;
 
 use crate::operator::{
-    CID, Emu, INSTANCE, MTOKEN, Operator, apply, assert_no_token_leak, condition, events_json,
-    metric_value, secret_yaml, wait_condition,
+    CID, DEADLINE, Emu, INSTANCE, MTOKEN, Operator, XTOKEN, apply, assert_no_token_leak, condition,
+    events_json, kubectl, metric_value, secret_yaml, wait_condition,
 };
-use crate::support::ControlPlane;
+use crate::support::{ControlPlane, wait_for};
 
 fn ttl_series(namespace: &str, name: &str) -> String {
     format!("otau_connector_token_ttl_seconds{{connector=\"{name}\",namespace=\"{namespace}\"}}")
@@ -165,4 +166,110 @@ async fn sigterm_stops_the_operator_cleanly() {
         op.logs()
     );
     assert!(op.logs().contains("shutting down"), "{}", op.logs());
+}
+
+/// An IoTConnector with ExoSense configured, its token in Secret `exosense`.
+fn connector_with_exosense(emu: &Emu) -> String {
+    emu.connector_yaml(
+        "emu",
+        "token",
+        &format!(
+            "  exosense:\n    graphqlUrl: {}/api/graphql\n    tokenSecretRef:\n      name: exosense\n",
+            emu.base
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_exosense_token_is_rejected_and_the_right_one_is_ready() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("connector-exosense").await;
+    let emu = Emu::start().await;
+    let op = Operator::start(cp, &ns, &[]).await;
+    let wrong = "0000000000000000000000000000000000e0e0e0e";
+    apply(cp, &ns, &secret_yaml("token", MTOKEN));
+    apply(cp, &ns, &secret_yaml("exosense", wrong));
+    apply(cp, &ns, &connector_with_exosense(&emu));
+    let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
+    let connector = wait_condition(&api, "emu", "Ready", "False", "CredentialsRejected").await;
+    let ready = condition(&connector, "Ready").expect("Ready");
+    assert!(
+        ready.message.contains("ExoSense rejected") && ready.message.contains("exosense"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        condition(&connector, "Stalled").expect("Stalled").status,
+        "True"
+    );
+    assert!(
+        emu.log()
+            .iter()
+            .any(|l| l.path == "/api/graphql" && l.status == 401),
+        "ExoSense never answered 401"
+    );
+
+    // The right token, then a recheck (Secrets are not watched).
+    apply(cp, &ns, &secret_yaml("exosense", XTOKEN));
+    kubectl(
+        cp,
+        &[
+            "annotate",
+            "-n",
+            &ns,
+            "iotconnector/emu",
+            "otau.dev/recheck=1",
+            "--overwrite",
+        ],
+    );
+    let connector = wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    let ready = condition(&connector, "Ready").expect("Ready");
+    assert!(
+        ready.message.contains("ExoSense accepted"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        emu.log()
+            .iter()
+            .any(|l| l.path == "/api/graphql" && l.status == 200),
+        "ExoSense was never asked with the right token"
+    );
+    assert_no_token_leak(cp, &ns, &op, &[wrong, XTOKEN, MTOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_connector_removes_its_metric_series() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("connector-delete-metrics").await;
+    let emu = Emu::start().await;
+    let op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &secret_yaml("token", MTOKEN));
+    apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
+    let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
+    wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    let series = ttl_series(&ns, "emu");
+    assert!(
+        metric_value(&op.metrics().await, &series).is_some(),
+        "no {series} before the delete"
+    );
+
+    kubectl(
+        cp,
+        &["delete", "-n", &ns, "iotconnector/emu", "--wait=true"],
+    );
+    let addr = op.metrics_addr;
+    wait_for(DEADLINE, "the token-TTL series to disappear", move || {
+        let series = series.clone();
+        async move {
+            let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
+                return false;
+            };
+            response
+                .text()
+                .await
+                .is_ok_and(|text| metric_value(&text, &series).is_none())
+        }
+    })
+    .await;
 }

@@ -1,4 +1,4 @@
-//! Harness for the operator tests: the emulator in-process on 127.0.0.1:0 (with ExoSense
+//! Harness for the operator tests: the shared test emulator (tests/support/emulator.rs: ExoSense
 //! GraphQL, fault injection and a request log), a file server for URL sources, the operator
 //! binary as a separate process bound to one test namespace, kubectl helpers, condition
 //! waits with deadlines, and the scan for leaked tokens.
@@ -9,19 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
-use otau_operator::emulator::clock::{Clock, SystemClock};
-use otau_operator::emulator::faults::{self, FaultConfig, Faults};
-use otau_operator::emulator::graphql::{self, GraphqlState};
-use otau_operator::emulator::model::{Connector, ContentItem, Model, ModelConfig};
-use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
 
+use crate::support::emulator::{EmulatorSetup, TestEmulator};
 use crate::support::{ControlPlane, wait_for};
 
 /// The connector (product) id of every test.
@@ -35,142 +27,26 @@ pub const INSTANCE: &str = "otau-operator-test-0";
 /// How long a test waits for a condition.
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
-/// One request as the emulator saw it.
-#[derive(Debug, Clone)]
-pub struct Logged {
-    /// When it reached the emulator.
-    pub received: Instant,
-    /// Method.
-    pub method: String,
-    /// Path without query.
-    pub path: String,
-    /// Status answered.
-    pub status: u16,
-    /// `Retry-After` answered, seconds.
-    pub retry_after: Option<u64>,
-    /// `User-Agent` sent.
-    pub user_agent: String,
-}
+/// The shared test emulator (tests/support/emulator.rs) with this binary's tokens.
+pub struct Emu(TestEmulator);
 
-/// The emulator of one test.
-pub struct Emu {
-    /// The platform model (ground truth).
-    pub model: Arc<Model>,
-    /// Fault injection (off until set).
-    pub faults: Arc<Faults>,
-    /// `http://127.0.0.1:<port>`.
-    pub base: String,
-    log: Arc<Mutex<Vec<Logged>>>,
-    _server: RunningServer,
-}
-
-async fn record(
-    axum::extract::State(log): axum::extract::State<Arc<Mutex<Vec<Logged>>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let received = Instant::now();
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let user_agent = req
-        .headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let response = next.run(req).await;
-    let entry = Logged {
-        received,
-        method,
-        path,
-        status: response.status().as_u16(),
-        retry_after: response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()),
-        user_agent,
-    };
-    log.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
-    response
+impl std::ops::Deref for Emu {
+    type Target = TestEmulator;
+    fn deref(&self) -> &TestEmulator {
+        &self.0
+    }
 }
 
 impl Emu {
-    /// Starts the emulator with the connector [`CID`] and the token [`MTOKEN`].
+    /// Starts the emulator with the connector [`CID`], the token [`MTOKEN`] and the ExoSense
+    /// token [`XTOKEN`].
     pub async fn start() -> Emu {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let model = Model::new(
-            ModelConfig {
-                management_tokens: vec![MTOKEN.to_string()],
-                ..ModelConfig::default()
-            },
-            clock,
-        );
-        model.add_connector(CID).expect("connector");
-        let state = AppState {
-            model: model.clone(),
-            options: Arc::new(ServerOptions {
-                default_connector: Some(CID.to_string()),
-                ..ServerOptions::default()
-            }),
-        };
-        let faults = Arc::new(Faults::off());
-        let log: Arc<Mutex<Vec<Logged>>> = Arc::default();
-        let app = server::router(state.clone()).merge(graphql::router(GraphqlState {
-            model: model.clone(),
-            default_connector: Some(CID.to_string()),
+        Emu(TestEmulator::start(EmulatorSetup {
+            connector_id: CID.to_string(),
+            management_tokens: vec![MTOKEN.to_string()],
             automation_tokens: vec![XTOKEN.to_string()],
-        }));
-        let app = faults::apply(app, faults.clone())
-            .layer(middleware::from_fn_with_state(log.clone(), record));
-        let running = server::start_with_router("127.0.0.1:0".parse().expect("addr"), state, app)
-            .await
-            .expect("start the emulator");
-        Emu {
-            model,
-            faults,
-            base: running.base_url.clone(),
-            log,
-            _server: running,
-        }
-    }
-
-    /// The connector.
-    pub fn conn(&self) -> Arc<Connector> {
-        self.model.connector(CID).expect("connector")
-    }
-
-    /// One content item.
-    pub fn content(&self, id: &str) -> Option<Arc<ContentItem>> {
-        self.conn().content().get(id)
-    }
-
-    /// Every content id.
-    pub fn content_ids(&self) -> Vec<String> {
-        self.conn()
-            .content()
-            .list()
-            .iter()
-            .map(|i| i.id.clone())
-            .collect()
-    }
-
-    /// Sets fault rules.
-    pub fn set_faults(&self, config: FaultConfig) {
-        self.faults.set_config(config).expect("fault config");
-    }
-
-    /// Every request so far.
-    pub fn log(&self) -> Vec<Logged> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The uploads (object-store POSTs) so far.
-    pub fn uploads(&self) -> usize {
-        self.log()
-            .iter()
-            .filter(|l| l.method == "POST" && l.path.starts_with("/objectstore/"))
-            .count()
+        })
+        .await)
     }
 
     /// An IoTConnector plus its token Secret as YAML.

@@ -370,7 +370,7 @@ async fn faults_retry_after_and_rate_limit_still_end_ready() {
     // a request that had already left the client when the 429 arrived is not a violation:
     // allow the injected latency plus scheduling slack.
     for t in &throttled {
-        let wait = Duration::from_secs(t.retry_after.unwrap_or(0));
+        let wait = Duration::from_secs(t.retry_after_secs().unwrap_or(0));
         let early = log.iter().filter(|l| {
             l.received > t.received + Duration::from_millis(150)
                 && l.received + Duration::from_millis(150) < t.received + wait
@@ -537,4 +537,44 @@ async fn a_secret_rotated_after_a_401_is_picked_up() {
             .is_some()
     );
     assert_no_token_leak(cp, &ns, &op, &[MTOKEN, fresh]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_config_map_re_reconciles_its_package() {
+    let cp = ControlPlane::get();
+    // The resync is 10 minutes: only the ConfigMap watch can make the change show in time.
+    let (ns, emu, op) = setup(cp, "package-configmap-edit", "", &[]).await;
+    apply(cp, &ns, &configmap_yaml("fw", "fw.bin", "first build"));
+    apply(
+        cp,
+        &ns,
+        "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: edited\nspec:\n  connectorRef:\n    name: emu\n  version: 1.0.0\n  files:\n    - name: fw.bin\n      configMapKeyRef:\n        name: fw\n        key: fw.bin\n",
+    );
+    let api: Api<SoftwarePackage> = Api::namespaced(cp.client().await, &ns);
+    let package = wait_condition(&api, "edited", "Ready", "True", "Registered").await;
+    let files = package.status.expect("status").files;
+    assert_eq!(files[0].sha256, sha(b"first build"));
+    let id = files[0].content_id.clone();
+
+    apply(cp, &ns, &configmap_yaml("fw", "fw.bin", "second build"));
+    let want = sha(b"second build");
+    let (api2, want2) = (api.clone(), want.clone());
+    crate::support::wait_for(
+        crate::operator::DEADLINE,
+        "the package's status sha256 to follow the edited ConfigMap",
+        move || {
+            let (api, want) = (api2.clone(), want2.clone());
+            async move {
+                api.get("edited").await.ok().is_some_and(|p| {
+                    p.status
+                        .is_some_and(|s| s.files.first().is_some_and(|f| f.sha256 == want))
+                })
+            }
+        },
+    )
+    .await;
+    let item = emu.content(&id).expect("the file is still uploaded");
+    assert_eq!(item.data.as_ref(), b"second build");
+    assert_eq!(item.tags.get("sha256"), Some(&want));
+    assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
 }

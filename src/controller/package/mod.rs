@@ -24,6 +24,7 @@
 pub mod cleanup;
 pub mod fetch;
 pub mod naming;
+pub mod sources;
 pub mod ssrf;
 
 use std::sync::Arc;
