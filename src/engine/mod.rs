@@ -60,7 +60,10 @@ pub use index::{
 pub use memory::{AbortCause, AbortRecord, EngineMemory, ThresholdBaseline};
 pub use observation::{DeviceObservation, Micros, ResourceState, normalize_timestamp};
 pub use order::{order_key, order_seed};
-pub use policy::{Judgement, ParsedPolicy, judge};
+pub use policy::{
+    Judgement, ParsedPolicy, accepted_baseline, judge, judge_started_waves, percent_text,
+    started_waves_text,
+};
 pub use reconcile::{reconcile, reconcile_blocked};
 pub use waves::{cumulative_sizes, positional_wave};
 

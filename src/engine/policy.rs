@@ -113,6 +113,63 @@ pub fn judge(
     }
 }
 
+/// The failures accepted by resumes after automatic pauses, as one baseline over the started
+/// waves. A resume records a single baseline; should a status hold several (one per wave, as
+/// an earlier version wrote), they are added up.
+pub fn accepted_baseline(baselines: &[ThresholdBaseline]) -> Option<ThresholdBaseline> {
+    let first = baselines.first()?;
+    Some(ThresholdBaseline {
+        wave: baselines.iter().map(|b| b.wave).max().unwrap_or(first.wave),
+        finished: baselines.iter().map(|b| b.finished).sum(),
+        failed: baselines.iter().map(|b| b.failed).sum(),
+    })
+}
+
+/// Judges the started waves together: the counts of every started wave added up, minus what a
+/// resume accepted. Judging the sum (not each wave on its own) keeps the judgement invariant
+/// when late joiners move a notified device from one started wave's count to another's, so a
+/// wave that starts cannot trip the threshold without a new failure.
+pub fn judge_started_waves<'a>(
+    waves: impl IntoIterator<Item = &'a DeviceCounts>,
+    baselines: &[ThresholdBaseline],
+    threshold: &FailureThreshold,
+) -> Judgement {
+    let mut total = DeviceCounts::default();
+    for c in waves {
+        total.succeeded += c.succeeded;
+        total.failed += c.failed;
+        total.aborted += c.aborted;
+        total.timed_out += c.timed_out;
+    }
+    judge(&total, accepted_baseline(baselines).as_ref(), threshold)
+}
+
+/// The waves a judgement covers in messages: "wave 1" or "waves 1-3".
+pub fn started_waves_text(started: usize) -> String {
+    if started <= 1 {
+        "wave 1".to_owned()
+    } else {
+        format!("waves 1-{started}")
+    }
+}
+
+/// `part / whole` as a percentage with one decimal, rounded to the nearest tenth, except that
+/// it never shows 0.0% for a non-zero part nor 100.0% for a part short of the whole.
+pub fn percent_text(part: i64, whole: i64) -> String {
+    if whole <= 0 {
+        return "0.0%".into();
+    }
+    let (part, whole) = (i128::from(part.clamp(0, whole)), i128::from(whole));
+    let mut tenths = (part * 2000 + whole) / (2 * whole);
+    if part > 0 {
+        tenths = tenths.max(1);
+    }
+    if part < whole {
+        tenths = tenths.min(999);
+    }
+    format!("{}.{}%", tenths / 10, tenths % 10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +327,44 @@ mod tests {
         spec.policy.device_timeout = crate::api::GoDuration::new("");
         let err = ParsedPolicy::parse(&spec).unwrap_err().to_string();
         assert!(err.contains("spec.policy.deviceTimeout"), "{err}");
+    }
+
+    #[test]
+    fn percentages_round_to_the_nearest_tenth_but_never_to_the_extremes() {
+        assert_eq!(percent_text(1, 6), "16.7%");
+        assert_eq!(percent_text(1, 3), "33.3%");
+        assert_eq!(percent_text(2, 3), "66.7%");
+        assert_eq!(percent_text(3, 10), "30.0%");
+        assert_eq!(percent_text(9999, 10000), "99.9%");
+        assert_eq!(percent_text(1, 10000), "0.1%");
+        assert_eq!(percent_text(0, 7), "0.0%");
+        assert_eq!(percent_text(7, 7), "100.0%");
+        assert_eq!(percent_text(1, 0), "0.0%");
+    }
+
+    #[test]
+    fn started_waves_are_judged_together_and_moves_between_them_change_nothing() {
+        let t = threshold(50, 0, true);
+        // One success and one timeout in wave 1: 50%, not over.
+        let w1 = counts(1, 0, 0, 1);
+        let j = judge_started_waves([&w1], &[], &t);
+        assert_eq!((j.finished, j.failed, j.tripped), (2, 1, false));
+        // The success moves to wave 2 (late joiners): per wave it would be 100% in wave 1,
+        // together it is the same 50%.
+        let (a, b) = (counts(0, 0, 0, 1), counts(1, 0, 0, 0));
+        assert_eq!(judge_started_waves([&a, &b], &[], &t), j);
+        // A resume accepted one failure of two: judged over what finishes after it.
+        let base = [ThresholdBaseline {
+            wave: 1,
+            finished: 2,
+            failed: 1,
+        }];
+        let later = counts(3, 2, 0, 1);
+        let j = judge_started_waves([&later], &base, &t);
+        assert_eq!((j.finished, j.failed, j.tripped), (4, 2, false));
+        let j = judge_started_waves([&later, &counts(0, 1, 0, 0)], &base, &t);
+        assert_eq!((j.finished, j.failed, j.tripped), (5, 3, true));
+        assert_eq!(started_waves_text(1), "wave 1");
+        assert_eq!(started_waves_text(3), "waves 1-3");
     }
 }

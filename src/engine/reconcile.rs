@@ -20,7 +20,10 @@ use super::index::{DeviceIndex, ReportCode};
 use super::memory::{AbortCause, AbortRecord, ThresholdBaseline};
 use super::observation::Micros;
 use super::order::order_seed;
-use super::policy::{ParsedPolicy, failures, finished, judge};
+use super::policy::{
+    Judgement, ParsedPolicy, failures, finished, judge_started_waves, percent_text,
+    started_waves_text,
+};
 use super::status::{
     FailureCandidate, Overall, RecentFailures, count, counts_text, micros_of, set_conditions,
     time_from_micros, time_from_micros_ceil, truncate, was_complete,
@@ -145,14 +148,6 @@ fn check_index(input: &EngineInput<'_>, index: &DeviceIndex) -> Result<(), Engin
     Ok(())
 }
 
-fn percent_text(part: i64, whole: i64) -> String {
-    if whole <= 0 {
-        return "0.0%".into();
-    }
-    let tenths = part as i128 * 1000 / whole as i128;
-    format!("{}.{}%", tenths / 10, tenths % 10)
-}
-
 /// One step with device state available. Pure: the same input, index and `now` (µs) give the
 /// same decision; see the crate docs for what it returns.
 pub fn reconcile(
@@ -203,7 +198,8 @@ pub fn reconcile(
     };
     let mut pass = evaluate_all(index, &order, &sizes, &starts, ctx);
 
-    // The failure threshold, judged per started wave.
+    // The failure threshold, judged over the started waves together (invariant when late
+    // joiners move a notified device from one started wave's count to another's).
     let threshold = &policy.threshold;
     let was_auto_paused = prev
         .pause
@@ -218,39 +214,27 @@ pub fn reconcile(
     let all_done_before =
         current == n_waves && waves.last().is_some_and(|w| w.completed_at.is_some());
     let judged_counts = attributed_counts(&pass.states, &sizes, current);
+    let started_counts = judged_counts.get(1..=current).unwrap_or_default();
     let mut baselines = control.memory.baselines.clone();
     let judged_waves = current;
-    let judged = &judged_counts;
-    let first_trip = move |baselines: &[ThresholdBaseline]| {
-        (1..=judged_waves).find_map(|w| {
-            let base = baselines.iter().find(|b| b.wave == w as i32);
-            let j = judge(&judged[w], base, threshold);
-            j.tripped.then_some((w, j))
-        })
+    let first_trip = move |baselines: &[ThresholdBaseline]| -> Option<(usize, Judgement)> {
+        if judged_waves == 0 {
+            return None;
+        }
+        let j = judge_started_waves(started_counts, baselines, threshold);
+        j.tripped.then_some((judged_waves, j))
     };
     if let Some(pause) = auto_pause.clone() {
         let newer_generation = input.generation.unwrap_or(0) > pause.generation.unwrap_or(0);
         if let Some(request) = control.resume {
-            // Every wave gets a baseline, counted the way it will be judged once it is the
-            // current wave: notified devices beyond the current wave's prefix (late joiners
-            // moved the order) are counted in the current wave, so a failure accepted now
-            // is not judged again when the next wave takes those devices over.
-            baselines = (1..=n_waves)
-                .map(|w| {
-                    let later;
-                    let counts = if w <= current {
-                        &judged_counts[w]
-                    } else {
-                        later = attributed_counts(&pass.states, &sizes, w);
-                        &later[w]
-                    };
-                    ThresholdBaseline {
-                        wave: w as i32,
-                        finished: finished(counts),
-                        failed: failures(counts, threshold),
-                    }
-                })
-                .collect();
+            // One baseline over the started waves, judged the same way: the failures so far
+            // are accepted, later waves add to the same sum.
+            let so_far = sum_counts(started_counts);
+            baselines = vec![ThresholdBaseline {
+                wave: current.max(1) as i32,
+                finished: finished(&so_far),
+                failed: failures(&so_far, threshold),
+            }];
             auto_pause = None;
             let by = match request {
                 ResumeRequest::Annotation => "the otau.dev/resume annotation",
@@ -259,7 +243,7 @@ pub fn reconcile(
             events.push(EngineEvent::normal(
                 reason::RESUMED,
                 format!(
-                    "resumed by {by}: the failures so far are accepted; each wave's threshold is judged again over the devices that finish from now on"
+                    "resumed by {by}: the failures so far are accepted; the threshold is judged again over the devices that finish from now on"
                 ),
             ));
         } else if newer_generation {
@@ -287,7 +271,8 @@ pub fn reconcile(
         && let Some((w, j)) = first_trip(&baselines)
     {
         let numbers = format!(
-            "wave {w}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished)",
+            "{}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished)",
+            started_waves_text(w),
             j.failed,
             j.finished,
             percent_text(j.failed, j.finished),
@@ -546,7 +531,8 @@ pub fn reconcile(
     } else if auto_pause.is_some() {
         let detail = match first_trip(&control.memory.baselines) {
             Some((w, j)) => format!(
-                "wave {w}: {} of {} finished devices failed ({}), over {}%",
+                "{}: {} of {} finished devices failed ({}), over {}%",
+                started_waves_text(w),
                 j.failed,
                 j.finished,
                 percent_text(j.failed, j.finished),
@@ -698,12 +684,15 @@ fn recent_failures(
                     format!("no final report within the device timeout ({attempt})"),
                 )
             } else {
-                let note = index.note(identity, e.report_at).unwrap_or("");
-                let sep = if note.is_empty() { "" } else { ": " };
-                (
-                    e.report.status_text().to_owned(),
-                    format!("{note}{sep}({attempt})").trim_start().to_owned(),
-                )
+                // "checksum mismatch (attempt 1 of 2)", or just "(attempt 1 of 2)" when the
+                // device sent no message.
+                let note = index.note(identity, e.report_at).unwrap_or("").trim();
+                let message = if note.is_empty() {
+                    format!("({attempt})")
+                } else {
+                    format!("{note} ({attempt})")
+                };
+                (e.report.status_text().to_owned(), message)
             };
             if let DeviceState::RetryDue { next } = states[p] {
                 message.push_str(&format!("; retrying with attempt {next}"));

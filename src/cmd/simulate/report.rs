@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
-use otau_operator::api::rollout::{DeviceCounts, DeviceFailure, FailureAction, success_rate};
+use otau_operator::api::rollout::{DeviceCounts, DeviceFailure, FailureAction};
+use otau_operator::engine::{percent_text, started_waves_text};
 
 use super::sim::{End, Outcome, Scenario};
 
@@ -90,9 +91,11 @@ pub struct ResultReport {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TripReport {
-    /// The wave (from 1).
+    /// The wave in progress when it tripped (from 1); the threshold judges waves 1 to this
+    /// one together.
     pub wave: usize,
-    /// Failed devices (plus timed out ones when `countTimeouts`), since any resume.
+    /// Failed devices (plus timed out ones when `countTimeouts`) of the started waves, since
+    /// any resume.
     pub failed: i64,
     /// Finished devices judged.
     pub finished: i64,
@@ -187,12 +190,10 @@ fn seconds_after(start: i64, t: &Option<Time>) -> Option<i64> {
         .map(|t| t.0.as_second() - start.div_euclid(1_000_000))
 }
 
-fn percent_text(part: i64, whole: i64) -> String {
-    if whole <= 0 {
-        return "0.0%".into();
-    }
-    let tenths = part as i128 * 1000 / whole as i128;
-    format!("{}.{}%", tenths / 10, tenths % 10)
+/// Succeeded of finished devices, rounded to a tenth (`None` before any device finished).
+fn success_rate(counts: &DeviceCounts) -> Option<String> {
+    let finished = counts.succeeded + counts.failed + counts.aborted + counts.timed_out;
+    (finished > 0).then(|| percent_text(counts.succeeded, finished))
 }
 
 fn result(outcome: &Outcome, trip: Option<&TripReport>) -> ResultReport {
@@ -207,8 +208,8 @@ fn result(outcome: &Outcome, trip: Option<&TripReport>) -> ResultReport {
     };
     let trip_text = trip.map(|t| {
         format!(
-            "wave {}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished{})",
-            t.wave,
+            "{}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished{})",
+            started_waves_text(t.wave),
             t.failed,
             t.finished,
             t.failure_rate,
@@ -345,7 +346,7 @@ pub fn build(s: &Scenario, profile_path: &str, outcome: &Outcome) -> Report {
         targets: status.plan.as_ref().map_or(0, |p| p.targets),
         waves,
         totals: status.totals.clone(),
-        success_rate: status.success_rate.clone(),
+        success_rate: success_rate(&status.totals),
         recent_failures: status.recent_failures.clone(),
         timeline: outcome
             .timeline
@@ -517,5 +518,12 @@ mod tests {
             "2025-01-01T00:00:00Z"
         );
         assert_eq!(percent_text(1, 3), "33.3%");
+        let counts = DeviceCounts {
+            succeeded: 1,
+            failed: 5,
+            ..DeviceCounts::default()
+        };
+        assert_eq!(success_rate(&counts).as_deref(), Some("16.7%"));
+        assert_eq!(success_rate(&DeviceCounts::default()), None);
     }
 }

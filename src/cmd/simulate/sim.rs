@@ -200,90 +200,54 @@ pub fn observation(identity: Identity) -> DeviceObservation {
     }
 }
 
-/// What the last poll saw of each device, by its position in the listing (newest first):
-/// creation time, the two resources' timestamps and value lengths. 32 bytes per device.
-type SeenKey = [i64; 4];
-
-fn seen_key(identity: &Identity) -> SeenKey {
-    let len = |v: &Option<String>| v.as_ref().map_or(0, |s| s.len() as i64 + 1);
-    let (c, o) = (&identity.state.config_otau, &identity.state.otau_in);
-    let lengths =
-        (len(&c.set) << 48) ^ (len(&c.reported) << 32) ^ (len(&o.set) << 16) ^ len(&o.reported);
-    [
-        identity.created.unwrap_or(i64::MIN),
-        c.timestamp.unwrap_or(0),
-        o.timestamp.unwrap_or(0),
-        lengths,
-    ]
-}
-
 /// Folds the device listing into the index, one poll.
 ///
-/// A device whose resources kept their timestamps (and value lengths) since the last poll is
-/// not folded again: the index already holds what the platform says about it, and every write
-/// moves a timestamp. The simulated connector's identities never change during a run; if they
-/// do (the listing's shape differs from the last poll's), the poll folds every device and drops
-/// the ones gone, like a controller's full poll.
+/// The first poll lists every device. Later polls ask the model for the devices changed since
+/// the previous poll (every write to a device is a change), so a poll costs what changed, not
+/// the fleet's size. Should devices be removed, the poll lists every device again and drops the
+/// ones gone, like a controller's full poll. `always_full` lists every device at every poll
+/// (`--full-polls`), which must give the same report.
 struct Poller {
-    seen: Vec<SeenKey>,
-    /// Fold every device at every poll.
+    /// The model's change cursor as of the previous poll.
+    cursor: Option<u64>,
+    /// List every device at every poll.
     always_full: bool,
 }
 
 impl Poller {
     async fn observe(
         &mut self,
-        platform: &dyn Platform,
+        platform: &EmulatorPlatform,
         index: &mut DeviceIndex,
     ) -> Result<(), String> {
-        if self.always_full || !self.poll(platform, index, false).await? {
-            self.poll(platform, index, true).await?;
-        }
-        Ok(())
-    }
-
-    /// One listing; returns false when the listing's shape changed and `full` was not set.
-    async fn poll(
-        &mut self,
-        platform: &dyn Platform,
-        index: &mut DeviceIndex,
-        full: bool,
-    ) -> Result<bool, String> {
-        if full {
-            index.begin_full_listing();
-        }
-        let mut pages = platform.list_identities(ListIdentities {
-            page_size: PAGE_SIZE,
-        });
-        let mut position = 0usize;
-        let mut same_shape = true;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| format!("listing the simulated devices failed: {e}"))?;
-            let mut changed = Vec::new();
-            for identity in page.identities {
-                let key = seen_key(&identity);
-                let before = self.seen.get(position).copied();
-                same_shape &= before.is_none_or(|b| b[0] == key[0]);
-                if before != Some(key) || full {
-                    changed.push(observation(identity));
-                }
-                match self.seen.get_mut(position) {
-                    Some(slot) => *slot = key,
-                    None => self.seen.push(key),
-                }
-                position += 1;
+        if let Some(cursor) = self.cursor.filter(|_| !self.always_full) {
+            let changed = platform.changed_since(cursor);
+            if changed.removed.is_empty() {
+                index.upsert(changed.identities.into_iter().map(observation));
+                index.prepare();
+                self.cursor = Some(changed.cursor);
+                return Ok(());
             }
-            index.upsert(changed);
         }
-        same_shape &= position == self.seen.len();
-        self.seen.truncate(position);
-        if full {
-            index.finish_full_listing();
-        } else {
-            index.prepare();
-        }
-        Ok(same_shape || full)
+        // The cursor is read before the listing: a change made while it runs is seen again
+        // by the next poll (folding a device twice changes nothing), never missed.
+        self.cursor = Some(platform.change_cursor());
+        full_listing(platform, index).await
     }
+}
+
+/// Lists every device into the index, dropping the ones no longer listed.
+async fn full_listing(platform: &dyn Platform, index: &mut DeviceIndex) -> Result<(), String> {
+    index.begin_full_listing();
+    let mut pages = platform.list_identities(ListIdentities {
+        page_size: PAGE_SIZE,
+    });
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| format!("listing the simulated devices failed: {e}"))?;
+        index.upsert(page.identities.into_iter().map(observation));
+    }
+    index.finish_full_listing();
+    Ok(())
 }
 
 /// Puts the package on the simulated connector the way the package controller would: each
@@ -328,23 +292,24 @@ async fn publish_package(
     Ok(())
 }
 
-/// The first wave whose failures exceed the threshold, judged as the engine judges it.
+/// The threshold tripped over the started waves, judged as the engine judges it: the number
+/// of started waves, failed and finished devices.
 fn first_trip(
     status: &RolloutStatus,
     memory: &EngineMemory,
     spec: &RolloutSpec,
 ) -> Option<(usize, i64, i64)> {
-    status.waves.iter().enumerate().find_map(|(i, wave)| {
-        let number = i + 1;
-        let judged = engine::judge(
-            &wave.counts,
-            memory.baseline(number as i32),
-            &spec.policy.failure_threshold,
-        );
-        judged
-            .tripped
-            .then_some((number, judged.failed, judged.finished))
-    })
+    if status.waves.is_empty() {
+        return None;
+    }
+    let judged = engine::judge_started_waves(
+        status.waves.iter().map(|w| &w.counts),
+        &memory.baselines,
+        &spec.policy.failure_threshold,
+    );
+    judged
+        .tripped
+        .then_some((status.waves.len(), judged.failed, judged.finished))
 }
 
 /// The next poll at or after `due`, on the grid of `interval` from `now` (a controller polling
@@ -397,7 +362,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
     let mut write_errors: (u64, Option<String>) = (0, None);
     let mut timings = Timings::default();
     let mut poller = Poller {
-        seen: Vec::new(),
+        cursor: None,
         always_full: s.full_polls,
     };
 

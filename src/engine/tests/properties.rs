@@ -13,7 +13,8 @@ use crate::api::rollout::{
 };
 use crate::engine::tests::fleet::*;
 use crate::engine::{
-    Decision, DeviceIndex, IndexConfig, SetKind, judge, order_seed, reason, reconcile,
+    Decision, DeviceIndex, IndexConfig, SetKind, judge, judge_started_waves, order_seed, reason,
+    reconcile,
 };
 
 /// One device of a generated fleet.
@@ -285,10 +286,12 @@ fn check_step(
             );
         }
     }
-    let tripped_now = s
-        .waves
-        .iter()
-        .any(|w| judge(&w.counts, d.memory.baseline(w.number), threshold).tripped);
+    let tripped_now = judge_started_waves(
+        s.waves.iter().map(|w| &w.counts),
+        &d.memory.baselines,
+        threshold,
+    )
+    .tripped;
     if d.events.iter().any(|e| e.reason == reason::AUTO_PAUSED) {
         prop_assert!(tripped_now, "AutoPaused without a tripped wave");
     }

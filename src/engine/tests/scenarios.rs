@@ -168,6 +168,11 @@ fn a_failed_device_is_retried_with_the_next_attempt() {
     assert!(d.notifications[0].manifest.contains(r#""attempt":2"#));
     assert_eq!((d.status.totals.failed, d.status.totals.notified), (0, 1));
     assert_eq!(d.status.recent_failures[0].status, "INSTALL_ERROR");
+    // The device sent no message: only the attempt is said, no dangling separator.
+    assert_eq!(
+        d.status.recent_failures[0].message.as_deref(),
+        Some("(attempt 1 of 3); retrying with attempt 2")
+    );
     run.wait(2 * MINUTE);
     let d = run.step();
     assert_eq!(d.status.totals.succeeded, 1);
