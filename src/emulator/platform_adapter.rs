@@ -99,6 +99,35 @@ impl EmulatorPlatform {
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
+
+    /// The connector's newest change: a cursor for [`EmulatorPlatform::changed_since`].
+    pub fn change_cursor(&self) -> u64 {
+        self.connector.change_cursor()
+    }
+
+    /// The identities changed after `cursor`, as a listing would show them (newest first),
+    /// the ones removed, and the cursor to pass next time. Not part of the [`Platform`] trait:
+    /// the Exosite API has no such query; `simulate` uses it so that a poll costs what changed
+    /// since the last one, not a listing of every device.
+    pub fn changed_since(&self, cursor: u64) -> ChangedSince {
+        let changed = self.connector.changed_since(cursor);
+        ChangedSince {
+            identities: changed.devices.into_iter().map(identity).collect(),
+            removed: changed.removed,
+            cursor: changed.cursor,
+        }
+    }
+}
+
+/// The answer of [`EmulatorPlatform::changed_since`].
+#[derive(Debug, Clone, Default)]
+pub struct ChangedSince {
+    /// Identities changed after the cursor and still present, newest first.
+    pub identities: Vec<Identity>,
+    /// Identities removed after the cursor.
+    pub removed: Vec<String>,
+    /// The cursor for the next call.
+    pub cursor: u64,
 }
 
 /// Maps a model error to the error the Exosite client would return for the same HTTP answer.

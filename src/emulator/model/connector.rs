@@ -178,6 +178,17 @@ impl ResourceTable {
     }
 }
 
+/// The answer of [`Connector::changed_since`].
+#[derive(Debug, Clone, Default)]
+pub struct ChangedIdentities {
+    /// The identities changed and still present, newest first.
+    pub devices: Vec<IdentityView>,
+    /// The identities removed since the cursor (whatever else happened to them).
+    pub removed: Vec<String>,
+    /// The cursor of this answer: the next call passes it to get the changes after this one.
+    pub cursor: u64,
+}
+
 /// One IoT Connector.
 pub struct Connector {
     id: String,
@@ -342,11 +353,12 @@ impl Connector {
         let now = self.clock.now_micros();
         {
             let mut table = self.devices.write().unwrap_or_else(poisoned);
-            if let Some((_, device)) = table.get_mut(identity) {
+            if let Some((index, device)) = table.get_mut(identity) {
                 let token = device.auth.as_ref().and_then(|a| a.token.clone());
                 device.auth = Some(Box::new(DeviceAuth { token, ..*auth }));
                 device.tags = tags;
                 device.set_flag(FLAG_LOCKED, new.locked);
+                table.changed(index);
             } else {
                 table.push(Arc::from(identity), now, Some(auth), tags, new.locked)?;
             }
@@ -416,7 +428,7 @@ impl Connector {
         let tags = patch.tags.map(|t| self.tag_set(t));
         {
             let mut table = self.devices.write().unwrap_or_else(poisoned);
-            let (_, device) = table
+            let (index, device) = table
                 .get_mut(identity)
                 .ok_or_else(|| ModelError::UnknownIdentity(identity.to_string()))?;
             if let Some(locked) = patch.locked {
@@ -448,6 +460,7 @@ impl Connector {
             if let Some(token) = revoked_token {
                 table.by_token.remove(&token);
             }
+            table.changed(index);
         }
         self.identity(identity)
     }
@@ -517,6 +530,40 @@ impl Connector {
         page
     }
 
+    /// The newest change's sequence number: pass it to [`Connector::changed_since`] later to get
+    /// the devices changed after this moment.
+    pub fn change_cursor(&self) -> u64 {
+        self.devices
+            .read()
+            .unwrap_or_else(poisoned)
+            .changes
+            .cursor()
+    }
+
+    /// The identities changed after `cursor` (a resource value written by the cloud or the
+    /// device, or the identity added, updated, activated or removed; a device's `lastseen`
+    /// alone does not count), each once, newest first like [`Connector::list_identities`],
+    /// with the cursor of this answer. Costs O(changes since `cursor`), not O(identities).
+    pub fn changed_since(&self, cursor: u64) -> ChangedIdentities {
+        let names = self.slot_names();
+        let table = self.devices.read().unwrap_or_else(poisoned);
+        let mut answer = ChangedIdentities {
+            cursor: table.changes.cursor(),
+            ..ChangedIdentities::default()
+        };
+        for slot in table.changes.slots_since(cursor) {
+            let Some(device) = table.slots.get(slot as usize) else {
+                continue;
+            };
+            if device.has(FLAG_REMOVED) {
+                answer.removed.push(device.identity.to_string());
+            } else {
+                answer.devices.push(view(device, &names));
+            }
+        }
+        answer
+    }
+
     /// The state of every resource of a device that has a value:
     /// `{alias: {reported, set, timestamp}}`.
     pub fn state(&self, identity: &str) -> Result<BTreeMap<String, ResourceStateView>, ModelError> {
@@ -566,7 +613,9 @@ impl Connector {
                 rv.timestamp = now;
                 changed.push(is_change);
             }
-            (index, device.identity.clone())
+            let identity = device.identity.clone();
+            table.changed(index);
+            (index, identity)
         };
         for ((slot, alias, value), is_change) in resolved.iter().zip(&changed) {
             if *alias == crate::otau::CONFIG_OTAU {
@@ -707,6 +756,7 @@ impl Connector {
                 table.by_token.remove(&old);
             }
             table.by_token.insert(token.clone().into_boxed_str(), index);
+            table.changed(index);
         }
         self.emit(identity, "provisioned", &WriteOrigin::default(), Vec::new());
         Ok(token)
@@ -800,6 +850,7 @@ impl Connector {
                 rv.reported = Some(value);
                 rv.timestamp = now;
             }
+            table.changed(index);
             index
         };
         for slot in woken {

@@ -227,6 +227,8 @@ pub(crate) struct DeviceTable {
     pub(crate) by_identity: HashMap<Arc<str>, u32>,
     pub(crate) by_token: HashMap<Box<str>, u32>,
     pub(crate) last_created: i64,
+    /// Which devices changed, in order ([`super::Connector::changed_since`]).
+    pub(crate) changes: super::changes::ChangeLog,
 }
 
 impl DeviceTable {
@@ -267,6 +269,7 @@ impl DeviceTable {
         device.set_flag(FLAG_LOCKED, locked);
         self.slots.push(device);
         self.by_identity.insert(identity, index);
+        self.changed(index);
         Ok(index)
     }
 
@@ -282,7 +285,14 @@ impl DeviceTable {
         device.auth = None;
         device.tags = None;
         device.resources = Box::new([]);
+        self.changed(index);
         Some(index)
+    }
+
+    /// Records that the device in slot `index` changed (for [`super::Connector::changed_since`]).
+    pub(crate) fn changed(&mut self, index: u32) {
+        let slots = self.slots.len();
+        self.changes.record(index, slots);
     }
 
     pub(crate) fn live_count(&self) -> usize {

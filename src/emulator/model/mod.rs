@@ -12,6 +12,7 @@
 //! waiters are created only for devices that poll, and in-process devices learn about cloud
 //! writes through one channel per subscriber ([`Connector::subscribe_cloud_writes`]).
 
+mod changes;
 mod connector;
 mod content;
 mod devices;
@@ -30,8 +31,8 @@ use super::clock::Clock;
 use super::events::ConnectorEvent;
 
 pub use connector::{
-    CloudWriteNotice, CloudWriteRecord, Connector, DeviceCredential, PollSince, RecordConflict,
-    SetValue, WriteOrigin,
+    ChangedIdentities, CloudWriteNotice, CloudWriteRecord, Connector, DeviceCredential, PollSince,
+    RecordConflict, SetValue, WriteOrigin,
 };
 pub use content::{ByteRange, ContentInfo, ContentItem, ContentStore, RangeError};
 pub use devices::{
