@@ -7,6 +7,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod argocd;
 mod chart;
+mod image;
 mod prometheus;
 mod rbac;

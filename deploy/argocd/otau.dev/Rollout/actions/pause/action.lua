@@ -1,0 +1,13 @@
+-- Argo CD action "pause": the one-shot otau.dev/pause annotation (held until resumed).
+local os = require("os")
+
+-- A fresh nonce per action: the operator acts once per value (status.actedOn).
+local function nonce()
+  return "argocd-" .. os.date("!%Y%m%dT%H%M%SZ")
+end
+
+if obj.metadata.annotations == nil then
+  obj.metadata.annotations = {}
+end
+obj.metadata.annotations["otau.dev/pause"] = nonce()
+return obj
