@@ -458,9 +458,15 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
     let applied = Instant::now();
 
     let mut rss_peak = rss_idle;
+    // Pushed events queued in the emulator and not yet answered by the receiver, at most.
+    let mut backlog_max = 0u64;
     let mut next_progress = Instant::now() + Duration::from_secs(30);
     let complete_at = loop {
         rss_peak = rss_peak.max(rss_kib(pid));
+        if let Some(webhook) = &webhook {
+            let s = webhook.stats().snapshot();
+            backlog_max = backlog_max.max(s.queued.saturating_sub(s.finished()));
+        }
         let (complete, succeeded) = {
             let o = observed.lock().unwrap_or_else(|e| e.into_inner());
             (o.complete, o.succeeded.last().map_or(0, |&(_, c)| c))
@@ -570,6 +576,7 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
             "webhook: {} queued, {} delivered, {} rejected, {} failed, {} dropped (queue full), {} lagged",
             s.queued, s.delivered, s.rejected, s.failed, s.queue_full, s.lagged
         );
+        println!("webhook backlog (queued, not yet answered): at most {backlog_max} events");
     }
     println!(
         "operator RSS: {:.1} MiB idle, {:.1} MiB peak, {:.1} MiB after Complete; peak growth {:.0} bytes per device",

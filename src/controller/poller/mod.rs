@@ -135,6 +135,11 @@ pub struct Subscription {
     held: Mutex<Held>,
     /// Whether the Rollout has devices in flight (short poll interval).
     active: std::sync::atomic::AtomicBool,
+    /// A pushed event asked for a reconcile that has not started yet. Pushed events send one
+    /// trigger until the reconcile takes it ([`Subscription::take_push_trigger`]): the
+    /// controller's debounce delays a Rollout's reconcile at every new trigger, so one trigger
+    /// per event would hold the status back for as long as events keep coming.
+    push_trigger_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Subscription {
@@ -151,6 +156,20 @@ impl Subscription {
 
     fn is_active(&self) -> bool {
         self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Called by the reconcile before it reads the index: pushed events folded from now on
+    /// trigger a new reconcile; those folded before are seen by this one.
+    pub fn take_push_trigger(&self) {
+        self.push_trigger_pending
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a pushed event should send a trigger (none is pending), marking one pending.
+    fn needs_push_trigger(&self) -> bool {
+        !self
+            .push_trigger_pending
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -354,6 +373,7 @@ impl Pollers {
                 recent: HashMap::new(),
             }),
             active: std::sync::atomic::AtomicBool::new(true),
+            push_trigger_pending: std::sync::atomic::AtomicBool::new(false),
         });
         subs.insert(request.uid.to_owned(), sub.clone());
         drop(subs);
@@ -430,7 +450,8 @@ impl Pollers {
     }
 
     /// Folds one device update into every index of the given connectors that holds the
-    /// device, and triggers those Rollouts. Returns the Rollouts whose index changed.
+    /// device, and triggers those Rollouts (at most one trigger waiting per Rollout, see
+    /// [`Subscription::take_push_trigger`]). Returns the Rollouts whose index changed.
     pub fn apply(
         &self,
         connector_keys: &[String],
@@ -456,7 +477,9 @@ impl Pollers {
                     ok
                 };
                 if applied {
-                    self.triggers.send(&sub.trigger);
+                    if sub.needs_push_trigger() {
+                        self.triggers.send(&sub.trigger);
+                    }
                     changed.push(sub.trigger.clone());
                 }
             }
@@ -643,6 +666,33 @@ mod tests {
             config_otau: config,
             otau_in: None,
         }
+    }
+
+    #[test]
+    fn pushed_events_send_one_trigger_until_the_reconcile_takes_it() {
+        let sub = Subscription {
+            uid: "u".into(),
+            trigger: ObjectRef::new("r").within("ns"),
+            held: Mutex::new(held()),
+            active: std::sync::atomic::AtomicBool::new(true),
+            push_trigger_pending: std::sync::atomic::AtomicBool::new(false),
+        };
+        assert!(sub.needs_push_trigger(), "the first event triggers");
+        assert!(
+            !sub.needs_push_trigger(),
+            "later events wait for the reconcile"
+        );
+        sub.take_push_trigger();
+        assert!(
+            sub.needs_push_trigger(),
+            "after the reconcile took it, events trigger again"
+        );
+    }
+
+    #[test]
+    fn recent_keys_are_stable_and_tell_identities_apart() {
+        assert_eq!(identity_key("dev-1"), identity_key("dev-1"));
+        assert_ne!(identity_key("dev-1"), identity_key("dev-2"));
     }
 
     #[test]

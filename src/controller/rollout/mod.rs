@@ -451,6 +451,10 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Arc<RolloutContext>) -> Resu
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let uid = rollout.uid().unwrap_or_default();
+    if let Some(sub) = ctx.pollers.subscription(&uid) {
+        // Before the index is read: events pushed from now on trigger the next reconcile.
+        sub.take_push_trigger();
+    }
     let tracked = ctx.tracked.get(rollout, &uid);
     let previous = tracked.computed.clone().unwrap_or_default();
     let annotations = rollout.metadata.annotations.clone().unwrap_or_default();
