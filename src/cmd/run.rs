@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use otau_operator::api::parse_duration;
 use otau_operator::controller::Settings;
+use otau_operator::controller::leader::LeaseConfig;
 use otau_operator::controller::poller::PollIntervals;
 use otau_operator::controller::rollout::RolloutOptions;
 use otau_operator::controller::runtime::{self, RunOptions};
@@ -217,6 +218,40 @@ pub struct Args {
     /// free port, logged), or `off`.
     #[arg(long, env = "OTAU_PUSH_ADDR", default_value = "0.0.0.0:8081", value_parser = push_addr, value_name = "ADDR|off", help_heading = "Rollouts")]
     push_addr: PushAddr,
+
+    /// Run the controllers only while this replica holds the leader Lease (for two or more
+    /// replicas). Without it, run exactly one replica.
+    #[arg(long, env = "OTAU_LEADER_ELECT", help_heading = "Leader election")]
+    leader_elect: bool,
+
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "OTAU_LEASE_NAME",
+        default_value = "otau-operator",
+        value_name = "NAME",
+        help_heading = "Leader election"
+    )]
+    lease_name: String,
+
+    /// Namespace of the Lease. Default: $POD_NAMESPACE, else `default`.
+    #[arg(
+        long,
+        env = "OTAU_LEASE_NAMESPACE",
+        value_name = "NS",
+        help_heading = "Leader election"
+    )]
+    lease_namespace: Option<String>,
+
+    /// How long a Lease that is not renewed stays with its holder before another replica
+    /// takes it.
+    #[arg(long, env = "OTAU_LEASE_DURATION", default_value = "15s", value_parser = duration, value_name = "DURATION", help_heading = "Leader election")]
+    lease_duration: Duration,
+
+    /// How long the leader may go without a successful renewal before it stops writing and
+    /// exits; must be shorter than --lease-duration.
+    #[arg(long, env = "OTAU_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = duration, value_name = "DURATION", help_heading = "Leader election")]
+    lease_renew_deadline: Duration,
 }
 
 /// `--push-addr`: an address, or `off`.
@@ -345,7 +380,33 @@ async fn client(args: &Args) -> Result<kube::Client, String> {
     kube::Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
 }
 
+/// The leader election settings, checked; `None` without `--leader-elect`.
+fn lease_config(args: &Args, instance: &str) -> Result<Option<LeaseConfig>, String> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .unwrap_or_else(|| "default".to_string());
+    LeaseConfig::new(
+        &args.lease_name,
+        &namespace,
+        instance,
+        args.lease_duration,
+        args.lease_renew_deadline,
+    )
+    .map(Some)
+}
+
 async fn serve(args: Args) -> Result<(), String> {
+    let leader = lease_config(&args, &instance(args.instance.clone()))?;
     let client = client(&args).await?;
     let settings = Settings {
         instance: instance(args.instance.clone()),
@@ -363,6 +424,7 @@ async fn serve(args: Args) -> Result<(), String> {
         },
         package_resync: args.package_resync,
         error_backoff_max: args.error_backoff_max,
+        write_gate: Default::default(),
     };
     if args.allow_private_sources {
         tracing::warn!(
@@ -390,6 +452,7 @@ async fn serve(args: Args) -> Result<(), String> {
             status_min_interval: args.status_min_interval,
             push_addr: args.push_addr.0,
         },
+        leader,
     };
     runtime::run(client, settings, options, signals()).await
 }
@@ -438,5 +501,58 @@ mod tests {
         assert_eq!(bytes("2Gi"), Ok(2 << 30));
         assert!(bytes("0").is_err());
         assert!(bytes("12MB").unwrap_err().contains("Ki, Mi or Gi"));
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(flags: &[&str]) -> Args {
+        use clap::Parser;
+        let mut argv = vec!["run"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).expect("flags parse").args
+    }
+
+    #[test]
+    fn leader_election_flags_are_checked() {
+        assert_eq!(
+            lease_config(&parse(&[]), "pod-a"),
+            Ok(None),
+            "off by default"
+        );
+        let on = lease_config(
+            &parse(&["--leader-elect", "--lease-namespace", "ops"]),
+            "pod-a",
+        )
+        .expect("valid")
+        .expect("on");
+        assert_eq!(
+            (
+                on.name.as_str(),
+                on.namespace.as_str(),
+                on.identity.as_str()
+            ),
+            ("otau-operator", "ops", "pod-a")
+        );
+        assert_eq!(on.lease_duration, Duration::from_secs(15));
+        assert_eq!(on.renew_deadline, Duration::from_secs(10));
+        let refused = lease_config(
+            &parse(&[
+                "--leader-elect",
+                "--lease-duration",
+                "10s",
+                "--lease-renew-deadline",
+                "10s",
+            ]),
+            "pod-a",
+        )
+        .unwrap_err();
+        assert!(
+            refused.contains("--lease-renew-deadline") && refused.contains("must be shorter"),
+            "{refused}"
+        );
     }
 }

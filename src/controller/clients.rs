@@ -267,7 +267,8 @@ async fn build(
         }
     })?;
     Ok(ConnectorClient {
-        platform: Arc::new(platform),
+        // Writes pass only while this replica holds the leader lease (controller/leader.rs).
+        platform: settings.write_gate.guard(Arc::new(platform)),
         management,
         exosense,
         fingerprint,

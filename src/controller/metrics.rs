@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::platform::PlatformMetrics;
@@ -31,6 +31,9 @@ pub struct Metrics {
     pub token_ttl: GaugeVec,
     /// `otau_build_info{version, git_sha}` = 1.
     pub build_info: IntGaugeVec,
+    /// `otau_leader`: 1 while this replica holds the leader lease (always 1 without leader
+    /// election), else 0.
+    pub leader: IntGauge,
     /// The platform client's metrics, shared by every connector's client.
     pub platform: Arc<PlatformMetrics>,
 }
@@ -85,6 +88,12 @@ impl Metrics {
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(token_ttl.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
+        let leader = IntGauge::new(
+            "otau_leader",
+            "1 while this replica holds the leader lease and may write (1 without leader election), else 0.",
+        )?;
+        leader.set(1);
+        registry.register(Box::new(leader.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -97,6 +106,7 @@ impl Metrics {
             reconcile_duration,
             token_ttl,
             build_info,
+            leader,
             platform,
         })
     }
@@ -152,6 +162,7 @@ mod tests {
             "otau_connector_token_ttl_seconds{connector=\"emulator\",namespace=\"default\"} 172800",
             "otau_build_info",
             "otau_platform_requests_total",
+            "otau_leader 1",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod failpoint;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod package;
 pub mod poller;
@@ -71,6 +72,9 @@ pub struct Settings {
     pub package_resync: Duration,
     /// The longest backoff after repeated transient failures.
     pub error_backoff_max: Duration,
+    /// The "still leader" token every platform write checks (always open without leader
+    /// election; set by [`runtime::run`]).
+    pub write_gate: leader::WriteGate,
 }
 
 impl Default for Settings {
@@ -87,6 +91,7 @@ impl Default for Settings {
             platform_retry: RetryPolicy::default(),
             package_resync: Duration::from_secs(600),
             error_backoff_max: Duration::from_secs(60),
+            write_gate: leader::WriteGate::always_open(),
         }
     }
 }

@@ -2,6 +2,12 @@
 //! `/metrics`, `/livez` and `/readyz`, runs the IoTConnector and SoftwarePackage controllers
 //! for the watched namespaces, and stops all of them together on the shutdown signal. If a
 //! controller or the HTTP server ends on its own, the whole run ends with an error.
+//!
+//! With leader election ([`RunOptions::leader`]), the HTTP server runs at once but the
+//! controllers, pollers and push receiver start only once this replica holds the Lease; a
+//! follower answers pushes with 503. Losing the Lease ends the run with an error at once (the
+//! write gate is already closed); on the shutdown signal the controllers drain first and the
+//! Lease is released after them.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::http::{Health, router};
+use super::leader::{LeaderElection, LeaseConfig, Role, WriteGate, serve_follower_push};
 use super::metrics::{CONNECTOR_CONTROLLER, PACKAGE_CONTROLLER};
 use super::{Context, Metrics, Settings, connector, crds, error_policy, package, report_results};
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
@@ -39,6 +46,8 @@ pub struct RunOptions {
     pub crd_timeout: Duration,
     /// The Rollout controller, its pollers and the push receiver.
     pub rollouts: super::rollout::RolloutOptions,
+    /// Leader election on a Lease; `None`: this replica always runs the controllers.
+    pub leader: Option<LeaseConfig>,
 }
 
 type Stop = Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
@@ -61,7 +70,7 @@ fn stop_signal(rx: &watch::Receiver<bool>) -> Stop {
 /// fails (returns a message for humans).
 pub async fn run(
     client: Client,
-    settings: Settings,
+    mut settings: Settings,
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -78,6 +87,10 @@ pub async fn run(
         .map_err(|e| format!("metrics listener: {e}"))?;
     tracing::info!(addr = %local, "metrics and health server listening");
     let health = Arc::new(Health::default());
+    let mut election = options
+        .leader
+        .clone()
+        .map(|config| start_election(&client, config, &mut settings, &health, &metrics));
     let ctx = Context::new(client.clone(), settings, metrics.clone());
     let rollouts = super::rollout::RolloutContext::new(ctx.clone(), options.rollouts.clone())?;
 
@@ -102,6 +115,45 @@ pub async fn run(
                 .await
         }
     };
+    let mut server = Box::pin(server);
+    let server_ended = |served: std::io::Result<()>,
+                        stop_requested: &std::sync::atomic::AtomicBool| {
+        match served {
+            Ok(()) if stop_requested.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
+            Ok(()) => Err("the metrics server stopped unexpectedly".to_string()),
+            Err(e) => Err(format!("the metrics server failed: {e}")),
+        }
+    };
+
+    if let Some(leading) = election.as_mut() {
+        // A follower: only the HTTP server (and a 503 push receiver) until the Lease is ours.
+        let (push_stop_tx, push_stop_rx) = watch::channel(false);
+        let follower_push = match options.rollouts.push_addr {
+            Some(addr) => Some(serve_follower_push(addr, stop_signal(&push_stop_rx)).await?),
+            None => None,
+        };
+        let waited = tokio::select! {
+            led = leading.leading() => led.map(|()| true),
+            () = stop_signal(&stop_rx) => Ok(false),
+            served = &mut server => server_ended(served, &stop_requested).and(Ok(false)),
+        };
+        let _ = push_stop_tx.send(true);
+        if let Some(push) = follower_push {
+            let _ = push.await;
+        }
+        match waited {
+            Ok(true) => tracing::info!("leading: starting the controllers"),
+            Ok(false) => {
+                if let Some(follower) = election.take() {
+                    follower.release().await?;
+                }
+                let _ = server.await;
+                tracing::info!("stopped (follower)");
+                return Ok(());
+            }
+            Err(message) => return Err(message),
+        }
+    }
 
     let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
         vec![None]
@@ -155,23 +207,75 @@ pub async fn run(
         });
     }
 
-    let controllers = join_all(controllers);
+    let mut controllers = join_all(controllers);
+    let mut drained = false;
+    let lost = async {
+        match election.as_mut() {
+            Some(leading) => leading.ended().await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
-        served = server => match served {
-            Ok(()) if stop_requested.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
-            Ok(()) => Err("the metrics server stopped unexpectedly".to_string()),
-            Err(e) => Err(format!("the metrics server failed: {e}")),
-        },
-        _ = controllers => {
+        served = &mut server => server_ended(served, &stop_requested),
+        _ = &mut controllers => {
+            drained = true;
             if stop_requested.load(std::sync::atomic::Ordering::SeqCst) {
                 Ok(())
             } else {
                 Err("a controller stopped unexpectedly".to_string())
             }
         }
+        message = lost => Err(message),
     };
+    if outcome.is_ok() {
+        // Shutting down: let the controllers finish what they started, then give the Lease up
+        // so a follower takes over at once.
+        if !drained {
+            controllers.await;
+        }
+        if let Some(leading) = election.take() {
+            leading.release().await?;
+        }
+    }
     tracing::info!("stopped");
     outcome
+}
+
+/// Starts the campaign for the Lease: the write gate follows it, readiness and `otau_leader`
+/// follow this replica's role.
+fn start_election(
+    client: &Client,
+    config: LeaseConfig,
+    settings: &mut Settings,
+    health: &Arc<Health>,
+    metrics: &Metrics,
+) -> LeaderElection {
+    let gate = WriteGate::leased();
+    settings.write_gate = gate.clone();
+    health.elect();
+    metrics.leader.set(0);
+    tracing::info!(
+        lease = %config.name,
+        namespace = %config.namespace,
+        identity = %config.identity,
+        duration = ?config.lease_duration,
+        renew_deadline = ?config.renew_deadline,
+        "leader election on"
+    );
+    let health = health.clone();
+    let gauge = metrics.leader.clone();
+    LeaderElection::start(client.clone(), config, gate, move |role| {
+        health.set_role(role);
+        gauge.set(i64::from(*role == Role::Leader));
+        match role {
+            Role::Leader => tracing::info!("this replica is the leader"),
+            Role::Follower(holder) => tracing::info!(
+                holder = holder.as_deref().unwrap_or("<unknown>"),
+                "this replica is a follower"
+            ),
+            Role::Unknown => {}
+        }
+    })
 }
 
 fn ready<K>(store: Store<K>) -> BoxFuture<'static, ()>
@@ -225,7 +329,10 @@ fn connector_controller(
             ),
         )
         .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::Delete(_) | watcher::Event::InitDone)) {
+            if matches!(
+                event,
+                Ok(watcher::Event::Delete(_) | watcher::Event::InitDone)
+            ) {
                 connector::prune_deleted(&ctx, &store, scope.as_deref());
             }
         })

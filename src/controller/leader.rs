@@ -1,0 +1,796 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease (house-style.md rule 19, issue 7
+//! item 4), and the write token that keeps a replica that lost it from writing.
+//!
+//! - [`LeaseConfig`] holds the flags (`--lease-name`, `--lease-namespace`, `--lease-duration`,
+//!   `--lease-renew-deadline`) and refuses a renew deadline that is not shorter than the lease
+//!   duration.
+//! - [`LeaderElection`] runs the campaign in a task: it reads the Lease, takes it when it is
+//!   free or expired, and, once held, renews it every retry period with updates conditional on
+//!   the `resourceVersion` it read (a 409 means someone else wrote in between: nothing is
+//!   overwritten). Expiry of another holder is judged by this replica's own clock: the Lease
+//!   is expired once it has not changed for `leaseDurationSeconds` since this replica first saw
+//!   its current version, so clock skew between nodes does not matter.
+//! - [`WriteGate`] is the "still leader" token. Each successful acquire or renew extends it to
+//!   *the time the request was sent + the renew deadline*; every platform write checks it just
+//!   before it is sent ([`WriteGate::guard`]). Another replica can take the Lease only after it
+//!   saw no change for a whole lease duration, counted from after that request, so the token
+//!   always runs out at least `lease duration - renew deadline` before anyone else may write.
+//!
+//! The Lease logic is written here rather than taken from `kube-lease-manager`: that crate
+//! reports only "leader or not" changes, never when a renewal succeeded, and the token needs
+//! exactly that time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::sync::{oneshot, watch};
+
+use crate::otau::Manifest;
+use crate::platform::{ContentInfo, ContentUpload, PackageRegistered, PackageRegistration};
+use crate::platform::{
+    CredentialCheck, IdentityPages, IdentityState, ListIdentities, Platform, PlatformError,
+};
+
+/// How this replica takes part in leader election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// The Lease's name.
+    pub name: String,
+    /// The Lease's namespace.
+    pub namespace: String,
+    /// This replica's identity in `holderIdentity` (the instance / pod name).
+    pub identity: String,
+    /// How long others wait after the last change before they take the Lease.
+    pub lease_duration: Duration,
+    /// How long after the start of its last successful renewal the holder may still write.
+    pub renew_deadline: Duration,
+}
+
+impl LeaseConfig {
+    /// Checks the values: names not empty, lease duration at least one second, renew deadline
+    /// positive and shorter than the lease duration.
+    pub fn new(
+        name: &str,
+        namespace: &str,
+        identity: &str,
+        lease_duration: Duration,
+        renew_deadline: Duration,
+    ) -> Result<Self, String> {
+        if name.trim().is_empty() {
+            return Err("--lease-name must not be empty".to_string());
+        }
+        if namespace.trim().is_empty() {
+            return Err("--lease-namespace must not be empty".to_string());
+        }
+        if identity.trim().is_empty() {
+            return Err("the leader election identity (--instance) must not be empty".to_string());
+        }
+        if lease_duration < Duration::from_secs(1) {
+            return Err(format!(
+                "--lease-duration {lease_duration:?} is too short: use at least 1s"
+            ));
+        }
+        if renew_deadline.is_zero() {
+            return Err("--lease-renew-deadline must be longer than 0s".to_string());
+        }
+        if renew_deadline >= lease_duration {
+            return Err(format!(
+                "--lease-renew-deadline ({renew_deadline:?}) must be shorter than --lease-duration \
+                 ({lease_duration:?}): the leader stops writing at the renew deadline, and the gap \
+                 up to the lease duration is what keeps two replicas from writing at the same time"
+            ));
+        }
+        Ok(LeaseConfig {
+            name: name.trim().to_string(),
+            namespace: namespace.trim().to_string(),
+            identity: identity.trim().to_string(),
+            lease_duration,
+            renew_deadline,
+        })
+    }
+
+    /// Time between two attempts to take or renew the Lease: a fifth of the renew deadline,
+    /// between 100 ms and 2 s (2 s with the defaults, as client-go).
+    pub fn retry_period(&self) -> Duration {
+        (self.renew_deadline / 5).clamp(Duration::from_millis(100), Duration::from_secs(2))
+    }
+
+    /// `leaseDurationSeconds`: the lease duration rounded up to whole seconds.
+    pub fn lease_seconds(&self) -> i32 {
+        let secs =
+            self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
+        i32::try_from(secs).unwrap_or(i32::MAX)
+    }
+}
+
+/// The "still leader" token every platform write checks. Without leader election it is
+/// always open; with it, it is open only until the deadline the last renewal set.
+#[derive(Clone, Default)]
+pub struct WriteGate {
+    leased: Option<Arc<Token>>,
+}
+
+struct Token {
+    base: Instant,
+    /// Microseconds after `base` until which writes are allowed; 0: not allowed.
+    valid_until: AtomicU64,
+}
+
+impl std::fmt::Debug for WriteGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.leased {
+            None => f.write_str("WriteGate(always open)"),
+            Some(_) => write!(f, "WriteGate(leased, open: {})", self.may_write()),
+        }
+    }
+}
+
+impl WriteGate {
+    /// A gate that is always open (no leader election).
+    pub fn always_open() -> Self {
+        WriteGate { leased: None }
+    }
+
+    /// A gate tied to a Lease, closed until the first successful acquire.
+    pub fn leased() -> Self {
+        WriteGate {
+            leased: Some(Arc::new(Token {
+                base: Instant::now(),
+                valid_until: AtomicU64::new(0),
+            })),
+        }
+    }
+
+    /// Whether this replica may write to the platform now.
+    pub fn may_write(&self) -> bool {
+        match &self.leased {
+            None => true,
+            Some(token) => {
+                let until = token.valid_until.load(Ordering::SeqCst);
+                until != 0 && micros_since(token.base, Instant::now()) < until
+            }
+        }
+    }
+
+    /// Opens the gate until `until` (never moves the deadline back).
+    fn extend_to(&self, until: Instant) {
+        if let Some(token) = &self.leased {
+            // 0 means closed: a deadline at or before the token's creation opens nothing.
+            let micros = micros_since(token.base, until);
+            if micros > 0 {
+                token.valid_until.fetch_max(micros, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Closes the gate for good (lease lost or released).
+    fn revoke(&self) {
+        if let Some(token) = &self.leased {
+            token.valid_until.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Time left before the gate closes, if it is open.
+    fn remaining(&self) -> Option<Duration> {
+        let token = self.leased.as_ref()?;
+        let until = token.valid_until.load(Ordering::SeqCst);
+        let now = micros_since(token.base, Instant::now());
+        (until != 0 && now < until).then(|| Duration::from_micros(until - now))
+    }
+
+    /// `platform` with every write checked against this gate just before it is sent; the
+    /// platform itself when the gate is always open.
+    pub fn guard(&self, platform: Arc<dyn Platform>) -> Arc<dyn Platform> {
+        match self.leased {
+            None => platform,
+            Some(_) => Arc::new(GuardedPlatform {
+                inner: platform,
+                gate: self.clone(),
+            }),
+        }
+    }
+}
+
+fn micros_since(base: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(base).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A platform client whose writes pass only while the [`WriteGate`] is open; reads pass always.
+struct GuardedPlatform {
+    inner: Arc<dyn Platform>,
+    gate: WriteGate,
+}
+
+impl GuardedPlatform {
+    fn check(&self, operation: &'static str) -> Result<(), PlatformError> {
+        if self.gate.may_write() {
+            Ok(())
+        } else {
+            Err(PlatformError::Unavailable {
+                operation,
+                reason: "not sent: this replica no longer holds the leader lease".to_string(),
+            })
+        }
+    }
+}
+
+#[async_trait]
+impl Platform for GuardedPlatform {
+    fn connector_id(&self) -> &str {
+        self.inner.connector_id()
+    }
+
+    async fn check_credentials(&self) -> Result<CredentialCheck, PlatformError> {
+        self.inner.check_credentials().await
+    }
+
+    async fn check_exosense_credentials(&self) -> Result<bool, PlatformError> {
+        self.inner.check_exosense_credentials().await
+    }
+
+    fn list_identities(&self, query: ListIdentities) -> IdentityPages {
+        self.inner.list_identities(query)
+    }
+
+    async fn identity_state(&self, identity: &str) -> Result<IdentityState, PlatformError> {
+        self.inner.identity_state(identity).await
+    }
+
+    async fn set_config_otau(
+        &self,
+        identity: &str,
+        manifest: &Manifest,
+    ) -> Result<(), PlatformError> {
+        self.check("device2.state.set")?;
+        self.inner.set_config_otau(identity, manifest).await
+    }
+
+    async fn upload_content(&self, upload: ContentUpload) -> Result<(), PlatformError> {
+        self.check("content.upload.form")?;
+        self.inner.upload_content(upload).await
+    }
+
+    async fn content_info(&self, id: &str) -> Result<ContentInfo, PlatformError> {
+        self.inner.content_info(id).await
+    }
+
+    async fn list_content(&self) -> Result<Vec<ContentInfo>, PlatformError> {
+        self.inner.list_content().await
+    }
+
+    async fn delete_content(&self, id: &str) -> Result<(), PlatformError> {
+        self.check("content.delete")?;
+        self.inner.delete_content(id).await
+    }
+
+    async fn register_package(
+        &self,
+        package: &PackageRegistration,
+    ) -> Result<PackageRegistered, PlatformError> {
+        self.check("content.register")?;
+        self.inner.register_package(package).await
+    }
+}
+
+/// What this replica knows about the Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not known yet (no attempt finished).
+    Unknown,
+    /// Another replica holds the Lease (its identity, when the Lease names one).
+    Follower(Option<String>),
+    /// This replica holds the Lease.
+    Leader,
+}
+
+/// What the campaign should do with the Lease as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// No Lease: create it, held by us.
+    Create,
+    /// We hold it: renew.
+    Renew,
+    /// Free or expired: take it.
+    TakeOver,
+    /// Someone else holds it and it is current.
+    Wait,
+}
+
+/// Decides from the Lease as read, this replica's identity, and whether the current version
+/// has been unchanged (in this replica's view) for longer than its lease duration.
+fn decide(lease: Option<&Lease>, me: &str, unchanged_too_long: bool) -> Step {
+    let Some(lease) = lease else {
+        return Step::Create;
+    };
+    let holder = holder_of(lease);
+    match holder {
+        Some(h) if h == me => Step::Renew,
+        None => Step::TakeOver,
+        Some(_) if unchanged_too_long => Step::TakeOver,
+        Some(_) => Step::Wait,
+    }
+}
+
+fn holder_of(lease: &Lease) -> Option<&str> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty())
+}
+
+fn lease_seconds_of(lease: &Lease) -> Duration {
+    let secs = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(1)
+        .max(1);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(1))
+}
+
+/// The Lease after this replica acquires or renews it.
+fn held(config: &LeaseConfig, current: Option<&Lease>) -> Lease {
+    let now = MicroTime(Timestamp::now());
+    let previous = current.and_then(|l| l.spec.clone()).unwrap_or_default();
+    let ours = previous.holder_identity.as_deref() == Some(config.identity.as_str());
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(config.name.clone()),
+            namespace: Some(config.namespace.clone()),
+            resource_version: current.and_then(|l| l.metadata.resource_version.clone()),
+            ..current.map(|l| l.metadata.clone()).unwrap_or_default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(config.identity.clone()),
+            lease_duration_seconds: Some(config.lease_seconds()),
+            acquire_time: if ours {
+                previous.acquire_time.clone().or_else(|| Some(now.clone()))
+            } else {
+                Some(now.clone())
+            },
+            renew_time: Some(now),
+            lease_transitions: match (ours, current) {
+                (true, _) | (false, None) => previous.lease_transitions.or(Some(0)),
+                (false, Some(_)) => Some(previous.lease_transitions.unwrap_or(0) + 1),
+            },
+            ..previous
+        }),
+    }
+}
+
+/// The outcome of one attempt.
+#[derive(Debug)]
+enum Attempt {
+    /// We hold the Lease.
+    Leading,
+    /// Someone else does.
+    Following(Option<String>),
+}
+
+/// The campaign's state between attempts.
+struct Elector {
+    api: Api<Lease>,
+    config: LeaseConfig,
+    gate: WriteGate,
+    /// The last version seen and when (by this replica's clock) it was first seen.
+    observed: Option<(String, Instant)>,
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+impl Elector {
+    /// Reads the Lease and takes, renews or leaves it. On success as holder, the gate is
+    /// extended to the time the read was sent plus the renew deadline.
+    async fn attempt(&mut self) -> Result<Attempt, kube::Error> {
+        let sent = Instant::now();
+        let current = self.api.get_opt(&self.config.name).await?;
+        let unchanged_too_long = match &current {
+            Some(lease) => {
+                let version = lease.metadata.resource_version.clone().unwrap_or_default();
+                let since = match &self.observed {
+                    Some((seen, at)) if *seen == version => *at,
+                    _ => {
+                        self.observed = Some((version, sent));
+                        sent
+                    }
+                };
+                sent.saturating_duration_since(since) > lease_seconds_of(lease)
+            }
+            None => false,
+        };
+        let step = decide(current.as_ref(), &self.config.identity, unchanged_too_long);
+        let result = match step {
+            Step::Wait => {
+                return Ok(Attempt::Following(
+                    current.as_ref().and_then(holder_of).map(str::to_string),
+                ));
+            }
+            Step::Create => {
+                self.api
+                    .create(&PostParams::default(), &held(&self.config, None))
+                    .await
+            }
+            Step::Renew | Step::TakeOver => {
+                self.api
+                    .replace(
+                        &self.config.name,
+                        &PostParams::default(),
+                        &held(&self.config, current.as_ref()),
+                    )
+                    .await
+            }
+        };
+        match result {
+            Ok(lease) => {
+                self.gate.extend_to(sent + self.config.renew_deadline);
+                self.observed = lease.metadata.resource_version.map(|v| (v, Instant::now()));
+                if step != Step::Renew {
+                    tracing::info!(lease = %self.config.name, namespace = %self.config.namespace, identity = %self.config.identity, "acquired the leader lease");
+                }
+                Ok(Attempt::Leading)
+            }
+            // Someone else wrote the Lease between our read and our write: theirs stands.
+            Err(e) if is_conflict(&e) => Ok(Attempt::Following(None)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the Lease up if we hold it (holder cleared, so a follower takes it at its next
+    /// attempt). The gate is closed first.
+    async fn release(&mut self) -> Result<(), kube::Error> {
+        self.gate.revoke();
+        let Some(lease) = self.api.get_opt(&self.config.name).await? else {
+            return Ok(());
+        };
+        if holder_of(&lease) != Some(self.config.identity.as_str()) {
+            return Ok(());
+        }
+        let mut released = lease.clone();
+        if let Some(spec) = released.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+        }
+        self.api
+            .replace(&self.config.name, &PostParams::default(), &released)
+            .await?;
+        tracing::info!(lease = %self.config.name, "released the leader lease");
+        Ok(())
+    }
+}
+
+/// The running campaign.
+pub struct LeaderElection {
+    role: watch::Receiver<Role>,
+    release: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl LeaderElection {
+    /// Starts campaigning for the Lease. `on_role` is called at each change of role (for
+    /// readiness and the `otau_leader` gauge). The gate opens while the Lease is held.
+    pub fn start(
+        client: kube::Client,
+        config: LeaseConfig,
+        gate: WriteGate,
+        on_role: impl Fn(&Role) + Send + Sync + 'static,
+    ) -> LeaderElection {
+        let (role_tx, role) = watch::channel(Role::Unknown);
+        let (release, release_rx) = oneshot::channel();
+        let elector = Elector {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            gate,
+            observed: None,
+        };
+        let publish = move |new: Role| {
+            role_tx.send_if_modified(|current| {
+                if *current == new {
+                    false
+                } else {
+                    on_role(&new);
+                    *current = new;
+                    true
+                }
+            });
+        };
+        let task = tokio::spawn(campaign(elector, publish, release_rx));
+        LeaderElection {
+            role,
+            release: Some(release),
+            task,
+        }
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// Completes once this replica holds the Lease; an error when the campaign ended.
+    pub async fn leading(&mut self) -> Result<(), String> {
+        loop {
+            if *self.role.borrow_and_update() == Role::Leader {
+                return Ok(());
+            }
+            if self.role.changed().await.is_err() {
+                return Err(self.ended().await);
+            }
+        }
+    }
+
+    /// Completes when the campaign ends before [`release`](Self::release) was asked (the
+    /// Lease was lost): why.
+    pub async fn ended(&mut self) -> String {
+        match (&mut self.task).await {
+            Ok(Ok(())) => "leader election stopped unexpectedly".to_string(),
+            Ok(Err(message)) => message,
+            Err(e) => format!("the leader election task failed: {e}"),
+        }
+    }
+
+    /// Closes the gate and gives the Lease up (after the controllers drained).
+    pub async fn release(mut self) -> Result<(), String> {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(format!("the leader election task failed: {e}")),
+        }
+    }
+}
+
+/// Campaigns until told to release (then releases and returns `Ok`) or the Lease is lost
+/// (returns why).
+async fn campaign(
+    mut elector: Elector,
+    publish: impl Fn(Role),
+    mut release: oneshot::Receiver<()>,
+) -> Result<(), String> {
+    let retry = elector.config.retry_period();
+    let mut leading = false;
+    loop {
+        let limit = if leading {
+            elector.gate.remaining().unwrap_or_default()
+        } else {
+            elector.config.renew_deadline
+        };
+        let attempt = tokio::select! {
+            _ = &mut release => return release_at_exit(&mut elector).await,
+            attempt = tokio::time::timeout(limit, elector.attempt()) => attempt,
+        };
+        match attempt {
+            Ok(Ok(Attempt::Leading)) => {
+                leading = true;
+                publish(Role::Leader);
+            }
+            Ok(Ok(Attempt::Following(holder))) if leading => {
+                elector.gate.revoke();
+                publish(Role::Follower(holder.clone()));
+                return Err(format!(
+                    "lost the leader lease {}/{} to {}; exiting so that this replica restarts as a follower",
+                    elector.config.namespace,
+                    elector.config.name,
+                    holder.as_deref().unwrap_or("another replica")
+                ));
+            }
+            Ok(Ok(Attempt::Following(holder))) => publish(Role::Follower(holder)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, lease = %elector.config.name, "leader lease attempt failed");
+            }
+            Err(_) => {
+                tracing::warn!(lease = %elector.config.name, "leader lease attempt timed out");
+            }
+        }
+        if leading && !elector.gate.may_write() {
+            elector.gate.revoke();
+            publish(Role::Follower(None));
+            return Err(format!(
+                "could not renew the leader lease {}/{} within --lease-renew-deadline ({:?}); \
+                 stopped writing and exiting",
+                elector.config.namespace, elector.config.name, elector.config.renew_deadline
+            ));
+        }
+        tokio::select! {
+            _ = &mut release => return release_at_exit(&mut elector).await,
+            () = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
+/// Releases at shutdown; a failure only delays the successor by one lease duration.
+async fn release_at_exit(elector: &mut Elector) -> Result<(), String> {
+    if let Err(e) = elector.release().await {
+        tracing::warn!(error = %e, "could not release the leader lease; it expires on its own");
+    }
+    Ok(())
+}
+
+/// The push receiver of a follower: every request gets `503 Service Unavailable` with
+/// `Retry-After: 1`, so a forwarder tries again (and a Service may route to the leader).
+/// Stops when `stop` completes; the returned future ends once the port is closed.
+pub async fn serve_follower_push(
+    addr: std::net::SocketAddr,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (--push-addr): {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("push listener: {e}"))?;
+    tracing::info!(addr = %local, "push receiver listening as a follower (503 until this replica leads)");
+    let app = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "this replica is a follower; the leader receives pushes\n",
+        )
+            .into_response()
+    });
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %e, "the follower push receiver failed");
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(duration: u64, deadline: u64) -> Result<LeaseConfig, String> {
+        LeaseConfig::new(
+            "otau-operator",
+            "default",
+            "pod-a",
+            Duration::from_secs(duration),
+            Duration::from_secs(deadline),
+        )
+    }
+
+    fn lease(holder: Option<&str>, transitions: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("otau-operator".into()),
+                resource_version: Some("7".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                lease_duration_seconds: Some(15),
+                acquire_time: Some(MicroTime(Timestamp::UNIX_EPOCH)),
+                lease_transitions: Some(transitions),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_renew_deadline_not_shorter_than_the_lease_is_refused() {
+        let equal = config(15, 15).unwrap_err();
+        assert!(
+            equal.contains("--lease-renew-deadline")
+                && equal.contains("shorter than --lease-duration"),
+            "{equal}"
+        );
+        assert!(config(10, 15).is_err());
+        assert!(config(0, 0).unwrap_err().contains("at least 1s"));
+        let ok = config(15, 10).expect("the defaults are valid");
+        assert_eq!(ok.retry_period(), Duration::from_secs(2));
+        assert_eq!(ok.lease_seconds(), 15);
+        let short = LeaseConfig::new(
+            "l",
+            "ns",
+            "a",
+            Duration::from_millis(1500),
+            Duration::from_millis(300),
+        )
+        .expect("valid");
+        assert_eq!(short.lease_seconds(), 2, "rounded up");
+        assert_eq!(short.retry_period(), Duration::from_millis(100));
+        assert!(
+            LeaseConfig::new(
+                "l",
+                "ns",
+                " ",
+                Duration::from_secs(2),
+                Duration::from_secs(1)
+            )
+            .unwrap_err()
+            .contains("--instance")
+        );
+    }
+
+    #[test]
+    fn the_write_gate_opens_only_until_its_deadline() {
+        assert!(WriteGate::always_open().may_write());
+        assert!(WriteGate::default().may_write(), "no election: always open");
+        let gate = WriteGate::leased();
+        assert!(!gate.may_write(), "closed before the first acquire");
+        gate.extend_to(Instant::now() + Duration::from_secs(3600));
+        assert!(gate.may_write());
+        assert!(
+            gate.remaining()
+                .is_some_and(|r| r > Duration::from_secs(3000))
+        );
+        gate.revoke();
+        assert!(!gate.may_write(), "closed once revoked");
+        assert_eq!(gate.remaining(), None);
+        let expired = WriteGate::leased();
+        let past = Instant::now()
+            .checked_sub(Duration::from_millis(5))
+            .expect("an instant 5ms ago");
+        expired.extend_to(past);
+        assert!(
+            !expired.may_write(),
+            "a deadline in the past keeps it closed"
+        );
+        let clone = gate.clone();
+        gate.extend_to(Instant::now() + Duration::from_secs(60));
+        assert!(clone.may_write(), "clones share the token");
+    }
+
+    #[test]
+    fn the_campaign_takes_only_a_free_expired_or_own_lease() {
+        assert_eq!(decide(None, "pod-a", false), Step::Create);
+        assert_eq!(
+            decide(Some(&lease(Some("pod-a"), 0)), "pod-a", false),
+            Step::Renew
+        );
+        assert_eq!(
+            decide(Some(&lease(None, 0)), "pod-a", false),
+            Step::TakeOver
+        );
+        assert_eq!(
+            decide(Some(&lease(Some(""), 0)), "pod-a", false),
+            Step::TakeOver
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("pod-b"), 0)), "pod-a", false),
+            Step::Wait
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("pod-b"), 0)), "pod-a", true),
+            Step::TakeOver
+        );
+    }
+
+    #[test]
+    fn taking_over_counts_a_transition_and_renewing_keeps_the_acquire_time() {
+        let c = config(15, 10).expect("config");
+        let taken = held(&c, Some(&lease(Some("pod-b"), 3)));
+        let spec = taken.spec.expect("spec");
+        assert_eq!(spec.holder_identity.as_deref(), Some("pod-a"));
+        assert_eq!(spec.lease_transitions, Some(4));
+        assert_ne!(spec.acquire_time, Some(MicroTime(Timestamp::UNIX_EPOCH)));
+        assert_eq!(
+            taken.metadata.resource_version.as_deref(),
+            Some("7"),
+            "conditional"
+        );
+        let renewed = held(&c, Some(&lease(Some("pod-a"), 3))).spec.expect("spec");
+        assert_eq!(renewed.lease_transitions, Some(3));
+        assert_eq!(renewed.acquire_time, Some(MicroTime(Timestamp::UNIX_EPOCH)));
+        assert!(renewed.renew_time.is_some());
+        let created = held(&c, None);
+        assert_eq!(created.metadata.resource_version, None);
+        assert_eq!(created.spec.expect("spec").lease_transitions, Some(0));
+    }
+}
