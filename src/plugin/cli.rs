@@ -8,9 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// kubectl's help layout: what it does, examples, options, then usage.
 const HELP: &str = "{about-with-newline}
 Examples:
-{before-help}
-
-{all-args}
+{before-help}{all-args}
 
 Usage:
   {usage}
@@ -64,13 +62,29 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
     /// If present, the namespace scope for this request (default: the context's namespace).
-    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        value_name = "NAMESPACE",
+        help_heading = "Global Options"
+    )]
     pub namespace: Option<String>,
     /// The name of the kubeconfig context to use.
-    #[arg(long, global = true, value_name = "CONTEXT")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "CONTEXT",
+        help_heading = "Global Options"
+    )]
     pub context: Option<String>,
     /// Path to the kubeconfig file to use (default: $KUBECONFIG, else ~/.kube/config).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        help_heading = "Global Options"
+    )]
     pub kubeconfig: Option<PathBuf>,
 }
 
@@ -299,11 +313,17 @@ mod tests {
             help.contains("kubectl otau status fw-2-1 --watch"),
             "{help}"
         );
-        let mut status = Cli::command();
-        let status = status.find_subcommand_mut("status").expect("status");
+        let mut root = Cli::command();
+        root.build();
+        let status = root.find_subcommand_mut("status").expect("status");
         let text = status.render_long_help().to_string();
         assert!(text.contains("Usage:\n  kubectl otau status"), "{text}");
         assert!(text.contains("--watch"), "{text}");
+        assert!(
+            text.contains("--kubeconfig <PATH>"),
+            "global flags shown: {text}"
+        );
+        assert!(!text.contains("\n\n\n"), "no double blank lines: {text}");
     }
 
     #[test]

@@ -200,7 +200,9 @@ mod tests {
                     name: "fw".into(),
                     group: "otau.dev".into(),
                     kind: "rollouts".into(),
-                    ..StatusDetails::default()
+                    uid: String::new(),
+                    causes: Vec::new(),
+                    retry_after_seconds: 0,
                 })
                 .boxed(),
         );
