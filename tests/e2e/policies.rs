@@ -211,7 +211,7 @@ async fn the_next_wave_starts_only_after_the_soak() {
     let soak_until = micros(wave1.soak_until.as_ref().expect("wave 1 soakUntil"));
     // Completion + 3 s, rounded up to the second.
     assert!(
-        (completed + 3_000_000..completed + 4_000_000).contains(&soak_until),
+        (completed + 3_000_000..=completed + 4_000_000).contains(&soak_until),
         "completedAt {completed} soakUntil {soak_until}"
     );
 
