@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::model::{
-    Connector, ContentItem, IdentityView, ListQuery, Model, ModelError, ResourceStateView,
+    ChangedIdentities, Connector, ContentItem, DeviceId, IdentityView, ListQuery, Model,
+    ModelError, ResourceStateView,
 };
 use crate::otau::{CONFIG_OTAU, Manifest, OTAU_IN};
 use crate::platform::{
@@ -105,29 +106,20 @@ impl EmulatorPlatform {
         self.connector.change_cursor()
     }
 
-    /// The identities changed after `cursor`, as a listing would show them (newest first),
-    /// the ones removed, and the cursor to pass next time. Not part of the [`Platform`] trait:
-    /// the Exosite API has no such query; `simulate` uses it so that a poll costs what changed
-    /// since the last one, not a listing of every device.
-    pub fn changed_since(&self, cursor: u64) -> ChangedSince {
-        let changed = self.connector.changed_since(cursor);
-        ChangedSince {
-            identities: changed.devices.into_iter().map(identity).collect(),
-            removed: changed.removed,
-            cursor: changed.cursor,
-        }
+    /// The identities changed after `cursor` (newest first, as handles) and the cursor to
+    /// pass next time; read them with [`EmulatorPlatform::identities_of`], a page at a time.
+    /// Not part of the [`Platform`] trait: the Exosite API has no such query; `simulate` uses
+    /// it so that a poll costs what changed since the last one, not a listing of every device.
+    pub fn changed_since(&self, cursor: u64) -> ChangedIdentities {
+        self.connector.changed_since(cursor)
     }
-}
 
-/// The answer of [`EmulatorPlatform::changed_since`].
-#[derive(Debug, Clone, Default)]
-pub struct ChangedSince {
-    /// Identities changed after the cursor and still present, newest first.
-    pub identities: Vec<Identity>,
-    /// Identities removed after the cursor.
-    pub removed: Vec<String>,
-    /// The cursor for the next call.
-    pub cursor: u64,
+    /// The identities of `ids` as a listing shows them, in the order given, and the ones
+    /// among them that were removed.
+    pub fn identities_of(&self, ids: &[DeviceId]) -> (Vec<Identity>, Vec<String>) {
+        let (views, removed) = self.connector.views_of(ids);
+        (views.into_iter().map(identity).collect(), removed)
+    }
 }
 
 /// Maps a model error to the error the Exosite client would return for the same HTTP answer.

@@ -222,8 +222,13 @@ impl Poller {
     ) -> Result<(), String> {
         if let Some(cursor) = self.cursor.filter(|_| !self.always_full) {
             let changed = platform.changed_since(cursor);
-            if changed.removed.is_empty() {
-                index.upsert(changed.identities.into_iter().map(observation));
+            let mut removed = false;
+            for page in changed.ids.chunks(PAGE_SIZE as usize) {
+                let (identities, gone) = platform.identities_of(page);
+                removed |= !gone.is_empty();
+                index.upsert(identities.into_iter().map(observation));
+            }
+            if !removed {
                 index.prepare();
                 self.cursor = Some(changed.cursor);
                 return Ok(());

@@ -181,10 +181,8 @@ impl ResourceTable {
 /// The answer of [`Connector::changed_since`].
 #[derive(Debug, Clone, Default)]
 pub struct ChangedIdentities {
-    /// The identities changed and still present, newest first.
-    pub devices: Vec<IdentityView>,
-    /// The identities removed since the cursor (whatever else happened to them).
-    pub removed: Vec<String>,
+    /// The handles of the identities changed (removed ones included), newest first.
+    pub ids: Vec<DeviceId>,
     /// The cursor of this answer: the next call passes it to get the changes after this one.
     pub cursor: u64,
 }
@@ -544,24 +542,36 @@ impl Connector {
     /// device, or the identity added, updated, activated or removed; a device's `lastseen`
     /// alone does not count), each once, newest first like [`Connector::list_identities`],
     /// with the cursor of this answer. Costs O(changes since `cursor`), not O(identities).
+    /// Read them with [`Connector::views_of`], a page at a time.
     pub fn changed_since(&self, cursor: u64) -> ChangedIdentities {
+        let table = self.devices.read().unwrap_or_else(poisoned);
+        ChangedIdentities {
+            ids: table
+                .changes
+                .slots_since(cursor)
+                .into_iter()
+                .map(DeviceId)
+                .collect(),
+            cursor: table.changes.cursor(),
+        }
+    }
+
+    /// The identity objects of `ids`, in the order given, and the identities among them that
+    /// were removed (handles that never existed are left out).
+    pub fn views_of(&self, ids: &[DeviceId]) -> (Vec<IdentityView>, Vec<String>) {
         let names = self.slot_names();
         let table = self.devices.read().unwrap_or_else(poisoned);
-        let mut answer = ChangedIdentities {
-            cursor: table.changes.cursor(),
-            ..ChangedIdentities::default()
-        };
-        for slot in table.changes.slots_since(cursor) {
-            let Some(device) = table.slots.get(slot as usize) else {
-                continue;
-            };
-            if device.has(FLAG_REMOVED) {
-                answer.removed.push(device.identity.to_string());
-            } else {
-                answer.devices.push(view(device, &names));
+        let (mut views, mut removed) = (Vec::with_capacity(ids.len()), Vec::new());
+        for id in ids {
+            match table.slots.get(id.0 as usize) {
+                Some(device) if device.has(FLAG_REMOVED) => {
+                    removed.push(device.identity.to_string())
+                }
+                Some(device) => views.push(view(device, &names)),
+                None => {}
             }
         }
-        answer
+        (views, removed)
     }
 
     /// The state of every resource of a device that has a value:

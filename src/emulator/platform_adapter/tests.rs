@@ -216,3 +216,56 @@ async fn package_registration_writes_the_exosense_tags() {
     assert_eq!(otau["config_otau"]["version"], "2.0.0");
     assert_eq!(otau["author"], "ops@example.com");
 }
+
+#[tokio::test]
+async fn changed_since_returns_only_the_devices_written_after_the_cursor() {
+    let (p, clock) = platform(50);
+    let conn = p.connector().clone();
+    let start = p.change_cursor();
+    // Nothing changed yet: an empty answer with the same cursor.
+    let none = p.changed_since(start);
+    assert!(none.ids.is_empty());
+    assert_eq!(none.cursor, start);
+    clock.advance(Duration::from_secs(1));
+    p.set_config_otau("dev-000007", &manifest())
+        .await
+        .expect("cloud write");
+    conn.device_write(
+        "dev-000030",
+        &[(
+            "otau_in",
+            r#"{"version":"2.0.0","status":"INSTALLED_VERSION"}"#,
+        )],
+        &WriteOrigin::default(),
+    )
+    .expect("device write");
+    p.set_config_otau("dev-000007", &manifest().with_attempt(2))
+        .await
+        .expect("second cloud write");
+    let changed = p.changed_since(start);
+    let (identities, removed) = p.identities_of(&changed.ids);
+    assert!(removed.is_empty());
+    let ids: Vec<&str> = identities.iter().map(|i| i.identity.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["dev-000030", "dev-000007"],
+        "each once, newest first"
+    );
+    let seven = &identities[1];
+    assert!(
+        seven
+            .state
+            .config_otau
+            .set
+            .as_deref()
+            .is_some_and(|v| v.contains(r#""attempt":2"#)),
+        "the latest value: {seven:?}"
+    );
+    // From the new cursor: nothing, until the next change.
+    assert!(p.changed_since(changed.cursor).ids.is_empty());
+    conn.remove_identity("dev-000030").expect("remove");
+    let after = p.changed_since(changed.cursor);
+    let (identities, removed) = p.identities_of(&after.ids);
+    assert!(identities.is_empty());
+    assert_eq!(removed, vec!["dev-000030".to_string()]);
+}
