@@ -575,3 +575,151 @@ impl Operator {
         .await;
     }
 }
+
+/// The lease flags of the leader election tests: short, so a takeover fits in a test.
+pub const FAST_LEASE: &[&str] = &["--lease-duration", "4s", "--lease-renew-deadline", "3s"];
+
+impl Operator {
+    /// Starts `otau-operator run --leader-elect` as `instance`, with its Lease in `namespace`,
+    /// fast polls, the push receiver on 127.0.0.1:0 and `extra` flags; waits for `/readyz`
+    /// (which a follower answers too) and for its push receiver (follower or leader) to listen.
+    pub async fn start_replica(
+        cp: &ControlPlane,
+        namespace: &str,
+        instance: &str,
+        extra: &[&str],
+    ) -> Operator {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+        command
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .args(["--watch-namespace", namespace])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--push-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(["--log-level", "info,otau_operator=debug"])
+            .args(["--instance", instance])
+            .args(["--leader-elect", "--lease-namespace", namespace])
+            .args(["--poll-interval-active", "1s", "--poll-interval-idle", "3s"])
+            .args(["--status-min-interval", "300ms"])
+            .args(["--platform-initial-backoff", "100ms"])
+            .args(["--platform-max-backoff", "2s"])
+            .args(["--error-backoff-max", "3s"])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env_remove("RUST_LOG")
+            .env_remove("POD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the operator binary");
+        let logs = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let text = {
+            let logs = logs.clone();
+            move || logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        };
+        let push_addr = |t: &str| {
+            logged_addr(t, "push receiver listening").or_else(|| {
+                logged_addr(
+                    t,
+                    "push receiver listening as a follower (503 until this replica leads)",
+                )
+            })
+        };
+        wait_for(DEADLINE, "the replica to log its addresses", || {
+            let t = text();
+            async move {
+                logged_addr(&t, "metrics and health server listening").is_some()
+                    && push_addr(&t).is_some()
+            }
+        })
+        .await;
+        let t = text();
+        let op = Operator {
+            metrics_addr: logged_addr(&t, "metrics and health server listening").expect("metrics"),
+            push_addr: push_addr(&t).expect("push"),
+            logs,
+            child,
+        };
+        let url = format!("http://{}/readyz", op.metrics_addr);
+        wait_for(DEADLINE, "the replica to be ready", || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        op
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) to the process with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the process to exit; its status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the operator did not exit within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `otau_leader` now.
+    pub async fn leader_gauge(&self) -> Option<f64> {
+        metric_value(&self.metrics().await, "otau_leader ")
+    }
+}
+
+/// The holder of the Lease `otau-operator` in `namespace`, read with kubectl (`None` when the
+/// Lease does not exist or has no holder).
+pub fn lease_holder(cp: &ControlPlane, namespace: &str) -> Option<String> {
+    let out = cp.kubectl_output(
+        &[
+            "get",
+            "leases.coordination.k8s.io",
+            "-n",
+            namespace,
+            "--ignore-not-found",
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v["items"]
+        .as_array()?
+        .iter()
+        .find(|l| l["metadata"]["name"] == "otau-operator")?["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}

@@ -11,6 +11,7 @@ mod harness;
 mod complete;
 mod conflict;
 mod control;
+mod leader;
 mod policies;
 mod push;
 mod restart;
