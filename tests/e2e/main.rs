@@ -11,6 +11,7 @@ mod harness;
 mod complete;
 mod conflict;
 mod control;
+mod equivalence;
 mod leader;
 mod policies;
 mod push;
