@@ -16,7 +16,7 @@ use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
 use otau_operator::emulator::model::{Model, ModelConfig};
 use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
 
-use crate::chart::{RELEASE, documents, render};
+use crate::chart::{chart_dir, documents, helm};
 use crate::support::{ControlPlane, tool, wait_for};
 
 /// The connector (product) id.
@@ -25,6 +25,8 @@ const CID: &str = "rbac0rollout0000";
 const MTOKEN: &str = "4bac4bac4bac4bac4bac4bac4bac4bac4bac4bac";
 /// Devices in the fleet.
 const DEVICES: u64 = 300;
+/// The Lease name (the chart's `leaderElection.leaseName` default).
+const LEASE: &str = "otau-operator";
 /// How long one step of the scenario may take.
 const DEADLINE: Duration = Duration::from_secs(240);
 
@@ -144,13 +146,14 @@ fn service_account_kubeconfig(cp: &ControlPlane, token: &str, dir: &Path) -> std
     path
 }
 
-/// Starts `otau-operator run` with `kubeconfig` for every namespace (the chart's default), as
-/// the pod `pod` in `namespace`; waits for `/readyz`.
+/// Starts `otau-operator run` with `kubeconfig` as the pod `pod` in `namespace`, for every
+/// namespace or only `watch`; waits for `/readyz`.
 async fn start_operator(
     kubeconfig: &Path,
     namespace: &str,
     pod: &str,
     leader_elect: bool,
+    watch: Option<&str>,
 ) -> OperatorProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
     command
@@ -165,11 +168,14 @@ async fn start_operator(
         .args(["--status-min-interval", "300ms"])
         .args(["--platform-initial-backoff", "100ms"])
         .args(["--error-backoff-max", "2s"]);
+    if let Some(watch) = watch {
+        command.args(["--watch-namespace", watch]);
+    }
     if leader_elect {
         command.args([
             "--leader-elect",
             "--lease-name",
-            RELEASE,
+            LEASE,
             "--lease-duration",
             "4s",
             "--lease-renew-deadline",
@@ -364,10 +370,10 @@ fn exercise_lease_rule(kubeconfig: &Path, namespace: &str) {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let lease = format!(
-        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {RELEASE}\nspec:\n  holderIdentity: rbac-pod-0\n  leaseDurationSeconds: 15\n"
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {LEASE}\nspec:\n  holderIdentity: rbac-pod-0\n  leaseDurationSeconds: 15\n"
     );
     kubectl(&["create", "-f", "-"], &lease);
-    let current = kubectl(&["get", "lease", RELEASE, "-o", "json"], "");
+    let current = kubectl(&["get", "lease", LEASE, "-o", "json"], "");
     let mut current: serde_json::Value = serde_json::from_str(&current).expect("lease JSON");
     current["spec"]["holderIdentity"] = "rbac-pod-1".into();
     kubectl(&["replace", "-f", "-"], &current.to_string());
@@ -375,22 +381,50 @@ fn exercise_lease_rule(kubeconfig: &Path, namespace: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_with_exactly_the_charts_rbac() {
+    // Default values: every namespace, the rules in a ClusterRole.
+    prove_chart_rbac("otau-operator", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_with_exactly_the_charts_roles_for_watched_namespaces() {
+    // watchNamespaces: the rules in a Role in the watched namespace.
+    prove_chart_rbac("otau-operator-roles", true).await;
+}
+
+/// The scenario of both tests, as the ServiceAccount of the chart installed as `release`
+/// (its own ServiceAccount, ClusterRoles and bindings) with default values, or with
+/// `watchNamespaces` set to the test namespace when `roles` is set.
+async fn prove_chart_rbac(release: &str, roles: bool) {
     let cp = ControlPlane::with_audit_log();
     let audit_log = cp.audit_log().expect("an audit log");
     let release_ns = cp.namespace("rbac-release").await;
     let ns = cp.namespace("rbac-fleet").await;
 
-    // The chart's ServiceAccount and RBAC, rendered with default values for the release
-    // namespace, applied by the admin.
-    let rendered = render(
+    // The chart's ServiceAccount and RBAC, rendered for the release namespace, applied by the
+    // admin.
+    let chart = chart_dir();
+    let watch = format!("watchNamespaces={{{ns}}}");
+    let mut args = vec![
+        "template",
+        release,
+        chart.to_str().expect("UTF-8 path"),
+        "--namespace",
         &release_ns,
-        &[
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-    );
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ];
+    if roles {
+        args.extend(["--set", &watch]);
+    }
+    let rendered = helm(&args).unwrap_or_else(|e| panic!("helm {args:?}: {e}"));
+    let cluster_roles = documents(&rendered)
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .count();
+    // With watchNamespaces only the CRD reads stay cluster-wide.
+    assert_eq!(cluster_roles, if roles { 1 } else { 2 }, "{rendered}");
     admin(
         cp,
         &[
@@ -407,7 +441,7 @@ async fn the_operator_runs_with_exactly_the_charts_rbac() {
         &[
             "create",
             "token",
-            RELEASE,
+            release,
             "-n",
             &release_ns,
             "--duration=2h",
@@ -416,15 +450,16 @@ async fn the_operator_runs_with_exactly_the_charts_rbac() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = service_account_kubeconfig(cp, token.trim(), dir.path());
-    let user = format!("system:serviceaccount:{release_ns}:{RELEASE}");
+    let user = format!("system:serviceaccount:{release_ns}:{release}");
 
     let emulator = Emulator::start().await;
     let leader_elect = operator_has_leader_election();
     let mut operator = start_operator(
         &kubeconfig,
         &release_ns,
-        "otau-operator-rbac-0",
+        &format!("{release}-0"),
         leader_elect,
+        roles.then_some(ns.as_str()),
     )
     .await;
 
