@@ -6,7 +6,8 @@
 #   hack/build-static.sh [PROFILE [OUT]]
 #
 # PROFILE  cargo profile, default `release` (the image); `dev` builds faster for tests.
-# OUT      copy the binary there as well (the Dockerfile uses /out/otau-operator).
+# OUT      copy the binary there without its debug info (the Dockerfile uses
+#          /out/otau-operator; the release build's debug info is ~165 MB of its ~200 MB).
 #
 # The build has its own target folder, <cargo target dir>/static, so its RUSTFLAGS do not
 # invalidate the normal build. Prints the binary's path as the last line of stdout.
@@ -39,7 +40,7 @@ case "$kind" in
 esac
 if [ -n "$out" ]; then
   mkdir -p "$(dirname "$out")"
-  cp "$binary" "$out"
+  strip --strip-debug -o "$out" "$binary"
   binary="$out"
 fi
 echo "$binary"

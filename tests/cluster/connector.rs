@@ -5,6 +5,7 @@
 
 use kube::api::Api;
 use otau_operator::api::IoTConnector;
+use otau_operator::emulator::faults::{FaultConfig, FaultRule};
 
 use crate::operator::{
     CID, DEADLINE, Emu, INSTANCE, MTOKEN, Operator, XTOKEN, apply, assert_no_token_leak, condition,
@@ -272,4 +273,38 @@ async fn deleting_a_connector_removes_its_metric_series() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_management_api_is_platform_unavailable_not_stalled() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("connector-unavailable").await;
+    let emu = Emu::start().await;
+    let mut rule = FaultRule::new("token.item");
+    rule.error_rate = 1.0;
+    rule.error_status = 503;
+    emu.set_faults(FaultConfig {
+        seed: 1,
+        rules: vec![rule],
+        rate_limit: None,
+    });
+    let op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &secret_yaml("token", MTOKEN));
+    apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
+    let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
+    let connector = wait_condition(&api, "emu", "Ready", "Unknown", "PlatformUnavailable").await;
+    assert_eq!(
+        condition(&connector, "Stalled").expect("Stalled").status,
+        "False"
+    );
+    assert!(emu.log().iter().any(|l| l.status == 503));
+
+    // The platform comes back: the retries (with backoff) reach Ready without any change.
+    emu.set_faults(FaultConfig {
+        seed: 1,
+        rules: Vec::new(),
+        rate_limit: None,
+    });
+    wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
 }

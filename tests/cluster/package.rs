@@ -578,3 +578,41 @@ async fn an_edited_config_map_re_reconciles_its_package() {
     assert_eq!(item.tags.get("sha256"), Some(&want));
     assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_the_device_tag_bound_the_package_is_listed_without_per_device_tags() {
+    let cp = ControlPlane::get();
+    let (ns, emu, op) = setup(cp, "package-tag-bound", "", &[]).await;
+    for identity in ["dev-1", "dev-2", "dev-3"] {
+        emu.conn()
+            .add_identity(identity, Default::default())
+            .expect("identity");
+    }
+    apply(cp, &ns, &configmap_yaml("fw", "fw.bin", "bounded"));
+    apply(
+        cp,
+        &ns,
+        "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: bounded\nspec:\n  connectorRef:\n    name: emu\n  version: 1.0.0\n  registration:\n    maxDeviceTags: 2\n  files:\n    - name: fw.bin\n      configMapKeyRef:\n        name: fw\n        key: fw.bin\n",
+    );
+    let api: Api<SoftwarePackage> = Api::namespaced(cp.client().await, &ns);
+    let package = wait_condition(&api, "bounded", "Ready", "True", "Registered").await;
+    let ready = condition(&package, "Ready").expect("Ready");
+    assert!(
+        ready
+            .message
+            .contains("3 devices exceed the bound of 2 (spec.registration.maxDeviceTags"),
+        "{}",
+        ready.message
+    );
+    let item = emu
+        .content(&format!("package_{ns}_bounded.json"))
+        .expect("registration item");
+    assert_eq!(item.tags["total-devices"], "3");
+    let prefix = format!("{CID}.");
+    assert!(
+        item.tags.keys().all(|k| !k.starts_with(&prefix)),
+        "{:?}",
+        item.tags
+    );
+    assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
+}

@@ -112,10 +112,13 @@ fn has_interpreter(path: &Path) -> bool {
     })
 }
 
-fn static_binary() -> PathBuf {
+/// Builds the static binary and copies it (without debug info) to `out`, as the Dockerfile's
+/// builder stage does.
+fn static_binary(out: &Path) -> PathBuf {
     let profile = std::env::var("OTAU_STATIC_PROFILE").unwrap_or_else(|_| "dev".to_string());
     let output = Command::new(repo_root().join("hack/build-static.sh"))
         .arg(&profile)
+        .arg(out)
         .env_remove("RUSTFLAGS")
         .output()
         .expect("run hack/build-static.sh");
@@ -136,7 +139,9 @@ fn static_binary() -> PathBuf {
 
 #[test]
 fn the_static_binary_has_no_loader_and_starts() {
-    let binary = static_binary();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let binary = static_binary(&dir.path().join("otau-operator"));
+    assert_eq!(binary, dir.path().join("otau-operator"));
     assert!(
         !has_interpreter(&binary),
         "{} has an ELF interpreter: it is not static",
