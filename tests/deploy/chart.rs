@@ -425,6 +425,20 @@ async fn every_optional_feature_is_accepted_by_the_apiserver() {
     }
     // Every kind the chart rendered was applied.
     let docs = documents(&rendered);
+    // The ServiceMonitor keeps the Rollout series' own `namespace` label (the alerts and the
+    // dashboard select on it); without honorLabels Prometheus renames it `exported_namespace`.
+    for monitor in of_kind(&docs, "ServiceMonitor") {
+        for endpoint in monitor["spec"]["endpoints"]
+            .as_sequence()
+            .expect("endpoints")
+        {
+            assert_eq!(
+                endpoint["honorLabels"].as_bool(),
+                Some(true),
+                "ServiceMonitor endpoint without honorLabels: {endpoint:?}"
+            );
+        }
+    }
     assert_eq!(
         out.lines()
             .filter(|l| l.contains("(server dry run)"))
