@@ -180,6 +180,8 @@ pub fn status_view(rollout: &Rollout, now: Timestamp, style: &Style) -> String {
     if status.conditions.is_empty() {
         out.push_str("  (none yet: the operator has not written a status)\n");
     } else {
+        // The Ready message is printed above; other messages only when they say more.
+        let ready_message = condition(&status, conditions::READY).map(|c| c.message.as_str());
         let rows: Vec<Vec<String>> = status
             .conditions
             .iter()
@@ -195,7 +197,11 @@ pub fn status_view(rollout: &Rollout, now: Timestamp, style: &Style) -> String {
                     style.paint(tone, &c.status),
                     c.reason.clone(),
                     age(Some(&c.last_transition_time), now),
-                    c.message.clone(),
+                    if Some(c.message.as_str()) == ready_message {
+                        String::new()
+                    } else {
+                        c.message.clone()
+                    },
                 ]
             })
             .collect();
