@@ -170,3 +170,36 @@ async fn sigterm_releases_the_lease_and_the_follower_takes_over() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_the_lease_exits_non_zero() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-leader-lost").await;
+    let mut a = Operator::start_replica(cp, &ns, A, FAST_LEASE).await;
+    wait_holder(cp, &ns, A).await;
+    assert_eq!(a.leader_gauge().await, Some(1.0));
+
+    // Someone else writes themselves into the Lease: A sees it at its next renewal.
+    cp.kubectl_output(
+        &[
+            "patch",
+            "leases.coordination.k8s.io",
+            "otau-operator",
+            "-n",
+            &ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"intruder"}}"#,
+        ],
+        "",
+    );
+    let status = a.wait_exit().await;
+    assert_eq!(status.code(), Some(1), "exit status after losing the Lease");
+    let logs = a.logs();
+    assert!(
+        logs.contains("lost the leader lease") && logs.contains("intruder"),
+        "{logs}"
+    );
+    assert_eq!(lease_holder(cp, &ns).as_deref(), Some("intruder"));
+}
