@@ -8,8 +8,8 @@
 # The default profile (written below) has fixed step durations and a few failing and silent
 # devices, so each wave takes a handful of polls: the figures then show the cost per device of
 # one step. examples/fleet-profile.yaml spreads device steps over hours, so a run takes hundreds
-# of polls (each a full listing of the fleet); `--profile examples/fleet-profile.yaml` measures
-# that (see docs/simulate.md for figures).
+# of polls (each reads only the devices changed since the previous one);
+# `--profile examples/fleet-profile.yaml` measures that (see docs/simulate.md for figures).
 #
 # Needs /usr/bin/time (Debian package `time`) for the peak RSS.
 set -euo pipefail
