@@ -29,8 +29,8 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
-use prometheus::core::Collector;
 use kube::{Resource, ResourceExt};
+use prometheus::core::Collector;
 use tokio::time::Instant;
 
 use super::Context;
