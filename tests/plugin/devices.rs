@@ -92,6 +92,20 @@ async fn devices_failed_are_exactly_the_emulators_failures() {
         .collect();
     assert_eq!(listed, failed);
 
+    // status lists the recent failures: exactly those devices.
+    let text = otau(cp, &ns, &["status", "fw-mixed"]);
+    eprintln!("--- status (complete with failures)\n{text}");
+    assert!(
+        text.contains("Recent failures (5 shown, newest first):"),
+        "{text}"
+    );
+    let shown: BTreeSet<String> = text
+        .lines()
+        .filter(|l| l.contains(" INSTALL_ERROR "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(shown, failed, "{text}");
+
     // The table: every device, one line each, states as the status counts them.
     let text = otau(cp, &ns, &["devices", "fw-mixed"]);
     eprintln!("--- devices\n{text}");
