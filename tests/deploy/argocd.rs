@@ -228,6 +228,24 @@ fn health_checks_match_their_test_cases() {
     assert!(cases >= 20, "only {cases} health cases");
 }
 
+/// Argo CD needs one script per kind, so the IoTConnector and SoftwarePackage checks are two
+/// copies of one script: they may differ only in the kind's name, its failure reasons and its
+/// healthy reason.
+#[test]
+fn the_connector_and_package_health_checks_differ_only_in_their_kind_data() {
+    let normalise = |kind: &str, healthy: &str| -> Vec<String> {
+        read(&kind_dir(kind).join("health.lua"))
+            .lines()
+            .filter(|l| !l.contains("failure reasons") && !l.contains("local failure_reasons"))
+            .map(|l| l.replace(kind, "<Kind>").replace(healthy, "<Healthy>"))
+            .collect()
+    };
+    assert_eq!(
+        normalise("IoTConnector", "Connected"),
+        normalise("SoftwarePackage", "Registered")
+    );
+}
+
 #[test]
 fn rollout_health_covers_every_argo_cd_status() {
     let dir = kind_dir("Rollout");
