@@ -6,10 +6,11 @@
 //! the sorted order 4 bytes. About 80-110 bytes per device at a million devices, well under
 //! the 200 bytes of design.md §6 (measured by `engine-bench`, asserted by a test).
 //!
-//! A device is in scope when it matches the targets, or when its `config_otau` set value is
-//! this package's manifest (any attempt): a notified device stays in even when an edit of the
-//! targets no longer selects it. Everything else is dropped at once, so a rollout of 1,000
-//! devices on a connector of a million keeps 1,000 entries.
+//! A device is in scope when the targets select it now; everything else is dropped at once, so
+//! a rollout of 1,000 devices on a connector of a million keeps 1,000 entries. Holding this
+//! package's manifest does not bring a device in: two Rollouts of one package to disjoint
+//! targets (say one per region) each count only their own devices, and a device that an edit
+//! of the targets leaves out stops counting (its `config_otau` stays as written).
 
 use std::borrow::{Borrow, Cow};
 use std::collections::{HashMap, HashSet};
@@ -598,7 +599,7 @@ impl DeviceIndex {
             }
         };
         Folded {
-            in_scope: set_kind == SetKind::Ours || self.matcher.matches(obs),
+            in_scope: self.matcher.matches(obs),
             set_kind,
             attempt,
             set_at,

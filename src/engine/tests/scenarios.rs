@@ -462,7 +462,7 @@ fn soak_holds_the_next_wave_until_it_ends() {
 }
 
 #[test]
-fn late_joiners_are_notified_after_completion_and_target_edits_keep_notified_devices() {
+fn late_joiners_are_notified_after_completion_and_target_edits_redefine_the_counted_devices() {
     let mut run = Run::new(spec(&[100]), Fleet::ordered(3, SEED, |_, _| {}));
     run.step();
     run.wait(2 * MINUTE);
@@ -478,7 +478,8 @@ fn late_joiners_are_notified_after_completion_and_target_edits_keep_notified_dev
     );
     assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
     assert!(!reasons(&d).contains(&reason::ROLLOUT_COMPLETE));
-    // Edit the targets: a new tag selects more devices; the old ones were notified and stay.
+    // Edit the targets: a new tag selects other devices; the old ones (notified, holding the
+    // manifest) no longer count, and nothing is written to them again.
     let stale_index = run.index();
     run.edit(|s| s.targets.tags = vec![DeviceTag::new("fleet", "b")]);
     let err = reconcile(&run.input(), &stale_index, run.fleet.now).unwrap_err();
@@ -498,8 +499,16 @@ fn late_joiners_are_notified_after_completion_and_target_edits_keep_notified_dev
         ["b-1"]
     );
     assert_eq!(
-        d.status.totals.targeted, 5,
-        "4 notified + b-1; a-unnotified dropped"
+        d.status.totals.targeted, 1,
+        "only b-1: the 4 notified fleet-a devices and a-unnotified are no longer selected"
+    );
+    assert!(
+        run.fleet
+            .devices
+            .iter()
+            .filter(|d| d.identity != "b-1")
+            .all(|d| d.writes.len() <= 1),
+        "no device left out by the edit is written again"
     );
 }
 
