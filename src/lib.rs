@@ -9,7 +9,7 @@
 //! - [`engine`]: the rollout logic, pure. Uses [`api`] and [`otau`] only.
 //! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`] only.
 //! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`], [`otau`], [`platform`].
-//! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`].
+//! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`], and the controller's identity-to-observation mapping (so `devices` names states exactly as the operator counts them).
 #![forbid(unsafe_code)]
 
 pub mod api;

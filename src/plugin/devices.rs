@@ -16,13 +16,12 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
-use crate::api::DeviceTag;
 use crate::api::iot_connector::{AuthScheme as SpecAuthScheme, IoTConnector};
 use crate::api::rollout::Rollout;
 use crate::api::software_package::SoftwarePackage;
 use crate::engine::{
-    DeviceIndex, DeviceObservation, DeviceState, EvalContext, IndexConfig, ParsedPolicy,
-    ResourceState, SetKind, cumulative_sizes, evaluate, order_key, order_seed, positional_wave,
+    DeviceIndex, DeviceState, EvalContext, IndexConfig, ParsedPolicy, SetKind, cumulative_sizes,
+    evaluate, order_key, order_seed, positional_wave,
 };
 use crate::otau::{Manifest, Report};
 use crate::platform::{
@@ -105,30 +104,6 @@ pub fn filter_name(filter: StateFilter) -> &'static str {
     }
 }
 
-fn resource(state: &crate::platform::ResourceState) -> Option<ResourceState> {
-    if state.set.is_none() && state.reported.is_none() {
-        return None;
-    }
-    Some(ResourceState {
-        set: state.set.clone(),
-        reported: state.reported.clone(),
-        timestamp: state.timestamp.unwrap_or(0),
-    })
-}
-
-fn observation(identity: &Identity) -> DeviceObservation {
-    DeviceObservation {
-        identity: identity.identity.clone(),
-        tags: identity
-            .tags
-            .iter()
-            .map(|t| DeviceTag::new(t.name.clone(), t.value.clone()))
-            .collect(),
-        config_otau: resource(&identity.state.config_otau),
-        otau_in: resource(&identity.state.otau_in),
-    }
-}
-
 fn rfc3339_of_micros(us: i64) -> Option<String> {
     let us = crate::engine::normalize_timestamp(us);
     Timestamp::from_microsecond(us).ok().map(|t| t.to_string())
@@ -150,7 +125,9 @@ pub fn device_rows(
             targets: rollout.spec.targets.clone(),
             manifest: manifest.clone(),
         },
-        identities.iter().map(observation),
+        identities
+            .iter()
+            .map(crate::controller::poller::observe::from_identity),
     );
     let policy = ParsedPolicy::parse(&rollout.spec)
         .map_err(|e| PluginError::Refused(format!("rollout {name}: {e}")))?;

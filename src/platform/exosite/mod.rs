@@ -94,27 +94,37 @@ impl ExositePlatform {
                 config.management_url.scheme()
             )));
         }
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent())
-            .connect_timeout(
-                config
-                    .request_timeout
-                    .min(std::time::Duration::from_secs(10)),
-            )
-            .danger_accept_invalid_certs(config.insecure_skip_verify);
+        let mut roots = Vec::new();
         for pem in &config.extra_root_certificates_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| invalid(format!("the extra CA bundle is not valid PEM: {e}")))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            roots.extend(certs);
         }
-        let http = builder
-            .build()
-            .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        let client = |max_idle: Option<usize>| {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(config.user_agent())
+                .connect_timeout(
+                    config
+                        .request_timeout
+                        .min(std::time::Duration::from_secs(10)),
+                )
+                .danger_accept_invalid_certs(config.insecure_skip_verify);
+            for cert in &roots {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            if let Some(n) = max_idle {
+                builder = builder.pool_max_idle_per_host(n);
+            }
+            builder
+                .build()
+                .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))
+        };
+        let http = client(None)?;
+        let listing_http = client(Some(1))?;
         Ok(ExositePlatform {
             inner: Arc::new(Transport {
                 http,
+                listing_http,
                 bucket: TokenBucket::new(config.rate_limit),
                 gate: RetryAfterGate::default(),
                 config,
