@@ -377,7 +377,30 @@ impl DeviceIndex {
             }
         }
         self.compact_if_needed();
+        self.shrink_if_oversized();
         self.prepare();
+    }
+
+    /// Gives back what growing during a listing over-allocated: a vector that doubled to hold
+    /// the last few devices keeps up to twice the room it needs for as long as the rollout
+    /// lives. Only when more than a quarter is spare, to a eighth of headroom, so a steady
+    /// fleet never reallocates.
+    fn shrink_if_oversized(&mut self) {
+        fn oversized(capacity: usize, len: usize) -> Option<usize> {
+            (capacity > len + len / 4 + 64).then_some(len + len / 8)
+        }
+        if let Some(n) = oversized(self.entries.capacity(), self.entries.len()) {
+            self.entries.shrink_to(n);
+        }
+        if let Some(n) = oversized(self.order.capacity(), self.order.len()) {
+            self.order.shrink_to(n);
+        }
+        if let Some(n) = oversized(self.arena.capacity(), self.arena.len()) {
+            self.arena.shrink_to(n);
+        }
+        if let Some(n) = oversized(self.by_key.capacity(), self.by_key.len()) {
+            self.by_key.shrink_to(n);
+        }
     }
 
     /// Folds observations into the index: a device seen again is updated (the later

@@ -253,3 +253,23 @@ fn memory_per_device_at_100k_stays_under_200_bytes() {
     assert!(per_device < 200, "{per_device} bytes per device");
     assert!(per_device >= 40, "the estimate counts the entries at least");
 }
+
+#[test]
+fn a_full_listing_gives_back_what_a_shrunken_fleet_no_longer_needs() {
+    let all: Vec<DeviceObservation> = (0..20_000).map(|i| device(&format!("SN-{i:08}"))).collect();
+    let mut index = DeviceIndex::new(config(tag_targets()));
+    index.begin_full_listing();
+    index.upsert(all.iter());
+    index.finish_full_listing();
+    let full = index.heap_bytes();
+    // Most devices leave the connector: the next listing sees a tenth of them.
+    index.begin_full_listing();
+    index.upsert(all.iter().take(2_000));
+    index.finish_full_listing();
+    assert_eq!(index.len(), 2_000);
+    let after = index.heap_bytes();
+    assert!(
+        after * 4 < full,
+        "{after} bytes after the fleet shrank tenfold, {full} before"
+    );
+}
