@@ -305,6 +305,31 @@ fn same_seed_gives_an_identical_outcome() {
     assert!(ok > 2600 && ok < 3000, "{:?}", a.1);
 }
 
+/// The quick example profile (README walkthrough): every device of 3,000 finishes an update
+/// within a few seconds of virtual time, and about 1 in 100 fails (two outcomes of 0.5 %).
+#[test]
+fn the_quick_example_profile_finishes_every_update_in_seconds() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/fleet-profile-quick.yaml"
+    ))
+    .unwrap();
+    let (_, summary, end) = platform_snapshot(&yaml, None);
+    let finished =
+        summary.finished.success + summary.finished.download_error + summary.finished.install_error;
+    assert_eq!(finished, 3000, "{summary:?}");
+    let failed = summary.finished.download_error + summary.finished.install_error;
+    assert!(
+        failed > 5 && failed < 70,
+        "about 30 of 3,000 fail: {summary:?}"
+    );
+    // Worst case per device: a few steps + test + download + install + reboot, all at their
+    // max (about 0.5 s each + 1 + 4 + 3 + 2 s), so the whole fleet is done within a minute of
+    // virtual time (the first boot and the update both start at START).
+    let elapsed = end - START;
+    assert!(elapsed < 60_000_000, "virtual time used: {elapsed} us");
+}
+
 const SMALL: &str = "
 seed: 4
 groups:
