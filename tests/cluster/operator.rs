@@ -3,7 +3,6 @@
 //! binary as a separate process bound to one test namespace, kubectl helpers, condition
 //! waits with deadlines, and the scan for leaked tokens.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -143,22 +142,8 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start the operator binary");
-        let logs = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
+        let (child, logs) =
+            crate::support::process::spawn_logged(&mut command, "the operator binary");
         let found: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         {
             let logs = logs.clone();

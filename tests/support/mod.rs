@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod emulator;
+pub mod process;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
