@@ -84,6 +84,7 @@ fn step(
         annotations: &annotations,
         status,
         memory,
+        max_notifications: None,
     };
     let started = Instant::now();
     let decision = reconcile(&input, index, now).expect("reconcile");

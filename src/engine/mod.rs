@@ -84,6 +84,10 @@ pub struct EngineInput<'a> {
     pub status: &'a RolloutStatus,
     /// The engine memory as persisted by the previous step (default on the first).
     pub memory: &'a EngineMemory,
+    /// At most this many notifications in one decision (the caller's write batch); the devices
+    /// beyond it stay pending and are due at the next step. `None`: every due device at once.
+    /// Bounds the memory a step allocates when a wave of hundreds of thousands starts.
+    pub max_notifications: Option<usize>,
 }
 
 /// Why nothing can be delivered right now (the prerequisites of house-style §3).

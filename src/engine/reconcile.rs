@@ -431,8 +431,9 @@ pub fn reconcile(
             .max_in_flight
             .map(|cap| cap.saturating_sub(pass.in_flight));
         let mut values: Vec<Option<Arc<str>>> = vec![None; usize::from(policy.max_attempts) + 1];
+        let batch = input.max_notifications.unwrap_or(usize::MAX).max(1);
         for (p, &i) in order.iter().enumerate() {
-            if budget == Some(0) {
+            if budget == Some(0) || notifications.len() >= batch {
                 break;
             }
             let attempt = match pass.states[p] {

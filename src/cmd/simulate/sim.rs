@@ -389,6 +389,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
             annotations: &annotations,
             status: &status,
             memory: &memory,
+            max_notifications: None,
         };
         let decision = reconcile(&input, &index, now).map_err(|e| e.to_string())?;
         split(&mut timings.reconcile);

@@ -466,6 +466,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Arc<RolloutContext>) -> Resu
         annotations: &annotations,
         status: &previous,
         memory: &tracked.memory,
+        max_notifications: Some(notification_batch(ctx.options.write_concurrency)),
     };
     let intervals = ctx.options.intervals;
     let now = now_micros();
@@ -626,6 +627,8 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Arc<RolloutContext>) -> Resu
             };
         }
         write_error = delivery.error;
+        // A full batch: more devices may be due now; come back at once, not a poll later.
+        more_due |= total >= notification_batch(ctx.options.write_concurrency);
     }
 
     let poll = decision.requeue.poll;
@@ -650,6 +653,14 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Arc<RolloutContext>) -> Resu
         next = Duration::from_millis(10);
     }
     Ok(Action::requeue(next))
+}
+
+/// How many notifications one reconcile takes from the engine: enough to keep every write
+/// slot busy for a while (128 rounds of `--write-concurrency`), few enough that a wave of
+/// hundreds of thousands of devices does not become one list of owned identities (about
+/// 80 bytes each) in memory. The rest are due at the next pass, 10 ms later.
+fn notification_batch(write_concurrency: usize) -> usize {
+    write_concurrency.saturating_mul(128).max(1_024)
 }
 
 fn engine_error(e: EngineError) -> Error {

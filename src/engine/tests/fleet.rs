@@ -230,6 +230,8 @@ pub struct Run {
     pub status: RolloutStatus,
     pub memory: EngineMemory,
     pub fleet: Fleet,
+    /// The caller's write batch (`EngineInput::max_notifications`).
+    pub max_notifications: Option<usize>,
 }
 
 fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
@@ -246,6 +248,7 @@ impl Run {
             status: RolloutStatus::default(),
             memory: EngineMemory::default(),
             fleet,
+            max_notifications: None,
         }
     }
 
@@ -277,6 +280,7 @@ impl Run {
             annotations: &self.annotations,
             status: &self.status,
             memory: &self.memory,
+            max_notifications: self.max_notifications,
         }
     }
 

@@ -631,3 +631,23 @@ fn a_bad_duration_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_write_batch_notifies_a_wave_over_several_steps_and_counts_only_what_was_written() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(10, SEED, |_, _| {}));
+    run.max_notifications = Some(4);
+    let d = run.step();
+    assert_eq!(d.notifications.len(), 4);
+    assert_eq!((d.status.totals.notified, d.status.totals.pending), (4, 6));
+    assert_eq!(run.step().notifications.len(), 4);
+    let d = run.step();
+    assert_eq!(d.notifications.len(), 2);
+    assert_eq!(d.status.totals.pending, 0);
+    assert!(run.step().notifications.is_empty());
+    // Notified in wave order, each device exactly once.
+    assert!(run.fleet.devices.iter().all(|d| d.writes == vec![1]));
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(d.status.totals.succeeded, 10);
+    assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
+}
