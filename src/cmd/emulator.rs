@@ -212,7 +212,7 @@ async fn serve(args: Args) -> Result<(), String> {
         );
     }
 
-    wait_for_stop().await;
+    super::signal::interrupt_or_terminate().await;
     eprintln!("emulator: stopping");
     if let Some(f) = fleet {
         let summary = f.stop();
@@ -262,27 +262,4 @@ fn print_hints(args: &Args, base: &str, token: &str, fleet: Option<&FleetHandle>
         }
     }
     eprintln!("  stop with Ctrl-C or SIGTERM");
-}
-
-async fn wait_for_stop() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

@@ -3,4 +3,5 @@
 pub mod crds;
 pub mod emulator;
 pub mod run;
+mod signal;
 pub mod simulate;

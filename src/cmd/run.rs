@@ -459,35 +459,12 @@ async fn serve(args: Args) -> Result<(), String> {
 
 /// Completes on the first SIGTERM or SIGINT; a second one exits the process at once.
 async fn signals() {
-    wait_for_signal().await;
+    super::signal::interrupt_or_terminate().await;
     tokio::spawn(async {
-        wait_for_signal().await;
+        super::signal::interrupt_or_terminate().await;
         eprintln!("run: second signal, exiting now");
         std::process::exit(130);
     });
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }
 
 #[cfg(test)]
