@@ -182,9 +182,11 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
 /// The error that makes hyper close a connection without a response.
 #[derive(Debug, thiserror::Error)]
 #[error("connection closed without response")]
-struct ClosedWithoutResponse;
+pub(crate) struct ClosedWithoutResponse;
 
-fn connection_service(
+/// The hyper service of one accepted connection (plain or TLS): the app with the peer's
+/// address, closing the connection without a response when a fault rule asks for it.
+pub(crate) fn connection_service(
     app: Router,
     remote: SocketAddr,
 ) -> impl hyper::service::Service<

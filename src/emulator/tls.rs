@@ -12,13 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use axum::http::Request;
-use axum::response::Response;
 use base64::Engine;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -26,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::server::CloseConnection;
+use super::server::connection_service;
 
 /// Time a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,7 +176,7 @@ async fn serve(
                         }
                     };
                     let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service(app, remote));
+                        .serve_connection(TokioIo::new(tls), connection_service(app, remote));
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, %remote, "https connection ended");
                     }
@@ -194,38 +189,6 @@ async fn serve(
             }
         }
     }
-}
-
-/// The error that makes hyper close a connection without a response.
-#[derive(Debug, thiserror::Error)]
-#[error("connection closed without response")]
-struct ClosedWithoutResponse;
-
-fn service(
-    app: Router,
-    remote: SocketAddr,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response,
-    Error = ClosedWithoutResponse,
-    Future = impl Future<Output = Result<Response, ClosedWithoutResponse>> + Send,
-> + Clone {
-    let inner = TowerToHyperService::new(app);
-    hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(remote));
-        let fut = hyper::service::Service::call(&inner, req);
-        async move {
-            let resp: Response = match fut.await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            };
-            if resp.extensions().get::<CloseConnection>().is_some() {
-                Err(ClosedWithoutResponse)
-            } else {
-                Ok(resp)
-            }
-        }
-    })
 }
 
 #[cfg(test)]
