@@ -438,8 +438,15 @@ impl Elector {
                 }
                 Ok(Attempt::Leading)
             }
-            // Someone else wrote the Lease between our read and our write: theirs stands.
-            Err(e) if is_conflict(&e) => Ok(Attempt::Following(None)),
+            // Someone else wrote the Lease between our read and our write: theirs stands. Read
+            // it once more to name the holder (for the log and the exit message); if that read
+            // fails too, the holder is simply unknown.
+            Err(e) if is_conflict(&e) => {
+                let now = self.api.get_opt(&self.config.name).await.ok().flatten();
+                Ok(Attempt::Following(
+                    now.as_ref().and_then(holder_of).map(str::to_string),
+                ))
+            }
             Err(e) => Err(e),
         }
     }
