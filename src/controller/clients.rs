@@ -170,6 +170,28 @@ impl ConnectorClients {
             .insert(key, built.clone());
         Ok(built)
     }
+
+    /// Drops the clients of connectors that `exists(namespace, name)` says are gone (with
+    /// their cached token and connection pools). Returns how many were dropped.
+    pub fn retain_existing(&self, exists: impl Fn(&str, &str) -> bool) -> usize {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let before = clients.len();
+        clients.retain(|key, _| {
+            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+            exists(namespace, name)
+        });
+        before - clients.len()
+    }
+
+    /// How many connector clients are cached.
+    pub fn len(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no connector client is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn parse_url(field: &str, text: &str, allow_http: bool) -> Result<url::Url, Error> {

@@ -332,14 +332,20 @@ pub fn prune_deleted(
             Some((label("namespace")?, label("connector")?))
         })
         .collect();
+    let exists = |namespace: &str, name: &str| {
+        scope.is_some_and(|s| s != namespace)
+            || connectors
+                .get(&ObjectRef::<DeserializeGuard<IoTConnector>>::new(name).within(namespace))
+                .is_some()
+    };
     for (namespace, name) in series {
-        if scope.is_some_and(|s| s != namespace) {
-            continue;
-        }
-        let reference = ObjectRef::<DeserializeGuard<IoTConnector>>::new(&name).within(&namespace);
-        if connectors.get(&reference).is_none() {
+        if !exists(&namespace, &name) {
             forget(ctx, &namespace, &name);
         }
+    }
+    let dropped = ctx.connectors.retain_existing(exists);
+    if dropped > 0 {
+        tracing::debug!(dropped, "platform clients of deleted connectors dropped");
     }
 }
 

@@ -273,6 +273,17 @@ async fn deleting_a_connector_removes_its_metric_series() {
         }
     })
     .await;
+    // Its cached platform client (token, connection pools) goes with it.
+    let op = &op;
+    wait_for(
+        DEADLINE,
+        "the deleted connector's platform client to be dropped",
+        || async move {
+            op.logs()
+                .contains("platform clients of deleted connectors dropped")
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
