@@ -13,6 +13,7 @@ use kube::api::Api;
 use serde::de::DeserializeOwned;
 
 use crate::support::emulator::{EmulatorSetup, TestEmulator};
+use crate::support::process::{log_text, logged_addr, wait_ready};
 use crate::support::{ControlPlane, wait_for};
 
 /// The connector (product) id of every test.
@@ -144,60 +145,20 @@ impl Operator {
             .stderr(Stdio::piped());
         let (child, logs) =
             crate::support::process::spawn_logged(&mut command, "the operator binary");
-        let found: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        {
-            let logs = logs.clone();
-            let found = found.clone();
-            wait_for(
-                DEADLINE,
-                "the operator to log its metrics address",
-                move || {
-                    let logs = logs.clone();
-                    let found = found.clone();
-                    async move {
-                        let text = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                        let addr = text.lines().find_map(|line| {
-                            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-                            (v["message"] == "metrics and health server listening")
-                                .then(|| v["addr"].as_str()?.parse().ok())
-                                .flatten()
-                        });
-                        *found.lock().unwrap_or_else(|e| e.into_inner()) = addr;
-                        addr.is_some()
-                    }
-                },
-            )
-            .await;
-        }
-        let metrics_addr = found
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .expect("address found");
-        let op = Operator {
+        let mut metrics_addr = None;
+        wait_for(DEADLINE, "the operator to log its metrics address", || {
+            metrics_addr = logged_addr(&log_text(&logs), "metrics and health server listening");
+            let found = metrics_addr.is_some();
+            async move { found }
+        })
+        .await;
+        let metrics_addr = metrics_addr.expect("address found");
+        wait_ready(metrics_addr, &logs, DEADLINE).await;
+        Operator {
             child,
             logs,
             metrics_addr,
-        };
-        let url = format!("http://{metrics_addr}/readyz");
-        let ready = tokio::time::timeout(DEADLINE, async {
-            loop {
-                if reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-        if ready.is_err() {
-            panic!(
-                "the operator was not ready within {DEADLINE:?}; its log:\n{}",
-                op.logs()
-            );
         }
-        op
     }
 
     /// Everything the operator logged so far.

@@ -16,6 +16,7 @@ use otau_operator::emulator::model::{Model, ModelConfig};
 use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
 
 use crate::chart::{chart_dir, documents, helm};
+use crate::support::process::{log_text, logged_addr, wait_ready};
 use crate::support::{ControlPlane, tool, wait_for};
 
 /// The connector (product) id.
@@ -191,43 +192,20 @@ async fn start_operator(
         .stderr(Stdio::piped());
     let (child, logs) = crate::support::process::spawn_logged(&mut command, "the operator binary");
     let operator = OperatorProcess { child, logs };
-    let metrics = {
-        let logs = operator.logs.clone();
-        move || {
-            let text = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            text.lines().find_map(|line| {
-                let v: serde_json::Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "metrics and health server listening")
-                    .then(|| v["addr"].as_str().map(str::to_owned))
-                    .flatten()
-            })
-        }
-    };
     let logs = operator.logs.clone();
+    let mut metrics_addr = None;
     wait_for(DEADLINE, "the operator to log its metrics address", || {
-        let found = metrics().is_some();
-        let text = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let text = log_text(&logs);
+        metrics_addr = logged_addr(&text, "metrics and health server listening");
         assert!(
-            !text.contains("\"level\":\"ERROR\"") || found,
+            !text.contains("\"level\":\"ERROR\"") || metrics_addr.is_some(),
             "the operator failed to start:\n{text}"
         );
+        let found = metrics_addr.is_some();
         async move { found }
     })
     .await;
-    let url = format!("http://{}/readyz", metrics().expect("address"));
-    wait_for(
-        DEADLINE,
-        "the operator (as the ServiceAccount) to be ready",
-        || {
-            let url = url.clone();
-            async move {
-                reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        },
-    )
-    .await;
+    wait_ready(metrics_addr.expect("address"), &logs, DEADLINE).await;
     operator
 }
 

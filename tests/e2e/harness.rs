@@ -20,6 +20,7 @@ use otau_operator::emulator::webhook::{
 };
 use otau_operator::otau::{Classification, classify};
 
+use crate::support::process::{logged_addr, wait_ready};
 use crate::support::{ControlPlane, wait_for};
 
 /// The connector (product) id of every test.
@@ -180,15 +181,6 @@ pub struct Operator {
     pub push_addr: SocketAddr,
 }
 
-fn logged_addr(logs: &str, message: &str) -> Option<SocketAddr> {
-    logs.lines().find_map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        (v["message"] == message)
-            .then(|| v["addr"].as_str()?.parse().ok())
-            .flatten()
-    })
-}
-
 impl Operator {
     /// Starts `otau-operator run` for `namespace` with fast polls and the push receiver on
     /// 127.0.0.1:0, plus `extra` flags (which replace the defaults of the same poll and status
@@ -259,16 +251,7 @@ impl Operator {
             metrics_addr: logged_addr(&t, "metrics and health server listening").expect("metrics"),
             push_addr: logged_addr(&t, "push receiver listening").expect("push"),
         };
-        let url = format!("http://{}/readyz", op.metrics_addr);
-        wait_for(DEADLINE, "the operator to be ready", || {
-            let url = url.clone();
-            async move {
-                reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
+        wait_ready(op.metrics_addr, &op.logs, DEADLINE).await;
         op
     }
 
@@ -627,16 +610,7 @@ impl Operator {
             logs,
             child,
         };
-        let url = format!("http://{}/readyz", op.metrics_addr);
-        wait_for(DEADLINE, "the replica to be ready", || {
-            let url = url.clone();
-            async move {
-                reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
+        wait_ready(op.metrics_addr, &op.logs, DEADLINE).await;
         op
     }
 

@@ -37,3 +37,42 @@ pub fn spawn_logged(command: &mut Command, what: &str) -> (Child, SharedLog) {
 pub fn log_text(log: &SharedLog) -> String {
     log.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
+
+/// The `addr` field of the first JSON log line whose `message` is `message` (how the
+/// operator announces its listeners: `--log-format json`).
+pub fn logged_addr(log: &str, message: &str) -> Option<std::net::SocketAddr> {
+    log.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["message"] == message)
+            .then(|| v["addr"].as_str()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Waits (up to `deadline`) until `GET http://addr/readyz` answers 2xx; the panic message
+/// carries the child's log.
+pub async fn wait_ready(
+    addr: std::net::SocketAddr,
+    log: &SharedLog,
+    deadline: std::time::Duration,
+) {
+    let url = format!("http://{addr}/readyz");
+    let ready = tokio::time::timeout(
+        deadline,
+        super::wait_for(deadline, "/readyz to answer 2xx", || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        }),
+    )
+    .await;
+    if ready.is_err() {
+        panic!(
+            "not ready within {deadline:?} ({url}); its log:\n{}",
+            log_text(log)
+        );
+    }
+}
