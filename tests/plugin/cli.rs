@@ -95,7 +95,10 @@ impl Terminal {
     /// Starts `kubectl-otau --kubeconfig .. -n <namespace> <args>` on a terminal, with
     /// colour allowed (no `NO_COLOR`).
     pub fn start(cp: &ControlPlane, namespace: &str, args: &[&str]) -> Terminal {
+        // `exec`: the plugin replaces the shell `script` starts, so Ctrl-C reaches the plugin
+        // alone (dash, /bin/sh on Debian, keeps itself as the parent and dies of the SIGINT).
         let mut command = vec![
+            "exec".into(),
             quote(BIN),
             "--kubeconfig".into(),
             quote(&cp.kubeconfig().display().to_string()),
@@ -108,6 +111,7 @@ impl Terminal {
             .env_remove("NO_COLOR")
             .env_remove("KUBECONFIG")
             .env("TERM", "xterm")
+            .env("SHELL", "/bin/sh")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
