@@ -8,8 +8,8 @@ use otau_operator::api::IoTConnector;
 use otau_operator::emulator::faults::{FaultConfig, FaultRule};
 
 use crate::operator::{
-    CID, DEADLINE, Emu, INSTANCE, MTOKEN, Operator, XTOKEN, apply, assert_no_token_leak, condition,
-    events_json, kubectl, metric_value, secret_yaml, wait_condition,
+    CID, DEADLINE, Emu, INSTANCE, MTOKEN, XTOKEN, apply, assert_no_token_leak, condition,
+    events_json, kubectl, metric_value, secret_yaml, start_operator, wait_condition,
 };
 use crate::support::{ControlPlane, wait_for};
 
@@ -22,7 +22,7 @@ async fn connector_becomes_ready_with_token_ttl_in_status_and_metrics() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("connector-ready").await;
     let emu = Emu::start().await;
-    let op = Operator::start(cp, &ns, &[]).await;
+    let op = start_operator(cp, &ns, &[]).await;
     apply(cp, &ns, &secret_yaml("token", MTOKEN));
     apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
 
@@ -73,7 +73,7 @@ async fn wrong_token_is_rejected_and_stalls() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("connector-wrong-token").await;
     let emu = Emu::start().await;
-    let op = Operator::start(cp, &ns, &[]).await;
+    let op = start_operator(cp, &ns, &[]).await;
     let wrong = "0000000000000000000000000000000000bad0bad";
     apply(cp, &ns, &secret_yaml("token", wrong));
     apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
@@ -104,7 +104,7 @@ async fn missing_secret_then_ready_once_it_appears() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("connector-late-secret").await;
     let emu = Emu::start().await;
-    let op = Operator::start(cp, &ns, &[]).await;
+    let op = start_operator(cp, &ns, &[]).await;
     apply(cp, &ns, &emu.connector_yaml("emu", "late-token", ""));
     let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
     let connector = wait_condition(&api, "emu", "Ready", "False", "SecretNotFound").await;
@@ -126,7 +126,7 @@ async fn a_token_about_to_expire_shows_in_the_condition_event_and_metric() {
     let ns = cp.namespace("connector-expiring").await;
     let emu = Emu::start().await;
     // The emulator's tokens have 48 h left; warn below 72 h.
-    let op = Operator::start(cp, &ns, &["--token-expiry-warning", "72h"]).await;
+    let op = start_operator(cp, &ns, &["--token-expiry-warning", "72h"]).await;
     apply(cp, &ns, &secret_yaml("token", MTOKEN));
     apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
     let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
@@ -160,9 +160,9 @@ async fn a_token_about_to_expire_shows_in_the_condition_event_and_metric() {
 async fn sigterm_stops_the_operator_cleanly() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("operator-sigterm").await;
-    let mut op = Operator::start(cp, &ns, &[]).await;
+    let mut op = start_operator(cp, &ns, &[]).await;
     assert!(
-        op.stop(),
+        op.stop(DEADLINE).await,
         "the operator did not exit 0 after SIGTERM:\n{}",
         op.logs()
     );
@@ -186,7 +186,7 @@ async fn a_wrong_exosense_token_is_rejected_and_the_right_one_is_ready() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("connector-exosense").await;
     let emu = Emu::start().await;
-    let op = Operator::start(cp, &ns, &[]).await;
+    let op = start_operator(cp, &ns, &[]).await;
     let wrong = "0000000000000000000000000000000000e0e0e0e";
     apply(cp, &ns, &secret_yaml("token", MTOKEN));
     apply(cp, &ns, &secret_yaml("exosense", wrong));
@@ -244,7 +244,7 @@ async fn deleting_a_connector_removes_its_metric_series() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("connector-delete-metrics").await;
     let emu = Emu::start().await;
-    let op = Operator::start(cp, &ns, &[]).await;
+    let op = start_operator(cp, &ns, &[]).await;
     apply(cp, &ns, &secret_yaml("token", MTOKEN));
     apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
     let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
@@ -299,7 +299,7 @@ async fn an_unavailable_management_api_is_platform_unavailable_not_stalled() {
         rules: vec![rule],
         rate_limit: None,
     });
-    let op = Operator::start(cp, &ns, &[]).await;
+    let op = start_operator(cp, &ns, &[]).await;
     apply(cp, &ns, &secret_yaml("token", MTOKEN));
     apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
     let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);

@@ -3,8 +3,6 @@
 //! binary as a separate process bound to one test namespace, kubectl helpers, condition
 //! waits with deadlines, and the scan for leaked tokens.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +11,7 @@ use kube::api::Api;
 use serde::de::DeserializeOwned;
 
 use crate::support::emulator::{EmulatorSetup, TestEmulator};
-use crate::support::process::{log_text, logged_addr, wait_ready};
+use crate::support::process::{OperatorProcess, operator_command};
 use crate::support::{ControlPlane, wait_for};
 
 /// The connector (product) id of every test.
@@ -108,98 +106,22 @@ impl FileServer {
 }
 
 /// The operator binary running as a process, watching one namespace.
-pub struct Operator {
-    child: Child,
-    logs: Arc<Mutex<String>>,
-    /// Where `/metrics` is served.
-    pub metrics_addr: SocketAddr,
-}
+pub type Operator = OperatorProcess;
 
-impl Operator {
-    /// Starts `otau-operator run` against the test control plane, for `namespace`, with fast
-    /// retries and `--allow-private-sources`, plus `extra` flags; waits until it serves
-    /// `/readyz`.
-    pub async fn start(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Operator {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
-        command
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(["--watch-namespace", namespace])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(["--log-level", "info,otau_operator=debug"])
-            .args(["--instance", INSTANCE])
-            .arg("--allow-private-sources")
-            .args(["--platform-initial-backoff", "100ms"])
-            .args(["--platform-max-backoff", "2s"])
-            .args(["--error-backoff-max", "3s"])
-            .args(extra)
-            .env_remove("KUBECONFIG")
-            .env_remove("RUST_LOG")
-            // No push receiver: these tests poll nothing, and a fixed port would collide
-            // between tests running at once (an unknown variable is ignored).
-            .env("OTAU_PUSH_ADDR", "off")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let (child, logs) =
-            crate::support::process::spawn_logged(&mut command, "the operator binary");
-        let mut metrics_addr = None;
-        wait_for(DEADLINE, "the operator to log its metrics address", || {
-            metrics_addr = logged_addr(&log_text(&logs), "metrics and health server listening");
-            let found = metrics_addr.is_some();
-            async move { found }
-        })
-        .await;
-        let metrics_addr = metrics_addr.expect("address found");
-        wait_ready(metrics_addr, &logs, DEADLINE).await;
-        Operator {
-            child,
-            logs,
-            metrics_addr,
-        }
-    }
-
-    /// Everything the operator logged so far.
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// `/metrics` now.
-    pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-
-    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
-    pub fn stop(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts `otau-operator run` against the test control plane, for `namespace`, with fast
+/// retries and `--allow-private-sources`, plus `extra` flags; waits until it serves
+/// `/readyz`.
+pub async fn start_operator(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Operator {
+    let mut command = operator_command(cp.kubeconfig());
+    command
+        .args(["--watch-namespace", namespace])
+        .args(["--instance", INSTANCE])
+        .arg("--allow-private-sources")
+        .args(extra)
+        // No push receiver: these tests poll nothing, and a fixed port would collide
+        // between tests running at once (an unknown variable is ignored).
+        .env("OTAU_PUSH_ADDR", "off");
+    OperatorProcess::start(&mut command, DEADLINE).await
 }
 
 /// `kubectl apply --server-side -n <namespace> -f -` of `yaml`; panics with kubectl's output.

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::operator::{
     CID, Emu, FileServer, MTOKEN, Operator, XTOKEN, apply, assert_no_token_leak, condition,
-    events_json, kubectl, secret_yaml, wait_condition, wait_gone,
+    events_json, kubectl, secret_yaml, start_operator, wait_condition, wait_gone,
 };
 use crate::support::ControlPlane;
 
@@ -43,7 +43,7 @@ async fn setup(
 ) -> (String, Emu, Operator) {
     let ns = cp.namespace(test).await;
     let emu = Emu::start().await;
-    let op = Operator::start(cp, &ns, flags).await;
+    let op = start_operator(cp, &ns, flags).await;
     apply(cp, &ns, &secret_yaml("token", MTOKEN));
     apply(cp, &ns, &emu.connector_yaml("emu", "token", extra_spec));
     let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
@@ -64,7 +64,7 @@ async fn package_with_url_configmap_secret_and_links_is_uploaded_and_registered_
     emu.conn()
         .add_identity("dev-2", Default::default())
         .expect("identity");
-    let op = Operator::start(cp, &ns, &[]).await;
+    let op = start_operator(cp, &ns, &[]).await;
     apply(cp, &ns, &secret_yaml("token", MTOKEN));
     apply(cp, &ns, &secret_yaml("exosense", XTOKEN));
     apply(

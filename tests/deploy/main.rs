@@ -7,6 +7,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+// The end-to-end harness (emulator with a fleet, operator process) for the Prometheus and RBAC
+// runs; each uses a subset of it.
+#[allow(dead_code)]
+#[path = "../e2e/harness.rs"]
+mod harness;
+
 mod argocd;
 mod chart;
 mod image;

@@ -19,11 +19,7 @@ use serde_json::Value;
 
 use crate::support::{ControlPlane, repo_root, tool};
 
-#[allow(dead_code)]
-#[path = "../e2e/harness.rs"]
-mod harness;
-
-use harness::{
+use crate::harness::{
     CID, DEADLINE, MTOKEN, Operator, VERSION, apply, has, profile, rollout_yaml, wait_rollout,
 };
 use otau_operator::emulator::admin::{self, AdminState, RequestMetrics};

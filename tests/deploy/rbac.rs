@@ -6,24 +6,15 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use otau_operator::emulator::clock::{Clock, SystemClock};
-use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
-use otau_operator::emulator::model::{Model, ModelConfig};
-use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
-
 use crate::chart::{chart_dir, documents, helm};
-use crate::support::process::{log_text, logged_addr, wait_ready};
+use crate::harness::{CID, Emu, MTOKEN, profile};
+use crate::support::process::{OperatorProcess, operator_command};
 use crate::support::{ControlPlane, tool, wait_for};
 
-/// The connector (product) id.
-const CID: &str = "rbac0rollout0000";
-/// The management token the emulator accepts.
-const MTOKEN: &str = "4bac4bac4bac4bac4bac4bac4bac4bac4bac4bac";
-/// Devices in the fleet.
+/// Devices in the fleet (tagged `fleet=e2e` by the harness profile).
 const DEVICES: u64 = 300;
 /// The Lease name (the chart's `leaderElection.leaseName` default).
 const LEASE: &str = "otau-operator";
@@ -32,97 +23,6 @@ const DEADLINE: Duration = Duration::from_secs(240);
 
 /// One permission: (API group, resource[/subresource], verb).
 type Permission = (String, String, String);
-
-/// The emulator with a running fleet of [`DEVICES`] devices on version 1.0.0.
-struct Emulator {
-    base: String,
-    fleet: Option<FleetHandle>,
-    _server: RunningServer,
-}
-
-impl Emulator {
-    async fn start() -> Emulator {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let model = Model::new(
-            ModelConfig {
-                management_tokens: vec![MTOKEN.to_string()],
-                ..ModelConfig::default()
-            },
-            clock,
-        );
-        model.add_connector(CID).expect("connector");
-        let state = AppState {
-            model: model.clone(),
-            options: Arc::new(ServerOptions {
-                default_connector: Some(CID.to_string()),
-                ..ServerOptions::default()
-            }),
-        };
-        let running = server::start("127.0.0.1:0".parse().expect("addr"), state)
-            .await
-            .expect("start the emulator");
-        let profile = Profile::from_yaml(&format!(
-            "seed: 9\ngroups:\n  - name: g\n    count: {DEVICES}\n    identity_prefix: rbac-\n    version: \"1.0.0\"\n    tags: [{{name: fleet, value: rbac}}]\n    behaviour:\n      durations: {{step: 20ms, test: 50ms, download: 50ms, install: 100ms, reboot: 50ms}}\n"
-        ))
-        .expect("profile");
-        let fleet = Fleet::start(&model, CID, &profile, &FleetOptions::default()).expect("fleet");
-        Emulator {
-            base: running.base_url.clone(),
-            fleet: Some(fleet),
-            _server: running,
-        }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(fleet) = self.fleet.take() {
-            fleet.stop();
-        }
-    }
-}
-
-/// The operator process; killed when dropped (a failing test leaves nothing running).
-struct OperatorProcess {
-    child: Child,
-    logs: Arc<Mutex<String>>,
-}
-
-impl OperatorProcess {
-    fn logs(&self) -> String {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// SIGTERM, then waits for the exit (graceful shutdown releases the Lease and closes the
-    /// watches, so their audit events are written).
-    async fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let child = &mut self.child;
-        let mut exited = false;
-        wait_for(
-            Duration::from_secs(60),
-            "the operator to exit after SIGTERM",
-            || {
-                exited = exited || !matches!(child.try_wait(), Ok(None));
-                let done = exited;
-                async move { done }
-            },
-        )
-        .await;
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Whether this operator build has `--leader-elect` (the flag lands with leader election).
 fn operator_has_leader_election() -> bool {
@@ -155,19 +55,12 @@ async fn start_operator(
     leader_elect: bool,
     watch: Option<&str>,
 ) -> OperatorProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+    let mut command = operator_command(kubeconfig);
     command
-        .arg("run")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--metrics-addr", "127.0.0.1:0"])
         .args(["--push-addr", "127.0.0.1:0"])
-        .args(["--log-format", "json"])
         .args(["--poll-interval-active", "1s"])
         .args(["--poll-interval-idle", "3s"])
-        .args(["--status-min-interval", "300ms"])
-        .args(["--platform-initial-backoff", "100ms"])
-        .args(["--error-backoff-max", "2s"]);
+        .args(["--status-min-interval", "300ms"]);
     if let Some(watch) = watch {
         command.args(["--watch-namespace", watch]);
     }
@@ -182,31 +75,8 @@ async fn start_operator(
             "3s",
         ]);
     }
-    command
-        .env("POD_NAME", pod)
-        .env("POD_NAMESPACE", namespace)
-        .env_remove("KUBECONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (child, logs) = crate::support::process::spawn_logged(&mut command, "the operator binary");
-    let operator = OperatorProcess { child, logs };
-    let logs = operator.logs.clone();
-    let mut metrics_addr = None;
-    wait_for(DEADLINE, "the operator to log its metrics address", || {
-        let text = log_text(&logs);
-        metrics_addr = logged_addr(&text, "metrics and health server listening");
-        assert!(
-            !text.contains("\"level\":\"ERROR\"") || metrics_addr.is_some(),
-            "the operator failed to start:\n{text}"
-        );
-        let found = metrics_addr.is_some();
-        async move { found }
-    })
-    .await;
-    wait_ready(metrics_addr.expect("address"), &logs, DEADLINE).await;
-    operator
+    command.env("POD_NAME", pod).env("POD_NAMESPACE", namespace);
+    OperatorProcess::start(&mut command, DEADLINE).await
 }
 
 /// `kubectl` as the admin, with `stdin`; returns stdout (panics on failure).
@@ -414,7 +284,7 @@ async fn prove_chart_rbac(release: &str, roles: bool) {
     let kubeconfig = service_account_kubeconfig(cp, token.trim(), dir.path());
     let user = format!("system:serviceaccount:{release_ns}:{release}");
 
-    let emulator = Emulator::start().await;
+    let emulator = Emu::start(&profile(9, &[("rbac-", DEVICES, "")])).await;
     let leader_elect = operator_has_leader_election();
     let mut operator = start_operator(
         &kubeconfig,
@@ -452,7 +322,7 @@ async fn prove_chart_rbac(release: &str, roles: bool) {
 
     // Then the Secret, a ConfigMap package source, the package and a Rollout to every device.
     let rest = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\ntype: Opaque\nstringData:\n  token: {MTOKEN}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes.txt: release notes of 2.0.0\n---\napiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.0\n  links:\n    - https://vendor.example.com/fw/2.0.0/fw.img\n  files:\n    - name: notes.txt\n      configMapKeyRef:\n        name: notes\n        key: notes.txt\n      contentType: text/plain\n---\napiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: fw-all\nspec:\n  packageRef:\n    name: fw\n  targets:\n    tags:\n      - name: fleet\n        value: rbac\n  waves:\n    - percent: 20\n    - percent: 100\n"
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\ntype: Opaque\nstringData:\n  token: {MTOKEN}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes.txt: release notes of 2.0.0\n---\napiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.0\n  links:\n    - https://vendor.example.com/fw/2.0.0/fw.img\n  files:\n    - name: notes.txt\n      configMapKeyRef:\n        name: notes\n        key: notes.txt\n      contentType: text/plain\n---\napiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: fw-all\nspec:\n  packageRef:\n    name: fw\n  targets:\n    tags:\n      - name: fleet\n        value: e2e\n  waves:\n    - percent: 20\n    - percent: 100\n"
     );
     admin(
         cp,
@@ -524,7 +394,11 @@ async fn prove_chart_rbac(release: &str, roles: bool) {
     })
     .await;
 
-    operator.stop().await;
+    assert!(
+        operator.stop(DEADLINE).await,
+        "the operator did not exit 0 after SIGTERM:\n{}",
+        operator.logs()
+    );
     if !leader_elect {
         eprintln!(
             "otau-operator has no --leader-elect yet: the chart's Lease rule is exercised with kubectl as the ServiceAccount"

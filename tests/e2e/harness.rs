@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::Api;
@@ -20,8 +20,8 @@ use otau_operator::emulator::webhook::{
 };
 use otau_operator::otau::{Classification, classify};
 
-use crate::support::process::{logged_addr, wait_ready};
-use crate::support::{ControlPlane, wait_for};
+use crate::support::ControlPlane;
+use crate::support::process::{OperatorProcess, operator_command};
 
 /// The connector (product) id of every test.
 pub const CID: &str = "e2e0rollout00000";
@@ -171,14 +171,25 @@ impl Drop for Emu {
     }
 }
 
-/// The operator binary running as a process for one namespace.
+/// The operator binary running as a process for one namespace (the shared
+/// [`OperatorProcess`], plus where its push receiver listens).
 pub struct Operator {
-    child: Child,
-    logs: Arc<Mutex<String>>,
-    /// `/metrics`.
-    pub metrics_addr: SocketAddr,
+    process: OperatorProcess,
     /// The push receiver.
     pub push_addr: SocketAddr,
+}
+
+impl std::ops::Deref for Operator {
+    type Target = OperatorProcess;
+    fn deref(&self) -> &OperatorProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Operator {
+    fn deref_mut(&mut self) -> &mut OperatorProcess {
+        &mut self.process
+    }
 }
 
 impl Operator {
@@ -196,17 +207,23 @@ impl Operator {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Operator {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+        let mut command = Operator::command(cp, namespace, INSTANCE, extra);
+        command.envs(env.iter().copied());
+        let mut process = OperatorProcess::start(&mut command, DEADLINE).await;
+        let push_addr = process
+            .wait_logged_addr(&["push receiver listening"], DEADLINE)
+            .await;
+        Operator { process, push_addr }
+    }
+
+    /// `otau-operator run` as `instance` for `namespace`, the push receiver on 127.0.0.1:0,
+    /// fast polls unless `extra` sets them, then `extra`.
+    fn command(cp: &ControlPlane, namespace: &str, instance: &str, extra: &[&str]) -> Command {
+        let mut command = operator_command(cp.kubeconfig());
         command
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
             .args(["--watch-namespace", namespace])
-            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--push-addr", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(["--log-level", "info,otau_operator=debug"])
-            .args(["--instance", INSTANCE]);
+            .args(["--instance", instance]);
         for (flag, value) in [
             ("--poll-interval-active", "1s"),
             ("--poll-interval-idle", "3s"),
@@ -216,67 +233,8 @@ impl Operator {
                 command.args([flag, value]);
             }
         }
+        command.args(extra);
         command
-            .args(["--platform-initial-backoff", "100ms"])
-            .args(["--platform-max-backoff", "2s"])
-            .args(["--error-backoff-max", "3s"])
-            .args(extra)
-            .env_remove("KUBECONFIG")
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let (child, logs) =
-            crate::support::process::spawn_logged(&mut command, "the operator binary");
-        let text = {
-            let logs = logs.clone();
-            move || logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
-        };
-        {
-            let text = text.clone();
-            wait_for(DEADLINE, "the operator to log its addresses", move || {
-                let t = text();
-                async move {
-                    logged_addr(&t, "metrics and health server listening").is_some()
-                        && logged_addr(&t, "push receiver listening").is_some()
-                }
-            })
-            .await;
-        }
-        let t = text();
-        let op = Operator {
-            child,
-            logs,
-            metrics_addr: logged_addr(&t, "metrics and health server listening").expect("metrics"),
-            push_addr: logged_addr(&t, "push receiver listening").expect("push"),
-        };
-        wait_ready(op.metrics_addr, &op.logs, DEADLINE).await;
-        op
-    }
-
-    /// Everything logged so far.
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// `/metrics` now.
-    pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -527,23 +485,6 @@ impl Emu {
     }
 }
 
-impl Operator {
-    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
-    pub fn sigkill(&mut self) {
-        self.child.kill().expect("SIGKILL the operator");
-        self.child.wait().expect("reap the operator");
-    }
-
-    /// Waits until the operator logged a line containing `text`.
-    pub async fn wait_log(&self, text: &str) {
-        wait_for(DEADLINE, &format!("the operator to log {text:?}"), || {
-            let found = self.logs().contains(text);
-            async move { found }
-        })
-        .await;
-    }
-}
-
 /// The lease flags of the leader election tests: short, so a takeover fits in a test.
 pub const FAST_LEASE: &[&str] = &["--lease-duration", "4s", "--lease-renew-deadline", "3s"];
 
@@ -557,85 +498,21 @@ impl Operator {
         instance: &str,
         extra: &[&str],
     ) -> Operator {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+        let mut command = Operator::command(cp, namespace, instance, extra);
         command
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(["--watch-namespace", namespace])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--push-addr", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(["--log-level", "info,otau_operator=debug"])
-            .args(["--instance", instance])
             .args(["--leader-elect", "--lease-namespace", namespace])
-            .args(["--poll-interval-active", "1s", "--poll-interval-idle", "3s"])
-            .args(["--status-min-interval", "300ms"])
-            .args(["--platform-initial-backoff", "100ms"])
-            .args(["--platform-max-backoff", "2s"])
-            .args(["--error-backoff-max", "3s"])
-            .args(extra)
-            .env_remove("KUBECONFIG")
-            .env_remove("RUST_LOG")
-            .env_remove("POD_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let (child, logs) =
-            crate::support::process::spawn_logged(&mut command, "the operator binary");
-        let text = {
-            let logs = logs.clone();
-            move || logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
-        };
-        let push_addr = |t: &str| {
-            logged_addr(t, "push receiver listening").or_else(|| {
-                logged_addr(
-                    t,
+            .env_remove("POD_NAMESPACE");
+        let mut process = OperatorProcess::start(&mut command, DEADLINE).await;
+        let push_addr = process
+            .wait_logged_addr(
+                &[
+                    "push receiver listening",
                     "push receiver listening as a follower (503 until this replica leads)",
-                )
-            })
-        };
-        wait_for(DEADLINE, "the replica to log its addresses", || {
-            let t = text();
-            async move {
-                logged_addr(&t, "metrics and health server listening").is_some()
-                    && push_addr(&t).is_some()
-            }
-        })
-        .await;
-        let t = text();
-        let op = Operator {
-            metrics_addr: logged_addr(&t, "metrics and health server listening").expect("metrics"),
-            push_addr: push_addr(&t).expect("push"),
-            logs,
-            child,
-        };
-        wait_ready(op.metrics_addr, &op.logs, DEADLINE).await;
-        op
-    }
-
-    /// Sends `signal` (`TERM`, `KILL`) to the process with kill(1).
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {signal} failed");
-    }
-
-    /// Waits (up to [`DEADLINE`]) for the process to exit; its status.
-    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "the operator did not exit within {DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                ],
+                DEADLINE,
+            )
+            .await;
+        Operator { process, push_addr }
     }
 
     /// `otau_leader` now.

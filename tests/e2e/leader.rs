@@ -92,7 +92,7 @@ async fn the_follower_finishes_a_rollout_after_the_leader_is_killed_with_one_wri
     .await;
     a.signal("KILL");
     let killed = Instant::now();
-    let status = a.wait_exit().await;
+    let status = a.wait_exit(DEADLINE).await;
     assert!(!status.success(), "SIGKILL ends the process: {status:?}");
     let written_by_a = emu.writes().len();
     assert!(written_by_a < 300, "the leader was killed mid-rollout");
@@ -147,7 +147,7 @@ async fn sigterm_releases_the_lease_and_the_follower_takes_over() {
 
     a.signal("TERM");
     let asked = Instant::now();
-    let status = a.wait_exit().await;
+    let status = a.wait_exit(DEADLINE).await;
     assert!(status.success(), "a graceful stop exits 0: {status:?}");
     assert!(
         a.logs().contains("released the leader lease"),
@@ -194,7 +194,7 @@ async fn a_leader_that_loses_the_lease_exits_non_zero() {
         ],
         "",
     );
-    let status = a.wait_exit().await;
+    let status = a.wait_exit(DEADLINE).await;
     assert_eq!(status.code(), Some(1), "exit status after losing the Lease");
     let logs = a.logs();
     assert!(

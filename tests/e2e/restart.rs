@@ -144,7 +144,7 @@ async fn killed_after_a_write_before_the_status_patch_it_does_not_write_again() 
     apply(cp, &ns, &rollout_for("fw-aw", "e2e", spec));
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
 
-    op.wait_log(failpoint::MARKER).await;
+    op.wait_log(failpoint::MARKER, DEADLINE).await;
     let r = api.get("fw-aw").await.expect("get");
     let status_wave = r.status.as_ref().map_or(0, |s| s.current_wave);
     let at_kill = emu.writes().len();

@@ -76,3 +76,155 @@ pub async fn wait_ready(
         );
     }
 }
+
+/// `otau-operator run` with what every test of the binary wants: `kubeconfig`, `/metrics` on
+/// 127.0.0.1:0, JSON logs (debug for the operator), fast platform retries, nothing taken
+/// from the test's own `KUBECONFIG` or `RUST_LOG`, stdin closed. Callers add the rest.
+pub fn operator_command(kubeconfig: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
+    command
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .args(["--log-level", "info,otau_operator=debug"])
+        .args(["--platform-initial-backoff", "100ms"])
+        .args(["--platform-max-backoff", "2s"])
+        .args(["--error-backoff-max", "3s"])
+        .env_remove("KUBECONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
+/// The operator binary running as a child process, with its log and the address of its
+/// metrics and health server; killed when dropped, so a failing test leaves nothing running.
+pub struct OperatorProcess {
+    child: Child,
+    log: SharedLog,
+    /// Where `/metrics`, `/readyz` and `/healthz` are served.
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl OperatorProcess {
+    /// Starts `command` (see [`operator_command`]) and waits, up to `deadline`, until it logs
+    /// its metrics address and answers `/readyz`. Panics with the log if it does not, or if
+    /// it exits first.
+    pub async fn start(command: &mut Command, deadline: std::time::Duration) -> OperatorProcess {
+        let (child, log) = spawn_logged(command, "the operator binary");
+        let mut process = OperatorProcess {
+            child,
+            log,
+            metrics_addr: ([127, 0, 0, 1], 0).into(),
+        };
+        process.metrics_addr = process
+            .wait_logged_addr(&["metrics and health server listening"], deadline)
+            .await;
+        wait_ready(process.metrics_addr, &process.log, deadline).await;
+        process
+    }
+
+    /// Waits, up to `deadline`, until the log announces an address under one of `messages`
+    /// (the first that does). Panics with the log if the process exits first or the deadline
+    /// passes.
+    pub async fn wait_logged_addr(
+        &mut self,
+        messages: &[&str],
+        deadline: std::time::Duration,
+    ) -> std::net::SocketAddr {
+        let mut found = None;
+        let child = &mut self.child;
+        let log = &self.log;
+        let waited = tokio::time::timeout(
+            deadline,
+            super::wait_for(deadline * 2, "an address in the log", || {
+                let text = log_text(log);
+                found = messages.iter().find_map(|m| logged_addr(&text, m));
+                if found.is_none()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    panic!("the operator exited ({status}) before logging {messages:?}:\n{text}");
+                }
+                let done = found.is_some();
+                async move { done }
+            }),
+        )
+        .await;
+        if waited.is_err() {
+            panic!(
+                "the operator logged none of {messages:?} within {deadline:?}:\n{}",
+                self.logs()
+            );
+        }
+        found.expect("found")
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        log_text(&self.log)
+    }
+
+    /// Waits, up to `deadline`, until the process logged a line containing `text`.
+    pub async fn wait_log(&self, text: &str, deadline: std::time::Duration) {
+        super::wait_for(deadline, &format!("the operator to log {text:?}"), || {
+            let found = self.logs().contains(text);
+            async move { found }
+        })
+        .await;
+    }
+
+    /// `/metrics` now.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Waits, up to `deadline`, for the process to exit; its status. Panics with the log
+    /// after the deadline.
+    pub async fn wait_exit(&mut self, deadline: std::time::Duration) -> std::process::ExitStatus {
+        let mut exited = None;
+        super::wait_for(deadline, "the operator to exit", || {
+            exited = exited.or(self.child.try_wait().expect("try_wait"));
+            let done = exited.is_some();
+            async move { done }
+        })
+        .await;
+        exited.expect("exited")
+    }
+
+    /// SIGTERM, then waits (up to `deadline`) for the exit; whether it exited 0. A graceful
+    /// shutdown releases the Lease and closes the watches.
+    pub async fn stop(&mut self, deadline: std::time::Duration) -> bool {
+        self.signal("TERM");
+        self.wait_exit(deadline).await.success()
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL the operator");
+        self.child.wait().expect("reap the operator");
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
