@@ -677,7 +677,9 @@ fn recent_failures(
                 super::index::SetKind::Ours => {
                     format!("attempt {} of {}", e.attempt, policy.max_attempts)
                 }
-                _ => "attempt unknown (acknowledged with a non-manifest value)".to_owned(),
+                _ => {
+                    "attempt unknown: the device acknowledged with a non-manifest value".to_owned()
+                }
             };
             let (status, mut message) = if timed_out {
                 (
