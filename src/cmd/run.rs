@@ -252,6 +252,16 @@ pub struct Args {
     /// exits; must be shorter than --lease-duration.
     #[arg(long, env = "OTAU_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = duration, value_name = "DURATION", help_heading = "Leader election")]
     lease_renew_deadline: Duration,
+
+    /// The URL at which followers reach this replica's push receiver once it leads (written
+    /// into the Lease), e.g. http://10.1.2.3:8081. Default: http://<--push-addr> when that is a
+    /// specific IP, else http://$POD_IP:<port>; with neither, followers answer pushes with 503.
+    #[arg(long, env = "OTAU_PUSH_ADVERTISE_URL", value_parser = advertise, value_name = "URL", help_heading = "Leader election")]
+    push_advertise_url: Option<String>,
+}
+
+fn advertise(text: &str) -> Result<String, String> {
+    otau_operator::controller::leader::parse_advertise_url(text)
 }
 
 /// `--push-addr`: an address, or `off`.
@@ -453,6 +463,10 @@ async fn serve(args: Args) -> Result<(), String> {
             push_addr: args.push_addr.0,
         },
         leader,
+        push_advertise_url: args.push_advertise_url.clone(),
+        pod_ip: std::env::var("POD_IP")
+            .ok()
+            .filter(|ip| !ip.trim().is_empty()),
     };
     runtime::run(client, settings, options, signals()).await
 }

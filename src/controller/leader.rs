@@ -16,10 +16,16 @@
 //!   saw no change for a whole lease duration, counted from after that request, so the token
 //!   always runs out at least `lease duration - renew deadline` before anyone else may write.
 //!
+//! - The leader advertises where its push receiver listens in the Lease's
+//!   [`PUSH_URL_ANNOTATION`] (written at each renewal, removed on release); followers read it
+//!   at each attempt ([`LeaderElection::leader_push_url`]) and forward pushes there
+//!   (`super::follower`).
+//!
 //! The Lease logic is written here rather than taken from `kube-lease-manager`: that crate
 //! reports only "leader or not" changes, never when a renewal succeeded, and the token needs
 //! exactly that time.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +42,61 @@ use crate::platform::{ContentInfo, ContentUpload, PackageRegistered, PackageRegi
 use crate::platform::{
     CredentialCheck, IdentityPages, IdentityState, ListIdentities, Platform, PlatformError,
 };
+
+/// The Lease annotation in which the leader advertises the URL of its push receiver.
+pub const PUSH_URL_ANNOTATION: &str = "otau.dev/push-url";
+
+/// Checks `--push-advertise-url`: an `http` or `https` URL with a host and nothing after the
+/// path (no credentials, query or fragment: it is written into the Lease, and the forwarded
+/// request's path and query are appended to it). Returns it without a trailing `/`.
+pub fn parse_advertise_url(text: &str) -> Result<String, String> {
+    let example = "such as http://10.1.2.3:8081";
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| format!("--push-advertise-url {text:?} is not a URL {example}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "--push-advertise-url {text:?} must use http or https, {example}"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "--push-advertise-url {text:?} has no host: use a URL {example}"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "--push-advertise-url must not carry a user name or password: it is written into \
+             the Lease, which others can read"
+                .to_string(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "--push-advertise-url {text:?} must not have a query or fragment: the pushed \
+             request's path and query are appended to it"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// The URL the leader advertises for its push receiver bound to `bound`: `explicit`
+/// (`--push-advertise-url`, already checked) when given; else `http://<bound>` when it is bound
+/// to a specific IP; else, bound to 0.0.0.0 or ::, `http://<pod_ip>:<port>` when `pod_ip`
+/// (`$POD_IP`) is an IP address; else none (followers then answer pushes with 503).
+pub fn advertise_url(
+    explicit: Option<&str>,
+    bound: SocketAddr,
+    pod_ip: Option<&str>,
+) -> Option<String> {
+    if let Some(url) = explicit {
+        return Some(url.to_string());
+    }
+    if !bound.ip().is_unspecified() {
+        return Some(format!("http://{bound}"));
+    }
+    let ip: IpAddr = pod_ip?.trim().parse().ok()?;
+    (!ip.is_unspecified()).then(|| format!("http://{}", SocketAddr::new(ip, bound.port())))
+}
 
 /// How this replica takes part in leader election.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,18 +396,49 @@ fn lease_seconds_of(lease: &Lease) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(1))
 }
 
-/// The Lease after this replica acquires or renews it.
-fn held(config: &LeaseConfig, current: Option<&Lease>) -> Lease {
+/// The push URL a Lease advertises ([`PUSH_URL_ANNOTATION`]), if any.
+fn push_url_of(lease: &Lease) -> Option<String> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(PUSH_URL_ANNOTATION)
+        .filter(|u| !u.trim().is_empty())
+        .cloned()
+}
+
+/// Sets (or, with `None`, removes) the [`PUSH_URL_ANNOTATION`]; other annotations stay.
+fn set_push_url(metadata: &mut ObjectMeta, url: Option<&str>) {
+    match url {
+        Some(url) => {
+            metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(PUSH_URL_ANNOTATION.to_string(), url.to_string());
+        }
+        None => {
+            if let Some(annotations) = metadata.annotations.as_mut() {
+                annotations.remove(PUSH_URL_ANNOTATION);
+            }
+        }
+    }
+}
+
+/// The Lease after this replica acquires or renews it, advertising `push_url` (a previous
+/// holder's URL is removed when this replica has none).
+fn held(config: &LeaseConfig, current: Option<&Lease>, push_url: Option<&str>) -> Lease {
     let now = MicroTime(Timestamp::now());
     let previous = current.and_then(|l| l.spec.clone()).unwrap_or_default();
     let ours = previous.holder_identity.as_deref() == Some(config.identity.as_str());
+    let mut metadata = ObjectMeta {
+        name: Some(config.name.clone()),
+        namespace: Some(config.namespace.clone()),
+        resource_version: current.and_then(|l| l.metadata.resource_version.clone()),
+        ..current.map(|l| l.metadata.clone()).unwrap_or_default()
+    };
+    set_push_url(&mut metadata, push_url);
     Lease {
-        metadata: ObjectMeta {
-            name: Some(config.name.clone()),
-            namespace: Some(config.namespace.clone()),
-            resource_version: current.and_then(|l| l.metadata.resource_version.clone()),
-            ..current.map(|l| l.metadata.clone()).unwrap_or_default()
-        },
+        metadata,
         spec: Some(LeaseSpec {
             holder_identity: Some(config.identity.clone()),
             lease_duration_seconds: Some(config.lease_seconds()),
@@ -365,6 +457,19 @@ fn held(config: &LeaseConfig, current: Option<&Lease>) -> Lease {
     }
 }
 
+/// The Lease after its holder gives it up: no holder, a one-second duration (so nobody waits
+/// for it), and no push URL.
+fn released(lease: &Lease) -> Lease {
+    let mut released = lease.clone();
+    set_push_url(&mut released.metadata, None);
+    if let Some(spec) = released.spec.as_mut() {
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+    }
+    released
+}
+
 /// The outcome of one attempt.
 #[derive(Debug)]
 enum Attempt {
@@ -381,6 +486,10 @@ struct Elector {
     gate: WriteGate,
     /// The last version seen and when (by this replica's clock) it was first seen.
     observed: Option<(String, Instant)>,
+    /// The URL this replica advertises while it leads (known once its receiver listens).
+    advertise: watch::Receiver<Option<String>>,
+    /// The URL the current leader advertises, as last read (`None` while leading).
+    leader_push: watch::Sender<Option<String>>,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -408,15 +517,21 @@ impl Elector {
             None => false,
         };
         let step = decide(current.as_ref(), &self.config.identity, unchanged_too_long);
+        let advertise = self.advertise.borrow().clone();
         let result = match step {
             Step::Wait => {
+                self.leader_push
+                    .send_replace(current.as_ref().and_then(push_url_of));
                 return Ok(Attempt::Following(
                     current.as_ref().and_then(holder_of).map(str::to_string),
                 ));
             }
             Step::Create => {
                 self.api
-                    .create(&PostParams::default(), &held(&self.config, None))
+                    .create(
+                        &PostParams::default(),
+                        &held(&self.config, None, advertise.as_deref()),
+                    )
                     .await
             }
             Step::Renew | Step::TakeOver => {
@@ -424,7 +539,7 @@ impl Elector {
                     .replace(
                         &self.config.name,
                         &PostParams::default(),
-                        &held(&self.config, current.as_ref()),
+                        &held(&self.config, current.as_ref(), advertise.as_deref()),
                     )
                     .await
             }
@@ -433,6 +548,7 @@ impl Elector {
             Ok(lease) => {
                 self.gate.extend_to(sent + self.config.renew_deadline);
                 self.observed = lease.metadata.resource_version.map(|v| (v, Instant::now()));
+                self.leader_push.send_replace(None);
                 if step != Step::Renew {
                     tracing::info!(lease = %self.config.name, namespace = %self.config.namespace, identity = %self.config.identity, "acquired the leader lease");
                 }
@@ -443,6 +559,8 @@ impl Elector {
             // fails too, the holder is simply unknown.
             Err(e) if is_conflict(&e) => {
                 let now = self.api.get_opt(&self.config.name).await.ok().flatten();
+                self.leader_push
+                    .send_replace(now.as_ref().and_then(push_url_of));
                 Ok(Attempt::Following(
                     now.as_ref().and_then(holder_of).map(str::to_string),
                 ))
@@ -461,14 +579,8 @@ impl Elector {
         if holder_of(&lease) != Some(self.config.identity.as_str()) {
             return Ok(());
         }
-        let mut released = lease.clone();
-        if let Some(spec) = released.spec.as_mut() {
-            spec.holder_identity = None;
-            spec.lease_duration_seconds = Some(1);
-            spec.renew_time = Some(MicroTime(Timestamp::now()));
-        }
         self.api
-            .replace(&self.config.name, &PostParams::default(), &released)
+            .replace(&self.config.name, &PostParams::default(), &released(&lease))
             .await?;
         tracing::info!(lease = %self.config.name, "released the leader lease");
         Ok(())
@@ -478,26 +590,32 @@ impl Elector {
 /// The running campaign.
 pub struct LeaderElection {
     role: watch::Receiver<Role>,
+    leader_push: watch::Receiver<Option<String>>,
     release: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
 impl LeaderElection {
     /// Starts campaigning for the Lease. `on_role` is called at each change of role (for
-    /// readiness and the `otau_leader` gauge). The gate opens while the Lease is held.
+    /// readiness and the `otau_leader` gauge). The gate opens while the Lease is held. While
+    /// leading, each renewal advertises the latest value of `advertise` in the Lease.
     pub fn start(
         client: kube::Client,
         config: LeaseConfig,
         gate: WriteGate,
+        advertise: watch::Receiver<Option<String>>,
         on_role: impl Fn(&Role) + Send + Sync + 'static,
     ) -> LeaderElection {
         let (role_tx, role) = watch::channel(Role::Unknown);
+        let (leader_push_tx, leader_push) = watch::channel(None);
         let (release, release_rx) = oneshot::channel();
         let elector = Elector {
             api: Api::namespaced(client, &config.namespace),
             config,
             gate,
             observed: None,
+            advertise,
+            leader_push: leader_push_tx,
         };
         let publish = move |new: Role| {
             role_tx.send_if_modified(|current| {
@@ -513,6 +631,7 @@ impl LeaderElection {
         let task = tokio::spawn(campaign(elector, publish, release_rx));
         LeaderElection {
             role,
+            leader_push,
             release: Some(release),
             task,
         }
@@ -521,6 +640,12 @@ impl LeaderElection {
     /// The current role.
     pub fn role(&self) -> Role {
         self.role.borrow().clone()
+    }
+
+    /// The push URL the current leader advertises, as read at this replica's last attempt
+    /// (`None` when it advertises none, or while this replica leads).
+    pub fn leader_push_url(&self) -> watch::Receiver<Option<String>> {
+        self.leader_push.clone()
     }
 
     /// Completes once this replica holds the Lease; an error when the campaign ended.
@@ -621,41 +746,6 @@ async fn release_at_exit(elector: &mut Elector) -> Result<(), String> {
         tracing::warn!(error = %e, "could not release the leader lease; it expires on its own");
     }
     Ok(())
-}
-
-/// The push receiver of a follower: every request gets `503 Service Unavailable` with
-/// `Retry-After: 1`, so a forwarder tries again (and a Service may route to the leader).
-/// Stops when `stop` completes; the returned future ends once the port is closed.
-pub async fn serve_follower_push(
-    addr: std::net::SocketAddr,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<()>, String> {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} (--push-addr): {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("push listener: {e}"))?;
-    tracing::info!(addr = %local, "push receiver listening as a follower (503 until this replica leads)");
-    let app = axum::Router::new().fallback(|| async {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            "this replica is a follower; the leader receives pushes\n",
-        )
-            .into_response()
-    });
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(error = %e, "the follower push receiver failed");
-        }
-    }))
 }
 
 #[cfg(test)]
@@ -782,7 +872,7 @@ mod tests {
     #[test]
     fn taking_over_counts_a_transition_and_renewing_keeps_the_acquire_time() {
         let c = config(15, 10).expect("config");
-        let taken = held(&c, Some(&lease(Some("pod-b"), 3)));
+        let taken = held(&c, Some(&lease(Some("pod-b"), 3)), None);
         let spec = taken.spec.expect("spec");
         assert_eq!(spec.holder_identity.as_deref(), Some("pod-a"));
         assert_eq!(spec.lease_transitions, Some(4));
@@ -792,12 +882,132 @@ mod tests {
             Some("7"),
             "conditional"
         );
-        let renewed = held(&c, Some(&lease(Some("pod-a"), 3))).spec.expect("spec");
+        let renewed = held(&c, Some(&lease(Some("pod-a"), 3)), None)
+            .spec
+            .expect("spec");
         assert_eq!(renewed.lease_transitions, Some(3));
         assert_eq!(renewed.acquire_time, Some(MicroTime(Timestamp::UNIX_EPOCH)));
         assert!(renewed.renew_time.is_some());
-        let created = held(&c, None);
+        let created = held(&c, None, None);
         assert_eq!(created.metadata.resource_version, None);
         assert_eq!(created.spec.expect("spec").lease_transitions, Some(0));
+    }
+
+    #[test]
+    fn the_holder_advertises_its_push_url_and_removes_it_on_release() {
+        let c = config(15, 10).expect("config");
+        let mut theirs = lease(Some("pod-b"), 1);
+        theirs.metadata.annotations = Some(
+            [
+                ("team".to_string(), "iot".to_string()),
+                (
+                    PUSH_URL_ANNOTATION.to_string(),
+                    "http://10.0.0.2:8081".to_string(),
+                ),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            push_url_of(&theirs).as_deref(),
+            Some("http://10.0.0.2:8081")
+        );
+
+        let ours = held(&c, Some(&theirs), Some("http://10.0.0.1:8081"));
+        let annotations = ours.metadata.annotations.clone().expect("annotations");
+        assert_eq!(
+            annotations.get(PUSH_URL_ANNOTATION).map(String::as_str),
+            Some("http://10.0.0.1:8081"),
+            "our URL replaces the previous holder's"
+        );
+        assert_eq!(
+            annotations.get("team").map(String::as_str),
+            Some("iot"),
+            "other annotations stay"
+        );
+
+        let without = held(&c, Some(&theirs), None);
+        assert_eq!(
+            push_url_of(&without),
+            None,
+            "no URL of ours: the previous holder's is not left behind"
+        );
+        assert!(
+            without
+                .metadata
+                .annotations
+                .expect("kept")
+                .contains_key("team")
+        );
+
+        let created = held(&c, None, Some("http://10.0.0.1:8081"));
+        assert_eq!(
+            push_url_of(&created).as_deref(),
+            Some("http://10.0.0.1:8081")
+        );
+
+        let given_up = released(&ours);
+        assert_eq!(push_url_of(&given_up), None, "release removes the URL");
+        assert!(
+            given_up
+                .metadata
+                .annotations
+                .expect("kept")
+                .contains_key("team")
+        );
+        let spec = given_up.spec.expect("spec");
+        assert_eq!(spec.holder_identity, None);
+        assert_eq!(spec.lease_duration_seconds, Some(1));
+    }
+
+    #[test]
+    fn the_advertised_push_url_follows_the_flag_the_bound_address_or_pod_ip() {
+        let any: SocketAddr = "0.0.0.0:8081".parse().expect("addr");
+        let any6: SocketAddr = "[::]:8081".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:40123".parse().expect("addr");
+        assert_eq!(
+            advertise_url(Some("https://push.example:443"), local, Some("10.1.2.3")).as_deref(),
+            Some("https://push.example:443"),
+            "the flag wins"
+        );
+        assert_eq!(
+            advertise_url(None, local, Some("10.1.2.3")).as_deref(),
+            Some("http://127.0.0.1:40123"),
+            "a specific bound IP"
+        );
+        assert_eq!(
+            advertise_url(None, any, Some(" 10.1.2.3 ")).as_deref(),
+            Some("http://10.1.2.3:8081")
+        );
+        assert_eq!(
+            advertise_url(None, any6, Some("fd00::7")).as_deref(),
+            Some("http://[fd00::7]:8081")
+        );
+        assert_eq!(advertise_url(None, any, None), None);
+        assert_eq!(advertise_url(None, any, Some("not-an-ip")), None);
+        assert_eq!(advertise_url(None, any, Some("0.0.0.0")), None);
+    }
+
+    #[test]
+    fn the_advertise_url_flag_is_checked() {
+        assert_eq!(
+            parse_advertise_url(" http://10.1.2.3:8081/ ").as_deref(),
+            Ok("http://10.1.2.3:8081")
+        );
+        assert_eq!(
+            parse_advertise_url("https://push.example/otau").as_deref(),
+            Ok("https://push.example/otau")
+        );
+        for bad in [
+            "10.1.2.3:8081",
+            "ftp://10.1.2.3",
+            "http://",
+            "http://user:pw@10.1.2.3",
+            "http://10.1.2.3/?a=b",
+            "",
+        ] {
+            let message = parse_advertise_url(bad).expect_err(bad);
+            assert!(message.contains("--push-advertise-url"), "{bad}: {message}");
+            assert!(!message.contains("pw"), "no secret echoed: {message}");
+        }
     }
 }

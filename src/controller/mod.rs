@@ -14,6 +14,7 @@ pub mod crds;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod follower;
 pub mod http;
 pub mod leader;
 pub mod metrics;

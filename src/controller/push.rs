@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -41,6 +41,9 @@ use crate::otau::{CONFIG_OTAU, OTAU_IN};
 pub const PATH: &str = "/hooks/device2";
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-otau-signature";
+/// The largest body the receiver reads (a larger one is answered `413`); a follower
+/// forwarding to the leader uses the same limit.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// How long a webhook key read from its Secret is used before it is read again.
 pub const SECRET_TTL: Duration = Duration::from_secs(10);
 
@@ -125,19 +128,26 @@ struct PushState {
 pub fn router(ctx: Arc<RolloutContext>) -> Router {
     Router::new()
         .route(PATH, post(receive))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(PushState {
             ctx,
             secrets: Arc::default(),
         })
 }
 
+/// The receiver being served: the address it is bound to, and the server (it ends on `stop`).
+pub type Serving = (
+    SocketAddr,
+    futures::future::BoxFuture<'static, std::io::Result<()>>,
+);
+
 /// Serves the receiver on `addr` until `stop`; logs the bound address ("push receiver
-/// listening", field `addr`).
+/// listening", field `addr`) and returns it with the server.
 pub async fn serve(
     ctx: Arc<RolloutContext>,
     addr: SocketAddr,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<futures::future::BoxFuture<'static, std::io::Result<()>>, String> {
+) -> Result<Serving, String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (--push-addr): {e}"))?;
@@ -146,11 +156,14 @@ pub async fn serve(
         .map_err(|e| format!("push listener: {e}"))?;
     tracing::info!(addr = %local, path = PATH, "push receiver listening");
     let app = router(ctx);
-    Ok(Box::pin(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-    }))
+    Ok((
+        local,
+        Box::pin(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

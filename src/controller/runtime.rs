@@ -5,7 +5,8 @@
 //!
 //! With leader election ([`RunOptions::leader`]), the HTTP server runs at once but the
 //! controllers, pollers and push receiver start only once this replica holds the Lease; a
-//! follower answers pushes with 503. Losing the Lease ends the run with an error at once (the
+//! follower forwards pushes to the leader's receiver, whose URL the leader advertises in the
+//! Lease once its receiver listens (503 while none is known). Losing the Lease ends the run with an error at once (the
 //! write gate is already closed); on the shutdown signal the controllers drain first and the
 //! Lease is released after them.
 
@@ -26,8 +27,9 @@ use kube::{Client, ResourceExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::follower::{Forwarding, forwarded_counter, serve_follower_push};
 use super::http::{Health, router};
-use super::leader::{LeaderElection, LeaseConfig, Role, WriteGate, serve_follower_push};
+use super::leader::{LeaderElection, LeaseConfig, Role, WriteGate, advertise_url};
 use super::metrics::{CONNECTOR_CONTROLLER, PACKAGE_CONTROLLER};
 use super::{Context, Metrics, Settings, connector, crds, error_policy, package, report_results};
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
@@ -48,6 +50,11 @@ pub struct RunOptions {
     pub rollouts: super::rollout::RolloutOptions,
     /// Leader election on a Lease; `None`: this replica always runs the controllers.
     pub leader: Option<LeaseConfig>,
+    /// `--push-advertise-url`: the push URL the leader advertises (checked); `None`: derived
+    /// from the bound address or [`pod_ip`](Self::pod_ip).
+    pub push_advertise_url: Option<String>,
+    /// `$POD_IP`, for the advertised push URL when the receiver binds to 0.0.0.0 or ::.
+    pub pod_ip: Option<String>,
 }
 
 type Stop = Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
@@ -87,10 +94,24 @@ pub async fn run(
         .map_err(|e| format!("metrics listener: {e}"))?;
     tracing::info!(addr = %local, "metrics and health server listening");
     let health = Arc::new(Health::default());
-    let mut election = options
-        .leader
-        .clone()
-        .map(|config| start_election(&client, config, &mut settings, &health, &metrics));
+    // The URL the leader advertises in the Lease, known once its push receiver listens.
+    let (advertise_tx, advertise_rx) = watch::channel(None);
+    let mut election = options.leader.clone().map(|config| {
+        start_election(
+            &client,
+            config,
+            &mut settings,
+            &health,
+            &metrics,
+            advertise_rx,
+        )
+    });
+    let forwarded = match (&election, options.rollouts.push_addr) {
+        (Some(_), Some(_)) => {
+            Some(forwarded_counter(metrics.registry()).map_err(|e| format!("metrics: {e}"))?)
+        }
+        _ => None,
+    };
     let ctx = Context::new(client.clone(), settings, metrics.clone());
     let rollouts = super::rollout::RolloutContext::new(ctx.clone(), options.rollouts.clone())?;
 
@@ -107,7 +128,7 @@ pub async fn run(
     }
 
     let server = {
-        let app = router(metrics, health.clone());
+        let app = router(metrics.clone(), health.clone());
         let stop = stop_signal(&stop_rx);
         async move {
             axum::serve(listener, app)
@@ -126,11 +147,23 @@ pub async fn run(
     };
 
     if let Some(leading) = election.as_mut() {
-        // A follower: only the HTTP server (and a 503 push receiver) until the Lease is ours.
+        // A follower: only the HTTP server (and a push receiver forwarding to the leader)
+        // until the Lease is ours.
         let (push_stop_tx, push_stop_rx) = watch::channel(false);
-        let follower_push = match options.rollouts.push_addr {
-            Some(addr) => Some(serve_follower_push(addr, stop_signal(&push_stop_rx)).await?),
-            None => None,
+        let follower_push = match (options.rollouts.push_addr, forwarded) {
+            (Some(addr), Some(forwarded)) => {
+                let forwarding = Forwarding {
+                    identity: options
+                        .leader
+                        .as_ref()
+                        .map(|c| c.identity.clone())
+                        .unwrap_or_default(),
+                    leader_url: leading.leader_push_url(),
+                    forwarded,
+                };
+                Some(serve_follower_push(addr, forwarding, stop_signal(&push_stop_rx)).await?)
+            }
+            _ => None,
         };
         let waited = tokio::select! {
             led = leading.leading() => led.map(|()| true),
@@ -188,7 +221,24 @@ pub async fn run(
     controllers
         .push(super::rollout::garbage_collect(rollouts.clone(), stop_signal(&stop_rx)).boxed());
     if let Some(addr) = options.rollouts.push_addr {
-        let push = super::push::serve(rollouts.clone(), addr, stop_signal(&stop_rx)).await?;
+        let (bound, push) =
+            super::push::serve(rollouts.clone(), addr, stop_signal(&stop_rx)).await?;
+        if election.is_some() {
+            let url = advertise_url(
+                options.push_advertise_url.as_deref(),
+                bound,
+                options.pod_ip.as_deref(),
+            );
+            match &url {
+                Some(url) => {
+                    tracing::info!(url = %url, "advertising the push receiver in the leader Lease")
+                }
+                None => tracing::info!(
+                    "no push URL to advertise (bound to an unspecified address, no $POD_IP nor --push-advertise-url): followers answer pushes with 503"
+                ),
+            }
+            advertise_tx.send_replace(url);
+        }
         controllers.push(
             async move {
                 if let Err(e) = push.await {
@@ -249,6 +299,7 @@ fn start_election(
     settings: &mut Settings,
     health: &Arc<Health>,
     metrics: &Metrics,
+    advertise: watch::Receiver<Option<String>>,
 ) -> LeaderElection {
     let gate = WriteGate::leased();
     settings.write_gate = gate.clone();
@@ -264,7 +315,7 @@ fn start_election(
     );
     let health = health.clone();
     let gauge = metrics.leader.clone();
-    LeaderElection::start(client.clone(), config, gate, move |role| {
+    LeaderElection::start(client.clone(), config, gate, advertise, move |role| {
         health.set_role(role);
         gauge.set(i64::from(*role == Role::Leader));
         match role {

@@ -507,7 +507,7 @@ impl Operator {
             .wait_logged_addr(
                 &[
                     "push receiver listening",
-                    "push receiver listening as a follower (503 until this replica leads)",
+                    "push receiver listening as a follower",
                 ],
                 DEADLINE,
             )

@@ -1,6 +1,8 @@
 //! Two operator replicas with `--leader-elect` (issue 7 item 4): exactly one holds the Lease
 //! and writes; SIGKILL of the leader mid-rollout hands the rollout to the other with one write
-//! per device and attempt; SIGTERM releases the Lease so the other takes over at once.
+//! per device and attempt; SIGTERM releases the Lease so the other takes over at once; the
+//! follower forwards pushes to the push URL the leader advertises in the Lease, so a webhook
+//! aimed at the follower still completes a push-only rollout.
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +10,8 @@ use kube::api::Api;
 use otau_operator::api::Rollout;
 
 use crate::harness::{
-    DEADLINE, Emu, FAST_LEASE, Operator, apply, base_yaml, has, lease_holder, profile,
-    rollout_yaml, wait_rollout,
+    DEADLINE, Emu, FAST_LEASE, Operator, WEBHOOK_KEY, apply, base_yaml, has, lease_holder,
+    metric_value, profile, rollout_yaml, wait_rollout,
 };
 use crate::support::{ControlPlane, wait_for};
 
@@ -25,6 +27,103 @@ async fn wait_holder(cp: &ControlPlane, ns: &str, holder: &str) -> Duration {
     })
     .await;
     started.elapsed()
+}
+
+/// The push URL the Lease `otau-operator` in `ns` advertises, read with kubectl.
+fn lease_push_url(cp: &ControlPlane, ns: &str) -> Option<String> {
+    let out = cp.kubectl_output(
+        &[
+            "get",
+            "leases.coordination.k8s.io",
+            "-n",
+            ns,
+            "--ignore-not-found",
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v["items"]
+        .as_array()?
+        .iter()
+        .find(|l| l["metadata"]["name"] == "otau-operator")?["metadata"]["annotations"]
+        ["otau.dev/push-url"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Status, `Retry-After` and body of `POST http://<addr><path>` with body `{}` and, when
+/// given, an `x-otau-forwarded-by` header.
+async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    forwarded_by: Option<&str>,
+) -> (u16, Option<String>, String) {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body("{}");
+    if let Some(by) = forwarded_by {
+        request = request.header("x-otau-forwarded-by", by);
+    }
+    let answer = request.send().await.expect("POST to a push receiver");
+    let status = answer.status().as_u16();
+    let retry = answer
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, retry, answer.text().await.unwrap_or_default())
+}
+
+/// Once A advertises its push URL in the Lease, B forwards pushes there and answers what A
+/// answers (path and query included); a request already forwarded once gets 503.
+async fn the_follower_forwards_pushes(cp: &ControlPlane, ns: &str, a: &Operator, b: &Operator) {
+    let advertised = format!("http://{}", a.push_addr);
+    wait_for(DEADLINE, "A to advertise its push URL in the Lease", || {
+        let now = lease_push_url(cp, ns);
+        let advertised = &advertised;
+        async move { now.as_deref() == Some(advertised.as_str()) }
+    })
+    .await;
+    // Unsigned: without a connector the leader answers 400, for an unknown one 404.
+    let no_connector = "/hooks/device2";
+    let unknown = "/hooks/device2?connector=nosuchcid";
+    let from_a = post(a.push_addr, no_connector, None).await;
+    let from_a_unknown = post(a.push_addr, unknown, None).await;
+    assert_eq!(from_a.0, 400, "{from_a:?}");
+    assert_eq!(from_a_unknown.0, 404, "{from_a_unknown:?}");
+    // B learns the URL at its next Lease read (a retry period).
+    wait_for(DEADLINE, "B to forward to A", || {
+        let expected = &from_a;
+        async move { post(b.push_addr, no_connector, None).await == *expected }
+    })
+    .await;
+    assert_eq!(
+        post(b.push_addr, unknown, None).await,
+        from_a_unknown,
+        "the query is forwarded too"
+    );
+    let looped = post(b.push_addr, no_connector, Some("x")).await;
+    assert_eq!(
+        (looped.0, looped.1.as_deref()),
+        (503, Some("1")),
+        "never forwarded twice: {looped:?}"
+    );
+    let metrics = b.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"otau_push_forwarded_total{outcome="forwarded"}"#
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"otau_push_forwarded_total{outcome="failed"}"#),
+        Some(0.0)
+    );
 }
 
 /// Starts A, waits until it leads, then starts B as a follower, and checks their roles.
@@ -44,21 +143,7 @@ async fn two_replicas(cp: &ControlPlane, ns: &str, extra: &[&str]) -> (Operator,
         Some(A),
         "exactly one holder"
     );
-    // A follower's push receiver asks the sender to retry.
-    let answer = reqwest::Client::new()
-        .post(format!("http://{}/hooks/device2", b.push_addr))
-        .body("{}")
-        .send()
-        .await
-        .expect("POST to the follower");
-    assert_eq!(answer.status().as_u16(), 503);
-    assert_eq!(
-        answer
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
+    the_follower_forwards_pushes(cp, ns, &a, &b).await;
     (a, b)
 }
 
@@ -202,4 +287,49 @@ async fn a_leader_that_loses_the_lease_exits_non_zero() {
         "{logs}"
     );
     assert_eq!(lease_holder(cp, &ns).as_deref(), Some("intruder"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_aimed_at_the_follower_completes_a_push_only_rollout() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-leader-push").await;
+    let mut emu = Emu::start(&profile(73, &[("fwd-", 20, "")])).await;
+    // One listing at the start (to learn the devices), then none within the test: only pushes
+    // can bring the final reports.
+    let slow = [
+        "--poll-interval-active",
+        "1h",
+        "--poll-interval-idle",
+        "1h",
+        "--lease-duration",
+        "4s",
+        "--lease-renew-deadline",
+        "3s",
+    ];
+    let (a, b) = two_replicas(cp, &ns, &slow).await;
+    emu.push_to(b.push_addr, WEBHOOK_KEY);
+    apply(cp, &ns, &base_yaml(&emu));
+    apply(
+        cp,
+        &ns,
+        &rollout_yaml("fw-fwd", "  waves:\n    - percent: 100\n"),
+    );
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    let r = wait_rollout(&api, "fw-fwd", "Complete by forwarded push", |r| {
+        has(r, "Complete", "True", "AllWavesSucceeded")
+    })
+    .await;
+    assert_eq!(r.status.expect("status").totals.succeeded, 20);
+    let leader = a.metrics().await;
+    assert_eq!(
+        metric_value(&leader, r#"otau_device_listings_total{outcome="success"}"#),
+        Some(1.0),
+        "only the first listing ran"
+    );
+    let forwarded = metric_value(
+        &b.metrics().await,
+        r#"otau_push_forwarded_total{outcome="forwarded"}"#,
+    )
+    .unwrap_or(0.0);
+    assert!(forwarded >= 20.0, "{forwarded} pushes forwarded by B");
 }
