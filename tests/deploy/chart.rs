@@ -220,7 +220,11 @@ fn the_default_pod_is_hardened_and_leader_elected() {
         .iter()
         .filter_map(|e| e["name"].as_str())
         .collect();
-    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE"]);
+    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "POD_IP"]);
+    assert_eq!(
+        c["env"][2]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP",
+        "the advertised push URL uses the pod IP"
+    );
     assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "1Gi");
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
     // Default: every namespace, so the rules are in a ClusterRole; the Lease in a Role.
