@@ -78,12 +78,7 @@ pub async fn serve_follower_push(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("cannot build the HTTP client that forwards pushes: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} (--push-addr): {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("push listener: {e}"))?;
+    let (listener, local) = super::push::bind(addr).await?;
     tracing::info!(addr = %local, "push receiver listening as a follower");
     let app = axum::Router::new()
         .fallback(forward)

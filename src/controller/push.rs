@@ -141,6 +141,17 @@ pub type Serving = (
     futures::future::BoxFuture<'static, std::io::Result<()>>,
 );
 
+/// Binds the push port (`--push-addr`); the listener and the address it got.
+pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (--push-addr): {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("push listener: {e}"))?;
+    Ok((listener, local))
+}
+
 /// Serves the receiver on `addr` until `stop`; logs the bound address ("push receiver
 /// listening", field `addr`) and returns it with the server.
 pub async fn serve(
@@ -148,12 +159,7 @@ pub async fn serve(
     addr: SocketAddr,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Serving, String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} (--push-addr): {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("push listener: {e}"))?;
+    let (listener, local) = bind(addr).await?;
     tracing::info!(addr = %local, path = PATH, "push receiver listening");
     let app = router(ctx);
     Ok((

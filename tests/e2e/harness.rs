@@ -524,6 +524,15 @@ impl Operator {
 /// The holder of the Lease `otau-operator` in `namespace`, read with kubectl (`None` when the
 /// Lease does not exist or has no holder).
 pub fn lease_holder(cp: &ControlPlane, namespace: &str) -> Option<String> {
+    lease_json(cp, namespace)?["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// The Lease `otau-operator` in `namespace` as JSON, read with kubectl (`None` when it does
+/// not exist).
+pub fn lease_json(cp: &ControlPlane, namespace: &str) -> Option<serde_json::Value> {
     let out = cp.kubectl_output(
         &[
             "get",
@@ -540,8 +549,6 @@ pub fn lease_holder(cp: &ControlPlane, namespace: &str) -> Option<String> {
     v["items"]
         .as_array()?
         .iter()
-        .find(|l| l["metadata"]["name"] == "otau-operator")?["spec"]["holderIdentity"]
-        .as_str()
-        .filter(|h| !h.is_empty())
-        .map(str::to_string)
+        .find(|l| l["metadata"]["name"] == "otau-operator")
+        .cloned()
 }

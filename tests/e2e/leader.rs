@@ -11,7 +11,7 @@ use otau_operator::api::Rollout;
 
 use crate::harness::{
     DEADLINE, Emu, FAST_LEASE, Operator, WEBHOOK_KEY, apply, base_yaml, has, lease_holder,
-    metric_value, profile, rollout_yaml, wait_rollout,
+    lease_json, metric_value, profile, rollout_yaml, wait_rollout,
 };
 use crate::support::{ControlPlane, wait_for};
 
@@ -31,24 +31,7 @@ async fn wait_holder(cp: &ControlPlane, ns: &str, holder: &str) -> Duration {
 
 /// The push URL the Lease `otau-operator` in `ns` advertises, read with kubectl.
 fn lease_push_url(cp: &ControlPlane, ns: &str) -> Option<String> {
-    let out = cp.kubectl_output(
-        &[
-            "get",
-            "leases.coordination.k8s.io",
-            "-n",
-            ns,
-            "--ignore-not-found",
-            "-o",
-            "json",
-        ],
-        "",
-    );
-    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-    v["items"]
-        .as_array()?
-        .iter()
-        .find(|l| l["metadata"]["name"] == "otau-operator")?["metadata"]["annotations"]
-        ["otau.dev/push-url"]
+    lease_json(cp, ns)?["metadata"]["annotations"]["otau.dev/push-url"]
         .as_str()
         .map(str::to_string)
 }
