@@ -663,13 +663,29 @@ pub fn wave_progress(current_wave: i32, total_waves: usize) -> String {
 }
 
 /// The `successRate` text: succeeded / (succeeded + failed + aborted + timed out), with one
-/// decimal (`"97.5%"`); `None` while nothing finished.
+/// decimal as [`percent_text`] rounds it (`"97.5%"`; 99.96% shows as 99.9%, never 100.0%);
+/// `None` while nothing finished.
 pub fn success_rate(counts: &DeviceCounts) -> Option<String> {
     let finished = counts.succeeded + counts.failed + counts.aborted + counts.timed_out;
     if finished <= 0 {
         return None;
     }
-    // Tenths of a percent, rounded down so 99.96% never shows as 100.0%.
-    let tenths = counts.succeeded.max(0) as i128 * 1000 / finished as i128;
-    Some(format!("{}.{}%", tenths / 10, tenths % 10))
+    Some(percent_text(counts.succeeded, finished))
+}
+
+/// `part / whole` as a percentage with one decimal, rounded to the nearest tenth, except that
+/// it never shows 0.0% for a non-zero part nor 100.0% for a part short of the whole.
+pub fn percent_text(part: i64, whole: i64) -> String {
+    if whole <= 0 {
+        return "0.0%".into();
+    }
+    let (part, whole) = (i128::from(part.clamp(0, whole)), i128::from(whole));
+    let mut tenths = (part * 2000 + whole) / (2 * whole);
+    if part > 0 {
+        tenths = tenths.max(1);
+    }
+    if part < whole {
+        tenths = tenths.min(999);
+    }
+    format!("{}.{}%", tenths / 10, tenths % 10)
 }

@@ -488,6 +488,8 @@ fn success_rate_text() {
     assert_eq!(success_rate(&counts(0, 3, 1)).as_deref(), Some("0.0%"));
     // Never rounds up to 100% while anything failed.
     assert_eq!(success_rate(&counts(9999, 1, 0)).as_deref(), Some("99.9%"));
+    // Rounded to the nearest tenth, as the messages round their percentages.
+    assert_eq!(success_rate(&counts(2, 1, 0)).as_deref(), Some("66.7%"));
     assert_eq!(wave_progress(2, 4), "2/4");
 }
 
@@ -513,4 +515,17 @@ fn annotation_names() {
         );
     }
     assert!(description.contains("Abort stops every new config_otau write"));
+}
+
+#[test]
+fn percentages_round_to_the_nearest_tenth_but_never_to_the_extremes() {
+    assert_eq!(percent_text(1, 6), "16.7%");
+    assert_eq!(percent_text(1, 3), "33.3%");
+    assert_eq!(percent_text(2, 3), "66.7%");
+    assert_eq!(percent_text(3, 10), "30.0%");
+    assert_eq!(percent_text(9999, 10000), "99.9%");
+    assert_eq!(percent_text(1, 10000), "0.1%");
+    assert_eq!(percent_text(0, 7), "0.0%");
+    assert_eq!(percent_text(7, 7), "100.0%");
+    assert_eq!(percent_text(1, 0), "0.0%");
 }

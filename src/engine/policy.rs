@@ -153,22 +153,8 @@ pub fn started_waves_text(started: usize) -> String {
     }
 }
 
-/// `part / whole` as a percentage with one decimal, rounded to the nearest tenth, except that
-/// it never shows 0.0% for a non-zero part nor 100.0% for a part short of the whole.
-pub fn percent_text(part: i64, whole: i64) -> String {
-    if whole <= 0 {
-        return "0.0%".into();
-    }
-    let (part, whole) = (i128::from(part.clamp(0, whole)), i128::from(whole));
-    let mut tenths = (part * 2000 + whole) / (2 * whole);
-    if part > 0 {
-        tenths = tenths.max(1);
-    }
-    if part < whole {
-        tenths = tenths.min(999);
-    }
-    format!("{}.{}%", tenths / 10, tenths % 10)
-}
+/// Percentages in messages use the same rounding as the status' `successRate`.
+pub use crate::api::rollout::percent_text;
 
 #[cfg(test)]
 mod tests {
@@ -327,19 +313,6 @@ mod tests {
         spec.policy.device_timeout = crate::api::GoDuration::new("");
         let err = ParsedPolicy::parse(&spec).unwrap_err().to_string();
         assert!(err.contains("spec.policy.deviceTimeout"), "{err}");
-    }
-
-    #[test]
-    fn percentages_round_to_the_nearest_tenth_but_never_to_the_extremes() {
-        assert_eq!(percent_text(1, 6), "16.7%");
-        assert_eq!(percent_text(1, 3), "33.3%");
-        assert_eq!(percent_text(2, 3), "66.7%");
-        assert_eq!(percent_text(3, 10), "30.0%");
-        assert_eq!(percent_text(9999, 10000), "99.9%");
-        assert_eq!(percent_text(1, 10000), "0.1%");
-        assert_eq!(percent_text(0, 7), "0.0%");
-        assert_eq!(percent_text(7, 7), "100.0%");
-        assert_eq!(percent_text(1, 0), "0.0%");
     }
 
     #[test]
