@@ -222,6 +222,9 @@ fn alert_thresholds_follow_the_values() {
             "prometheusRule.enabled=true",
             "prometheusRule.stalledAfter=1h30m",
             "prometheusRule.tokenExpiryWarning=48h",
+            "prometheusRule.failureRatePercent=25",
+            "prometheusRule.failureRateMinFinished=50",
+            "prometheusRule.platformErrorRatePercent=5",
         ],
     );
     let rules = {
@@ -235,6 +238,32 @@ fn alert_thresholds_follow_the_values() {
         exprs["ConnectorTokenExpiringSoon"].contains("< 172800"),
         "{exprs:?}"
     );
+    let failure_rate = &exprs["RolloutFailureRateHigh"];
+    assert!(
+        failure_rate.contains(")) > 0.25\n") && failure_rate.contains(">= 50\n"),
+        "{failure_rate}"
+    );
+    assert!(
+        exprs["PlatformErrorsHigh"].contains("> 0.05\n"),
+        "{exprs:?}"
+    );
+    let description = serde_yaml::to_string(&rule["spec"]["groups"]).expect("groups");
+    assert!(
+        description.contains("(alert above 25 %, at least 50 finished)"),
+        "{description}"
+    );
+    // The schema refuses a percentage above 100 (the alert could never fire) with a message
+    // naming the key.
+    let refused = Command::new(tool("helm"))
+        .args(["template", RELEASE])
+        .arg(chart())
+        .args(["--set", "prometheusRule.enabled=true"])
+        .args(["--set", "prometheusRule.failureRatePercent=150"])
+        .output()
+        .expect("helm");
+    assert!(!refused.status.success(), "150 % rendered");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("failureRatePercent"), "{stderr}");
 
     let out = Command::new(tool("helm"))
         .args(["template", RELEASE])
