@@ -579,13 +579,24 @@ pub fn reconcile(
         ));
     }
 
-    let progressed = |c: &DeviceCounts| finished(c) + c.skipped + c.invalid;
-    let last_progress_at =
-        if !notifications.is_empty() || progressed(&totals) > progressed(&prev.totals) {
-            Some(now_t.clone())
-        } else {
-            prev.last_progress_at.clone()
-        };
+    // Progress: more devices left `pending` (notified by this step or before), more reported
+    // in progress, or more finished. A notification whose write fails is no progress: the
+    // controller decides again on the unchanged index, which counts the same devices as this
+    // step's notifications again, so the counts stay where the last status had them.
+    let moved = |c: &DeviceCounts| {
+        let done = finished(c) + c.skipped + c.invalid;
+        [c.targeted - c.pending, c.in_progress + done, done]
+    };
+    let (moved_now, moved_before) = (moved(&totals), moved(&prev.totals));
+    let last_progress_at = if moved_now
+        .iter()
+        .zip(moved_before)
+        .any(|(now, was)| *now > was)
+    {
+        Some(now_t.clone())
+    } else {
+        prev.last_progress_at.clone()
+    };
 
     let in_flight_after = totals.notified + totals.in_progress;
     let mut next_at = pass.earliest_timeout;

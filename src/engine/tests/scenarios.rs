@@ -651,3 +651,32 @@ fn a_write_batch_notifies_a_wave_over_several_steps_and_counts_only_what_was_wri
     assert_eq!(d.status.totals.succeeded, 10);
     assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
 }
+
+#[test]
+fn last_progress_moves_with_the_devices_not_with_writes_that_fail() {
+    let mut run = Run::new(spec(&[10, 100]), Fleet::ordered(100, SEED, |_, _| {}));
+    // The first step decides wave 1: the rollout's first progress.
+    let first = run.decide();
+    assert_eq!(first.notifications.len(), 10);
+    let started = first
+        .status
+        .last_progress_at
+        .clone()
+        .expect("progress at the start");
+    run.status = first.status.clone();
+    // Its writes never reach the platform: the next step decides the same ten again, which is
+    // no progress (so RolloutStalled can fire while the platform refuses every write).
+    run.wait(MINUTE);
+    let again = run.decide();
+    assert_eq!(again.notifications.len(), 10);
+    assert_eq!(again.status.last_progress_at.as_ref(), Some(&started));
+    run.status = again.status.clone();
+    // The writes land, then the devices report: progress moves on.
+    run.wait(MINUTE);
+    run.step();
+    run.wait(2 * MINUTE);
+    let moved = run.step();
+    let later = moved.status.last_progress_at.expect("progress");
+    assert!(later.0 > started.0, "{later:?} after {started:?}");
+    assert!(moved.status.totals.in_progress + moved.status.totals.succeeded > 0);
+}
