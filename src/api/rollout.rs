@@ -463,7 +463,7 @@ pub struct RolloutStatus {
     /// The one-shot actions and resume token already acted on.
     #[serde(default)]
     pub acted_on: ActedOn,
-    /// When a device last moved forward (notified or finished).
+    /// When a device last moved forward: notified, reported in progress, or finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_progress_at: Option<Time>,
     /// Decisions no platform read can tell (abort, pause by annotation, failures accepted by a
