@@ -86,7 +86,9 @@ pub struct EngineInput<'a> {
     pub memory: &'a EngineMemory,
     /// At most this many notifications in one decision (the caller's write batch); the devices
     /// beyond it stay pending and are due at the next step. `None`: every due device at once.
-    /// Bounds the memory a step allocates when a wave of hundreds of thousands starts.
+    /// Bounds the memory a step allocates when a wave of hundreds of thousands starts. `Some(0)`
+    /// decides none: the status a caller writes after some of its writes failed, counting only
+    /// the devices the index shows notified.
     pub max_notifications: Option<usize>,
 }
 

@@ -431,7 +431,7 @@ pub fn reconcile(
             .max_in_flight
             .map(|cap| cap.saturating_sub(pass.in_flight));
         let mut values: Vec<Option<Arc<str>>> = vec![None; usize::from(policy.max_attempts) + 1];
-        let batch = input.max_notifications.unwrap_or(usize::MAX).max(1);
+        let batch = input.max_notifications.unwrap_or(usize::MAX);
         for (p, &i) in order.iter().enumerate() {
             if budget == Some(0) || notifications.len() >= batch {
                 break;
@@ -588,14 +588,17 @@ pub fn reconcile(
         [c.targeted - c.pending, c.in_progress + done, done]
     };
     let (moved_now, moved_before) = (moved(&totals), moved(&prev.totals));
-    let last_progress_at = if moved_now
+    let moved_forward = moved_now
         .iter()
         .zip(moved_before)
-        .any(|(now, was)| *now > was)
-    {
+        .any(|(now, was)| *now > was);
+    // A started rollout always has a time, so one whose first writes already fail can stall.
+    let last_progress_at = if moved_forward {
         Some(now_t.clone())
     } else {
-        prev.last_progress_at.clone()
+        prev.last_progress_at
+            .clone()
+            .or_else(|| (current >= 1).then(|| now_t.clone()))
     };
 
     let in_flight_after = totals.notified + totals.in_progress;

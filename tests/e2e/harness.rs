@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use kube::api::Api;
 use otau_operator::api::Rollout;
-use otau_operator::emulator::clock::{Clock, SystemClock};
+use otau_operator::emulator::faults::FaultConfig;
 use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
-use otau_operator::emulator::model::{Connector, Model, ModelConfig};
-use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
+use otau_operator::emulator::model::{Connector, Model};
 use otau_operator::emulator::webhook::{
     WebhookConfig, WebhookDelivery, WebhookSecret, WebhookTarget,
 };
 use otau_operator::otau::{Classification, classify};
 
 use crate::support::ControlPlane;
+use crate::support::emulator::{EmulatorSetup, TestEmulator};
 use crate::support::process::{OperatorProcess, operator_command};
 
 /// The connector (product) id of every test.
@@ -44,7 +44,7 @@ pub struct Emu {
     pub base: String,
     fleet: Option<FleetHandle>,
     webhook: Option<WebhookDelivery>,
-    _server: RunningServer,
+    emulator: TestEmulator,
 }
 
 /// A fleet profile: `groups` is a list of (prefix, count, behaviour YAML) on version 1.0.0,
@@ -62,33 +62,26 @@ pub fn profile(seed: u64, groups: &[(&str, u64, &str)]) -> Profile {
 impl Emu {
     /// Starts the emulator with the connector [`CID`] and runs `profile`'s fleet on it.
     pub async fn start(profile: &Profile) -> Emu {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let model = Model::new(
-            ModelConfig {
-                management_tokens: vec![MTOKEN.to_string()],
-                ..ModelConfig::default()
-            },
-            clock,
-        );
-        model.add_connector(CID).expect("connector");
-        let state = AppState {
-            model: model.clone(),
-            options: Arc::new(ServerOptions {
-                default_connector: Some(CID.to_string()),
-                ..ServerOptions::default()
-            }),
-        };
-        let running = server::start("127.0.0.1:0".parse().expect("addr"), state)
-            .await
-            .expect("start the emulator");
-        let fleet = Fleet::start(&model, CID, profile, &FleetOptions::default()).expect("fleet");
+        let emulator = TestEmulator::start(EmulatorSetup {
+            connector_id: CID.to_string(),
+            management_tokens: vec![MTOKEN.to_string()],
+            automation_tokens: Vec::new(),
+        })
+        .await;
+        let fleet =
+            Fleet::start(&emulator.model, CID, profile, &FleetOptions::default()).expect("fleet");
         Emu {
-            model,
-            base: running.base_url.clone(),
+            model: emulator.model.clone(),
+            base: emulator.base.clone(),
             fleet: Some(fleet),
             webhook: None,
-            _server: running,
+            emulator,
         }
+    }
+
+    /// Sets the emulator's fault rules (an empty config turns them off).
+    pub fn set_faults(&self, config: FaultConfig) {
+        self.emulator.set_faults(config);
     }
 
     /// Delivers the connector's `data_in` events to `push` (the operator's receiver), signed

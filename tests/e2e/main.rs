@@ -13,6 +13,7 @@ mod conflict;
 mod control;
 mod equivalence;
 mod leader;
+mod outage;
 mod policies;
 mod push;
 mod restart;

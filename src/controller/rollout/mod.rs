@@ -573,11 +573,15 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Arc<RolloutContext>) -> Resu
         }
     }
 
-    let run_engine = || {
+    let run_engine = |max_notifications| {
         let held = sub.lock();
+        let input = EngineInput {
+            max_notifications,
+            ..input
+        };
         engine::reconcile(&input, &held.index, now)
     };
-    let mut decision = run_engine().map_err(engine_error)?;
+    let mut decision = run_engine(input.max_notifications).map_err(engine_error)?;
     let mut more_due = false;
     let mut write_error = None;
     if !decision.notifications.is_empty() {
@@ -618,13 +622,38 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Arc<RolloutContext>) -> Resu
         });
         if delivery.written + delivery.already_set < total {
             // The status must count only what was written: decide again on the updated index
-            // (same input and time, so the same events); the rest is due at the next pass.
-            let again = run_engine().map_err(engine_error)?;
-            more_due = !again.notifications.is_empty();
-            decision = Decision {
-                notifications: Vec::new(),
-                ..again
-            };
+            // (same input and time, so the same events), deciding no notification, so the
+            // devices not written count as pending; they are due at the next pass.
+            decision = run_engine(Some(0)).map_err(engine_error)?;
+            more_due = delivery.not_attempted > 0;
+        }
+        if let Some(e) = &delivery.error {
+            // Said where people look (Ready, a Warning event), not only in the log; the next
+            // pass that writes sets Ready from the engine again.
+            let message = format!(
+                "config_otau writes fail: {e}; {} of {total} written in this pass, the rest are \
+                 written when the platform accepts them",
+                delivery.written + delivery.already_set
+            );
+            conditions::set_condition(
+                &mut decision.status.conditions,
+                new_condition(
+                    READY,
+                    UNKNOWN,
+                    reason::PLATFORM_UNAVAILABLE,
+                    message.as_str(),
+                    rollout.metadata.generation,
+                    super::status::now(),
+                ),
+            );
+            publish(
+                ctx,
+                rollout,
+                EventType::Warning,
+                reason::PLATFORM_UNAVAILABLE,
+                &message,
+            )
+            .await;
         }
         write_error = delivery.error;
         // A full batch: more devices may be due now; come back at once, not a poll later.

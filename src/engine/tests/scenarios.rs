@@ -680,3 +680,20 @@ fn last_progress_moves_with_the_devices_not_with_writes_that_fail() {
     assert!(later.0 > started.0, "{later:?} after {started:?}");
     assert!(moved.status.totals.in_progress + moved.status.totals.succeeded > 0);
 }
+
+#[test]
+fn deciding_no_notification_counts_only_what_the_index_shows() {
+    // What the controller decides after its writes failed: nothing new, the devices not
+    // written still pending, and the start of the rollout as its progress time.
+    let mut run = Run::new(spec(&[10, 100]), Fleet::ordered(100, SEED, |_, _| {}));
+    run.max_notifications = Some(0);
+    let d = run.decide();
+    assert!(d.notifications.is_empty());
+    assert_eq!(d.status.current_wave, 1);
+    assert_eq!(d.status.totals.notified, 0);
+    assert_eq!(d.status.totals.pending, 100);
+    assert!(d.status.last_progress_at.is_some());
+    // The next decision with a batch notifies the first wave.
+    run.max_notifications = Some(4);
+    assert_eq!(run.decide().notifications.len(), 4);
+}
