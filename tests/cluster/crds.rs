@@ -505,9 +505,11 @@ async fn rollout_status_shows_in_printer_columns() {
         "{table}"
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    // 37 of 39 finished: 94.9 % (rounded to the nearest tenth), as the status says.
+    assert_eq!(status.success_rate.as_deref(), Some("94.9%"));
     assert_eq!(
         &row[..7],
-        [name, "p", "Progressing", "2/2", "37", "2", "94.8%"],
+        [name, "p", "Progressing", "2/2", "37", "2", "94.9%"],
         "{table}"
     );
 

@@ -299,7 +299,7 @@ async fn killed_right_after_an_auto_pause_it_stays_paused_until_resumed() {
         (t.targeted, t.succeeded, t.failed, t.pending),
         (200, 197, 3, 0)
     );
-    // 197 / 200, rounded down to one decimal.
+    // 197 / 200 = 98.5 %.
     assert_eq!(s.success_rate.as_deref(), Some("98.5%"));
     assert_written_once(&emu, &ids);
 }
