@@ -253,28 +253,24 @@ fn alert_thresholds_follow_the_values() {
         "{description}"
     );
     // The schema refuses a percentage above 100 (the alert could never fire) with a message
-    // naming the key.
-    let refused = Command::new(tool("helm"))
-        .args(["template", RELEASE])
-        .arg(chart())
-        .args(["--set", "prometheusRule.enabled=true"])
-        .args(["--set", "prometheusRule.failureRatePercent=150"])
-        .output()
-        .expect("helm");
-    assert!(!refused.status.success(), "150 % rendered");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("failureRatePercent"), "{stderr}");
-
-    let out = Command::new(tool("helm"))
-        .args(["template", RELEASE])
-        .arg(chart())
-        .args(["--set", "prometheusRule.enabled=true"])
-        .args(["--set", "prometheusRule.stalledAfter=soon"])
-        .output()
-        .expect("helm");
-    assert!(!out.status.success(), "a malformed duration rendered");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("soon"), "{stderr}");
+    // naming the key; the template refuses a malformed duration naming the value.
+    for (set, named) in [
+        (
+            "prometheusRule.failureRatePercent=150",
+            "failureRatePercent",
+        ),
+        ("prometheusRule.stalledAfter=soon", "soon"),
+    ] {
+        let out = Command::new(tool("helm"))
+            .args(["template", RELEASE])
+            .arg(chart())
+            .args(["--set", "prometheusRule.enabled=true", "--set", set])
+            .output()
+            .expect("helm");
+        assert!(!out.status.success(), "{set} rendered");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{set}: {stderr}");
+    }
 }
 
 /// The dashboard ConfigMap carries files/dashboard.json as it is and the configured labels.
