@@ -2,14 +2,12 @@
 //! both ways of resuming continue, abort is terminal, and an approval gate waits until the
 //! wave is approved.
 
-use std::time::Duration;
-
 use kube::api::Api;
 use otau_operator::api::Rollout;
 
 use crate::harness::{
-    DEADLINE, Emu, Operator, apply, base_yaml, condition, event_reasons, has, kubectl,
-    metric_value, profile, rollout_yaml, wait_rollout,
+    DEADLINE, Emu, Operator, apply, base_yaml, condition, event_reasons, has, kubectl, profile,
+    rollout_yaml, wait_rollout,
 };
 use crate::support::{ControlPlane, wait_for};
 
@@ -18,19 +16,6 @@ const FAILING_WAVES: &str = "  waves:\n    - percent: 10\n    - percent: 40\n   
 
 fn written(emu: &Emu) -> usize {
     emu.writes().len()
-}
-
-/// Waits for one more complete device listing than `after` (the operator looked again).
-async fn next_listing(op: &Operator, after: f64) -> f64 {
-    let series = r#"otau_device_listings_total{outcome="success"}"#;
-    let mut seen = after;
-    let started = std::time::Instant::now();
-    while seen <= after + 1.0 {
-        assert!(started.elapsed() < DEADLINE, "no new device listing");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        seen = metric_value(&op.metrics().await, series).unwrap_or(0.0);
-    }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +48,7 @@ async fn failures_pause_resume_both_ways_and_abort_stops_every_write() {
         "{message}"
     );
     // Nothing outside wave 1 was written, even while its devices kept finishing.
-    let listings = next_listing(&op, 0.0).await;
+    let listings = op.two_more_listings(0.0).await;
     assert_eq!(written(&emu), 100, "only wave 1 is written");
     assert!(
         event_reasons(cp, &ns, "fw-bad")
@@ -86,7 +71,7 @@ async fn failures_pause_resume_both_ways_and_abort_stops_every_write() {
             .and_then(|s| s.acted_on.resume_token.clone()),
         Some("r1".into())
     );
-    let listings = next_listing(&op, listings).await;
+    let listings = op.two_more_listings(listings).await;
     assert_eq!(
         written(&emu),
         400,
@@ -133,8 +118,8 @@ async fn failures_pause_resume_both_ways_and_abort_stops_every_write() {
         Some(otau_operator::api::RolloutPhase::Aborted)
     );
     let at_abort = emu.writes();
-    let listings = next_listing(&op, listings).await;
-    next_listing(&op, listings).await;
+    let listings = op.two_more_listings(listings).await;
+    op.two_more_listings(listings).await;
     assert_eq!(emu.writes(), at_abort, "a write after the abort");
     assert!(at_abort.len() <= 700, "{} devices written", at_abort.len());
     // Never the same device twice for one attempt.
@@ -160,8 +145,8 @@ async fn an_approval_gate_waits_until_the_wave_is_approved() {
     })
     .await;
     assert_eq!(r.status.as_ref().map(|s| s.current_wave), Some(1));
-    let listings = next_listing(&op, 0.0).await;
-    next_listing(&op, listings).await;
+    let listings = op.two_more_listings(0.0).await;
+    op.two_more_listings(listings).await;
     assert_eq!(emu.writes().len(), 100, "the gated wave waits");
 
     apply(

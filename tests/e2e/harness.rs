@@ -19,9 +19,9 @@ use otau_operator::emulator::webhook::{
 };
 use otau_operator::otau::{Classification, classify};
 
-use crate::support::ControlPlane;
 use crate::support::emulator::{EmulatorSetup, TestEmulator};
 use crate::support::process::{OperatorProcess, operator_command};
+use crate::support::{ControlPlane, wait_for};
 
 /// The connector (product) id of every test.
 pub const CID: &str = "e2e0rollout00000";
@@ -478,6 +478,9 @@ impl Emu {
     }
 }
 
+/// The operator's series of complete device listings.
+const LISTINGS: &str = r#"otau_device_listings_total{outcome="success"}"#;
+
 /// The lease flags of the leader election tests: short, so a takeover fits in a test.
 pub const FAST_LEASE: &[&str] = &["--lease-duration", "4s", "--lease-renew-deadline", "3s"];
 
@@ -506,6 +509,24 @@ impl Operator {
             )
             .await;
         Operator { process, push_addr }
+    }
+
+    /// Complete device listings so far (`otau_device_listings_total{outcome="success"}`).
+    pub async fn listings(&self) -> f64 {
+        metric_value(&self.metrics().await, LISTINGS).unwrap_or(0.0)
+    }
+
+    /// Waits (up to [`DEADLINE`]) until the operator completed two more device listings than
+    /// `after`, so it has read the whole fleet again since a change made during a listing;
+    /// returns the count then.
+    pub async fn two_more_listings(&self, after: f64) -> f64 {
+        let seen = std::cell::Cell::new(after);
+        wait_for(DEADLINE, "two more device listings", || async {
+            seen.set(self.listings().await);
+            seen.get() >= after + 2.0
+        })
+        .await;
+        seen.get()
     }
 
     /// `otau_leader` now.

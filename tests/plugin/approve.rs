@@ -10,8 +10,7 @@ use otau_operator::api::rollout::RolloutPhase;
 
 use crate::cli::{Terminal, line_starting, otau, through_kubectl};
 use crate::harness::{
-    DEADLINE, Emu, Operator, apply, base_yaml, has, kubectl, metric_value, profile, rollout_yaml,
-    wait_rollout,
+    DEADLINE, Emu, Operator, apply, base_yaml, has, kubectl, profile, rollout_yaml, wait_rollout,
 };
 use crate::support::ControlPlane;
 
@@ -101,13 +100,8 @@ async fn approve_opens_gated_waves_once_each_and_complete_status() {
             "otau.dev/approve-",
         ],
     );
-    let series = r#"otau_device_listings_total{outcome="success"}"#;
-    let before = metric_value(&op.metrics().await, series).unwrap_or(0.0);
-    crate::support::wait_for(DEADLINE, "two more device listings", || {
-        let op = &op;
-        async move { metric_value(&op.metrics().await, series).unwrap_or(0.0) >= before + 2.0 }
-    })
-    .await;
+    let before = op.listings().await;
+    op.two_more_listings(before).await;
     let r = api.get("fw-gate").await.expect("get");
     assert!(waiting_at(&r, 2), "still waiting at wave 3: {:?}", r.status);
     assert_eq!(emu.writes().len(), 21, "waves 1 and 2 written, not wave 3");

@@ -3,16 +3,13 @@
 //! command acts again), and `status --watch` on a pseudo-terminal showing a pause made while
 //! it runs.
 
-use std::time::{Duration, Instant};
-
 use kube::api::Api;
 use otau_operator::api::Rollout;
 use otau_operator::api::rollout::RolloutPhase;
 
 use crate::cli::{Terminal, line_starting, otau, run_with};
 use crate::harness::{
-    DEADLINE, Emu, Operator, apply, base_yaml, has, kubectl, metric_value, profile, rollout_yaml,
-    wait_rollout,
+    DEADLINE, Emu, Operator, apply, base_yaml, has, kubectl, profile, rollout_yaml, wait_rollout,
 };
 use crate::support::ControlPlane;
 
@@ -32,22 +29,6 @@ fn annotation_value(text: &str, key: &str) -> String {
         .expect("value")
         .trim()
         .to_owned()
-}
-
-/// Waits until the operator completed two more device listings (so it has looked at the
-/// Rollout again since the last change).
-async fn two_more_listings(op: &Operator) {
-    let series = r#"otau_device_listings_total{outcome="success"}"#;
-    let first = metric_value(&op.metrics().await, series).unwrap_or(0.0);
-    let started = Instant::now();
-    loop {
-        let now = metric_value(&op.metrics().await, series).unwrap_or(0.0);
-        if now >= first + 2.0 {
-            return;
-        }
-        assert!(started.elapsed() < DEADLINE, "no new device listings");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn acted_pause(r: &Rollout) -> Option<String> {
@@ -145,7 +126,8 @@ async fn status_pause_resume_revert_abort_and_watch() {
             "otau.dev/resume-",
         ],
     );
-    two_more_listings(&op).await;
+    let listings = op.listings().await;
+    op.two_more_listings(listings).await;
     let r = api.get("fw-run").await.expect("get");
     assert!(
         has(&r, "Progressing", "True", "WaveInProgress"),
@@ -198,7 +180,8 @@ async fn status_pause_resume_revert_abort_and_watch() {
             "otau.dev/abort-",
         ],
     );
-    two_more_listings(&op).await;
+    let listings = op.listings().await;
+    op.two_more_listings(listings).await;
     let r = api.get("fw-run").await.expect("get");
     assert_eq!(r.status.and_then(|s| s.phase), Some(RolloutPhase::Aborted));
     let refused = run_with(cp.kubeconfig(), &ns, &["pause", "fw-run"]);
