@@ -544,6 +544,40 @@ pub struct WavePlan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub cumulative: Vec<i64>,
+    /// Devices that already carried this package's `config_otau` manifest before their wave
+    /// started, one entry per wave in wave order (empty when no device did). An earlier
+    /// Rollout of the same package wrote it (this Rollout before it was deleted and applied
+    /// again, or another one), or this Rollout did before devices that joined later moved them
+    /// to a later wave. Such devices are counted by their reports, not notified again (a due
+    /// retry excepted), and the failure threshold judges them with the started waves before
+    /// any further wave starts. Counted when the wave starts and kept from then on; live for
+    /// waves not started yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub held: Vec<HeldDevices>,
+}
+
+/// Devices of one wave found already carrying the package's manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldDevices {
+    /// Already reporting the target version installed.
+    #[serde(default)]
+    pub succeeded: i64,
+    /// Already reporting a failure, a refusal or an unreadable report for the manifest, or
+    /// silent past the device timeout (a retry may still be due).
+    #[serde(default)]
+    pub failed: i64,
+    /// Acknowledged or installing, with no final report yet.
+    #[serde(default)]
+    pub in_flight: i64,
+}
+
+impl HeldDevices {
+    /// All held devices of the wave.
+    pub fn total(&self) -> i64 {
+        self.succeeded + self.failed + self.in_flight
+    }
 }
 
 /// One recent device failure.

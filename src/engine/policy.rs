@@ -1,9 +1,13 @@
 //! The policy in engine units, and the failure-threshold judgement.
 
-use crate::api::rollout::{DeviceCounts, FailureAction, FailureThreshold, RolloutSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::conditions;
+use crate::api::rollout::{DeviceCounts, FailureAction, FailureThreshold, PauseInfo, RolloutSpec};
 
 use super::EngineError;
-use super::memory::ThresholdBaseline;
+use super::events::{EngineEvent, reason};
+use super::memory::{AbortCause, AbortRecord, ThresholdBaseline};
 use super::observation::Micros;
 
 /// `spec.policy` and the wave soaks, parsed.
@@ -142,6 +146,69 @@ pub fn judge_started_waves<'a>(
         total.timed_out += c.timed_out;
     }
     judge(&total, accepted_baseline(baselines).as_ref(), threshold)
+}
+
+/// What a tripped failure threshold does to the Rollout (`spec.policy.onFailure`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TripAction {
+    /// Pause: no new device is notified until a person resumes.
+    Pause(PauseInfo),
+    /// Abort: nothing more is written, ever.
+    Abort(AbortRecord),
+}
+
+/// A tripped threshold: what it does and the Warning that says so, with the numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trip {
+    /// The pause or the abort.
+    pub action: TripAction,
+    /// The `AutoPaused` or `Aborted` Event.
+    pub event: EngineEvent,
+}
+
+/// The consequence of the threshold tripping over waves `1..=started` with `judgement`.
+pub fn trip(
+    policy: &ParsedPolicy,
+    started: usize,
+    judgement: Judgement,
+    now: &Time,
+    generation: Option<i64>,
+) -> Trip {
+    let threshold = &policy.threshold;
+    let numbers = format!(
+        "{}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished)",
+        started_waves_text(started),
+        judgement.failed,
+        judgement.finished,
+        percent_text(judgement.failed, judgement.finished),
+        threshold.percent,
+        threshold.min_finished
+    );
+    match policy.on_failure {
+        FailureAction::Pause => Trip {
+            action: TripAction::Pause(PauseInfo {
+                reason: conditions::reason::FAILURE_THRESHOLD_EXCEEDED.into(),
+                since: now.clone(),
+                generation,
+            }),
+            event: EngineEvent::warning(
+                reason::AUTO_PAUSED,
+                format!(
+                    "{numbers}; paused: no new device is notified. Resume with a new spec.resumeToken or the otau.dev/resume annotation"
+                ),
+            ),
+        },
+        FailureAction::Abort => Trip {
+            action: TripAction::Abort(AbortRecord {
+                cause: AbortCause::FailureThreshold,
+                at: now.clone(),
+            }),
+            event: EngineEvent::warning(
+                reason::ABORTED,
+                format!("{numbers}; aborted (onFailure: Abort): nothing more is written"),
+            ),
+        },
+    }
 }
 
 /// The waves a judgement covers in messages: "wave 1" or "waves 1-3".

@@ -9,20 +9,20 @@ use crate::api::conditions::{
     self, FALSE, PROGRESSING, READY, UNKNOWN, new_condition, rollout_phase, set_condition,
 };
 use crate::api::rollout::{
-    DeviceCounts, DeviceFailure, FailureAction, PauseInfo, RolloutStatus, WavePlan, WaveStatus,
-    success_rate, wave_progress,
+    DeviceCounts, DeviceFailure, FailureThreshold, HeldDevices, PauseInfo, RolloutStatus, WavePlan,
+    WaveStatus, success_rate, wave_progress,
 };
 
 use super::control::{ResumeRequest, read_control};
 use super::device::{DeviceState, EvalContext, evaluate, report_is_fresh};
 use super::events::{EngineEvent, reason};
 use super::index::{DeviceIndex, ReportCode};
-use super::memory::{AbortCause, AbortRecord, ThresholdBaseline};
+use super::memory::{AbortCause, ThresholdBaseline};
 use super::observation::Micros;
 use super::order::order_seed;
 use super::policy::{
-    Judgement, ParsedPolicy, failures, finished, judge_started_waves, percent_text,
-    started_waves_text,
+    Judgement, ParsedPolicy, TripAction, failures, finished, judge_started_waves, percent_text,
+    started_waves_text, trip,
 };
 use super::status::{
     FailureCandidate, Overall, RecentFailures, count, counts_text, micros_of, set_conditions,
@@ -115,6 +115,75 @@ fn attributed_counts(states: &[DeviceState], sizes: &[u64], current: usize) -> V
     counts
 }
 
+/// The failure threshold over waves `1..=started`, with this step's device states: the
+/// judgement when it is exceeded. Nothing is judged before a wave has started.
+fn threshold_exceeded(
+    states: &[DeviceState],
+    sizes: &[u64],
+    started: usize,
+    baselines: &[ThresholdBaseline],
+    threshold: &FailureThreshold,
+) -> Option<Judgement> {
+    if started == 0 {
+        return None;
+    }
+    let counts = attributed_counts(states, sizes, started);
+    let judgement = judge_started_waves(&counts[1..=started], baselines, threshold);
+    judgement.tripped.then_some(judgement)
+}
+
+/// Devices of each wave (index = wave from 1) that carry this package's manifest before the
+/// wave covers them: notified by an earlier Rollout of the package (or by this one before late
+/// joiners moved them back). Only waves after `started` are counted; earlier ones are 0.
+fn held_by_wave(states: &[DeviceState], sizes: &[u64], started: usize) -> Vec<HeldDevices> {
+    let mut held = vec![HeldDevices::default(); sizes.len() + 1];
+    for (p, &state) in states.iter().enumerate() {
+        let wave = positional_wave(sizes, p as u64);
+        if wave <= started || wave > sizes.len() {
+            continue;
+        }
+        let h = &mut held[wave];
+        match state {
+            DeviceState::Pending | DeviceState::Skipped => {}
+            DeviceState::Notified | DeviceState::InProgress => h.in_flight += 1,
+            DeviceState::Succeeded => h.succeeded += 1,
+            DeviceState::Failed
+            | DeviceState::Aborted
+            | DeviceState::TimedOut
+            | DeviceState::Invalid
+            | DeviceState::RetryDue { .. } => h.failed += 1,
+        }
+    }
+    held
+}
+
+/// The plan's held devices: frozen for the waves started before this step (as the previous
+/// status counted them when they started), counted now for the others; empty when none.
+fn held_in_plan(
+    previous: Option<&WavePlan>,
+    counted_now: &[HeldDevices],
+    started_before: usize,
+    n_waves: usize,
+) -> Vec<HeldDevices> {
+    let held: Vec<HeldDevices> = (1..=n_waves)
+        .map(|wave| {
+            if wave <= started_before {
+                previous
+                    .and_then(|p| p.held.get(wave - 1))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                counted_now.get(wave).cloned().unwrap_or_default()
+            }
+        })
+        .collect();
+    if held.iter().all(|h| h.total() == 0) {
+        Vec::new()
+    } else {
+        held
+    }
+}
+
 fn sum_counts(buckets: &[DeviceCounts]) -> DeviceCounts {
     let mut t = DeviceCounts::default();
     for c in buckets {
@@ -197,9 +266,12 @@ pub fn reconcile(
         rollout_started_at: None,
     };
     let mut pass = evaluate_all(index, &order, &sizes, &starts, ctx);
+    let held_now = held_by_wave(&pass.states, &sizes, current);
 
     // The failure threshold, judged over the started waves together (invariant when late
-    // joiners move a notified device from one started wave's count to another's).
+    // joiners move a notified device from one started wave's count to another's). Judged here
+    // for the waves started before this step, and again in the wave loop below before any wave
+    // a step starts can let another one begin.
     let threshold = &policy.threshold;
     let was_auto_paused = prev
         .pause
@@ -213,23 +285,17 @@ pub fn reconcile(
     };
     let all_done_before =
         current == n_waves && waves.last().is_some_and(|w| w.completed_at.is_some());
-    let judged_counts = attributed_counts(&pass.states, &sizes, current);
-    let started_counts = judged_counts.get(1..=current).unwrap_or_default();
     let mut baselines = control.memory.baselines.clone();
-    let judged_waves = current;
-    let first_trip = move |baselines: &[ThresholdBaseline]| -> Option<(usize, Judgement)> {
-        if judged_waves == 0 {
-            return None;
-        }
-        let j = judge_started_waves(started_counts, baselines, threshold);
-        j.tripped.then_some((judged_waves, j))
+    let over_threshold_now = |baselines: &[ThresholdBaseline], started: usize| {
+        threshold_exceeded(&pass.states, &sizes, started, baselines, threshold)
     };
     if let Some(pause) = auto_pause.clone() {
         let newer_generation = input.generation.unwrap_or(0) > pause.generation.unwrap_or(0);
         if let Some(request) = control.resume {
             // One baseline over the started waves, judged the same way: the failures so far
             // are accepted, later waves add to the same sum.
-            let so_far = sum_counts(started_counts);
+            let judged_counts = attributed_counts(&pass.states, &sizes, current);
+            let so_far = sum_counts(judged_counts.get(1..=current).unwrap_or_default());
             baselines = vec![ThresholdBaseline {
                 wave: current.max(1) as i32,
                 finished: finished(&so_far),
@@ -247,7 +313,7 @@ pub fn reconcile(
                 ),
             ));
         } else if newer_generation {
-            match first_trip(&baselines) {
+            match over_threshold_now(&baselines, current) {
                 None => {
                     auto_pause = None;
                     events.push(EngineEvent::normal(
@@ -268,54 +334,24 @@ pub fn reconcile(
         }
     } else if !control.aborted()
         && !all_done_before
-        && let Some((w, j)) = first_trip(&baselines)
+        && let Some(judgement) = over_threshold_now(&baselines, current)
     {
-        let numbers = format!(
-            "{}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished)",
-            started_waves_text(w),
-            j.failed,
-            j.finished,
-            percent_text(j.failed, j.finished),
-            threshold.percent,
-            threshold.min_finished
-        );
-        match policy.on_failure {
-            FailureAction::Pause => {
-                auto_pause = Some(PauseInfo {
-                    reason: conditions::reason::FAILURE_THRESHOLD_EXCEEDED.into(),
-                    since: now_t.clone(),
-                    generation: input.generation,
-                });
-                events.push(EngineEvent::warning(
-                    reason::AUTO_PAUSED,
-                    format!(
-                        "{numbers}; paused: no new device is notified. Resume with a new spec.resumeToken or the otau.dev/resume annotation"
-                    ),
-                ));
-            }
-            FailureAction::Abort => {
-                control.memory.aborted = Some(AbortRecord {
-                    cause: AbortCause::FailureThreshold,
-                    at: now_t.clone(),
-                });
-                events.push(EngineEvent::warning(
-                    reason::ABORTED,
-                    format!("{numbers}; aborted (onFailure: Abort): nothing more is written"),
-                ));
-            }
+        let trip = trip(&policy, current, judgement, &now_t, input.generation);
+        events.push(trip.event);
+        match trip.action {
+            TripAction::Pause(pause) => auto_pause = Some(pause),
+            TripAction::Abort(record) => control.memory.aborted = Some(record),
         }
     }
     control.memory.baselines = baselines;
-    let aborted = control.aborted();
-    if aborted && ctx.retries_allowed {
-        // Aborted in this step: no retry will follow, so failed attempts are final now.
-        ctx.retries_allowed = false;
-        pass = evaluate_all(index, &order, &sizes, &starts, ctx);
-    }
+    let mut aborted = control.aborted();
+    // The waves whose judgement above saw them started; a wave this step starts is judged in
+    // the loop.
+    let judged_waves = current;
 
     // Waves: complete the current one, soak, approval gate, start the next.
     let user_paused = spec.paused || control.memory.paused_by_annotation_since.is_some();
-    let hold = aborted || auto_pause.is_some() || user_paused;
+    let mut hold = aborted || auto_pause.is_some() || user_paused;
     let prev_reason = prev.pause.as_ref().map(|p| p.reason.as_str());
     let by_user = conditions::reason::PAUSED_BY_USER;
     let by_spec_text = if spec.paused {
@@ -343,6 +379,26 @@ pub fn reconcile(
         if aborted {
             // Terminal: wave bookkeeping stops with the abort; counts keep updating.
             break Stop::Hold;
+        }
+        // A wave started in this step is judged with the devices it found already finished
+        // (they may hold this package's manifest from an earlier Rollout) before anything
+        // else moves: no further wave starts, and nothing more is written, while the started
+        // waves are over the threshold.
+        if current > judged_waves
+            && auto_pause.is_none()
+            && let Some(judgement) = over_threshold_now(&control.memory.baselines, current)
+        {
+            let trip = trip(&policy, current, judgement, &now_t, input.generation);
+            events.push(trip.event);
+            hold = true;
+            match trip.action {
+                TripAction::Pause(pause) => auto_pause = Some(pause),
+                TripAction::Abort(record) => {
+                    control.memory.aborted = Some(record);
+                    aborted = true;
+                    break Stop::Hold;
+                }
+            }
         }
         if current == 0 {
             if n == 0 {
@@ -418,6 +474,12 @@ pub fn reconcile(
             ),
         ));
     };
+
+    if aborted && ctx.retries_allowed {
+        // Aborted in this step: no retry will follow, so failed attempts are final now.
+        ctx.retries_allowed = false;
+        pass = evaluate_all(index, &order, &sizes, &starts, ctx);
+    }
 
     // Recent failures, from the states before this step's writes (a retry being written now
     // still shows the failure that caused it).
@@ -530,10 +592,16 @@ pub fn reconcile(
             counts_text(&totals)
         ))
     } else if auto_pause.is_some() {
-        let detail = match first_trip(&control.memory.baselines) {
-            Some((w, j)) => format!(
+        let detail = match threshold_exceeded(
+            &pass.states,
+            &sizes,
+            current,
+            &control.memory.baselines,
+            threshold,
+        ) {
+            Some(j) => format!(
                 "{}: {} of {} finished devices failed ({}), over {}%",
-                started_waves_text(w),
+                started_waves_text(current),
                 j.failed,
                 j.finished,
                 percent_text(j.failed, j.finished),
@@ -629,6 +697,7 @@ pub fn reconcile(
         plan: Some(WavePlan {
             targets: n as i64,
             cumulative: sizes.iter().map(|&s| s as i64).collect(),
+            held: held_in_plan(prev.plan.as_ref(), &held_now, judged_waves, n_waves),
         }),
         waves,
         success_rate: success_rate(&totals),

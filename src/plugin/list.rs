@@ -252,6 +252,7 @@ mod tests {
             plan: Some(WavePlan {
                 targets: 200,
                 cumulative: vec![5, 20, 200],
+                held: Vec::new(),
             }),
             ..RolloutStatus::default()
         });

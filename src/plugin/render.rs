@@ -417,6 +417,7 @@ mod tests {
             plan: Some(WavePlan {
                 targets: 20,
                 cumulative: vec![10, 20],
+                held: Vec::new(),
             }),
             waves: vec![WaveStatus {
                 number: 1,

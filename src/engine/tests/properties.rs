@@ -13,9 +13,10 @@ use crate::api::rollout::{
 };
 use crate::engine::tests::fleet::*;
 use crate::engine::{
-    Decision, DeviceIndex, IndexConfig, SetKind, judge, judge_started_waves, order_seed, reason,
-    reconcile,
+    Decision, DeviceIndex, IndexConfig, ResourceState, SetKind, judge, judge_started_waves,
+    order_seed, reason, reconcile,
 };
+use crate::otau::{Manifest, Report, Status};
 
 /// One device of a generated fleet.
 #[derive(Clone, Debug)]
@@ -295,13 +296,135 @@ fn check_step(
     if d.events.iter().any(|e| e.reason == reason::AUTO_PAUSED) {
         prop_assert!(tripped_now, "AutoPaused without a tripped wave");
     }
+    // The canary holds: nothing is written, and no wave starts, in a step whose started waves
+    // are over the threshold (a wave started in this step included).
+    prop_assert!(
+        d.notifications.is_empty() || !tripped_now,
+        "notified {} devices while waves 1-{} are over the threshold: {:?}",
+        d.notifications.len(),
+        s.current_wave,
+        d.events
+    );
     let progressing = find_condition(&s.conditions, PROGRESSING).is_some_and(|c| c.status == TRUE);
-    let started = d.events.iter().any(|e| e.reason == reason::WAVE_STARTED);
-    if progressing && !started {
-        prop_assert!(
-            !tripped_now,
-            "progressing while a wave exceeds the threshold"
-        );
+    prop_assert!(
+        !(progressing && tripped_now),
+        "progressing while the started waves exceed the threshold: {:?}",
+        d.events
+    );
+    Ok(())
+}
+
+/// What a device already holds when a Rollout first sees it: the state an earlier Rollout of
+/// the same package (or anything else) left on the platform.
+#[derive(Clone, Debug)]
+struct Preexisting {
+    /// `config_otau`: none, this package's manifest with an attempt, a literal ACK, or another
+    /// package's manifest.
+    config: PreConfig,
+    /// `otau_in`: none, or a status for the target or another version.
+    report: Option<(&'static str, bool)>,
+    /// Whether the report is newer than the `config_otau` value.
+    report_after: bool,
+}
+
+#[derive(Clone, Debug)]
+enum PreConfig {
+    Absent,
+    Ours(u32),
+    LiteralAck,
+    Other,
+}
+
+fn preexisting() -> impl Strategy<Value = Preexisting> {
+    let config = prop_oneof![
+        3 => Just(PreConfig::Absent),
+        6 => (1u32..5).prop_map(PreConfig::Ours),
+        1 => Just(PreConfig::LiteralAck),
+        1 => Just(PreConfig::Other),
+    ];
+    let status = prop_oneof![
+        Just("INIT"),
+        Just("DOWNLOADING"),
+        Just("INSTALLED_VERSION"),
+        Just("INSTALL_ERROR"),
+        Just("DOWNLOAD_ERROR"),
+        Just("TEST_ERROR"),
+        Just("INSTALL_ABORTED"),
+        Just("MALFORMED"),
+    ];
+    (
+        config,
+        prop::option::weighted(0.8, (status, prop::bool::weighted(0.85))),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(|(config, report, report_after)| Preexisting {
+            config,
+            report,
+            report_after,
+        })
+}
+
+/// Puts `pre` on `device` as platform state written before the Rollout's first step.
+fn place(device: &mut SimDevice, pre: &Preexisting) {
+    let set_at = T0 - 30 * MINUTE;
+    device.config = match pre.config {
+        PreConfig::Absent => None,
+        PreConfig::Ours(k) => Some(ResourceState::written_by_device(
+            manifest().with_attempt(k).to_json(),
+            set_at,
+        )),
+        PreConfig::LiteralAck => Some(ResourceState::written_by_device("ACK", set_at)),
+        PreConfig::Other => Some(ResourceState::written_by_device(
+            Manifest::url_list("0.9", "Old", "", vec!["old.bin".into()]).to_json(),
+            set_at,
+        )),
+    };
+    device.report = pre.report.map(|(status, target)| {
+        let at = if pre.report_after {
+            set_at + MINUTE
+        } else {
+            set_at - MINUTE
+        };
+        let value = if status == "MALFORMED" {
+            "{not a report".to_owned()
+        } else {
+            let version = if target { VERSION } else { "0.9" };
+            Report::new(version, Status::parse(status), "").to_json()
+        };
+        ResourceState::written_by_device(value, at)
+    });
+}
+
+/// A Rollout whose devices already hold arbitrary platform state (its package's manifest with
+/// any report, as a deleted and re-applied Rollout finds them), stepped as the controller
+/// steps it: every step's invariants, the canary rule among them, hold from the first step.
+fn run_preexisting_case(
+    n: usize,
+    devices: Vec<DeviceSpec>,
+    states: Vec<Preexisting>,
+    policy: Policy,
+    waits: Vec<i64>,
+) -> Result<(), TestCaseError> {
+    let mut policy = policy;
+    policy.approval = vec![false; policy.percents.len()];
+    let spec = build_spec(&policy);
+    let seed = order_seed(&spec, "tests", "ro");
+    let fleet = Fleet::ordered(n, &seed, |p, d| {
+        let mut s = sim(d.identity.clone(), &devices[p % devices.len()]);
+        place(&mut s, &states[p % states.len()]);
+        *d = s;
+    });
+    let mut run = Run::new(spec, fleet);
+    if n % 3 == 1 {
+        run.max_notifications = Some(1 + n % 4);
+    }
+    let mut previous: Option<Decision> = None;
+    for wait in waits {
+        let index = run.index();
+        let d = run.step();
+        check_step(&run, &d, &index, previous.as_ref())?;
+        previous = Some(d);
+        run.wait(wait * MINUTE);
     }
     Ok(())
 }
@@ -428,6 +551,17 @@ proptest! {
         rng_seed: rng_seed(),
         ..ProptestConfig::default()
     })]
+
+    #[test]
+    fn no_wave_advances_over_the_threshold_whatever_the_devices_already_hold(
+        n in 1usize..40,
+        devices in prop::collection::vec(device_spec(), 1..8),
+        states in prop::collection::vec(preexisting(), 1..12),
+        policy in policy(),
+        waits in prop::collection::vec(1i64..15, 3..20),
+    ) {
+        run_preexisting_case(n, devices, states, policy, waits)?;
+    }
 
     #[test]
     fn invariants_hold_over_random_rollouts(

@@ -697,3 +697,109 @@ fn deciding_no_notification_counts_only_what_the_index_shows() {
     run.max_notifications = Some(4);
     assert_eq!(run.decide().notifications.len(), 4);
 }
+
+/// A Rollout re-created over devices an earlier Rollout of the same package already notified:
+/// its canary holds failure reports for this manifest (the order comes from
+/// `<namespace>/<name>`, so the re-created Rollout gets the same canary).
+fn recreated_over_a_failed_canary(retries: i32) -> Run {
+    let mut s = spec(&[5, 50, 100]);
+    s.policy.retries = retries;
+    s.policy.failure_threshold.min_finished = 3;
+    let fleet = Fleet::ordered(100, SEED, |p, d| {
+        if p < 5 {
+            d.config = Some(crate::engine::ResourceState::written_by_device(
+                manifest().with_attempt(1).to_json(),
+                T0 - 10 * MINUTE,
+            ));
+            d.report = Some(crate::engine::ResourceState::written_by_device(
+                crate::otau::Report::new(VERSION, crate::otau::Status::parse("INSTALL_ERROR"), "")
+                    .to_json(),
+                T0 - 5 * MINUTE,
+            ));
+        }
+    });
+    Run::new(s, fleet)
+}
+
+#[test]
+fn a_recreated_rollout_pauses_on_its_failed_canary_before_any_other_wave() {
+    let mut run = recreated_over_a_failed_canary(0);
+    let d = run.step();
+    assert_eq!(
+        reasons(&d),
+        vec![
+            reason::WAVE_STARTED,
+            reason::AUTO_PAUSED,
+            reason::WAVE_COMPLETED
+        ],
+        "{:?}",
+        d.events
+    );
+    assert!(d.notifications.is_empty(), "{:?}", d.notifications);
+    let s = &run.status;
+    assert_eq!(s.current_wave, 1, "wave 2 never starts");
+    assert_eq!(
+        s.pause.as_ref().map(|p| p.reason.as_str()),
+        Some(conditions::reason::FAILURE_THRESHOLD_EXCEEDED)
+    );
+    assert_eq!(s.waves[0].counts.failed, 5);
+    let auto_paused = &d.events[1].message;
+    assert!(
+        auto_paused.starts_with("wave 1: 5 of 5 finished devices failed (100.0%)"),
+        "{auto_paused}"
+    );
+    assert_eq!(
+        s.plan.as_ref().unwrap().held[0],
+        crate::api::rollout::HeldDevices {
+            failed: 5,
+            ..Default::default()
+        },
+        "the plan shows what the canary already held when it started"
+    );
+    // Steps later nothing moves until a person resumes.
+    for _ in 0..3 {
+        run.wait(5 * MINUTE);
+        assert!(run.step().notifications.is_empty());
+    }
+    assert!(run.fleet.devices.iter().all(|d| d.writes.is_empty()));
+}
+
+#[test]
+fn a_recreated_rollout_with_retries_left_retries_its_canary_but_starts_nothing_else() {
+    // Attempt 1 of 2 failed earlier: the failures are not final, so the canary is retried (it
+    // is wave 1's own devices), and nothing beyond it is written.
+    let mut run = recreated_over_a_failed_canary(1);
+    let d = run.step();
+    assert_eq!(reasons(&d), vec![reason::WAVE_STARTED]);
+    assert_eq!(d.notifications.len(), 5);
+    assert!(d.notifications.iter().all(|n| n.attempt == 2));
+    assert_eq!(run.status.current_wave, 1);
+}
+
+#[test]
+fn held_devices_of_waves_not_started_are_counted_live_and_frozen_when_their_wave_starts() {
+    // Devices 5..10 (wave 2) already succeeded with this manifest; the canary is fresh.
+    let fleet = Fleet::ordered(100, SEED, |p, d| {
+        if (5..10).contains(&p) {
+            *d = d.clone().at_target();
+            d.config = Some(crate::engine::ResourceState::written_by_device(
+                manifest().to_json(),
+                T0 - 10 * MINUTE,
+            ));
+        }
+    });
+    let mut run = Run::new(spec(&[5, 50, 100]), fleet);
+    run.step();
+    let held = run.status.plan.clone().unwrap().held;
+    assert_eq!(held.len(), 3);
+    assert_eq!(held[0].total(), 0);
+    assert_eq!(held[1].succeeded, 5);
+    run.wait(2 * MINUTE);
+    run.step();
+    assert_eq!(run.status.current_wave, 2);
+    assert_eq!(
+        run.status.plan.clone().unwrap().held,
+        held,
+        "kept once started"
+    );
+}
