@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde::Serialize;
 
-use crate::api::rollout::Rollout;
+use crate::api::rollout::{HeldDevices, Rollout};
 
 use super::cli::{ListArgs, NameArgs};
 use super::client::Target;
@@ -135,6 +135,10 @@ pub struct PlannedWave {
     /// The soak after it, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<String>,
+    /// Devices of this wave that already carried the package's manifest before it started
+    /// (`status.plan.held`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldDevices>,
 }
 
 /// The plan of a Rollout.
@@ -172,6 +176,7 @@ pub fn plan_of(rollout: &Rollout) -> Option<Plan> {
                 cumulative,
                 require_approval: w.require_approval,
                 soak: w.soak.as_ref().map(|s| s.as_str().to_owned()),
+                held: plan.held.get(i).filter(|h| h.total() > 0).cloned(),
             }
         })
         .collect();
@@ -179,6 +184,23 @@ pub fn plan_of(rollout: &Rollout) -> Option<Plan> {
         targets: plan.targets,
         waves,
     })
+}
+
+/// One wave's held devices as text: `5 (4 failed, 1 in flight)`, or `-`.
+fn held_text(held: Option<&HeldDevices>) -> String {
+    let Some(h) = held else {
+        return "-".to_owned();
+    };
+    let parts: Vec<String> = [
+        (h.succeeded, "succeeded"),
+        (h.failed, "failed"),
+        (h.in_flight, "in flight"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    format!("{} ({})", h.total(), parts.join(", "))
 }
 
 /// The `plan` text.
@@ -197,18 +219,36 @@ pub fn plan_view(name: &str, plan: &Plan) -> String {
                 w.cumulative.to_string(),
                 if w.require_approval { "yes" } else { "no" }.to_owned(),
                 w.soak.clone().unwrap_or_else(|| "-".into()),
+                held_text(w.held.as_ref()),
             ]
         })
         .collect();
-    format!(
+    let mut text = format!(
         "Plan of {name} for {} targeted devices:\n{}",
         plan.targets,
         table(
             "  ",
-            &["WAVE", "SIZE", "DEVICES", "CUMULATIVE", "APPROVAL", "SOAK"],
+            &[
+                "WAVE",
+                "SIZE",
+                "DEVICES",
+                "CUMULATIVE",
+                "APPROVAL",
+                "SOAK",
+                "HELD"
+            ],
             &rows
         )
-    )
+    );
+    if plan.waves.iter().any(|w| w.held.is_some()) {
+        text.push_str(
+            "HELD: devices that already carried this package's manifest before their wave started \
+             (an earlier Rollout of the same package wrote it). They count by their reports and \
+             are not notified again (a due retry excepted); the failure threshold judges them \
+             with the started waves before any further wave starts.\n",
+        );
+    }
+    text
 }
 
 /// Runs `plan`.
@@ -267,7 +307,44 @@ mod tests {
         let line = text.lines().nth(3).expect("wave 2");
         assert_eq!(
             line.split_whitespace().collect::<Vec<_>>(),
-            ["2", "10%", "15", "20", "no", "30m"]
+            ["2", "10%", "15", "20", "no", "30m", "-"]
         );
+        assert!(!text.contains("HELD:"), "no note without held devices");
+    }
+
+    #[test]
+    fn the_plan_shows_devices_an_earlier_rollout_left_holding_the_manifest() {
+        let spec: RolloutSpec = serde_yaml::from_str(
+            "packageRef: {name: fw}\ntargets: {identities: [a]}\nwaves:\n  - {count: 5}\n  - {percent: 100}\n",
+        )
+        .expect("spec");
+        let mut r = Rollout::new("fw", spec);
+        r.status = Some(RolloutStatus {
+            plan: Some(WavePlan {
+                targets: 50,
+                cumulative: vec![5, 50],
+                held: vec![
+                    HeldDevices {
+                        failed: 4,
+                        in_flight: 1,
+                        ..HeldDevices::default()
+                    },
+                    HeldDevices::default(),
+                ],
+            }),
+            ..RolloutStatus::default()
+        });
+        let plan = plan_of(&r).expect("plan");
+        assert_eq!(plan.waves[1].held, None, "an all-zero wave shows nothing");
+        let text = plan_view("fw", &plan);
+        let line = text.lines().nth(2).expect("wave 1");
+        assert!(line.ends_with("5 (4 failed, 1 in flight)"), "{line}");
+        assert!(
+            text.contains("\nHELD: devices that already carried"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&plan).expect("json");
+        assert_eq!(json["waves"][0]["held"]["failed"], 4);
+        assert!(json["waves"][1].get("held").is_none());
     }
 }
