@@ -261,3 +261,84 @@ fn three_soaks_of_a_day_complete_in_virtual_time() {
     }
     assert_eq!(int(&r["totals"]["succeeded"]), n);
 }
+
+/// `--reapply` over a canary that failed: the Rollout is deleted and applied again (as a GitOps
+/// re-create does) and finds its canary holding failure reports for the same manifest. The
+/// second run pauses on them before any other wave starts: across both runs no device beyond
+/// the canary is ever written.
+fn reapplied_over_a_failed_canary(retries: u32) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 100;
+    let fleet = write(
+        dir.path(),
+        "fleet.yaml",
+        &profile(5, &[group("bad", n, "bad-", "{install_error: 1}")]),
+    );
+    let policy = format!(
+        "    deviceTimeout: 10m\n    retries: {retries}\n    failureThreshold: {{percent: 10, minFinished: 3}}\n"
+    );
+    let spec = rollout(&waves(&[5, 50, 100]), &policy, None);
+    let file = write(dir.path(), "r.yaml", &format!("{spec}---\n{PACKAGE}"));
+    let run = simulate(&[
+        "-f",
+        &file,
+        "--profile",
+        &fleet,
+        "--output",
+        "json",
+        "--reapply",
+    ]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    run.json()
+}
+
+fn wave_starts(report: &serde_json::Value) -> Vec<String> {
+    report["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|e| e["reason"] == "WaveStarted")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_reapplied_rollout_pauses_on_its_failed_canary_and_writes_nothing_beyond_it() {
+    let canary = cumulative(100, &[5])[0];
+    for retries in [0, 1] {
+        let r = reapplied_over_a_failed_canary(retries);
+        let earlier = &r["earlierRuns"][0];
+        assert_eq!(
+            earlier["result"]["reason"], "FailureThresholdExceeded",
+            "{r}"
+        );
+        assert_eq!(
+            int(&earlier["devicesWritten"]),
+            canary,
+            "run 1 wrote the canary"
+        );
+        assert_eq!(r["result"]["reason"], "FailureThresholdExceeded", "{r}");
+        assert!(
+            int(&r["devicesWritten"]) <= canary,
+            "run 2 wrote beyond the canary: {r}"
+        );
+        if retries == 0 {
+            assert_eq!(int(&r["configOtauWrites"]), 0, "final failures: {r}");
+        }
+        for report in [earlier, &r] {
+            let starts = wave_starts(report);
+            assert_eq!(starts.len(), 1, "only wave 1 ever starts: {starts:?}");
+            assert!(starts[0].starts_with("wave 1/3"), "{starts:?}");
+        }
+        let waves = r["waves"].as_array().expect("waves");
+        assert_eq!(int(&waves[1]["counts"]["notified"]), 0);
+        assert_eq!(int(&waves[0]["held"]["failed"]), canary, "{}", waves[0]);
+        let message = r["result"]["message"].as_str().expect("message");
+        assert!(
+            message.starts_with(&format!(
+                "wave 1: {canary} of {canary} finished devices failed"
+            )),
+            "{message}"
+        );
+    }
+}

@@ -115,6 +115,13 @@ pub struct Args {
     /// Stop after this many steps (poll + reconcile + writes).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub max_steps: u64,
+
+    /// When the run stops (paused, aborted, complete), delete the Rollout and apply it again, as
+    /// a GitOps re-create does, and run it once more on the platform state the first run left:
+    /// the same device order, an empty status, devices still holding what the first run wrote.
+    /// Both reports are printed; the exit code is the second run's.
+    #[arg(long)]
+    pub reapply: bool,
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
@@ -243,6 +250,7 @@ fn scenario(args: &Args) -> Result<(Scenario, Documents), InputError> {
         max_virtual: micros(args.max_virtual_time),
         max_steps: args.max_steps.max(1),
         full_polls: args.full_polls,
+        reapply: args.reapply,
     };
     Ok((scenario, docs))
 }
@@ -290,7 +298,13 @@ pub fn run(args: Args) -> ExitCode {
             t.observe, t.reconcile, t.write, t.fleet
         );
     }
-    let report = report::build(&scenario, &args.profile.display().to_string(), &outcome);
+    let profile_path = args.profile.display().to_string();
+    let mut report = report::build(&scenario, &profile_path, &outcome);
+    report.earlier_runs = outcome
+        .earlier
+        .iter()
+        .map(|earlier| report::build(&scenario, &profile_path, earlier))
+        .collect();
     let body = match args.output {
         OutputFormat::Text => report::text(&report),
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {

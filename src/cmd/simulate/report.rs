@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
-use otau_operator::api::rollout::{DeviceCounts, DeviceFailure, FailureAction};
+use otau_operator::api::rollout::{DeviceCounts, DeviceFailure, FailureAction, HeldDevices};
 use otau_operator::engine::{percent_text, started_waves_text};
 
 use super::sim::{End, Outcome, Scenario};
@@ -56,6 +56,12 @@ pub struct Report {
     pub recent_failures: Vec<DeviceFailure>,
     /// Engine Events and simulator notes, in order.
     pub timeline: Vec<TimelineReport>,
+    /// Distinct devices this run wrote `config_otau` to.
+    pub devices_written: u64,
+    /// The runs before this one, oldest first (`--reapply`: the run before the Rollout was
+    /// deleted and applied again); absent without `--reapply`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier_runs: Vec<Report>,
 }
 
 /// The simulated fleet.
@@ -140,6 +146,10 @@ pub struct WaveReport {
     /// Succeeded / finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub success_rate: Option<String>,
+    /// Devices of this wave that already carried the package's manifest before it started
+    /// (`status.plan.held`), when any did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldDevices>,
 }
 
 /// One timeline entry.
@@ -293,6 +303,11 @@ pub fn build(s: &Scenario, profile_path: &str, outcome: &Outcome) -> Report {
         .as_ref()
         .map(|p| p.cumulative.clone())
         .unwrap_or_default();
+    let held = status
+        .plan
+        .as_ref()
+        .map(|p| p.held.clone())
+        .unwrap_or_default();
     let waves = spec
         .waves
         .iter()
@@ -316,6 +331,7 @@ pub fn build(s: &Scenario, profile_path: &str, outcome: &Outcome) -> Report {
                 soak_until_seconds: started.and_then(|w| seconds_after(start, &w.soak_until)),
                 success_rate: success_rate(&counts),
                 counts,
+                held: held.get(i).filter(|h| h.total() > 0).cloned(),
             }
         })
         .collect();
@@ -358,6 +374,8 @@ pub fn build(s: &Scenario, profile_path: &str, outcome: &Outcome) -> Report {
                 message: e.message.clone(),
             })
             .collect(),
+        devices_written: outcome.devices_written,
+        earlier_runs: Vec::new(),
     }
 }
 
@@ -373,6 +391,46 @@ const TEXT_FAILURES: usize = 5;
 
 /// The report as text for a person.
 pub fn text(r: &Report) -> String {
+    let mut out = String::new();
+    for (k, earlier) in r.earlier_runs.iter().enumerate() {
+        let _ = writeln!(out, "Run {} of {}:", k + 1, r.earlier_runs.len() + 1);
+        out.push_str(&run_text(earlier));
+        let _ = writeln!(
+            out,
+            "\n--reapply: the Rollout was deleted and applied again at +{}; run {} starts from the platform state run {} left.\n",
+            duration_text((earlier.elapsed_seconds) * 1_000_000),
+            k + 2,
+            k + 1
+        );
+    }
+    if !r.earlier_runs.is_empty() {
+        let _ = writeln!(
+            out,
+            "Run {} of {}:",
+            r.earlier_runs.len() + 1,
+            r.earlier_runs.len() + 1
+        );
+    }
+    out.push_str(&run_text(r));
+    out
+}
+
+/// One wave's held devices: `5 (4 failed, 1 in flight)`.
+fn held_text(h: &HeldDevices) -> String {
+    let parts: Vec<String> = [
+        (h.succeeded, "succeeded"),
+        (h.failed, "failed"),
+        (h.in_flight, "in flight"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    format!("{} ({})", h.total(), parts.join(", "))
+}
+
+/// The report of one run as text.
+fn run_text(r: &Report) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(
@@ -468,6 +526,23 @@ pub fn text(r: &Report) -> String {
         t.pending,
         r.success_rate.as_deref().unwrap_or("-")
     );
+    let held: Vec<String> = r
+        .waves
+        .iter()
+        .filter_map(|wave| {
+            wave.held
+                .as_ref()
+                .map(|h| format!("wave {}: {}", wave.number, held_text(h)))
+        })
+        .collect();
+    if !held.is_empty() {
+        let _ = writeln!(w);
+        let _ = writeln!(
+            w,
+            "Already holding this package's manifest when their wave started (an earlier Rollout wrote it; counted by their reports, judged with the started waves): {}",
+            held.join("; ")
+        );
+    }
     if !r.recent_failures.is_empty() {
         let _ = writeln!(w);
         let _ = writeln!(

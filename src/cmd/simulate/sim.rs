@@ -12,7 +12,7 @@
 //! manual clock, to the next moment something can change (the next poll after a device's
 //! next step, or the engine's own deadline: a device timeout, the end of a soak).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -73,6 +73,9 @@ pub struct Scenario {
     pub max_steps: u64,
     /// Fold every device at every poll, not only the ones whose resources changed.
     pub full_polls: bool,
+    /// After the run stops, delete the Rollout and apply it again (`--reapply`), and run it
+    /// once more on the platform state the first run left.
+    pub reapply: bool,
 }
 
 /// Told about every step, to draw progress.
@@ -173,6 +176,10 @@ pub struct Outcome {
     pub manifest: Manifest,
     /// Wall time per part of the loop.
     pub timings: Timings,
+    /// Distinct devices this run wrote `config_otau` to.
+    pub devices_written: u64,
+    /// The runs before this one (`--reapply`), oldest first.
+    pub earlier: Vec<Outcome>,
 }
 
 fn resource(r: PlatformResource) -> Option<ResourceState> {
@@ -317,6 +324,12 @@ fn first_trip(
         .then_some((status.waves.len(), judged.failed, judged.finished))
 }
 
+/// A stable 64-bit hash of an identity, to count distinct devices without keeping names.
+fn identity_hash(identity: &str) -> u64 {
+    let digest = Sha256::digest(identity.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
 /// The next poll at or after `due`, on the grid of `interval` from `now` (a controller polling
 /// every `interval` sees a change at the first poll after it).
 fn next_poll_after(now: Micros, due: Micros, interval: Micros) -> Micros {
@@ -349,177 +362,206 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
     fleet.fire_due(clock.now_micros());
     fleet.drain_notices();
 
-    let mut spec = s.rollout.spec.clone();
-    let annotations: BTreeMap<String, String> =
-        s.rollout.metadata.annotations.clone().unwrap_or_default();
-    let mut generation = s.rollout.metadata.generation.unwrap_or(1);
-    let mut index = DeviceIndex::new(IndexConfig {
-        seed: order_seed(&spec, &namespace, &name),
-        targets: spec.targets.clone(),
-        manifest: manifest.clone(),
-    });
-    let mut attempts: BTreeMap<u32, Manifest> = BTreeMap::new();
-    let mut status = RolloutStatus::default();
-    let mut memory = EngineMemory::default();
-    let mut timeline = Vec::new();
-    let mut trip = None;
-    let (mut steps, mut writes) = (0u64, 0u64);
-    let mut write_errors: (u64, Option<String>) = (0, None);
-    let mut timings = Timings::default();
-    let mut poller = Poller {
-        cursor: None,
-        always_full: s.full_polls,
-    };
-
-    let end = loop {
-        let now = clock.now_micros();
-        let mut lap = std::time::Instant::now();
-        let mut split = |into: &mut std::time::Duration| {
-            let t = std::time::Instant::now();
-            *into += t - lap;
-            lap = t;
-        };
-        poller.observe(&platform, &mut index).await?;
-        split(&mut timings.observe);
-        let input = EngineInput {
-            namespace: &namespace,
-            name: &name,
-            generation: Some(generation),
-            spec: &spec,
-            annotations: &annotations,
-            status: &status,
-            memory: &memory,
-            max_notifications: None,
-        };
-        let decision = reconcile(&input, &index, now).map_err(|e| e.to_string())?;
-        split(&mut timings.reconcile);
-        steps += 1;
-        let mut tripped_now = false;
-        for event in &decision.events {
-            let kind = match event.type_ {
-                EventType::Normal => "Normal",
-                EventType::Warning => "Warning",
-            };
-            tripped_now |= event.reason == engine::reason::AUTO_PAUSED
-                || (event.reason == engine::reason::ABORTED
-                    && decision
-                        .memory
-                        .aborted
-                        .as_ref()
-                        .is_some_and(|a| a.cause == engine::AbortCause::FailureThreshold));
+    let runs = if s.reapply { 2 } else { 1 };
+    let mut earlier: Vec<Outcome> = Vec::new();
+    for run_number in 1..=runs {
+        let mut spec = s.rollout.spec.clone();
+        let annotations: BTreeMap<String, String> =
+            s.rollout.metadata.annotations.clone().unwrap_or_default();
+        let mut generation = s.rollout.metadata.generation.unwrap_or(1);
+        let mut index = DeviceIndex::new(IndexConfig {
+            seed: order_seed(&spec, &namespace, &name),
+            targets: spec.targets.clone(),
+            manifest: manifest.clone(),
+        });
+        let mut attempts: BTreeMap<u32, Manifest> = BTreeMap::new();
+        let mut status = RolloutStatus::default();
+        let mut memory = EngineMemory::default();
+        let mut timeline = Vec::new();
+        if run_number > 1 {
             timeline.push(TimelineEntry {
-                at: now,
-                kind,
-                reason: event.reason.to_string(),
-                message: event.message.clone(),
+                at: clock.now_micros(),
+                kind: "Simulate",
+                reason: "Reapplied".into(),
+                message: "the Rollout was deleted and applied again (--reapply): its status starts empty, the device order is the same, and the platform keeps what the run before wrote".into(),
             });
         }
-        for n in &decision.notifications {
-            let m = attempts
-                .entry(n.attempt)
-                .or_insert_with(|| manifest.with_attempt(n.attempt));
-            match platform.set_config_otau(&n.identity, m).await {
-                Ok(()) => writes += 1,
-                Err(e) => {
-                    write_errors.0 += 1;
-                    write_errors.1.get_or_insert_with(|| e.to_string());
-                }
-            }
-        }
-        split(&mut timings.write);
-        status = decision.status;
-        memory = decision.memory;
-        if tripped_now && let Some((wave, failed, finished)) = first_trip(&status, &memory, &spec) {
-            trip = Some(Trip {
-                wave,
-                failed,
-                finished,
-                at: now,
-            });
-        }
-        fleet.drain_notices();
-        split(&mut timings.fleet);
-        progress.update(&status, now - START_MICROS);
+        // Distinct devices written in this run (identity hashes: 8 bytes a device).
+        let mut written: HashSet<u64> = HashSet::new();
+        let mut trip = None;
+        let (mut steps, mut writes) = (0u64, 0u64);
+        let mut write_errors: (u64, Option<String>) = (0, None);
+        let mut timings = Timings::default();
+        let mut poller = Poller {
+            cursor: None,
+            always_full: s.full_polls,
+        };
 
-        let pause = status.pause.as_ref().map(|p| p.reason.as_str());
-        match (status.phase, pause) {
-            (Some(RolloutPhase::Complete), _) => break End::Complete,
-            (Some(RolloutPhase::Aborted), _) if decision.requeue.poll == PollHint::None => {
-                break End::Aborted;
-            }
-            (_, Some(condition::FAILURE_THRESHOLD_EXCEEDED)) => break End::AutoPaused,
-            (_, Some(condition::PAUSED_BY_USER)) => break End::PausedByUser,
-            (_, Some(condition::WAITING_FOR_APPROVAL)) => {
-                let k = status.current_wave.max(0) as usize + 1;
-                if !s.auto_approve {
-                    break End::WaitingForApproval(k);
-                }
-                spec.approved_waves = k as i32;
-                generation += 1;
+        let end = loop {
+            let now = clock.now_micros();
+            let mut lap = std::time::Instant::now();
+            let mut split = |into: &mut std::time::Duration| {
+                let t = std::time::Instant::now();
+                *into += t - lap;
+                lap = t;
+            };
+            poller.observe(&platform, &mut index).await?;
+            split(&mut timings.observe);
+            let input = EngineInput {
+                namespace: &namespace,
+                name: &name,
+                generation: Some(generation),
+                spec: &spec,
+                annotations: &annotations,
+                status: &status,
+                memory: &memory,
+                max_notifications: None,
+            };
+            let decision = reconcile(&input, &index, now).map_err(|e| e.to_string())?;
+            split(&mut timings.reconcile);
+            steps += 1;
+            let mut tripped_now = false;
+            for event in &decision.events {
+                let kind = match event.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                };
+                tripped_now |= event.reason == engine::reason::AUTO_PAUSED
+                    || (event.reason == engine::reason::ABORTED
+                        && decision
+                            .memory
+                            .aborted
+                            .as_ref()
+                            .is_some_and(|a| a.cause == engine::AbortCause::FailureThreshold));
                 timeline.push(TimelineEntry {
                     at: now,
-                    kind: "Simulate",
-                    reason: "Approved".into(),
-                    message: format!("spec.approvedWaves set to {k} (--auto-approve)"),
+                    kind,
+                    reason: event.reason.to_string(),
+                    message: event.message.clone(),
                 });
-                continue;
             }
-            _ => {}
-        }
-        if steps >= s.max_steps {
-            break End::Bound(format!("stopped after {steps} steps (--max-steps)"));
-        }
+            for n in &decision.notifications {
+                let m = attempts
+                    .entry(n.attempt)
+                    .or_insert_with(|| manifest.with_attempt(n.attempt));
+                match platform.set_config_otau(&n.identity, m).await {
+                    Ok(()) => {
+                        writes += 1;
+                        written.insert(identity_hash(&n.identity));
+                    }
+                    Err(e) => {
+                        write_errors.0 += 1;
+                        write_errors.1.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            split(&mut timings.write);
+            status = decision.status;
+            memory = decision.memory;
+            if tripped_now
+                && let Some((wave, failed, finished)) = first_trip(&status, &memory, &spec)
+            {
+                trip = Some(Trip {
+                    wave,
+                    failed,
+                    finished,
+                    at: now,
+                });
+            }
+            fleet.drain_notices();
+            split(&mut timings.fleet);
+            progress.update(&status, now - START_MICROS);
 
-        let poll = match decision.requeue.poll {
-            PollHint::Active => Some(s.poll_active),
-            PollHint::Idle => Some(s.poll_idle),
-            PollHint::None => None,
-        };
-        let by_fleet = poll
-            .zip(fleet.core().next_due())
-            .map(|(interval, due)| next_poll_after(now, due, interval));
-        let by_engine = decision.requeue.at.map(|at| at.max(now + 1));
-        let next = match (by_fleet, by_engine) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let Some(next) = next else {
-            let why = if index.is_empty() {
-                "no device of the fleet matches the Rollout's targets".to_owned()
-            } else {
-                "nothing is left that could change the rollout (no device in flight, no deadline)"
-                    .to_owned()
+            let pause = status.pause.as_ref().map(|p| p.reason.as_str());
+            match (status.phase, pause) {
+                (Some(RolloutPhase::Complete), _) => break End::Complete,
+                (Some(RolloutPhase::Aborted), _) if decision.requeue.poll == PollHint::None => {
+                    break End::Aborted;
+                }
+                (_, Some(condition::FAILURE_THRESHOLD_EXCEEDED)) => break End::AutoPaused,
+                (_, Some(condition::PAUSED_BY_USER)) => break End::PausedByUser,
+                (_, Some(condition::WAITING_FOR_APPROVAL)) => {
+                    let k = status.current_wave.max(0) as usize + 1;
+                    if !s.auto_approve {
+                        break End::WaitingForApproval(k);
+                    }
+                    spec.approved_waves = k as i32;
+                    generation += 1;
+                    timeline.push(TimelineEntry {
+                        at: now,
+                        kind: "Simulate",
+                        reason: "Approved".into(),
+                        message: format!("spec.approvedWaves set to {k} (--auto-approve)"),
+                    });
+                    continue;
+                }
+                _ => {}
+            }
+            if steps >= s.max_steps {
+                break End::Bound(format!("stopped after {steps} steps (--max-steps)"));
+            }
+
+            let poll = match decision.requeue.poll {
+                PollHint::Active => Some(s.poll_active),
+                PollHint::Idle => Some(s.poll_idle),
+                PollHint::None => None,
             };
-            break End::Stalled(why);
+            let by_fleet = poll
+                .zip(fleet.core().next_due())
+                .map(|(interval, due)| next_poll_after(now, due, interval));
+            let by_engine = decision.requeue.at.map(|at| at.max(now + 1));
+            let next = match (by_fleet, by_engine) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let Some(next) = next else {
+                let why = if index.is_empty() {
+                    "no device of the fleet matches the Rollout's targets".to_owned()
+                } else {
+                    "nothing is left that could change the rollout (no device in flight, no deadline)"
+                        .to_owned()
+                };
+                break End::Stalled(why);
+            };
+            if next - START_MICROS > s.max_virtual {
+                break End::Bound(format!(
+                    "stopped before the virtual time limit (--max-virtual-time) was passed; the next step was due {} after the start",
+                    super::report::duration_text(next - START_MICROS)
+                ));
+            }
+            let lap = std::time::Instant::now();
+            fleet.run_virtual(&clock, Some(next));
+            clock.advance_to(next);
+            timings.fleet += lap.elapsed();
         };
-        if next - START_MICROS > s.max_virtual {
-            break End::Bound(format!(
-                "stopped before the virtual time limit (--max-virtual-time) was passed; the next step was due {} after the start",
-                super::report::duration_text(next - START_MICROS)
-            ));
+        let outcome = Outcome {
+            end,
+            status,
+            spec,
+            trip,
+            timeline,
+            start: START_MICROS,
+            end_at: clock.now_micros(),
+            steps,
+            writes,
+            write_errors,
+            fleet_devices,
+            fleet_seed,
+            manifest: manifest.clone(),
+            timings,
+            devices_written: written.len() as u64,
+            earlier: Vec::new(),
+        };
+        if run_number == runs {
+            progress.finish(&outcome.status);
+            return Ok(Outcome {
+                earlier: std::mem::take(&mut earlier),
+                ..outcome
+            });
         }
-        let lap = std::time::Instant::now();
-        fleet.run_virtual(&clock, Some(next));
-        clock.advance_to(next);
-        timings.fleet += lap.elapsed();
-    };
-    progress.finish(&status);
-    Ok(Outcome {
-        end,
-        status,
-        spec,
-        trip,
-        timeline,
-        start: START_MICROS,
-        end_at: clock.now_micros(),
-        steps,
-        writes,
-        write_errors,
-        fleet_devices,
-        fleet_seed,
-        manifest,
-        timings,
-    })
+        earlier.push(outcome);
+    }
+    Err("no run was made".to_owned())
 }
 
 #[cfg(test)]
