@@ -8,6 +8,7 @@ mod support;
 
 mod harness;
 
+mod canary;
 mod complete;
 mod conflict;
 mod control;
