@@ -163,3 +163,39 @@ pub fn read_control(
         events,
     }
 }
+
+/// How a person's pause is named in messages: `spec.paused` or the annotation.
+pub fn paused_by(spec: &RolloutSpec) -> &'static str {
+    if spec.paused {
+        "spec.paused"
+    } else {
+        "the otau.dev/pause annotation"
+    }
+}
+
+/// The `Paused` and `Resumed` Events of a person's pause that begins or ends in this step
+/// (`previous_reason`: the pause reason in the previous status).
+pub fn user_pause_events(
+    user_paused: bool,
+    aborted: bool,
+    auto_paused: bool,
+    previous_reason: Option<&str>,
+    paused_by: &str,
+) -> Vec<EngineEvent> {
+    let by_user = crate::api::conditions::reason::PAUSED_BY_USER;
+    let was_paused_by_user = previous_reason == Some(by_user);
+    let mut events = Vec::new();
+    if user_paused && !aborted && !auto_paused && !was_paused_by_user {
+        events.push(EngineEvent::normal(
+            reason::PAUSED,
+            format!("paused by {paused_by}: no new device is notified; devices in flight carry on"),
+        ));
+    }
+    if was_paused_by_user && !user_paused && !aborted {
+        events.push(EngineEvent::normal(
+            reason::RESUMED,
+            "resumed by the user".to_owned(),
+        ));
+    }
+    events
+}

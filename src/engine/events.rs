@@ -10,7 +10,8 @@ pub enum EventType {
 }
 
 /// One Event to emit: a reason (CamelCase, stable) and a message with counts, never lists of
-/// devices.
+/// devices; the wave it concerns and the threshold judgement behind it travel as data, so
+/// callers render the engine's decision instead of reading it back out of the message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineEvent {
     /// Normal or Warning.
@@ -19,6 +20,22 @@ pub struct EngineEvent {
     pub reason: &'static str,
     /// What happened, with the numbers.
     pub message: String,
+    /// The wave (from 1) the event is about: the wave started, completed, approved or waiting
+    /// for approval; for a threshold trip, the last of the started waves it judged.
+    pub wave: Option<u32>,
+    /// The judgement behind a tripped threshold (`AutoPaused`, or `Aborted` by the threshold).
+    pub threshold: Option<ThresholdTrip>,
+}
+
+/// The numbers of a tripped failure threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThresholdTrip {
+    /// Waves 1 to this one were judged together.
+    pub started_waves: u32,
+    /// Failures judged (failed, plus timed out when `countTimeouts`), since any resume.
+    pub failed: i64,
+    /// Finished devices judged, since any resume.
+    pub finished: i64,
 }
 
 impl EngineEvent {
@@ -28,6 +45,8 @@ impl EngineEvent {
             type_: EventType::Normal,
             reason,
             message,
+            wave: None,
+            threshold: None,
         }
     }
 
@@ -37,6 +56,24 @@ impl EngineEvent {
             type_: EventType::Warning,
             reason,
             message,
+            wave: None,
+            threshold: None,
+        }
+    }
+
+    /// The same event, about wave `wave` (from 1).
+    pub fn about_wave(self, wave: usize) -> Self {
+        Self {
+            wave: u32::try_from(wave).ok(),
+            ..self
+        }
+    }
+
+    /// The same event, carrying the threshold judgement that caused it.
+    pub fn with_threshold(self, trip: ThresholdTrip) -> Self {
+        Self {
+            threshold: Some(trip),
+            ..self
         }
     }
 }

@@ -32,12 +32,16 @@
 //! ```
 
 mod control;
+mod counts;
 mod device;
 mod events;
+mod failures;
 mod index;
 mod memory;
+mod notify;
 mod observation;
 mod order;
+mod outcome;
 mod policy;
 mod reconcile;
 mod status;
@@ -53,7 +57,7 @@ use crate::api::rollout::{RolloutSpec, RolloutStatus};
 
 pub use control::ResumeRequest;
 pub use device::{DeviceState, EvalContext, evaluate};
-pub use events::{EngineEvent, EventType, reason};
+pub use events::{EngineEvent, EventType, ThresholdTrip, reason};
 pub use index::{
     DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, ReportCode, SetKind,
 };

@@ -6,7 +6,10 @@ use crate::api::conditions;
 use crate::api::rollout::{DeviceCounts, FailureAction, FailureThreshold, PauseInfo, RolloutSpec};
 
 use super::EngineError;
-use super::events::{EngineEvent, reason};
+use super::control::ResumeRequest;
+use super::counts::{attributed_counts, sum_counts};
+use super::device::DeviceState;
+use super::events::{EngineEvent, ThresholdTrip, reason};
 use super::memory::{AbortCause, AbortRecord, ThresholdBaseline};
 use super::observation::Micros;
 
@@ -175,6 +178,11 @@ pub fn trip(
     generation: Option<i64>,
 ) -> Trip {
     let threshold = &policy.threshold;
+    let data = ThresholdTrip {
+        started_waves: u32::try_from(started).unwrap_or(u32::MAX),
+        failed: judgement.failed,
+        finished: judgement.finished,
+    };
     let numbers = format!(
         "{}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished)",
         started_waves_text(started),
@@ -196,7 +204,9 @@ pub fn trip(
                 format!(
                     "{numbers}; paused: no new device is notified. Resume with a new spec.resumeToken or the otau.dev/resume annotation"
                 ),
-            ),
+            )
+            .about_wave(started)
+            .with_threshold(data),
         },
         FailureAction::Abort => Trip {
             action: TripAction::Abort(AbortRecord {
@@ -206,9 +216,153 @@ pub fn trip(
             event: EngineEvent::warning(
                 reason::ABORTED,
                 format!("{numbers}; aborted (onFailure: Abort): nothing more is written"),
-            ),
+            )
+            .about_wave(started)
+            .with_threshold(data),
         },
     }
+}
+
+/// The failure threshold over the device states of one step.
+pub struct StepJudge<'a> {
+    /// Every targeted device's state, in order.
+    pub states: &'a [DeviceState],
+    /// The cumulative wave sizes.
+    pub sizes: &'a [u64],
+    /// The threshold.
+    pub threshold: &'a FailureThreshold,
+}
+
+impl StepJudge<'_> {
+    /// The counts of waves `1..=started` added up (devices moved back by late joiners and
+    /// devices of later waves already notified count with wave `started`).
+    pub fn started_counts(&self, started: usize) -> DeviceCounts {
+        let counts = attributed_counts(self.states, self.sizes, started);
+        sum_counts(counts.get(1..=started).unwrap_or_default())
+    }
+
+    /// The judgement over waves `1..=started` when it is exceeded. Nothing is judged before a
+    /// wave has started.
+    pub fn exceeded(&self, started: usize, baselines: &[ThresholdBaseline]) -> Option<Judgement> {
+        if started == 0 {
+            return None;
+        }
+        let counts = attributed_counts(self.states, self.sizes, started);
+        let judgement = judge_started_waves(&counts[1..=started], baselines, self.threshold);
+        judgement.tripped.then_some(judgement)
+    }
+}
+
+/// What the step knows when it judges the threshold for the waves started before it.
+pub struct StepStart<'a> {
+    /// The waves started before this step.
+    pub started: usize,
+    /// The automatic pause in the previous status, if any.
+    pub auto_pause: Option<PauseInfo>,
+    /// A resume asked for in this step.
+    pub resume: Option<ResumeRequest>,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// Aborted (before or in this step): nothing is judged.
+    pub aborted: bool,
+    /// Every wave was complete before this step: nothing is judged any more.
+    pub all_done_before: bool,
+    /// The baselines accepted by earlier resumes.
+    pub baselines: &'a [ThresholdBaseline],
+    /// The step's time.
+    pub now: &'a Time,
+}
+
+/// Where the threshold leaves the Rollout at the start of a step.
+#[derive(Debug, Default)]
+pub struct StepStartVerdict {
+    /// The automatic pause that holds after this judgement.
+    pub auto_pause: Option<PauseInfo>,
+    /// The baselines from now on (a resume replaces them).
+    pub baselines: Vec<ThresholdBaseline>,
+    /// An abort by the threshold (`onFailure: Abort`).
+    pub abort: Option<AbortRecord>,
+    /// Resumed or tripped Events.
+    pub events: Vec<EngineEvent>,
+}
+
+/// Judges the waves started before this step: keeps or lifts an automatic pause (a resume
+/// accepts the failures so far; a new generation lifts it when nothing trips any more), or
+/// trips the threshold.
+pub fn judge_at_step_start(
+    judge: &StepJudge<'_>,
+    policy: &ParsedPolicy,
+    start: StepStart<'_>,
+) -> StepStartVerdict {
+    let mut verdict = StepStartVerdict {
+        auto_pause: if start.aborted {
+            None
+        } else {
+            start.auto_pause.clone()
+        },
+        baselines: start.baselines.to_vec(),
+        ..StepStartVerdict::default()
+    };
+    let started = start.started;
+    if let Some(pause) = verdict.auto_pause.clone() {
+        let newer_generation = start.generation.unwrap_or(0) > pause.generation.unwrap_or(0);
+        if let Some(request) = start.resume {
+            verdict.baselines = vec![resume_baseline(judge, started)];
+            verdict.auto_pause = None;
+            verdict.events.push(resumed_event(request));
+        } else if newer_generation {
+            if judge.exceeded(started, &verdict.baselines).is_none() {
+                verdict.auto_pause = None;
+                verdict.events.push(EngineEvent::normal(
+                    reason::RESUMED,
+                    format!(
+                        "resumed: the spec changed (generation {}) and no wave exceeds the failure threshold any more",
+                        start.generation.unwrap_or(0)
+                    ),
+                ));
+            } else {
+                verdict.auto_pause = Some(PauseInfo {
+                    generation: start.generation,
+                    ..pause
+                });
+            }
+        }
+    } else if !start.aborted
+        && !start.all_done_before
+        && let Some(judgement) = judge.exceeded(started, &verdict.baselines)
+    {
+        let trip = trip(policy, started, judgement, start.now, start.generation);
+        verdict.events.push(trip.event);
+        match trip.action {
+            TripAction::Pause(pause) => verdict.auto_pause = Some(pause),
+            TripAction::Abort(record) => verdict.abort = Some(record),
+        }
+    }
+    verdict
+}
+
+/// One baseline over the started waves, judged the same way: the failures so far are
+/// accepted, later waves add to the same sum.
+fn resume_baseline(judge: &StepJudge<'_>, started: usize) -> ThresholdBaseline {
+    let so_far = judge.started_counts(started);
+    ThresholdBaseline {
+        wave: started.max(1) as i32,
+        finished: finished(&so_far),
+        failed: failures(&so_far, judge.threshold),
+    }
+}
+
+fn resumed_event(request: ResumeRequest) -> EngineEvent {
+    let by = match request {
+        ResumeRequest::Annotation => "the otau.dev/resume annotation",
+        ResumeRequest::Token => "a new spec.resumeToken",
+    };
+    EngineEvent::normal(
+        reason::RESUMED,
+        format!(
+            "resumed by {by}: the failures so far are accepted; the threshold is judged again over the devices that finish from now on"
+        ),
+    )
 }
 
 /// The waves a judgement covers in messages: "wave 1" or "waves 1-3".

@@ -1,52 +1,28 @@
 //! One step of the rollout: [`reconcile`] (device state readable) and [`reconcile_blocked`]
 //! (a prerequisite is missing). docs/rollouts.md states the rules in prose.
 
-use std::sync::Arc;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use crate::api::conditions::{
     self, FALSE, PROGRESSING, READY, UNKNOWN, new_condition, rollout_phase, set_condition,
 };
-use crate::api::rollout::{
-    DeviceCounts, DeviceFailure, FailureThreshold, HeldDevices, PauseInfo, RolloutStatus, WavePlan,
-    WaveStatus, success_rate, wave_progress,
-};
+use crate::api::rollout::{PauseInfo, RolloutStatus, WavePlan, success_rate, wave_progress};
 
-use super::control::{ResumeRequest, read_control};
-use super::device::{DeviceState, EvalContext, evaluate, report_is_fresh};
-use super::events::{EngineEvent, reason};
-use super::index::{DeviceIndex, ReportCode};
-use super::memory::{AbortCause, ThresholdBaseline};
+use super::control::{paused_by, read_control, user_pause_events};
+use super::counts::{attributed_counts, held_by_wave, held_in_plan, sum_counts};
+use super::device::{DeviceState, EvalContext, evaluate};
+use super::failures::recent_failures;
+use super::index::DeviceIndex;
+use super::memory::AbortCause;
+use super::notify::{NotifyInput, choose_notifications};
 use super::observation::Micros;
 use super::order::order_seed;
-use super::policy::{
-    Judgement, ParsedPolicy, TripAction, failures, finished, judge_started_waves, percent_text,
-    started_waves_text, trip,
+use super::outcome::{
+    OverallInput, PauseInput, RequeueInput, approval_event, completion_event, last_progress_at,
+    overall, requeue, shown_pause,
 };
-use super::status::{
-    FailureCandidate, Overall, RecentFailures, count, counts_text, micros_of, set_conditions,
-    time_from_micros, time_from_micros_ceil, truncate, was_complete,
-};
-use super::waves::{cumulative_sizes, positional_wave};
-use super::{Blocker, Decision, EngineError, EngineInput, Notification, PollHint, Requeue};
-
-/// Why the wave progression stopped in this step.
-#[derive(Clone, Debug, PartialEq)]
-enum Stop {
-    /// No device matches the targets yet.
-    NoDevices,
-    /// Paused or aborted.
-    Hold,
-    /// The wave (from 1) waits for approval.
-    Approval(usize),
-    /// The current wave has devices not finished.
-    InProgress,
-    /// Soaking until this time.
-    Soaking(Time),
-    /// The last wave completed.
-    Done,
-}
+use super::policy::{ParsedPolicy, StepJudge, StepStart, judge_at_step_start};
+use super::status::{Overall, set_conditions, time_from_micros};
+use super::waves::{AdvanceInput, Holds, Progression, advance, cumulative_sizes, positional_wave};
+use super::{Blocker, Decision, EngineError, EngineInput, PollHint, Requeue};
 
 /// Per-device states of one pass, with what the wave logic needs.
 struct Pass {
@@ -98,109 +74,6 @@ fn evaluate_all(
     pass
 }
 
-/// Counts per wave (index = wave from 1; the last bucket holds devices no wave covers). A
-/// device counts in its positional wave, except a notified device beyond the current wave
-/// (moved back by late joiners), which counts in the current wave.
-fn attributed_counts(states: &[DeviceState], sizes: &[u64], current: usize) -> Vec<DeviceCounts> {
-    let mut counts = vec![DeviceCounts::default(); sizes.len() + 2];
-    for (p, &state) in states.iter().enumerate() {
-        let pw = positional_wave(sizes, p as u64);
-        let wave = if state.is_notified() && pw > current && current >= 1 {
-            current
-        } else {
-            pw
-        };
-        count(&mut counts[wave], state);
-    }
-    counts
-}
-
-/// The failure threshold over waves `1..=started`, with this step's device states: the
-/// judgement when it is exceeded. Nothing is judged before a wave has started.
-fn threshold_exceeded(
-    states: &[DeviceState],
-    sizes: &[u64],
-    started: usize,
-    baselines: &[ThresholdBaseline],
-    threshold: &FailureThreshold,
-) -> Option<Judgement> {
-    if started == 0 {
-        return None;
-    }
-    let counts = attributed_counts(states, sizes, started);
-    let judgement = judge_started_waves(&counts[1..=started], baselines, threshold);
-    judgement.tripped.then_some(judgement)
-}
-
-/// Devices of each wave (index = wave from 1) that carry this package's manifest before the
-/// wave covers them: notified by an earlier Rollout of the package (or by this one before late
-/// joiners moved them back). Only waves after `started` are counted; earlier ones are 0.
-fn held_by_wave(states: &[DeviceState], sizes: &[u64], started: usize) -> Vec<HeldDevices> {
-    let mut held = vec![HeldDevices::default(); sizes.len() + 1];
-    for (p, &state) in states.iter().enumerate() {
-        let wave = positional_wave(sizes, p as u64);
-        if wave <= started || wave > sizes.len() {
-            continue;
-        }
-        let h = &mut held[wave];
-        match state {
-            DeviceState::Pending | DeviceState::Skipped => {}
-            DeviceState::Notified | DeviceState::InProgress => h.in_flight += 1,
-            DeviceState::Succeeded => h.succeeded += 1,
-            DeviceState::Failed
-            | DeviceState::Aborted
-            | DeviceState::TimedOut
-            | DeviceState::Invalid
-            | DeviceState::RetryDue { .. } => h.failed += 1,
-        }
-    }
-    held
-}
-
-/// The plan's held devices: frozen for the waves started before this step (as the previous
-/// status counted them when they started), counted now for the others; empty when none.
-fn held_in_plan(
-    previous: Option<&WavePlan>,
-    counted_now: &[HeldDevices],
-    started_before: usize,
-    n_waves: usize,
-) -> Vec<HeldDevices> {
-    let held: Vec<HeldDevices> = (1..=n_waves)
-        .map(|wave| {
-            if wave <= started_before {
-                previous
-                    .and_then(|p| p.held.get(wave - 1))
-                    .cloned()
-                    .unwrap_or_default()
-            } else {
-                counted_now.get(wave).cloned().unwrap_or_default()
-            }
-        })
-        .collect();
-    if held.iter().all(|h| h.total() == 0) {
-        Vec::new()
-    } else {
-        held
-    }
-}
-
-fn sum_counts(buckets: &[DeviceCounts]) -> DeviceCounts {
-    let mut t = DeviceCounts::default();
-    for c in buckets {
-        t.targeted += c.targeted;
-        t.pending += c.pending;
-        t.notified += c.notified;
-        t.in_progress += c.in_progress;
-        t.succeeded += c.succeeded;
-        t.failed += c.failed;
-        t.aborted += c.aborted;
-        t.timed_out += c.timed_out;
-        t.skipped += c.skipped;
-        t.invalid += c.invalid;
-    }
-    t
-}
-
 fn check_index(input: &EngineInput<'_>, index: &DeviceIndex) -> Result<(), EngineError> {
     let seed = order_seed(input.spec, input.namespace, input.name);
     if index.config().seed != seed {
@@ -218,7 +91,8 @@ fn check_index(input: &EngineInput<'_>, index: &DeviceIndex) -> Result<(), Engin
 }
 
 /// One step with device state available. Pure: the same input, index and `now` (µs) give the
-/// same decision; see the crate docs for what it returns.
+/// same decision; see the crate docs for what it returns. Reads as: control actions, device
+/// states, the threshold, the waves, the notifications, then the status that renders them.
 pub fn reconcile(
     input: &EngineInput<'_>,
     index: &DeviceIndex,
@@ -239,25 +113,11 @@ pub fn reconcile(
         &now_t,
     );
     let mut events = std::mem::take(&mut control.events);
-
-    // The waves started so far, as persisted (trusted up to the spec's number of waves).
-    let mut waves: Vec<WaveStatus> = prev.waves.clone();
-    let mut current = (prev.current_wave.max(0) as usize)
-        .min(waves.len())
-        .min(n_waves);
-    waves.truncate(current);
-    for (i, w) in waves.iter_mut().enumerate() {
-        w.number = i as i32 + 1;
-        w.name = spec.waves[i].name.clone();
-    }
-
+    let mut progression = Progression::from_status(spec, prev);
     let order = index.ordered();
     let n = order.len() as u64;
     let sizes = cumulative_sizes(&spec.waves, n);
-    let starts: Vec<Option<Micros>> = waves
-        .iter()
-        .map(|w| w.started_at.as_ref().map(micros_of))
-        .collect();
+    let starts = progression.starts();
     let mut ctx = EvalContext {
         now,
         timeout: policy.timeout,
@@ -266,216 +126,77 @@ pub fn reconcile(
         rollout_started_at: None,
     };
     let mut pass = evaluate_all(index, &order, &sizes, &starts, ctx);
-    let held_now = held_by_wave(&pass.states, &sizes, current);
+    let judged_waves = progression.current;
+    let held_now = held_by_wave(&pass.states, &sizes, judged_waves);
 
-    // The failure threshold, judged over the started waves together (invariant when late
-    // joiners move a notified device from one started wave's count to another's). Judged here
-    // for the waves started before this step, and again in the wave loop below before any wave
-    // a step starts can let another one begin.
-    let threshold = &policy.threshold;
-    let was_auto_paused = prev
-        .pause
-        .as_ref()
-        .filter(|p| p.reason == conditions::reason::FAILURE_THRESHOLD_EXCEEDED)
-        .cloned();
-    let mut auto_pause = if control.aborted() {
-        None
-    } else {
-        was_auto_paused.clone()
+    // The threshold over the waves started before this step.
+    let judge = StepJudge {
+        states: &pass.states,
+        sizes: &sizes,
+        threshold: &policy.threshold,
     };
-    let all_done_before =
-        current == n_waves && waves.last().is_some_and(|w| w.completed_at.is_some());
-    let mut baselines = control.memory.baselines.clone();
-    let over_threshold_now = |baselines: &[ThresholdBaseline], started: usize| {
-        threshold_exceeded(&pass.states, &sizes, started, baselines, threshold)
-    };
-    if let Some(pause) = auto_pause.clone() {
-        let newer_generation = input.generation.unwrap_or(0) > pause.generation.unwrap_or(0);
-        if let Some(request) = control.resume {
-            // One baseline over the started waves, judged the same way: the failures so far
-            // are accepted, later waves add to the same sum.
-            let judged_counts = attributed_counts(&pass.states, &sizes, current);
-            let so_far = sum_counts(judged_counts.get(1..=current).unwrap_or_default());
-            baselines = vec![ThresholdBaseline {
-                wave: current.max(1) as i32,
-                finished: finished(&so_far),
-                failed: failures(&so_far, threshold),
-            }];
-            auto_pause = None;
-            let by = match request {
-                ResumeRequest::Annotation => "the otau.dev/resume annotation",
-                ResumeRequest::Token => "a new spec.resumeToken",
-            };
-            events.push(EngineEvent::normal(
-                reason::RESUMED,
-                format!(
-                    "resumed by {by}: the failures so far are accepted; the threshold is judged again over the devices that finish from now on"
-                ),
-            ));
-        } else if newer_generation {
-            match over_threshold_now(&baselines, current) {
-                None => {
-                    auto_pause = None;
-                    events.push(EngineEvent::normal(
-                        reason::RESUMED,
-                        format!(
-                            "resumed: the spec changed (generation {}) and no wave exceeds the failure threshold any more",
-                            input.generation.unwrap_or(0)
-                        ),
-                    ));
-                }
-                Some(_) => {
-                    auto_pause = Some(PauseInfo {
-                        generation: input.generation,
-                        ..pause
-                    });
-                }
-            }
-        }
-    } else if !control.aborted()
-        && !all_done_before
-        && let Some(judgement) = over_threshold_now(&baselines, current)
-    {
-        let trip = trip(&policy, current, judgement, &now_t, input.generation);
-        events.push(trip.event);
-        match trip.action {
-            TripAction::Pause(pause) => auto_pause = Some(pause),
-            TripAction::Abort(record) => control.memory.aborted = Some(record),
-        }
+    let verdict = judge_at_step_start(
+        &judge,
+        &policy,
+        StepStart {
+            started: judged_waves,
+            auto_pause: auto_pause_of(prev),
+            resume: control.resume,
+            generation: input.generation,
+            aborted: control.aborted(),
+            all_done_before: progression.all_done(n_waves),
+            baselines: &control.memory.baselines,
+            now: &now_t,
+        },
+    );
+    events.extend(verdict.events);
+    control.memory.baselines = verdict.baselines;
+    if let Some(record) = verdict.abort {
+        control.memory.aborted = Some(record);
     }
-    control.memory.baselines = baselines;
-    let mut aborted = control.aborted();
-    // The waves whose judgement above saw them started; a wave this step starts is judged in
-    // the loop.
-    let judged_waves = current;
 
-    // Waves: complete the current one, soak, approval gate, start the next.
+    // The waves: complete the current one, soak, approval gate, start the next (each start
+    // judged before anything else moves).
     let user_paused = spec.paused || control.memory.paused_by_annotation_since.is_some();
-    let mut hold = aborted || auto_pause.is_some() || user_paused;
-    let prev_reason = prev.pause.as_ref().map(|p| p.reason.as_str());
-    let by_user = conditions::reason::PAUSED_BY_USER;
-    let by_spec_text = if spec.paused {
-        "spec.paused"
-    } else {
-        "the otau.dev/pause annotation"
+    let aborted = control.aborted();
+    let previous_reason = prev.pause.as_ref().map(|p| p.reason.as_str());
+    events.extend(user_pause_events(
+        user_paused,
+        aborted,
+        verdict.auto_pause.is_some(),
+        previous_reason,
+        paused_by(spec),
+    ));
+    let mut holds = Holds {
+        hold: aborted || verdict.auto_pause.is_some() || user_paused,
+        auto_pause: verdict.auto_pause,
+        aborted,
+        abort: None,
     };
-    if user_paused && !aborted && auto_pause.is_none() && prev_reason != Some(by_user) {
-        events.push(EngineEvent::normal(
-            reason::PAUSED,
-            format!(
-                "paused by {by_spec_text}: no new device is notified; devices in flight carry on"
-            ),
-        ));
+    let stop = advance(
+        &AdvanceInput {
+            spec,
+            policy: &policy,
+            sizes: &sizes,
+            targets: n,
+            now,
+            now_t: &now_t,
+            approved_wave: control.approved_wave,
+            unfinished: &pass.unfinished,
+            unfinished_notified: &pass.unfinished_notified,
+            judge: &judge,
+            baselines: &control.memory.baselines,
+            judged_waves,
+            generation: input.generation,
+        },
+        &mut progression,
+        &mut holds,
+        &mut events,
+    );
+    if let Some(record) = holds.abort.take() {
+        control.memory.aborted = Some(record);
     }
-    if prev_reason == Some(by_user) && !user_paused && !aborted {
-        events.push(EngineEvent::normal(
-            reason::RESUMED,
-            "resumed by the user".to_owned(),
-        ));
-    }
-    let approved =
-        |k: usize| !spec.waves[k - 1].require_approval || control.approved_wave >= k as i32;
-    let stop = loop {
-        if aborted {
-            // Terminal: wave bookkeeping stops with the abort; counts keep updating.
-            break Stop::Hold;
-        }
-        // A wave started in this step is judged with the devices it found already finished
-        // (they may hold this package's manifest from an earlier Rollout) before anything
-        // else moves: no further wave starts, and nothing more is written, while the started
-        // waves are over the threshold.
-        if current > judged_waves
-            && auto_pause.is_none()
-            && let Some(judgement) = over_threshold_now(&control.memory.baselines, current)
-        {
-            let trip = trip(&policy, current, judgement, &now_t, input.generation);
-            events.push(trip.event);
-            hold = true;
-            match trip.action {
-                TripAction::Pause(pause) => auto_pause = Some(pause),
-                TripAction::Abort(record) => {
-                    control.memory.aborted = Some(record);
-                    aborted = true;
-                    break Stop::Hold;
-                }
-            }
-        }
-        if current == 0 {
-            if n == 0 {
-                break Stop::NoDevices;
-            }
-            if hold {
-                break Stop::Hold;
-            }
-            if !approved(1) {
-                break Stop::Approval(1);
-            }
-        } else {
-            let k = current;
-            if waves[k - 1].completed_at.is_none() {
-                let open: u64 = pass.unfinished[1..=k].iter().sum::<u64>()
-                    + pass.unfinished_notified[k + 1..].iter().sum::<u64>();
-                if open > 0 {
-                    break Stop::InProgress;
-                }
-                let soak_until = policy.soaks[k - 1]
-                    .map(|soak| time_from_micros_ceil(micros_of(&now_t).saturating_add(soak)));
-                let wave = &mut waves[k - 1];
-                wave.completed_at = Some(now_t.clone());
-                wave.soak_until = soak_until.clone();
-                let counts = &attributed_counts(&pass.states, &sizes, k)[k];
-                let soak_text = soak_until
-                    .map(|t| format!("; soaking until {}", t.0))
-                    .unwrap_or_default();
-                events.push(EngineEvent::normal(
-                    reason::WAVE_COMPLETED,
-                    format!(
-                        "wave {k}/{n_waves} completed: {}{soak_text}",
-                        counts_text(counts)
-                    ),
-                ));
-            }
-            if k == n_waves {
-                break Stop::Done;
-            }
-            if let Some(until) = &waves[k - 1].soak_until
-                && micros_of(until) > now
-            {
-                break Stop::Soaking(until.clone());
-            }
-            if hold {
-                break Stop::Hold;
-            }
-            if !approved(k + 1) {
-                break Stop::Approval(k + 1);
-            }
-        }
-        // Start the next wave.
-        let k = current + 1;
-        let covered_before = if current == 0 { 0 } else { sizes[current - 1] };
-        waves.push(WaveStatus {
-            number: k as i32,
-            name: spec.waves[k - 1].name.clone(),
-            started_at: Some(now_t.clone()),
-            ..WaveStatus::default()
-        });
-        current = k;
-        let name = spec.waves[k - 1]
-            .name
-            .as_ref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default();
-        events.push(EngineEvent::normal(
-            reason::WAVE_STARTED,
-            format!(
-                "wave {k}/{n_waves}{name} started: {} more devices, {} of {n} covered",
-                sizes[k - 1].saturating_sub(covered_before),
-                sizes[k - 1]
-            ),
-        ));
-    };
-
-    if aborted && ctx.retries_allowed {
+    if holds.aborted && ctx.retries_allowed {
         // Aborted in this step: no retry will follow, so failed attempts are final now.
         ctx.retries_allowed = false;
         pass = evaluate_all(index, &order, &sizes, &starts, ctx);
@@ -484,210 +205,83 @@ pub fn reconcile(
     // Recent failures, from the states before this step's writes (a retry being written now
     // still shows the failure that caused it).
     let recent_failures = recent_failures(index, &order, &pass.states, &policy, &ctx);
-
-    // Notifications: covered devices not notified yet, and retries, up to the in-flight cap.
-    let mut notifications = Vec::new();
-    if !hold && current >= 1 {
-        let covered = sizes[current - 1];
-        let mut budget = policy
-            .max_in_flight
-            .map(|cap| cap.saturating_sub(pass.in_flight));
-        let mut values: Vec<Option<Arc<str>>> = vec![None; usize::from(policy.max_attempts) + 1];
+    let current = progression.current;
+    let notifications = if holds.hold || current == 0 {
+        Vec::new()
+    } else {
         let batch = input.max_notifications.unwrap_or(usize::MAX);
-        for (p, &i) in order.iter().enumerate() {
-            if budget == Some(0) || notifications.len() >= batch {
-                break;
-            }
-            let attempt = match pass.states[p] {
-                DeviceState::Pending if (p as u64) < covered => 1u8,
-                DeviceState::RetryDue { next } => next,
-                _ => continue,
-            };
-            let slot = usize::from(attempt).min(values.len() - 1);
-            let manifest = values[slot]
-                .get_or_insert_with(|| Arc::from(index.manifest_value(attempt)))
-                .clone();
-            notifications.push(Notification {
-                identity: index.identity(index.entry(i)).to_owned(),
-                attempt: u32::from(attempt),
-                manifest,
-            });
-            pass.states[p] = DeviceState::Notified;
-            if let Some(b) = budget.as_mut() {
-                *b -= 1;
-            }
-        }
-    }
+        choose_notifications(
+            &NotifyInput {
+                index,
+                order: &order,
+                covered: sizes[current - 1],
+                policy: &policy,
+                in_flight: pass.in_flight,
+                batch,
+            },
+            &mut pass.states,
+        )
+    };
 
-    // Counts after this step's writes.
+    // The status that renders this step's decisions: counts after the writes first.
     let buckets = attributed_counts(&pass.states, &sizes, current);
-    for (i, wave) in waves.iter_mut().enumerate() {
+    for (i, wave) in progression.waves.iter_mut().enumerate() {
         wave.counts = buckets[i + 1].clone();
     }
     let totals = sum_counts(&buckets);
-
-    // Pause shown in status, and the pause/resume events derived from its change.
-    let pause = if aborted {
-        None
-    } else if let Some(p) = auto_pause.clone() {
-        Some(p)
-    } else if user_paused {
-        let since = control
-            .memory
-            .paused_by_annotation_since
-            .clone()
-            .or_else(|| {
-                prev.pause
-                    .as_ref()
-                    .filter(|p| p.reason == conditions::reason::PAUSED_BY_USER)
-                    .map(|p| p.since.clone())
-            })
-            .unwrap_or_else(|| now_t.clone());
-        Some(PauseInfo {
-            reason: conditions::reason::PAUSED_BY_USER.into(),
-            since,
-            generation: input.generation,
-        })
-    } else if let Stop::Approval(_) = stop {
-        let since = prev
-            .pause
-            .as_ref()
-            .filter(|p| p.reason == conditions::reason::WAITING_FOR_APPROVAL)
-            .map_or_else(|| now_t.clone(), |p| p.since.clone());
-        Some(PauseInfo {
-            reason: conditions::reason::WAITING_FOR_APPROVAL.into(),
-            since,
-            generation: input.generation,
-        })
-    } else {
-        None
+    let pause = shown_pause(&PauseInput {
+        aborted: holds.aborted,
+        auto_pause: holds.auto_pause.as_ref(),
+        user_paused,
+        paused_by_annotation_since: control.memory.paused_by_annotation_since.as_ref(),
+        previous: prev.pause.as_ref(),
+        stop: &stop,
+        now: &now_t,
+        generation: input.generation,
+    });
+    events.extend(approval_event(
+        &stop,
+        pause.as_ref(),
+        prev.pause.as_ref(),
+        n_waves,
+    ));
+    let judge = StepJudge {
+        states: &pass.states,
+        sizes: &sizes,
+        threshold: &policy.threshold,
     };
-    let new_reason = pause.as_ref().map(|p| p.reason.as_str());
-    if let Stop::Approval(k) = stop
-        && new_reason == Some(conditions::reason::WAITING_FOR_APPROVAL)
-        && prev_reason != new_reason
-    {
-        events.push(EngineEvent::normal(
-            reason::WAITING_FOR_APPROVAL,
-            format!(
-                "wave {k}/{n_waves} waits for approval: set spec.approvedWaves to {k} or annotate otau.dev/approve={k}:<nonce>"
-            ),
-        ));
-    }
-
-    // Conditions.
-    let all_done = current == n_waves && waves.last().is_some_and(|w| w.completed_at.is_some());
-    let wave_text = |k: usize| {
-        if k == 0 {
-            counts_text(&totals)
-        } else {
-            format!("wave {k}/{n_waves}: {}", counts_text(&buckets[k]))
-        }
-    };
-    let overall = if let Some(record) = &control.memory.aborted {
-        Overall::Aborted(format!(
-            "aborted by {} at {}: nothing more is written; {}",
-            record.cause.describe(),
-            record.at.0,
-            counts_text(&totals)
-        ))
-    } else if auto_pause.is_some() {
-        let detail = match threshold_exceeded(
-            &pass.states,
-            &sizes,
-            current,
-            &control.memory.baselines,
-            threshold,
-        ) {
-            Some(j) => format!(
-                "{}: {} of {} finished devices failed ({}), over {}%",
-                started_waves_text(current),
-                j.failed,
-                j.finished,
-                percent_text(j.failed, j.finished),
-                threshold.percent
-            ),
-            None => "failures exceeded the threshold".to_owned(),
-        };
-        Overall::FailureThresholdExceeded(format!(
-            "{detail}; paused: resume with a new spec.resumeToken or the otau.dev/resume annotation"
-        ))
-    } else if all_done {
-        Overall::Complete(format!(
-            "all {n_waves} waves complete: {}",
-            counts_text(&totals)
-        ))
-    } else if user_paused {
-        Overall::PausedByUser(format!("paused by {by_spec_text}; {}", wave_text(current)))
-    } else {
-        match &stop {
-            Stop::Approval(k) => Overall::WaitingForApproval(format!(
-                "wave {k}/{n_waves} waits for approval (spec.approvedWaves >= {k} or otau.dev/approve={k}:<nonce>); {}",
-                wave_text(current)
-            )),
-            Stop::Soaking(until) => {
-                Overall::Soaking(format!("{}; soaking until {}", wave_text(current), until.0))
-            }
-            Stop::NoDevices => Overall::WaveInProgress(
-                "waiting for devices: no device matches the targets yet".to_owned(),
-            ),
-            _ => Overall::WaveInProgress(wave_text(current)),
-        }
-    };
+    let overall = overall(&OverallInput {
+        abort: control.memory.aborted.as_ref(),
+        auto_paused: holds.auto_pause.is_some(),
+        all_done: progression.all_done(n_waves),
+        user_paused,
+        paused_by: paused_by(spec),
+        stop: &stop,
+        current,
+        n_waves,
+        totals: &totals,
+        buckets: &buckets,
+        judge: &judge,
+        baselines: &control.memory.baselines,
+        threshold: &policy.threshold,
+    });
     let mut conds = prev.conditions.clone();
     set_conditions(&mut conds, &overall, user_paused, input.generation, &now_t);
-    if matches!(overall, Overall::Complete(_)) && !was_complete(&prev.conditions) {
-        events.push(EngineEvent::normal(
-            reason::ROLLOUT_COMPLETE,
-            format!(
-                "all {n_waves} waves complete: {} (success rate {})",
-                counts_text(&totals),
-                success_rate(&totals).unwrap_or_else(|| "n/a".into())
-            ),
-        ));
-    }
-
-    // Progress: more devices left `pending` (notified by this step or before), more reported
-    // in progress, or more finished. A notification whose write fails is no progress: the
-    // controller decides again on the unchanged index, which counts the same devices as this
-    // step's notifications again, so the counts stay where the last status had them.
-    let moved = |c: &DeviceCounts| {
-        let done = finished(c) + c.skipped + c.invalid;
-        [c.targeted - c.pending, c.in_progress + done, done]
-    };
-    let (moved_now, moved_before) = (moved(&totals), moved(&prev.totals));
-    let moved_forward = moved_now
-        .iter()
-        .zip(moved_before)
-        .any(|(now, was)| *now > was);
-    // A started rollout always has a time, so one whose first writes already fail can stall.
-    let last_progress_at = if moved_forward {
-        Some(now_t.clone())
-    } else {
-        prev.last_progress_at
-            .clone()
-            .or_else(|| (current >= 1).then(|| now_t.clone()))
-    };
-
-    let in_flight_after = totals.notified + totals.in_progress;
-    let mut next_at = pass.earliest_timeout;
-    if !notifications.is_empty() {
-        let at = now.saturating_add(policy.timeout);
-        next_at = Some(next_at.map_or(at, |e| e.min(at)));
-    }
-    if let Stop::Soaking(until) = &stop {
-        let at = micros_of(until);
-        next_at = Some(next_at.map_or(at, |e| e.min(at)));
-    }
-    let poll = if aborted && in_flight_after == 0 {
-        next_at = None;
-        PollHint::None
-    } else if in_flight_after > 0 || !notifications.is_empty() || stop == Stop::InProgress {
-        PollHint::Active
-    } else {
-        PollHint::Idle
-    };
-
+    events.extend(completion_event(
+        &overall,
+        &prev.conditions,
+        n_waves,
+        &totals,
+    ));
+    let requeue = requeue(&RequeueInput {
+        earliest_timeout: pass.earliest_timeout,
+        notified: !notifications.is_empty(),
+        stop: &stop,
+        aborted: holds.aborted,
+        in_flight_after: totals.notified + totals.in_progress,
+        now,
+        timeout: policy.timeout,
+    });
     let status = RolloutStatus {
         phase: Some(rollout_phase(&conds)),
         conditions: conds,
@@ -699,13 +293,19 @@ pub fn reconcile(
             cumulative: sizes.iter().map(|&s| s as i64).collect(),
             held: held_in_plan(prev.plan.as_ref(), &held_now, judged_waves, n_waves),
         }),
-        waves,
+        waves: progression.waves,
         success_rate: success_rate(&totals),
+        last_progress_at: last_progress_at(
+            &totals,
+            &prev.totals,
+            prev.last_progress_at.as_ref(),
+            current >= 1,
+            &now_t,
+        ),
         totals,
         recent_failures,
         pause,
         acted_on: control.acted_on,
-        last_progress_at,
         decisions: control.memory.clone().bounded(),
     };
     Ok(Decision {
@@ -713,84 +313,17 @@ pub fn reconcile(
         status,
         memory: control.memory,
         events,
-        requeue: Requeue { at: next_at, poll },
+        requeue,
     })
 }
 
-/// The newest failures (failed, retrying, timed out, invalid), newest first.
-fn recent_failures(
-    index: &DeviceIndex,
-    order: &[u32],
-    states: &[DeviceState],
-    policy: &ParsedPolicy,
-    ctx: &EvalContext,
-) -> Vec<DeviceFailure> {
-    let mut recent = RecentFailures::default();
-    let failure_time = |p: usize| -> Option<Micros> {
-        let e = index.entry(order[p]);
-        let by_report =
-            (e.report.is_failure() || e.report == ReportCode::Malformed) && report_is_fresh(e);
-        match states[p] {
-            DeviceState::Failed | DeviceState::Invalid => Some(e.report_at),
-            DeviceState::TimedOut => Some(e.set_at.saturating_add(ctx.timeout)),
-            DeviceState::RetryDue { .. } if by_report => Some(e.report_at),
-            DeviceState::RetryDue { .. } => Some(e.set_at.saturating_add(ctx.timeout)),
-            _ => None,
-        }
-    };
-    for p in 0..states.len() {
-        if let Some(at) = failure_time(p) {
-            recent.offer(FailureCandidate {
-                at,
-                position: p as u32,
-            });
-        }
-    }
-    recent
-        .into_sorted()
-        .into_iter()
-        .map(|c| {
-            let p = c.position as usize;
-            let e = index.entry(order[p]);
-            let identity = index.identity(e);
-            let timed_out = matches!(states[p], DeviceState::TimedOut)
-                || (matches!(states[p], DeviceState::RetryDue { .. })
-                    && !(e.report.is_failure() && report_is_fresh(e)));
-            let attempt = match e.set_kind {
-                super::index::SetKind::Ours => {
-                    format!("attempt {} of {}", e.attempt, policy.max_attempts)
-                }
-                _ => {
-                    "attempt unknown: the device acknowledged with a non-manifest value".to_owned()
-                }
-            };
-            let (status, mut message) = if timed_out {
-                (
-                    "Timeout".to_owned(),
-                    format!("no final report within the device timeout ({attempt})"),
-                )
-            } else {
-                // "checksum mismatch (attempt 1 of 2)", or just "(attempt 1 of 2)" when the
-                // device sent no message.
-                let note = index.note(identity, e.report_at).unwrap_or("").trim();
-                let message = if note.is_empty() {
-                    format!("({attempt})")
-                } else {
-                    format!("{note} ({attempt})")
-                };
-                (e.report.status_text().to_owned(), message)
-            };
-            if let DeviceState::RetryDue { next } = states[p] {
-                message.push_str(&format!("; retrying with attempt {next}"));
-            }
-            DeviceFailure {
-                identity: truncate(identity.to_owned(), 128),
-                status,
-                message: Some(truncate(message, 256)),
-                at: time_from_micros(c.at),
-            }
-        })
-        .collect()
+/// The automatic pause in a status, if the threshold holds it.
+fn auto_pause_of(status: &RolloutStatus) -> Option<PauseInfo> {
+    status
+        .pause
+        .as_ref()
+        .filter(|p| p.reason == conditions::reason::FAILURE_THRESHOLD_EXCEEDED)
+        .cloned()
 }
 
 /// One step while a prerequisite is missing: nothing is written and no one-shot annotation is

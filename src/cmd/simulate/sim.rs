@@ -28,8 +28,8 @@ use otau_operator::emulator::fleet::{FleetCore, InProcessFleet, Profile};
 use otau_operator::emulator::model::{Model, ModelConfig};
 use otau_operator::emulator::platform_adapter::EmulatorPlatform;
 use otau_operator::engine::{
-    self, DeviceIndex, DeviceObservation, EngineInput, EngineMemory, EventType, IndexConfig,
-    Micros, PollHint, ResourceState, order_seed, reconcile,
+    DeviceIndex, DeviceObservation, EngineInput, EngineMemory, EventType, IndexConfig, Micros,
+    PollHint, ResourceState, order_seed, reconcile,
 };
 use otau_operator::otau::Manifest;
 use otau_operator::platform::{
@@ -304,26 +304,6 @@ async fn publish_package(
     Ok(())
 }
 
-/// The threshold tripped over the started waves, judged as the engine judges it: the number
-/// of started waves, failed and finished devices.
-fn first_trip(
-    status: &RolloutStatus,
-    memory: &EngineMemory,
-    spec: &RolloutSpec,
-) -> Option<(usize, i64, i64)> {
-    if status.waves.is_empty() {
-        return None;
-    }
-    let judged = engine::judge_started_waves(
-        status.waves.iter().map(|w| &w.counts),
-        &memory.baselines,
-        &spec.policy.failure_threshold,
-    );
-    judged
-        .tripped
-        .then_some((status.waves.len(), judged.failed, judged.finished))
-}
-
 /// A stable 64-bit hash of an identity, to count distinct devices without keeping names.
 fn identity_hash(identity: &str) -> u64 {
     let digest = Sha256::digest(identity.as_bytes());
@@ -420,19 +400,21 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
             let decision = reconcile(&input, &index, now).map_err(|e| e.to_string())?;
             split(&mut timings.reconcile);
             steps += 1;
-            let mut tripped_now = false;
             for event in &decision.events {
                 let kind = match event.type_ {
                     EventType::Normal => "Normal",
                     EventType::Warning => "Warning",
                 };
-                tripped_now |= event.reason == engine::reason::AUTO_PAUSED
-                    || (event.reason == engine::reason::ABORTED
-                        && decision
-                            .memory
-                            .aborted
-                            .as_ref()
-                            .is_some_and(|a| a.cause == engine::AbortCause::FailureThreshold));
+                // The engine's own judgement behind an automatic pause or an abort by the
+                // threshold.
+                if let Some(judged) = event.threshold {
+                    trip = Some(Trip {
+                        wave: judged.started_waves as usize,
+                        failed: judged.failed,
+                        finished: judged.finished,
+                        at: now,
+                    });
+                }
                 timeline.push(TimelineEntry {
                     at: now,
                     kind,
@@ -458,16 +440,6 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
             split(&mut timings.write);
             status = decision.status;
             memory = decision.memory;
-            if tripped_now
-                && let Some((wave, failed, finished)) = first_trip(&status, &memory, &spec)
-            {
-                trip = Some(Trip {
-                    wave,
-                    failed,
-                    finished,
-                    at: now,
-                });
-            }
             fleet.drain_notices();
             split(&mut timings.fleet);
             progress.update(&status, now - START_MICROS);

@@ -50,8 +50,8 @@ use crate::api::conditions::{self, READY, UNKNOWN, new_condition, reason};
 use crate::api::rollout::RolloutStatus;
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
 use crate::engine::{
-    self, Blocker, Decision, EngineError, EngineInput, EventType as EngineEventType, IndexConfig,
-    PollHint, order_seed,
+    self, Blocker, Decision, EngineError, EngineEvent, EngineInput, EventType as EngineEventType,
+    IndexConfig, PollHint, order_seed,
 };
 use crate::otau::Manifest;
 use crate::platform::Platform;
@@ -732,7 +732,7 @@ async fn report(
                 &rollout.object_ref(&()),
                 type_,
                 event.reason,
-                &event_action(&event.message),
+                &event_action(event),
                 &event.message,
             )
             .await;
@@ -750,19 +750,12 @@ async fn report(
     write_status(ctx, rollout, uid, &decision.status, important).await
 }
 
-/// The Event `action` of an engine event: `Wave<k>` when the message is about wave k, else
-/// `Rollout`. The shared Recorder folds repeats of the same (reason, action) into one series
-/// that keeps the first note, so "wave 2 started" must not repeat "wave 1 started".
-pub fn event_action(message: &str) -> String {
-    message
-        .split("wave ")
-        .nth(1)
-        .map(|rest| {
-            rest.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .filter(|digits| !digits.is_empty())
+/// The Event `action` of an engine event: `Wave<k>` when the engine says it concerns wave k,
+/// else `Rollout`. The shared Recorder folds repeats of the same (reason, action) into one
+/// series that keeps the first note, so "wave 2 started" must not repeat "wave 1 started".
+pub fn event_action(event: &EngineEvent) -> String {
+    event
+        .wave
         .map_or_else(|| "Rollout".to_owned(), |k| format!("Wave{k}"))
 }
 
@@ -848,13 +841,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_actions_name_the_wave() {
-        assert_eq!(
-            event_action("wave 2/4 (canary) started: 10 more devices"),
-            "Wave2"
-        );
-        assert_eq!(event_action("wave 12/20 completed"), "Wave12");
-        assert_eq!(event_action("all 4 waves complete"), "Rollout");
-        assert_eq!(event_action("waves up to 3 approved"), "Rollout");
+    fn event_actions_name_the_wave_the_engine_names() {
+        let started = EngineEvent::normal(engine::reason::WAVE_STARTED, "wave 2/4 started".into());
+        assert_eq!(event_action(&started.clone().about_wave(2)), "Wave2");
+        assert_eq!(event_action(&started.about_wave(12)), "Wave12");
+        let complete = EngineEvent::normal(engine::reason::ROLLOUT_COMPLETE, "all 4 waves".into());
+        assert_eq!(event_action(&complete), "Rollout");
     }
 }
