@@ -4,11 +4,18 @@
 use crate::api::conditions::{
     self, FALSE, PROGRESSING, READY, UNKNOWN, new_condition, rollout_phase, set_condition,
 };
-use crate::api::rollout::{PauseInfo, RolloutStatus, WavePlan, success_rate, wave_progress};
+use std::borrow::Cow;
 
-use super::control::{paused_by, read_control, user_pause_events};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::rollout::{
+    DeviceFailure, HeldDevices, PauseInfo, RolloutStatus, WavePlan, success_rate, wave_progress,
+};
+
+use super::control::{Control, paused_by, read_control, user_pause_events};
 use super::counts::{attributed_counts, held_by_wave, held_in_plan, sum_counts};
 use super::device::{DeviceState, EvalContext, evaluate};
+use super::events::EngineEvent;
 use super::failures::recent_failures;
 use super::index::DeviceIndex;
 use super::memory::AbortCause;
@@ -21,8 +28,10 @@ use super::outcome::{
 };
 use super::policy::{ParsedPolicy, StepJudge, StepStart, judge_at_step_start};
 use super::status::{Overall, set_conditions, time_from_micros};
-use super::waves::{AdvanceInput, Holds, Progression, advance, cumulative_sizes, positional_wave};
-use super::{Blocker, Decision, EngineError, EngineInput, PollHint, Requeue};
+use super::waves::{
+    AdvanceInput, Holds, Progression, Stop, advance, cumulative_sizes, positional_wave,
+};
+use super::{Blocker, Decision, EngineError, EngineInput, Notification, PollHint, Requeue};
 
 /// Per-device states of one pass, with what the wave logic needs.
 struct Pass {
@@ -91,20 +100,53 @@ fn check_index(input: &EngineInput<'_>, index: &DeviceIndex) -> Result<(), Engin
 }
 
 /// One step with device state available. Pure: the same input, index and `now` (µs) give the
-/// same decision; see the crate docs for what it returns. Reads as: control actions, device
-/// states, the threshold, the waves, the notifications, then the status that renders them.
+/// same decision; see the crate docs for what it returns. Reads as: control actions and device
+/// states, the threshold and the waves, the notifications, then the status that renders them.
 pub fn reconcile(
     input: &EngineInput<'_>,
     index: &DeviceIndex,
     now: Micros,
 ) -> Result<Decision, EngineError> {
-    let spec = input.spec;
-    let policy = ParsedPolicy::parse(spec)?;
+    let policy = ParsedPolicy::parse(input.spec)?;
     check_index(input, index)?;
-    let now_t = time_from_micros(now);
-    let prev = input.status;
-    let n_waves = spec.waves.len();
+    let mut step = begin_step(input, index, &policy, now);
+    let stop = advance_waves(input, index, &policy, &mut step);
+    let notifications = notify(input, index, &policy, &mut step);
+    Ok(finish_step(input, &policy, step, &stop, notifications))
+}
 
+/// What a step has decided so far.
+struct Step<'i> {
+    now: Micros,
+    now_t: Time,
+    control: Control,
+    events: Vec<EngineEvent>,
+    progression: Progression,
+    /// Index entries in rollout order (borrowed from the index when it keeps the order).
+    order: Cow<'i, [u32]>,
+    sizes: Vec<u64>,
+    starts: Vec<Option<Micros>>,
+    ctx: EvalContext,
+    pass: Pass,
+    /// The waves started before this step (judged at its start).
+    judged_waves: usize,
+    held_now: Vec<HeldDevices>,
+    user_paused: bool,
+    holds: Holds,
+    /// The newest failures, from the states before this step's writes.
+    recent_failures: Vec<DeviceFailure>,
+}
+
+/// Reads the control actions and every device's state, and judges the waves started before
+/// this step against the threshold.
+fn begin_step<'i>(
+    input: &EngineInput<'_>,
+    index: &'i DeviceIndex,
+    policy: &ParsedPolicy,
+    now: Micros,
+) -> Step<'i> {
+    let (spec, prev) = (input.spec, input.status);
+    let now_t = time_from_micros(now);
     let mut control = read_control(
         spec,
         input.annotations,
@@ -113,23 +155,19 @@ pub fn reconcile(
         &now_t,
     );
     let mut events = std::mem::take(&mut control.events);
-    let mut progression = Progression::from_status(spec, prev);
+    let progression = Progression::from_status(spec, prev);
     let order = index.ordered();
-    let n = order.len() as u64;
-    let sizes = cumulative_sizes(&spec.waves, n);
+    let sizes = cumulative_sizes(&spec.waves, order.len() as u64);
     let starts = progression.starts();
-    let mut ctx = EvalContext {
+    let ctx = EvalContext {
         now,
         timeout: policy.timeout,
         max_attempts: policy.max_attempts,
         retries_allowed: !control.aborted(),
         rollout_started_at: None,
     };
-    let mut pass = evaluate_all(index, &order, &sizes, &starts, ctx);
+    let pass = evaluate_all(index, &order, &sizes, &starts, ctx);
     let judged_waves = progression.current;
-    let held_now = held_by_wave(&pass.states, &sizes, judged_waves);
-
-    // The threshold over the waves started before this step.
     let judge = StepJudge {
         states: &pass.states,
         sizes: &sizes,
@@ -137,14 +175,14 @@ pub fn reconcile(
     };
     let verdict = judge_at_step_start(
         &judge,
-        &policy,
+        policy,
         StepStart {
             started: judged_waves,
             auto_pause: auto_pause_of(prev),
             resume: control.resume,
             generation: input.generation,
             aborted: control.aborted(),
-            all_done_before: progression.all_done(n_waves),
+            all_done_before: progression.all_done(spec.waves.len()),
             baselines: &control.memory.baselines,
             now: &now_t,
         },
@@ -154,132 +192,183 @@ pub fn reconcile(
     if let Some(record) = verdict.abort {
         control.memory.aborted = Some(record);
     }
-
-    // The waves: complete the current one, soak, approval gate, start the next (each start
-    // judged before anything else moves).
     let user_paused = spec.paused || control.memory.paused_by_annotation_since.is_some();
     let aborted = control.aborted();
-    let previous_reason = prev.pause.as_ref().map(|p| p.reason.as_str());
     events.extend(user_pause_events(
         user_paused,
         aborted,
         verdict.auto_pause.is_some(),
-        previous_reason,
+        prev.pause.as_ref().map(|p| p.reason.as_str()),
         paused_by(spec),
     ));
-    let mut holds = Holds {
-        hold: aborted || verdict.auto_pause.is_some() || user_paused,
-        auto_pause: verdict.auto_pause,
-        aborted,
-        abort: None,
+    Step {
+        now,
+        now_t,
+        held_now: held_by_wave(&pass.states, &sizes, judged_waves),
+        holds: Holds {
+            hold: aborted || verdict.auto_pause.is_some() || user_paused,
+            auto_pause: verdict.auto_pause,
+            aborted,
+            abort: None,
+        },
+        control,
+        events,
+        progression,
+        order,
+        sizes,
+        starts,
+        ctx,
+        pass,
+        judged_waves,
+        user_paused,
+        recent_failures: Vec::new(),
+    }
+}
+
+/// The waves: complete the current one, soak, approval gate, start the next (each start
+/// judged before anything else moves). An abort by the threshold makes failures final.
+fn advance_waves(
+    input: &EngineInput<'_>,
+    index: &DeviceIndex,
+    policy: &ParsedPolicy,
+    step: &mut Step<'_>,
+) -> Stop {
+    let judge = StepJudge {
+        states: &step.pass.states,
+        sizes: &step.sizes,
+        threshold: &policy.threshold,
     };
     let stop = advance(
         &AdvanceInput {
-            spec,
-            policy: &policy,
-            sizes: &sizes,
-            targets: n,
-            now,
-            now_t: &now_t,
-            approved_wave: control.approved_wave,
-            unfinished: &pass.unfinished,
-            unfinished_notified: &pass.unfinished_notified,
+            spec: input.spec,
+            policy,
+            sizes: &step.sizes,
+            targets: step.order.len() as u64,
+            now: step.now,
+            now_t: &step.now_t,
+            approved_wave: step.control.approved_wave,
+            unfinished: &step.pass.unfinished,
+            unfinished_notified: &step.pass.unfinished_notified,
             judge: &judge,
-            baselines: &control.memory.baselines,
-            judged_waves,
+            baselines: &step.control.memory.baselines,
+            judged_waves: step.judged_waves,
             generation: input.generation,
         },
-        &mut progression,
-        &mut holds,
-        &mut events,
+        &mut step.progression,
+        &mut step.holds,
+        &mut step.events,
     );
-    if let Some(record) = holds.abort.take() {
-        control.memory.aborted = Some(record);
+    if let Some(record) = step.holds.abort.take() {
+        step.control.memory.aborted = Some(record);
     }
-    if holds.aborted && ctx.retries_allowed {
+    if step.holds.aborted && step.ctx.retries_allowed {
         // Aborted in this step: no retry will follow, so failed attempts are final now.
-        ctx.retries_allowed = false;
-        pass = evaluate_all(index, &order, &sizes, &starts, ctx);
+        step.ctx.retries_allowed = false;
+        step.pass = evaluate_all(index, &step.order, &step.sizes, &step.starts, step.ctx);
     }
+    // Before this step's writes: a retry being written now still shows the failure that
+    // caused it.
+    step.recent_failures =
+        recent_failures(index, &step.order, &step.pass.states, policy, &step.ctx);
+    stop
+}
 
-    // Recent failures, from the states before this step's writes (a retry being written now
-    // still shows the failure that caused it).
-    let recent_failures = recent_failures(index, &order, &pass.states, &policy, &ctx);
-    let current = progression.current;
-    let notifications = if holds.hold || current == 0 {
-        Vec::new()
-    } else {
-        let batch = input.max_notifications.unwrap_or(usize::MAX);
-        choose_notifications(
-            &NotifyInput {
-                index,
-                order: &order,
-                covered: sizes[current - 1],
-                policy: &policy,
-                in_flight: pass.in_flight,
-                batch,
-            },
-            &mut pass.states,
-        )
-    };
+/// The writes of this step (none while held or before the first wave).
+fn notify(
+    input: &EngineInput<'_>,
+    index: &DeviceIndex,
+    policy: &ParsedPolicy,
+    step: &mut Step<'_>,
+) -> Vec<Notification> {
+    let current = step.progression.current;
+    if step.holds.hold || current == 0 {
+        return Vec::new();
+    }
+    choose_notifications(
+        &NotifyInput {
+            index,
+            order: &step.order,
+            covered: step.sizes[current - 1],
+            policy,
+            in_flight: step.pass.in_flight,
+            batch: input.max_notifications.unwrap_or(usize::MAX),
+        },
+        &mut step.pass.states,
+    )
+}
 
-    // The status that renders this step's decisions: counts after the writes first.
-    let buckets = attributed_counts(&pass.states, &sizes, current);
-    for (i, wave) in progression.waves.iter_mut().enumerate() {
+/// The status that renders this step's decisions, and the decision.
+fn finish_step(
+    input: &EngineInput<'_>,
+    policy: &ParsedPolicy,
+    mut step: Step<'_>,
+    stop: &Stop,
+    notifications: Vec<Notification>,
+) -> Decision {
+    let prev = input.status;
+    let n_waves = input.spec.waves.len();
+    let current = step.progression.current;
+    let buckets = attributed_counts(&step.pass.states, &step.sizes, current);
+    for (i, wave) in step.progression.waves.iter_mut().enumerate() {
         wave.counts = buckets[i + 1].clone();
     }
     let totals = sum_counts(&buckets);
     let pause = shown_pause(&PauseInput {
-        aborted: holds.aborted,
-        auto_pause: holds.auto_pause.as_ref(),
-        user_paused,
-        paused_by_annotation_since: control.memory.paused_by_annotation_since.as_ref(),
+        aborted: step.holds.aborted,
+        auto_pause: step.holds.auto_pause.as_ref(),
+        user_paused: step.user_paused,
+        paused_by_annotation_since: step.control.memory.paused_by_annotation_since.as_ref(),
         previous: prev.pause.as_ref(),
-        stop: &stop,
-        now: &now_t,
+        stop,
+        now: &step.now_t,
         generation: input.generation,
     });
-    events.extend(approval_event(
-        &stop,
+    step.events.extend(approval_event(
+        stop,
         pause.as_ref(),
         prev.pause.as_ref(),
         n_waves,
     ));
-    let judge = StepJudge {
-        states: &pass.states,
-        sizes: &sizes,
-        threshold: &policy.threshold,
-    };
     let overall = overall(&OverallInput {
-        abort: control.memory.aborted.as_ref(),
-        auto_paused: holds.auto_pause.is_some(),
-        all_done: progression.all_done(n_waves),
-        user_paused,
-        paused_by: paused_by(spec),
-        stop: &stop,
+        abort: step.control.memory.aborted.as_ref(),
+        auto_paused: step.holds.auto_pause.is_some(),
+        all_done: step.progression.all_done(n_waves),
+        user_paused: step.user_paused,
+        paused_by: paused_by(input.spec),
+        stop,
         current,
         n_waves,
         totals: &totals,
         buckets: &buckets,
-        judge: &judge,
-        baselines: &control.memory.baselines,
+        judge: &StepJudge {
+            states: &step.pass.states,
+            sizes: &step.sizes,
+            threshold: &policy.threshold,
+        },
+        baselines: &step.control.memory.baselines,
         threshold: &policy.threshold,
     });
     let mut conds = prev.conditions.clone();
-    set_conditions(&mut conds, &overall, user_paused, input.generation, &now_t);
-    events.extend(completion_event(
+    set_conditions(
+        &mut conds,
+        &overall,
+        step.user_paused,
+        input.generation,
+        &step.now_t,
+    );
+    step.events.extend(completion_event(
         &overall,
         &prev.conditions,
         n_waves,
         &totals,
     ));
     let requeue = requeue(&RequeueInput {
-        earliest_timeout: pass.earliest_timeout,
+        earliest_timeout: step.pass.earliest_timeout,
         notified: !notifications.is_empty(),
-        stop: &stop,
-        aborted: holds.aborted,
+        stop,
+        aborted: step.holds.aborted,
         in_flight_after: totals.notified + totals.in_progress,
-        now,
+        now: step.now,
         timeout: policy.timeout,
     });
     let status = RolloutStatus {
@@ -289,32 +378,37 @@ pub fn reconcile(
         current_wave: current as i32,
         wave_progress: Some(wave_progress(current as i32, n_waves)),
         plan: Some(WavePlan {
-            targets: n as i64,
-            cumulative: sizes.iter().map(|&s| s as i64).collect(),
-            held: held_in_plan(prev.plan.as_ref(), &held_now, judged_waves, n_waves),
+            targets: step.order.len() as i64,
+            cumulative: step.sizes.iter().map(|&s| s as i64).collect(),
+            held: held_in_plan(
+                prev.plan.as_ref(),
+                &step.held_now,
+                step.judged_waves,
+                n_waves,
+            ),
         }),
-        waves: progression.waves,
+        waves: step.progression.waves,
         success_rate: success_rate(&totals),
         last_progress_at: last_progress_at(
             &totals,
             &prev.totals,
             prev.last_progress_at.as_ref(),
             current >= 1,
-            &now_t,
+            &step.now_t,
         ),
         totals,
-        recent_failures,
+        recent_failures: step.recent_failures,
         pause,
-        acted_on: control.acted_on,
-        decisions: control.memory.clone().bounded(),
+        acted_on: step.control.acted_on,
+        decisions: step.control.memory.clone().bounded(),
     };
-    Ok(Decision {
+    Decision {
         notifications,
         status,
-        memory: control.memory,
-        events,
+        memory: step.control.memory,
+        events: step.events,
         requeue,
-    })
+    }
 }
 
 /// The automatic pause in a status, if the threshold holds it.
