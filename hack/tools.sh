@@ -71,12 +71,14 @@ build_control_plane() {
 }
 
 # ---- the GitOps evaluators: kstatus and argocd-lua (Go helpers under hack/) --------------
-# Measured on the 2-core machine while two Rust builds ran (2026-12-06), modules already in the
-# module cache (the download itself: kstatus 4 s, argocd-lua 23 s for `go mod tidy`):
-#   kstatus     cold (empty GOCACHE) KSTATUS_COLD, warm (stamp present) skipped in ~0.01 s
-#   argocd-lua  cold (empty GOCACHE) ARGOCD_COLD, warm skipped in ~0.01 s
-# Build cache they add: kstatus KSTATUS_CACHE, argocd-lua ARGOCD_CACHE (GOCACHE); binaries
-# 8.6 MB and ARGOCD_BIN.
+# Measured 2026-12-06 on the 2-core machine while two Rust builds ran, modules already in the
+# module cache (fetching them: `go mod download`/`tidy` took 4 s for kstatus, 9-23 s for
+# argocd-lua), build cache empty (GOCACHE=<new folder> hack/tools.sh gitops):
+#   kstatus     cold  82 s (99 s in another run), warm (stamp present) skipped
+#   argocd-lua  cold 332 s (1446 packages: Argo CD's API types and gRPC client come with util/lua)
+#   both        cold 415 s wall, 256 s CPU; warm `hack/tools.sh gitops` 0.1 s
+# They add 1.2 GB to GOCACHE, module sources of ~650 MB (argocd-lua, 156 modules) and ~110 MB
+# (kstatus) to GOMODCACHE, and binaries of 8.6 MB (kstatus) and 71 MB (argocd-lua).
 build_go_helper() {
   local name=$1 version=$2 src=$HERE/$1
   local sum

@@ -545,3 +545,49 @@ fn label_value(test_name: &str) -> String {
         trimmed.to_owned()
     }
 }
+
+/// kstatus' verdict (`status.Compute` of `sigs.k8s.io/cli-utils`, what Flux's health checks and
+/// kpt use) on `objects` (one object or a `List`, as `kubectl get -o json` prints), through the
+/// `kstatus` helper `hack/tools.sh` builds: `(status, message)` per object, in order.
+pub fn kstatus(objects: &serde_json::Value) -> Vec<(String, String)> {
+    use std::io::Write;
+    let program = tool("kstatus");
+    let mut child = Command::new(&program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(objects.to_string().as_bytes())
+        .expect("write to kstatus");
+    let out = child.wait_with_output().expect("kstatus output");
+    assert!(
+        out.status.success(),
+        "kstatus failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("kstatus prints a JSON array");
+    results
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap_or_default().to_owned(),
+                r["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+impl ControlPlane {
+    /// kstatus' verdict on one object as the apiserver returns it (`kubectl get -o json`).
+    pub fn kstatus_of(&self, namespace: &str, resource: &str, name: &str) -> (String, String) {
+        let text = self.kubectl_output(&["get", "-n", namespace, resource, name, "-o", "json"], "");
+        let object: serde_json::Value = serde_json::from_str(&text).expect("kubectl prints JSON");
+        kstatus(&object).remove(0)
+    }
+}
