@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::gitops::{argocd_cm, argocd_health};
-use crate::support::{ControlPlane, repo_root, tool};
+use crate::support::{ControlPlane, argocd_cm, argocd_health, repo_root, run_json, tool};
 
 /// The API group folder in Argo CD's layout.
 const GROUP: &str = "otau.dev";
@@ -88,29 +87,15 @@ fn yaml_json(path: &Path) -> Value {
 /// `hack/argocd-cm.sh`; one result per request.
 fn argocd(requests: &[Value]) -> Vec<Value> {
     let (_guard, cm) = argocd_cm();
-    let mut child = std::process::Command::new(tool("argocd-lua"))
-        .arg(&cm)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run argocd-lua");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(Value::from(requests.to_vec()).to_string().as_bytes())
-            .expect("write requests");
-    }
-    let out = child.wait_with_output().expect("argocd-lua output");
-    assert!(
-        out.status.success(),
-        "argocd-lua failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let results = run_json(
+        &tool("argocd-lua"),
+        &[&cm.to_string_lossy()],
+        &Value::from(requests.to_vec()),
     );
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout).expect("argocd-lua prints JSON");
+    let results = results
+        .as_array()
+        .expect("argocd-lua prints an array")
+        .clone();
     assert_eq!(results.len(), requests.len());
     results
 }

@@ -14,8 +14,6 @@
 //! Both answers must be the table's. hack/tools.sh builds both helpers.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -33,7 +31,7 @@ use otau_operator::platform::PlatformError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::support::{ControlPlane, repo_root, tool};
+use crate::support::{ControlPlane, argocd_cm, argocd_health, repo_root, run_json, tool};
 
 /// The kinds, as the table names them.
 const KINDS: [&str; 3] = ["Rollout", "IoTConnector", "SoftwarePackage"];
@@ -340,85 +338,6 @@ async fn write_case_status(
     }
 }
 
-/// Runs a helper with `input` on stdin and returns its stdout as JSON.
-fn run_helper(program: &Path, args: &[&str], input: &Value) -> Value {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.to_string().as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("helper output");
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        program.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{} printed something that is not JSON ({e}): {}",
-            program.display(),
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// The argocd-cm data `hack/argocd-cm.sh` generates (what docs/gitops.md tells people to
-/// install), in a file that lives as long as the returned guard.
-pub fn argocd_cm() -> (tempfile::TempDir, PathBuf) {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack/argocd-cm.sh"))
-        .current_dir(repo_root())
-        .output()
-        .expect("run hack/argocd-cm.sh");
-    assert!(
-        out.status.success(),
-        "hack/argocd-cm.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("argocd-cm-otau.yaml");
-    std::fs::write(&file, &out.stdout).expect("write argocd-cm");
-    (dir, file)
-}
-
-/// Judges `objects` with Argo CD's health checks in Argo CD's runtime: `(status, message)` each.
-pub fn argocd_health(cm: &Path, objects: &[Value]) -> Vec<(String, String)> {
-    let requests: Vec<Value> = objects
-        .iter()
-        .map(|o| json!({"op": "health", "object": o}))
-        .collect();
-    let results = run_helper(
-        &tool("argocd-lua"),
-        &[&cm.to_string_lossy()],
-        &json!(requests),
-    );
-    results
-        .as_array()
-        .expect("an array")
-        .iter()
-        .map(|r| {
-            assert!(
-                r["error"].is_null(),
-                "Argo CD's runtime refused a health check: {r}"
-            );
-            (
-                r["status"].as_str().unwrap_or_default().to_owned(),
-                r["message"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn kstatus_and_argo_cd_agree_with_the_docs_in_every_state() {
     let rows = table();
@@ -520,7 +439,7 @@ async fn kstatus_and_argo_cd_agree_with_the_docs_in_every_state() {
         let text = cp.kubectl_output(&["get", "-n", &ns, &resource, name, "-o", "json"], "");
         objects.push(serde_json::from_str::<Value>(&text).expect("kubectl prints JSON"));
     }
-    let kstatus = run_helper(
+    let kstatus = run_json(
         &tool("kstatus"),
         &[],
         &json!({"apiVersion": "v1", "kind": "List", "items": objects}),
