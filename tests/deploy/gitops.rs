@@ -258,6 +258,9 @@ fn package_status(generation: Option<i64>, case: &str) -> SoftwarePackageStatus 
                     message: "HTTP 404".into(),
                 },
                 "PlatformUnavailable" => platform(unavailable()),
+                "InUseByRollout" => Error::InUse {
+                    rollouts: "fw-1-0-2".into(),
+                },
                 "PackageInvalid" => platform(PlatformError::Rejected {
                     operation: "register",
                     status: 400,
@@ -374,15 +377,37 @@ async fn kstatus_and_argo_cd_agree_with_the_docs_in_every_state() {
             cases.push((kind.clone(), name, row.case.clone(), row));
         }
     }
+    // A package deleted while a Rollout uses it stays, held by the operator's finalizer.
+    let deleted_while_in_use = |case: &str| case == package::REASON_IN_USE;
     let items: Vec<Value> = cases
         .iter()
-        .map(|(kind, name, _, _)| base_object(kind, name))
+        .map(|(kind, name, case, _)| {
+            let mut object = base_object(kind, name);
+            if deleted_while_in_use(case) {
+                object["metadata"]["finalizers"] = json!([package::FINALIZER]);
+            }
+            object
+        })
         .collect();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     cp.kubectl_output(
         &["apply", "--server-side", "-n", &ns, "-f", "-"],
         &list.to_string(),
     );
+
+    for (_, name, _, _) in cases.iter().filter(|(_, _, c, _)| deleted_while_in_use(c)) {
+        cp.kubectl_output(
+            &[
+                "delete",
+                "-n",
+                &ns,
+                "softwarepackage.otau.dev",
+                name,
+                "--wait=false",
+            ],
+            "",
+        );
+    }
 
     // 2. Write each status as the operator does.
     for (kind, name, case, _) in &cases {
@@ -481,6 +506,7 @@ async fn kstatus_and_argo_cd_agree_with_the_docs_in_every_state() {
         ("Rollout", "InProgress", "Suspended"),
         ("IoTConnector", "InProgress", "Progressing"),
         ("SoftwarePackage", "Failed", "Degraded"),
+        ("SoftwarePackage", "Terminating", "Progressing"),
     ] {
         assert!(
             seen.contains(&(kind.to_owned(), kstatus.to_owned(), argocd.to_owned())),
