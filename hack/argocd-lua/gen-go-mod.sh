@@ -7,11 +7,14 @@
 # copies them (the same trick as hack/control-plane/). Run only when changing the pinned Argo CD
 # version; commit go.mod and go.sum.
 #
-# Why v3.2.x: v3.6.x needs Go 1.27; v3.3.x to v3.5.x build their gitops-engine module from a
-# folder of the Argo CD repository (`replace ... => ./gitops-engine`) that no module on the proxy
-# contains, and the nearest proxy version of it (the stand-alone repository's last snapshot)
-# no longer compiles with them (`k.ManageServerSideDiffDryRuns undefined` in util/kube, and with
-# v3.5.x missing k8s.io/api/autoscaling/v2beta1). v3.2.x requires a published gitops-engine.
+# Why v3.2.x: v3.6.x needs Go 1.27 (`go mod download` refuses it with GOTOOLCHAIN=local).
+# v3.3.x to v3.5.x build their gitops-engine module from a folder of the Argo CD repository
+# (`replace ... => ./gitops-engine`) that no module on the proxy holds: the pseudo-version they
+# require is not served ("This module version is not available"), and the stand-alone
+# github.com/argoproj/gitops-engine at that pseudo-version (the nearest the proxy has, renamed)
+# no longer compiles with them: tried 2026-12-06, v3.4.14 fails with
+# `k.ManageServerSideDiffDryRuns undefined` in util/kube, v3.5.8 with k8s.io/api v0.36.1 missing
+# autoscaling/v2beta1. v3.2.x requires a published stand-alone gitops-engine and builds.
 set -euo pipefail
 ARGOCD_VERSION=${1:-v3.2.12}
 cd "$(dirname "${BASH_SOURCE[0]}")"
