@@ -24,6 +24,11 @@ pub const PAUSED: &str = "Paused";
 pub const COMPLETE: &str = "Complete";
 /// Condition type: needs a human (rejected credentials, invalid package, failures, abort).
 pub const STALLED: &str = "Stalled";
+/// Condition type: the operator is still working towards what the spec asks (or waiting for
+/// something that clears by itself, or for a person to approve or resume). The condition
+/// kstatus (Flux, kpt) reads first: `True` is InProgress. Derived from `Ready` and `Stalled` by
+/// [`set_reconciling`], the only place that rule lives.
+pub const RECONCILING: &str = "Reconciling";
 
 /// Condition status `True`.
 pub const TRUE: &str = "True";
@@ -109,6 +114,52 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) -> boo
             true
         }
     }
+}
+
+/// Sets `Reconciling` from the summary conditions the kind already carries, for all three kinds:
+///
+/// | `Ready` / `Stalled` | `Reconciling` | kstatus |
+/// |---|---|---|
+/// | `Stalled=True` | `False`, reason and message of `Stalled` | Failed |
+/// | `Ready=True` | `False`, reason of `Ready` | Current |
+/// | anything else (`Ready` `False` or `Unknown`, or missing) | `True`, reason and message of `Ready` (`Initializing` without one) | InProgress |
+///
+/// Call it after the other conditions of a step are set, in the same status write, so its
+/// `observedGeneration` is the one they carry. A status written before this condition existed
+/// simply lacks it until the next write.
+pub fn set_reconciling(conditions: &mut Vec<Condition>, generation: Option<i64>, now: Time) {
+    let stalled = find_condition(conditions, STALLED).filter(|c| c.status == TRUE);
+    let ready = find_condition(conditions, READY);
+    let new = match (stalled, ready) {
+        (Some(s), _) => new_condition(
+            RECONCILING,
+            FALSE,
+            &s.reason,
+            s.message.clone(),
+            generation,
+            now,
+        ),
+        (None, Some(r)) if r.status == TRUE => {
+            new_condition(RECONCILING, FALSE, &r.reason, "", generation, now)
+        }
+        (None, Some(r)) => new_condition(
+            RECONCILING,
+            TRUE,
+            &r.reason,
+            r.message.clone(),
+            generation,
+            now,
+        ),
+        (None, None) => new_condition(
+            RECONCILING,
+            TRUE,
+            reason::INITIALIZING,
+            "waiting for the first check",
+            generation,
+            now,
+        ),
+    };
+    set_condition(conditions, new);
 }
 
 /// The condition of the given type, if present.
@@ -322,6 +373,61 @@ mod tests {
         for (conds, expected) in cases {
             assert_eq!(rollout_phase(&conds), expected, "{conds:?}");
         }
+    }
+
+    #[test]
+    fn reconciling_follows_ready_and_stalled() {
+        let reconciling = |conds: Vec<Condition>| {
+            let mut conds = conds;
+            set_reconciling(&mut conds, Some(4), at(50));
+            let c = find_condition(&conds, RECONCILING).expect("set").clone();
+            assert_eq!(c.observed_generation, Some(4));
+            (c.status, c.reason)
+        };
+        let t = |s: &str, r: &str| (s.to_owned(), r.to_owned());
+        assert_eq!(reconciling(vec![]), t(TRUE, reason::INITIALIZING));
+        assert_eq!(
+            reconciling(vec![cond(READY, UNKNOWN, reason::PLATFORM_UNAVAILABLE)]),
+            t(TRUE, reason::PLATFORM_UNAVAILABLE)
+        );
+        assert_eq!(
+            reconciling(vec![
+                cond(READY, FALSE, reason::WAITING_FOR_APPROVAL),
+                cond(STALLED, FALSE, reason::WAITING_FOR_APPROVAL),
+            ]),
+            t(TRUE, reason::WAITING_FOR_APPROVAL)
+        );
+        assert_eq!(
+            reconciling(vec![
+                cond(READY, TRUE, reason::CONNECTED),
+                cond(STALLED, FALSE, reason::CONNECTED),
+            ]),
+            t(FALSE, reason::CONNECTED)
+        );
+        assert_eq!(
+            reconciling(vec![
+                cond(READY, FALSE, reason::ABORTED),
+                cond(STALLED, TRUE, reason::ABORTED),
+            ]),
+            t(FALSE, reason::ABORTED)
+        );
+    }
+
+    #[test]
+    fn reconciling_keeps_its_transition_time_while_unchanged() {
+        let mut conds = vec![cond(READY, FALSE, reason::UPLOADING)];
+        set_reconciling(&mut conds, Some(1), at(10));
+        set_reconciling(&mut conds, Some(2), at(20));
+        let c = find_condition(&conds, RECONCILING).expect("set");
+        assert_eq!(c.last_transition_time, at(10));
+        assert_eq!(c.observed_generation, Some(2));
+        conds[0] = cond(READY, TRUE, reason::REGISTERED);
+        set_reconciling(&mut conds, Some(2), at(30));
+        let c = find_condition(&conds, RECONCILING).expect("set");
+        assert_eq!(
+            (c.status.as_str(), &c.last_transition_time),
+            (FALSE, &at(30))
+        );
     }
 
     #[test]

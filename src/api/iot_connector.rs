@@ -315,7 +315,8 @@ pub struct CaBundleRef {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IoTConnectorStatus {
-    /// Conditions: `Ready` (credentials accepted) and `Stalled` (credentials rejected).
+    /// Conditions: `Ready` (credentials accepted), `Stalled` (credentials rejected) and
+    /// `Reconciling` (neither yet: initializing, Secret missing, platform unavailable).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

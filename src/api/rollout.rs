@@ -421,7 +421,8 @@ pub enum RolloutPhase {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
-    /// Conditions: `Ready`, `Progressing`, `Paused`, `Complete`, `Stalled`.
+    /// Conditions: `Ready`, `Progressing`, `Paused`, `Complete`, `Stalled`, and `Reconciling`
+    /// (neither complete nor stalled: waves, soaks, approvals and pauses are in progress).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -268,7 +268,8 @@ impl PackageFile {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SoftwarePackageStatus {
-    /// Conditions: `Ready` (registered), `Progressing` (uploading), `Stalled` (invalid).
+    /// Conditions: `Ready` (registered), `Progressing` (uploading), `Stalled` (invalid) and
+    /// `Reconciling` (neither registered nor invalid yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

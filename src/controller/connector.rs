@@ -24,6 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -173,25 +174,12 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
             (ready, stalled, why, error.to_string())
         }
     };
-    let at = now();
-    set_condition(
+    set_conditions(
         &mut status.conditions,
-        new_condition(READY, ready, why, message.clone(), generation, at.clone()),
-    );
-    set_condition(
-        &mut status.conditions,
-        new_condition(
-            STALLED,
-            stalled,
-            why,
-            if stalled == TRUE {
-                message.clone()
-            } else {
-                String::new()
-            },
-            generation,
-            at,
-        ),
+        generation,
+        (ready, stalled, why),
+        &message,
+        now(),
     );
     let api: Api<IoTConnector> = Api::namespaced(ctx.client.clone(), &namespace);
     let written = apply_status(&api, &name, "IoTConnector", &status).await;
@@ -230,6 +218,35 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
             Err(error)
         }
     }
+}
+
+/// The conditions of a connector, the one place they are set: `Ready` and `Stalled` as
+/// [`classify`] (or a successful check) decides, both with reason `why`, then `Reconciling` from
+/// them ([`conditions::set_reconciling`]).
+pub fn set_conditions(
+    conds: &mut Vec<Condition>,
+    generation: Option<i64>,
+    (ready, stalled, why): (&str, &str, &str),
+    message: &str,
+    at: Time,
+) {
+    set_condition(
+        conds,
+        new_condition(READY, ready, why, message, generation, at.clone()),
+    );
+    let stalled_message = if stalled == TRUE { message } else { "" };
+    set_condition(
+        conds,
+        new_condition(
+            STALLED,
+            stalled,
+            why,
+            stalled_message,
+            generation,
+            at.clone(),
+        ),
+    );
+    conditions::set_reconciling(conds, generation, at);
 }
 
 /// The Ready status, Stalled status and reason for a failed check.

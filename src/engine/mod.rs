@@ -69,6 +69,7 @@ pub use policy::{
     started_waves_text,
 };
 pub use reconcile::{reconcile, reconcile_blocked};
+pub use status::{Overall, set_conditions};
 pub use waves::{cumulative_sizes, positional_wave};
 
 /// Everything a step reads besides the device index and the time.

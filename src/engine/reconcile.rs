@@ -470,6 +470,7 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
             set_conditions(&mut conds, &overall, false, generation, &now_t);
         }
     }
+    conditions::set_reconciling(&mut conds, generation, now_t);
     status.phase = Some(rollout_phase(&conds));
     status.conditions = conds;
     status.observed_generation = input.generation;

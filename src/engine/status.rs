@@ -64,7 +64,16 @@ pub enum Overall {
     WaveInProgress(String),
 }
 
-/// Sets the five Rollout conditions for `overall`, keeping transition times of unchanged ones.
+/// Sets the six Rollout conditions for `overall`, keeping transition times of unchanged ones:
+/// the five below, then `Reconciling` from them ([`conditions::set_reconciling`]), so kstatus
+/// (Flux) reads:
+///
+/// | `overall` | kstatus |
+/// |---|---|
+/// | `WaveInProgress`, `Soaking` | InProgress |
+/// | `WaitingForApproval`, `PausedByUser` | InProgress (until a person approves or resumes) |
+/// | `FailureThresholdExceeded`, `Aborted` | Failed (`Stalled=True`; nothing more is written) |
+/// | `Complete` | Current |
 pub fn set_conditions(
     conditions: &mut Vec<Condition>,
     overall: &Overall,
@@ -117,6 +126,7 @@ pub fn set_conditions(
         Overall::Soaking(m) => moving(&mut set, reason::SOAKING, m),
         Overall::WaveInProgress(m) => moving(&mut set, reason::WAVE_IN_PROGRESS, m),
     }
+    conditions::set_reconciling(conditions, generation, now.clone());
 }
 
 fn held(set: &mut impl FnMut(&str, &str, &str, &str), r: &str, m: &str) {

@@ -189,6 +189,7 @@ pub fn status_view(rollout: &Rollout, now: Timestamp, style: &Style) -> String {
                 let tone = match (c.type_.as_str(), c.status.as_str()) {
                     ("Stalled", "True") => Tone::Bad,
                     ("Paused", "True") => Tone::Warn,
+                    ("Reconciling", "True") => Tone::Busy,
                     (_, "True") => Tone::Good,
                     _ => Tone::Dim,
                 };

@@ -85,6 +85,10 @@ async fn wrong_token_is_rejected_and_stalls() {
         ("True", "CredentialsRejected")
     );
     assert!(stalled.message.contains("401"), "{}", stalled.message);
+    // Flux's kstatus reads the operator's status as failed, with the condition's message.
+    let (verdict, message) = cp.kstatus_of(&ns, "iotconnector.otau.dev", "emu");
+    assert_eq!(verdict, "Failed", "{message}");
+    assert!(message.contains("401"), "{message}");
     let metrics = op.metrics().await;
     assert_eq!(metric_value(&metrics, &ttl_series(&ns, "emu")), Some(0.0));
     assert!(
@@ -114,9 +118,25 @@ async fn missing_secret_then_ready_once_it_appears() {
         condition(&connector, "Stalled").expect("Stalled").status,
         "False"
     );
+    // Reconciling=True: Flux's kstatus waits instead of calling the connector ready.
+    let reconciling = condition(&connector, "Reconciling").expect("Reconciling");
+    assert_eq!(
+        (reconciling.status.as_str(), reconciling.reason.as_str()),
+        ("True", "SecretNotFound")
+    );
+    let (verdict, message) = cp.kstatus_of(&ns, "iotconnector.otau.dev", "emu");
+    assert_eq!(verdict, "InProgress", "{message}");
 
     apply(cp, &ns, &secret_yaml("late-token", MTOKEN));
-    wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    let connector = wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    assert_eq!(
+        condition(&connector, "Reconciling")
+            .expect("Reconciling")
+            .status,
+        "False"
+    );
+    let (verdict, message) = cp.kstatus_of(&ns, "iotconnector.otau.dev", "emu");
+    assert_eq!(verdict, "Current", "{message}");
     assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
 }
 

@@ -1,61 +1,26 @@
 //! The Argo CD health checks and resource actions in `deploy/argocd/` (Argo CD's own layout),
-//! run under a real Lua 5.1 interpreter (Debian's `lua5.1`; Argo CD uses Lua 5.1 semantics)
-//! against their `health_test.yaml` / `action_test.yaml` cases, and the test objects checked
-//! against the real CRDs with a server-side dry run.
+//! run in Argo CD's own Lua runtime (`github.com/argoproj/argo-cd/v3/util/lua`, through the
+//! `argocd-lua` helper that hack/tools.sh builds) against their `health_test.yaml` /
+//! `action_test.yaml` cases, installed the way docs/gitops.md says (`hack/argocd-cm.sh`), and
+//! the test objects checked against the real CRDs with a server-side dry run.
 //!
-//! Each object is converted here (serde_yaml → a Lua table literal) so the Lua side needs no
-//! JSON library. The harness fixes `os.time`/`os.date` at 2026-11-27T12:00:00Z, so the nonce an
-//! action writes is known, and prints results as JSON with a small encoder.
+//! Argo CD's runtime opens only the base, table and (its safe) os libraries for custom scripts
+//! unless `useOpenLibs` is set, so a script that calls `string.format` works under a plain Lua
+//! 5.1 and fails in Argo CD; that is why the cases run there and not under `lua5.1`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::support::{ControlPlane, repo_root};
+use crate::support::{ControlPlane, argocd_cm, argocd_health, repo_root, run_json, tool};
 
 /// The API group folder in Argo CD's layout.
 const GROUP: &str = "otau.dev";
 /// Every kind with a health check.
 const KINDS: [&str; 3] = ["Rollout", "IoTConnector", "SoftwarePackage"];
-/// The nonce the actions write with the harness's fixed clock.
+/// The nonce in the expected outputs; the real one (Argo CD's clock) replaces it when compared.
 const FIXED_NONCE: &str = "argocd-20261127T120000Z";
-
-/// The Lua harness: a fixed clock and a JSON encoder.
-const PRELUDE: &str = r#"
-local FIXED = 1795780800
-local real_date = os.date
-os.time = function() return FIXED end
-os.date = function(format, t) return real_date(format, t or FIXED) end
-
-local function encode(v)
-  local t = type(v)
-  if t == "nil" then return "null" end
-  if t == "boolean" then return tostring(v) end
-  if t == "number" then
-    if v == math.floor(v) and math.abs(v) < 1e15 then return string.format("%d", v) end
-    return string.format("%.17g", v)
-  end
-  if t == "string" then
-    return '"' .. v:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
-  end
-  if t ~= "table" then error("cannot encode a " .. t) end
-  local count = 0
-  for _ in pairs(v) do count = count + 1 end
-  if count > 0 and count == #v then
-    local items = {}
-    for i = 1, #v do items[i] = encode(v[i]) end
-    return "[" .. table.concat(items, ",") .. "]"
-  end
-  local keys = {}
-  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-  table.sort(keys)
-  local items = {}
-  for _, k in ipairs(keys) do items[#items + 1] = encode(k) .. ":" .. encode(v[k]) end
-  return "{" .. table.concat(items, ",") .. "}"
-end
-"#;
 
 /// `health_test.yaml`.
 #[derive(Debug, Deserialize)]
@@ -118,114 +83,69 @@ fn yaml_json(path: &Path) -> Value {
         .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
 }
 
-/// A Lua string literal: printable ASCII as is, every other byte as a decimal escape.
-fn lua_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for b in s.bytes() {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\{b}")),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A JSON value as a Lua table literal (arrays 1-based; `null` becomes `nil`).
-fn lua_literal(value: &Value) -> String {
-    match value {
-        Value::Null => "nil".to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => lua_string(s),
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(lua_literal).collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        Value::Object(map) => {
-            let items: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("[{}] = {}", lua_string(k), lua_literal(v)))
-                .collect();
-            format!("{{{}}}", items.join(", "))
-        }
-    }
-}
-
-/// The `lua5.1` interpreter (Debian's package; Argo CD runs Lua 5.1 semantics).
-fn lua() -> PathBuf {
-    let candidates = [PathBuf::from("/usr/bin/lua5.1")];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("lua5.1 is missing: install Debian's lua5.1 package (hack/tools.sh does)")
-        })
-}
-
-/// Runs `script` (a file) with `obj` set to `object`, and returns what the harness printed:
-/// the script's result encoded as JSON.
-fn run(script: &Path, object: &Value) -> Value {
-    let program = format!(
-        "{PRELUDE}\nobj = {}\nlocal result = dofile({})\nio.write(encode(result))\n",
-        lua_literal(object),
-        lua_string(&script.to_string_lossy())
+/// Runs `requests` in Argo CD's runtime (hack/argocd-lua) with the argocd-cm data of
+/// `hack/argocd-cm.sh`; one result per request.
+fn argocd(requests: &[Value]) -> Vec<Value> {
+    let (_guard, cm) = argocd_cm();
+    let results = run_json(
+        &tool("argocd-lua"),
+        &[&cm.to_string_lossy()],
+        &Value::from(requests.to_vec()),
     );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("harness.lua");
-    std::fs::write(&file, program).expect("write the harness");
-    let output = Command::new(lua()).arg(&file).output().expect("run lua5.1");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{} failed under lua5.1: {}",
-        script.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "{} printed something that is not JSON ({e}): {stdout}",
-            script.display()
-        )
-    })
+    let results = results
+        .as_array()
+        .expect("argocd-lua prints an array")
+        .clone();
+    assert_eq!(results.len(), requests.len());
+    results
 }
 
-#[test]
-fn the_lua_literal_round_trips_through_the_interpreter() {
-    let value = serde_json::json!({
-        "s": "quote \" backslash \\ newline \n tab \t unicode é ✓",
-        "n": 3, "f": 1.5, "b": false,
-        "list": [1, "two", {"three": 3}],
-        "nested": {"a": {"b": "c"}}
-    });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let identity = dir.path().join("identity.lua");
-    std::fs::write(&identity, "return obj\n").expect("write");
-    assert_eq!(run(&identity, &value), value);
+/// Whether `value` is a nonce Argo CD's clock wrote between `before` and `after` (UTC,
+/// `argocd-YYYYMMDDTHHMMSSZ`).
+fn is_fresh_nonce(value: &str, before: &str, after: &str) -> bool {
+    let Some(stamp) = value.strip_prefix("argocd-") else {
+        return false;
+    };
+    stamp.len() == 16
+        && stamp.as_bytes()[8] == b'T'
+        && stamp.ends_with('Z')
+        && before <= stamp
+        && stamp <= after
+}
+
+/// Now as the action scripts write it.
+fn stamp_now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string()
 }
 
 #[test]
 fn health_checks_match_their_test_cases() {
-    let mut cases = 0;
+    let (_guard, cm) = argocd_cm();
+    let mut cases = Vec::new();
     for kind in KINDS {
         let dir = kind_dir(kind);
-        let script = dir.join("health.lua");
         let tests: HealthTests = serde_yaml::from_str(&read(&dir.join("health_test.yaml")))
             .unwrap_or_else(|e| panic!("{kind}/health_test.yaml: {e}"));
         assert!(!tests.tests.is_empty(), "{kind}: no health tests");
         for test in tests.tests {
             let object = yaml_json(&dir.join(&test.input_path));
-            let got: HealthStatus = serde_json::from_value(run(&script, &object))
-                .unwrap_or_else(|e| panic!("{kind} {}: {e}", test.input_path));
-            assert_eq!(got, test.health_status, "{kind} {}", test.input_path);
-            cases += 1;
+            cases.push((kind, test, object));
         }
     }
+    let objects: Vec<Value> = cases.iter().map(|(_, _, o)| o.clone()).collect();
+    let got = argocd_health(&cm, &objects);
+    for ((kind, test, _), (status, message)) in cases.iter().zip(got) {
+        assert_eq!(
+            HealthStatus { status, message },
+            test.health_status,
+            "{kind} {}",
+            test.input_path
+        );
+    }
     // Every state of the brief is covered at least once.
-    assert!(cases >= 20, "only {cases} health cases");
+    assert!(cases.len() >= 20, "only {} health cases", cases.len());
 }
 
 /// Argo CD needs one script per kind, so the IoTConnector and SoftwarePackage checks are two
@@ -264,48 +184,82 @@ fn rollout_actions_match_their_test_cases() {
     let dir = kind_dir("Rollout").join("actions");
     let tests: ActionTests =
         serde_yaml::from_str(&read(&dir.join("action_test.yaml"))).expect("action_test.yaml");
-    let discovery = dir.join("discovery.lua");
-    for test in &tests.discovery_tests {
-        let object = yaml_json(&dir.join(&test.input_path));
-        let got = run(&discovery, &object);
-        let names: Vec<&str> = got
-            .as_object()
-            .expect("discovery returns a table of actions")
-            .keys()
-            .map(String::as_str)
+    let discovery: Vec<Value> = tests
+        .discovery_tests
+        .iter()
+        .map(|t| json!({"op": "discovery", "object": yaml_json(&dir.join(&t.input_path))}))
+        .collect();
+    for (test, got) in tests.discovery_tests.iter().zip(argocd(&discovery)) {
+        assert!(got["error"].is_null(), "{}: {got}", test.input_path);
+        let got: Vec<(String, bool)> = got["actions"]
+            .as_array()
+            .expect("discovery lists actions")
+            .iter()
+            .map(|a| {
+                let name = a["name"].as_str().unwrap_or_default().to_owned();
+                (name, a["disabled"].as_bool().unwrap_or_default())
+            })
             .collect();
-        let mut want: Vec<&str> = test.result.iter().map(|a| a.name.as_str()).collect();
-        want.sort_unstable();
-        assert_eq!(names, want, "{}", test.input_path);
-        for action in &test.result {
-            assert_eq!(
-                got[&action.name]["disabled"],
-                Value::Bool(action.disabled),
-                "{}: {} disabled",
-                test.input_path,
-                action.name
-            );
-        }
+        let mut want: Vec<(String, bool)> = test
+            .result
+            .iter()
+            .map(|a| (a.name.clone(), a.disabled))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{}", test.input_path);
     }
+
+    let requests: Vec<Value> = tests
+        .action_tests
+        .iter()
+        .map(|t| {
+            json!({"op": "action", "action": t.action, "object": yaml_json(&dir.join(&t.input_path))})
+        })
+        .collect();
+    let before = stamp_now();
+    let results = argocd(&requests);
+    let after = stamp_now();
     let mut seen = std::collections::BTreeSet::new();
-    for test in &tests.action_tests {
-        let object = yaml_json(&dir.join(&test.input_path));
-        let got = run(&dir.join(&test.action).join("action.lua"), &object);
-        let want = yaml_json(&dir.join(&test.expected_output_path));
-        assert_eq!(got, want, "{} on {}", test.action, test.input_path);
-        // The only change is the action's annotation, holding the fixed clock's nonce.
-        let before = object["metadata"]["annotations"]
-            .as_object()
-            .map_or(0, |a| a.len());
-        let after = got["metadata"]["annotations"]
-            .as_object()
-            .map_or(0, |a| a.len());
-        assert_eq!(after, before + 1, "{} adds one annotation", test.action);
-        let value = got["metadata"]["annotations"][format!("otau.dev/{}", test.action)]
+    for (test, got) in tests.action_tests.iter().zip(results) {
+        let what = format!("{} on {}", test.action, test.input_path);
+        assert!(got["error"].is_null(), "{what}: {got}");
+        let objects = got["objects"].as_array().expect("impacted objects");
+        assert_eq!(objects.len(), 1, "{what}: one object");
+        assert_eq!(
+            objects[0]["operation"], "patch",
+            "{what}: Argo CD patches it"
+        );
+        let mut object = objects[0]["object"].clone();
+        // The only change is the action's annotation, holding a nonce from Argo CD's clock.
+        let key = format!("otau.dev/{}", test.action);
+        let value = object["metadata"]["annotations"][&key]
             .as_str()
             .unwrap_or_default()
-            .to_string();
-        assert!(value.ends_with(FIXED_NONCE), "{}: {value}", test.action);
+            .to_owned();
+        let (prefix, nonce) = value.rsplit_once(':').unwrap_or(("", &value));
+        assert!(
+            is_fresh_nonce(nonce, &before, &after),
+            "{what}: {key}: {value} is not a nonce from between {before} and {after}"
+        );
+        let fixed = if prefix.is_empty() {
+            FIXED_NONCE.to_owned()
+        } else {
+            format!("{prefix}:{FIXED_NONCE}")
+        };
+        object["metadata"]["annotations"][&key] = Value::String(fixed);
+        let want = yaml_json(&dir.join(&test.expected_output_path));
+        assert_eq!(object, want, "{what}");
+        let input = yaml_json(&dir.join(&test.input_path));
+        let count = |o: &Value| {
+            o["metadata"]["annotations"]
+                .as_object()
+                .map_or(0, |a| a.len())
+        };
+        assert_eq!(
+            count(&object),
+            count(&input) + 1,
+            "{what}: adds one annotation"
+        );
         seen.insert(test.action.clone());
     }
     let all: std::collections::BTreeSet<String> = ["abort", "approve", "pause", "resume"]
@@ -313,6 +267,17 @@ fn rollout_actions_match_their_test_cases() {
         .map(String::from)
         .collect();
     assert_eq!(seen, all, "every action has a test");
+}
+
+#[test]
+fn a_missing_action_is_refused_by_argo_cd() {
+    let object = yaml_json(&kind_dir("Rollout").join("actions/testdata/wave-in-progress.yaml"));
+    let got = argocd(&[json!({"op": "action", "action": "restart", "object": object})]);
+    assert!(
+        got[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{}",
+        got[0]
+    );
 }
 
 /// Every test object (inputs and expected outputs), without its namespace so it lands in the

@@ -15,6 +15,7 @@ mod harness;
 
 mod argocd;
 mod chart;
+mod gitops;
 mod image;
 mod prometheus;
 mod rbac;

@@ -40,6 +40,11 @@ async fn failures_pause_resume_both_ways_and_abort_stops_every_write() {
     let s = r.status.clone().expect("status");
     assert_eq!(s.current_wave, 1);
     assert!(has(&r, "Stalled", "True", "FailureThresholdExceeded"));
+    // Flux (kstatus) and Argo CD (our health check in its runtime) on what the operator wrote.
+    assert_eq!(
+        cp.gitops_verdicts(&ns, "rollout.otau.dev", "fw-bad"),
+        ("Failed".to_owned(), "Degraded".to_owned())
+    );
     let message = condition(&r, "Paused").expect("Paused").message;
     assert!(
         message.starts_with("wave 1: ")
@@ -117,6 +122,10 @@ async fn failures_pause_resume_both_ways_and_abort_stops_every_write() {
         r.status.as_ref().and_then(|s| s.phase),
         Some(otau_operator::api::RolloutPhase::Aborted)
     );
+    assert_eq!(
+        cp.gitops_verdicts(&ns, "rollout.otau.dev", "fw-bad"),
+        ("Failed".to_owned(), "Degraded".to_owned())
+    );
     let at_abort = emu.writes();
     let listings = op.two_more_listings(listings).await;
     op.two_more_listings(listings).await;
@@ -145,6 +154,11 @@ async fn an_approval_gate_waits_until_the_wave_is_approved() {
     })
     .await;
     assert_eq!(r.status.as_ref().map(|s| s.current_wave), Some(1));
+    // Waiting for a person: in progress for Flux, Suspended for Argo CD (docs/gitops.md).
+    assert_eq!(
+        cp.gitops_verdicts(&ns, "rollout.otau.dev", "fw-gate"),
+        ("InProgress".to_owned(), "Suspended".to_owned())
+    );
     let listings = op.two_more_listings(0.0).await;
     op.two_more_listings(listings).await;
     assert_eq!(emu.writes().len(), 100, "the gated wave waits");
@@ -159,6 +173,10 @@ async fn an_approval_gate_waits_until_the_wave_is_approved() {
     })
     .await;
     assert_eq!(r.status.as_ref().map(|s| s.totals.succeeded), Some(200));
+    assert_eq!(
+        cp.gitops_verdicts(&ns, "rollout.otau.dev", "fw-gate"),
+        ("Current".to_owned(), "Healthy".to_owned())
+    );
     wait_for(DEADLINE, "every device written once", || {
         let w = emu.writes();
         async move { w.len() == 200 && w.values().all(|w| w.len() == 1) }

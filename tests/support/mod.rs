@@ -545,3 +545,122 @@ fn label_value(test_name: &str) -> String {
         trimmed.to_owned()
     }
 }
+
+/// kstatus' verdict (`status.Compute` of `sigs.k8s.io/cli-utils`, what Flux's health checks and
+/// kpt use) on `objects` (one object or a `List`, as `kubectl get -o json` prints), through the
+/// `kstatus` helper `hack/tools.sh` builds: `(status, message)` per object, in order.
+pub fn kstatus(objects: &serde_json::Value) -> Vec<(String, String)> {
+    let results = run_json(&tool("kstatus"), &[], objects);
+    results
+        .as_array()
+        .expect("kstatus prints a JSON array")
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap_or_default().to_owned(),
+                r["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+impl ControlPlane {
+    /// kstatus' verdict on one object as the apiserver returns it (`kubectl get -o json`).
+    pub fn kstatus_of(&self, namespace: &str, resource: &str, name: &str) -> (String, String) {
+        let text = self.kubectl_output(&["get", "-n", namespace, resource, name, "-o", "json"], "");
+        let object: serde_json::Value = serde_json::from_str(&text).expect("kubectl prints JSON");
+        kstatus(&object).remove(0)
+    }
+}
+
+/// Runs a JSON-in, JSON-out test helper (`kstatus`, `argocd-lua`) with `input` on stdin.
+pub fn run_json(program: &Path, args: &[&str], input: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("helper output");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{} printed something that is not JSON ({e}): {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The argocd-cm data `hack/argocd-cm.sh` generates (what docs/gitops.md tells people to
+/// install), in a file that lives as long as the returned guard.
+pub fn argocd_cm() -> (tempfile::TempDir, PathBuf) {
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack/argocd-cm.sh"))
+        .current_dir(repo_root())
+        .output()
+        .expect("run hack/argocd-cm.sh");
+    assert!(
+        out.status.success(),
+        "hack/argocd-cm.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("argocd-cm-otau.yaml");
+    std::fs::write(&file, &out.stdout).expect("write argocd-cm");
+    (dir, file)
+}
+
+/// Judges `objects` with Argo CD's health checks in Argo CD's runtime: `(status, message)` each.
+pub fn argocd_health(cm: &Path, objects: &[serde_json::Value]) -> Vec<(String, String)> {
+    let requests: Vec<serde_json::Value> = objects
+        .iter()
+        .map(|o| serde_json::json!({"op": "health", "object": o}))
+        .collect();
+    let results = run_json(
+        &tool("argocd-lua"),
+        &[&cm.to_string_lossy()],
+        &serde_json::Value::from(requests),
+    );
+    results
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| {
+            assert!(
+                r["error"].is_null(),
+                "Argo CD's runtime refused a health check: {r}"
+            );
+            (
+                r["status"].as_str().unwrap_or_default().to_owned(),
+                r["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+impl ControlPlane {
+    /// What Flux (kstatus) and Argo CD (our health checks in its runtime) make of one object as
+    /// the apiserver returns it: `(kstatus status, Argo CD health status)`.
+    pub fn gitops_verdicts(&self, namespace: &str, resource: &str, name: &str) -> (String, String) {
+        let text = self.kubectl_output(&["get", "-n", namespace, resource, name, "-o", "json"], "");
+        let object: serde_json::Value = serde_json::from_str(&text).expect("kubectl prints JSON");
+        let flux = kstatus(&object).remove(0).0;
+        let (_guard, cm) = argocd_cm();
+        let argocd = argocd_health(&cm, &[object]).remove(0).0;
+        (flux, argocd)
+    }
+}

@@ -115,7 +115,8 @@ pub fn connector_ready(connector: &IoTConnector) -> bool {
     })
 }
 
-/// The three conditions of a package, all with the same reason.
+/// The three conditions of a package, all with the same reason, then `Reconciling` from them
+/// ([`conditions::set_reconciling`]: in progress unless Ready or Stalled).
 pub fn set_conditions(
     conds: &mut Vec<Condition>,
     generation: Option<i64>,
@@ -141,6 +142,7 @@ pub fn set_conditions(
             new_condition(type_, status, why, text, generation, at.clone()),
         );
     }
+    conditions::set_reconciling(conds, generation, at);
 }
 
 /// Writes `status` when it differs from what the object holds.

@@ -103,6 +103,7 @@ pub fn waiting_status(
             ),
         );
     }
+    conditions::set_reconciling(&mut status.conditions, generation, now);
     status.phase = Some(conditions::rollout_phase(&status.conditions));
     status.observed_generation = generation;
     status

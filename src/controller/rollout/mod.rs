@@ -438,6 +438,7 @@ fn initial_status(rollout: &Rollout, message: &str) -> RolloutStatus {
             ));
         }
     }
+    conditions::set_reconciling(&mut status.conditions, generation, now);
     status.phase = Some(conditions::rollout_phase(&status.conditions));
     status.observed_generation = generation;
     status
@@ -645,6 +646,11 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Arc<RolloutContext>) -> Resu
                     rollout.metadata.generation,
                     super::status::now(),
                 ),
+            );
+            conditions::set_reconciling(
+                &mut decision.status.conditions,
+                rollout.metadata.generation,
+                super::status::now(),
             );
             publish(
                 ctx,

@@ -14,5 +14,6 @@ local current = 0
 if obj.status ~= nil and obj.status.currentWave ~= nil then
   current = obj.status.currentWave
 end
-obj.metadata.annotations["otau.dev/approve"] = string.format("%d:%s", current + 1, nonce())
+-- No string.format: Argo CD opens only the base, table and os libraries for custom actions.
+obj.metadata.annotations["otau.dev/approve"] = tostring(current + 1) .. ":" .. nonce()
 return obj
