@@ -7,6 +7,7 @@ mod support;
 
 mod connector;
 mod control_plane;
+mod crd_skew;
 mod crds;
 mod operator;
 mod package;

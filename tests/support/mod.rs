@@ -68,6 +68,7 @@ pub struct ControlPlane {
 
 static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 static AUDITED_CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+static DEDICATED_CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
 /// The audit policy of [`ControlPlane::with_audit_log`]: every request at Metadata level (who,
 /// verb, resource, subresource, namespace, name, response code; no bodies), logged when the
@@ -97,6 +98,15 @@ impl ControlPlane {
         match AUDITED_CONTROL_PLANE.get_or_init(|| start_control_plane(true)) {
             Ok(control_plane) => control_plane,
             Err(reason) => panic!("the audited local control plane is not available: {reason}"),
+        }
+    }
+
+    /// A control plane of its own for the one test of this binary that changes cluster-scoped
+    /// objects other tests rely on (such as installing older CRDs); started on first use.
+    pub fn dedicated() -> &'static ControlPlane {
+        match DEDICATED_CONTROL_PLANE.get_or_init(|| start_control_plane(false)) {
+            Ok(control_plane) => control_plane,
+            Err(reason) => panic!("the dedicated local control plane is not available: {reason}"),
         }
     }
 
