@@ -17,4 +17,5 @@ mod leader;
 mod outage;
 mod policies;
 mod push;
+mod readme;
 mod restart;
