@@ -1,5 +1,6 @@
 //! `otau-operator run`: the operator process.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -317,6 +318,13 @@ fn instance(explicit: Option<String>) -> String {
         .unwrap_or_else(otau_operator::platform::config::default_instance)
 }
 
+/// Colour (ANSI escapes) in text logs only when stderr is a terminal and `NO_COLOR` is unset
+/// or empty (https://no-color.org): a log file or a pipe gets plain text.
+fn colour_on_stderr() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
+
 fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
     let filter_text = level
         .map(str::to_string)
@@ -327,6 +335,7 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
         .map_err(|e| format!("--log-level {filter_text:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

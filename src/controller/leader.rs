@@ -1,4 +1,4 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease (house-style.md rule 19, issue 7
+//! Leader election on a `coordination.k8s.io/v1` Lease (docs/architecture.md §9.8, issue 7
 //! item 4), and the write token that keeps a replica that lost it from writing.
 //!
 //! - [`LeaseConfig`] holds the flags (`--lease-name`, `--lease-namespace`, `--lease-duration`,

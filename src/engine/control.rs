@@ -1,4 +1,4 @@
-//! Control (design.md §1): durable intent in spec, one-shot annotations holding nonces. Each
+//! Control (docs/architecture.md §1): durable intent in spec, one-shot annotations holding nonces. Each
 //! nonce acts once: it is recorded in `status.actedOn` the first time it is seen, acted on or
 //! not, so a stale annotation can never act later and removing it changes nothing.
 //!

@@ -3,7 +3,7 @@
 //! `config_otau` through the connector's platform client, and reports by server-side apply of
 //! the whole status, Events and metrics.
 //!
-//! One reconcile is a pipeline (house-style.md rule 6):
+//! One reconcile is a pipeline (docs/architecture.md §9.1):
 //!
 //! 1. **Observe**: the package (Ready, with its manifest) and its connector (Ready); a missing
 //!    prerequisite shows as `PackageNotReady` / `ConnectorNotReady` and nothing is written.
@@ -19,7 +19,7 @@
 //!    `status_min_interval`.
 //!
 //! No finalizer: a Rollout owns nothing on the platform (a written manifest stays with the
-//! device whatever happens to the Rollout, design.md §1), so deletion needs no clean-up there;
+//! device whatever happens to the Rollout, docs/architecture.md §1), so deletion needs no clean-up there;
 //! the in-memory index, its poller subscription and the metric series are dropped by
 //! [`garbage_collect`] once the Rollout is gone from the watch cache.
 
