@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 const CID: &str = "b3nchm4rk00000000";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0bench01";
-/// The bound the issue sets on RSS growth while uploading.
+/// The bound on the operator's RSS growth while it uploads (docs/connectors-and-packages.md).
 const RSS_BUDGET_MIB: f64 = 64.0;
 
 /// Measures package upload time and operator RSS.

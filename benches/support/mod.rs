@@ -39,5 +39,8 @@ pub fn not_a_bench_run(name: &str) {
         Some(vec!["--devices".to_string(), "10".to_string()]),
         "cargo's --bench flag is taken off the benchmark's own flags"
     );
-    assert_eq!(split_bench_flag(["--devices", "10"].map(String::from)), None);
+    assert_eq!(
+        split_bench_flag(["--devices", "10"].map(String::from)),
+        None
+    );
 }

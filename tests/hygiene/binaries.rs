@@ -48,9 +48,7 @@ fn only_the_operator_and_the_plugin_are_binaries() {
         })
         .collect();
     let binaries: BTreeSet<String> = declared.union(&discovered).cloned().collect();
-    let expected: BTreeSet<String> = ["kubectl-otau", "otau-operator"]
-        .map(String::from)
-        .into();
+    let expected: BTreeSet<String> = ["kubectl-otau", "otau-operator"].map(String::from).into();
     assert_eq!(
         binaries, expected,
         "installed binaries (Cargo.toml [[bin]] and src/bin/*.rs); benchmarks belong in benches/"

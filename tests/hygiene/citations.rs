@@ -52,7 +52,8 @@ struct Library {
 impl Library {
     /// Adds a Markdown document's numbered headings.
     fn add(&mut self, path: &str, text: &str) {
-        self.documents.insert(path.to_string(), heading_numbers(text));
+        self.documents
+            .insert(path.to_string(), heading_numbers(text));
     }
 
     /// The repository path a document name refers to.
@@ -130,19 +131,19 @@ fn scan(path: &str, text: &str) -> Vec<Citation> {
             .find_iter(line)
             .map(|m| (m.start(), Some(m.as_str().to_string()), None))
             .collect();
-        marks.extend(
-            section
-                .captures_iter(line)
-                .map(|c| (c.get(0).map_or(0, |m| m.start()), None, Some(c[1].to_string()))),
-        );
+        marks.extend(section.captures_iter(line).map(|c| {
+            (
+                c.get(0).map_or(0, |m| m.start()),
+                None,
+                Some(c[1].to_string()),
+            )
+        }));
         marks.sort_by_key(|m| m.0);
         for (_, doc, number) in marks {
             if let Some(doc) = doc {
                 named = Some(doc);
             } else if let Some(number) = number {
-                let document = named
-                    .clone()
-                    .or_else(|| markdown.then(|| path.to_string()));
+                let document = named.clone().or_else(|| markdown.then(|| path.to_string()));
                 out.push(Citation {
                     file: path.to_string(),
                     line: i + 1,
@@ -216,7 +217,10 @@ fn every_section_citation_resolves_to_a_heading_in_the_repository() {
             }
         }
     }
-    assert!(checked > 100, "only {checked} citations found: is the scan broken?");
+    assert!(
+        checked > 100,
+        "only {checked} citations found: is the scan broken?"
+    );
     assert!(
         unresolved.is_empty(),
         "{} of {checked} citations do not resolve to a heading of a repository document:\n{}",
@@ -250,7 +254,10 @@ fn scanner_resolves_named_and_bare_citations() {
     let rust = "//! The client (docs/architecture.md §4, exosite-platform.md §2.5).\n\
                 /// §1.4: acked by echo.\n\
                 /// The code map of `architecture.md` §4 and §1 of exosite-platform.md.\n";
-    assert_eq!(problems("src/x.rs", rust), vec!["3: architecture.md §1: docs/architecture.md has no heading numbered 1".to_string()]);
+    assert_eq!(
+        problems("src/x.rs", rust),
+        vec!["3: architecture.md §1: docs/architecture.md has no heading numbered 1".to_string()]
+    );
     let cited = scan("src/x.rs", rust);
     assert_eq!(cited.len(), 5);
     assert_eq!(cited[2].document.as_deref(), Some("exosite-platform.md"));
@@ -262,8 +269,14 @@ fn scanner_reports_missing_documents_headings_and_unnamed_citations() {
     let text = "// design.md §2 and house-style.md §3\n// exosite-platform.md §7\n";
     let found = problems("src/y.rs", text);
     assert_eq!(found.len(), 3, "{found:?}");
-    assert!(found[0].contains("design.md is not a document"), "{found:?}");
-    assert!(found[1].contains("house-style.md is not a document"), "{found:?}");
+    assert!(
+        found[0].contains("design.md is not a document"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("house-style.md is not a document"),
+        "{found:?}"
+    );
     assert!(
         found[2].contains("has no heading numbered 7"),
         "a heading inside a code fence does not count: {found:?}"

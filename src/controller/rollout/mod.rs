@@ -1,4 +1,4 @@
-//! The Rollout controller (issue 7): drives the pure [`crate::engine`] with the device state
+//! The Rollout controller: drives the pure [`crate::engine`] with the device state
 //! the connector's [poller](super::poller) (and [push](super::push)) keep in memory, writes
 //! `config_otau` through the connector's platform client, and reports by server-side apply of
 //! the whole status, Events and metrics.
