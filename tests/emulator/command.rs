@@ -95,7 +95,8 @@ async fn one_listener_serves_every_part() {
     );
 }
 
-/// exosite-platform.md §9, fault injection set by a flag: every set-state answers 503 at error rate 1.
+/// exosite-platform.md §9, fault injection set by a flag: every set-state answers 503 at error
+/// rate 1.
 #[tokio::test]
 async fn fault_flags_reach_the_management_api() {
     let (_emu, ready) = start_binary(&["--devices", "1", "--fault", "device2.state:error_rate=1"]);

@@ -19,8 +19,8 @@
 //!    `status_min_interval`.
 //!
 //! No finalizer: a Rollout owns nothing on the platform (a written manifest stays with the
-//! device whatever happens to the Rollout, docs/architecture.md §1), so deletion needs no clean-up there;
-//! the in-memory index, its poller subscription and the metric series are dropped by
+//! device whatever happens to the Rollout, docs/architecture.md §1), so deletion needs no clean-up
+//! there; the in-memory index, its poller subscription and the metric series are dropped by
 //! [`garbage_collect`] once the Rollout is gone from the watch cache.
 
 pub mod conflict;
