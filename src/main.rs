@@ -28,8 +28,9 @@ enum Command {
     /// current wave (rate-limited), reads their `otau_in` reports by polling the connector and
     /// from signed device events pushed to --push-addr, pauses or aborts when failures pass the
     /// threshold, and writes the Rollout status, Events and metrics. Serves /metrics, /livez and
-    /// /readyz; with --leader-elect, runs the controllers only while holding the Lease. Stops
-    /// on SIGTERM or SIGINT.
+    /// /readyz; with --leader-elect, runs the controllers only while holding the Lease. Needs
+    /// the CRDs installed (kubectl apply --server-side -f crds/). Stops gracefully on SIGTERM or
+    /// Ctrl-C; a second signal exits at once.
     Run(cmd::run::Args),
     /// What-if run of a Rollout on a simulated fleet in virtual time: waves, pauses, timings.
     Simulate(cmd::simulate::Args),

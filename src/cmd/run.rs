@@ -24,15 +24,9 @@ pub enum LogFormat {
 }
 
 /// Arguments of `run`. Every flag also reads an environment variable (shown in `--help`);
-/// none carries a secret: platform tokens come from the Secrets each IoTConnector names.
+/// none carries a secret: platform tokens come from the Secrets each IoTConnector names. The
+/// help text of `run` itself is the doc comment of `Command::Run` in `src/main.rs`.
 #[derive(Debug, clap::Args)]
-#[command(
-    about = "Run the operator: reconcile IoTConnectors and SoftwarePackages until SIGTERM/SIGINT",
-    long_about = "Run the operator: check each IoTConnector's credentials, upload and register each \
-SoftwarePackage, and serve /metrics, /livez and /readyz. Needs the CRDs installed \
-(kubectl apply --server-side -f crds/). Stops gracefully on SIGTERM or Ctrl-C; a second signal \
-exits at once."
-)]
 pub struct Args {
     /// Kubeconfig file. Default: in-cluster configuration, else $KUBECONFIG or ~/.kube/config.
     #[arg(
