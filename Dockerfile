@@ -1,4 +1,4 @@
-# otau-operator: a static binary on an empty base image (house-style.md §25).
+# otau-operator: a static binary on an empty base image (docs/architecture.md §9.11).
 # No shell, no package manager; runs as the non-root user 65532. Use `kubectl debug` for a shell.
 # Build: docker build -t otau-operator .   (the builder stage runs hack/build-static.sh)
 

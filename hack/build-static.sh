@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds otau-operator as a static binary (glibc, crt-static) for the container image
-# (house-style.md §25): the Dockerfile's builder stage runs this, and tests/deploy/image.rs runs
+# (docs/architecture.md §9.11): the Dockerfile's builder stage runs this, and tests/deploy/image.rs runs
 # it to check that the binary it copies is static and starts.
 #
 #   hack/build-static.sh [PROFILE [OUT]]

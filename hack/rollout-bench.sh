@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark of the Rollout controller at scale: builds the operator and `rollout-bench` in
-# release mode, then runs one Rollout of N simulated devices (default 1,000,000) through the
-# operator as a process against the in-process emulator, with a local control plane
+# Benchmark of the Rollout controller at scale: `cargo bench --bench rollout-bench` builds the
+# operator and the benchmark (benches/rollout-bench.rs) in release mode, then runs one Rollout
+# of N simulated devices (default 1,000,000) through the operator as a process against the in-process emulator, with a local control plane
 # (hack/control-plane.sh; tools from hack/tools.sh). Not part of `cargo test`; prints the
 # figures (notifications/s, platform calls per device, apply -> Complete, report -> status
 # p50/p99, operator RSS). See docs/scale.md.
@@ -20,5 +20,4 @@ fi
 if [[ " ${args[*]-} " != *" --timeout "* ]]; then
   args+=(--timeout 3600)
 fi
-cargo build --release --quiet --bin otau-operator --bin rollout-bench
-exec target/release/rollout-bench "${args[@]}"
+exec cargo bench --quiet --bench rollout-bench -- "${args[@]}"

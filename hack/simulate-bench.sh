@@ -29,6 +29,9 @@ done
 [[ -x /usr/bin/time ]] || { echo "/usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
 
 cargo build --release --quiet --bin otau-operator
+# Where cargo put it: CARGO_TARGET_DIR (or a cargo config) may move the target folder.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -72,7 +75,7 @@ spec:
     failureThreshold: {percent: 20, minFinished: 100}
 YAML
 
-/usr/bin/time -v -o "$work/time.txt" target/release/otau-operator simulate \
+/usr/bin/time -v -o "$work/time.txt" "$target_dir/release/otau-operator" simulate \
   -f "$work/rollout.yaml" -f examples/package-from-url.yaml \
   --profile "$profile" --devices "$devices" --seed "$seed" --output json --timings \
   >"$work/report.json" 2>"$work/stderr.txt" || true

@@ -2,14 +2,23 @@
 //! devices on the Exosite platform (Murano IoT Connector + ExoSense), in waves, and pauses by
 //! itself when devices start failing.
 //!
-//! Code map (who may use whom; see docs/architecture.md):
+//! Code map (who may use whom; docs/architecture.md §4 is the reference):
 //! - [`api`]: the CRD types. Uses nothing else in the crate.
 //! - [`otau`]: the Exosite OTAU schema. Uses nothing else in the crate.
-//! - [`emulator`]: a local Exosite platform. Uses [`otau`] only.
 //! - [`engine`]: the rollout logic, pure. Uses [`api`] and [`otau`] only.
-//! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`] only.
-//! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`], [`otau`], [`platform`].
-//! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`], and the controller's identity-to-observation mapping (so `devices` names states exactly as the operator counts them).
+//! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`]
+//!   only.
+//! - [`emulator`]: a local Exosite platform. Uses [`otau`], and the [`platform`] trait and its
+//!   types for the in-process adapter.
+//! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`],
+//!   [`otau`], [`engine`], [`platform`].
+//! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`],
+//!   and the controller's identity-to-observation mapping (so `devices` names states exactly as
+//!   the operator counts them).
+//!
+//! Outside the library: `src/main.rs` and `src/cmd/` (the `otau-operator` subcommands) may use
+//! everything; `src/bin/kubectl-otau.rs` only wires [`plugin`]; the benchmark programs in
+//! `benches/` use the public API and are never installed.
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -21,7 +21,16 @@ enum Command {
     Crds(cmd::crds::Args),
     /// Serve a local Exosite platform (device API, management API, content, GraphQL, events).
     Emulator(cmd::emulator::Args),
-    /// Run the operator: reconcile IoTConnectors and SoftwarePackages until SIGTERM/SIGINT.
+    /// Run the operator: reconcile IoTConnectors, SoftwarePackages and Rollouts until a signal.
+    ///
+    /// Checks each IoTConnector's credentials; uploads and registers each SoftwarePackage on its
+    /// connector; rolls each Rollout out in waves: writes `config_otau` to the devices of the
+    /// current wave (rate-limited), reads their `otau_in` reports by polling the connector and
+    /// from signed device events pushed to --push-addr, pauses or aborts when failures pass the
+    /// threshold, and writes the Rollout status, Events and metrics. Serves /metrics, /livez and
+    /// /readyz; with --leader-elect, runs the controllers only while holding the Lease. Needs
+    /// the CRDs installed (kubectl apply --server-side -f crds/). Stops gracefully on SIGTERM or
+    /// Ctrl-C; a second signal exits at once.
     Run(cmd::run::Args),
     /// What-if run of a Rollout on a simulated fleet in virtual time: waves, pauses, timings.
     Simulate(cmd::simulate::Args),

@@ -1,4 +1,4 @@
-//! Condition types, reasons and helpers shared by the three kinds (house-style §3).
+//! Condition types, reasons and helpers shared by the three kinds (docs/architecture.md §8).
 //!
 //! Conditions are plain `metav1.Condition`s. Every condition carries `observedGeneration`;
 //! `lastTransitionTime` changes only when `status` changes ([`set_condition`]). A Rollout's
@@ -37,7 +37,7 @@ pub const FALSE: &str = "False";
 /// Condition status `Unknown`.
 pub const UNKNOWN: &str = "Unknown";
 
-/// Reasons, as in the house-style §3 table.
+/// Reasons, as in the docs/architecture.md §8 table.
 pub mod reason {
     /// First visit, before anything is known.
     pub const INITIALIZING: &str = "Initializing";

@@ -1,6 +1,6 @@
 //! `Rollout`: delivers one SoftwarePackage to a set of devices in waves.
 //!
-//! Control has two forms (design.md §1.3), and the controller never writes `spec`:
+//! Control has two forms (docs/architecture.md §1.3), and the controller never writes `spec`:
 //! - durable intent in `spec` (what Git users commit): [`RolloutSpec::paused`],
 //!   [`RolloutSpec::abort`], [`RolloutSpec::approved_waves`], [`RolloutSpec::resume_token`];
 //! - one-shot annotations holding a nonce (what `kubectl otau` writes): [`ANNOTATION_PAUSE`],

@@ -1,6 +1,6 @@
-//! The decisions of a Rollout that no platform read can tell (design.md §2, "What the rollout
-//! decided"), kept in `status.decisions` so that a restarted operator carries on exactly where
-//! the last one stopped. Bounded: at most one baseline per wave, never per device.
+//! The decisions of a Rollout that no platform read can tell (docs/architecture.md §2, "What the
+//! rollout decided"), kept in `status.decisions` so that a restarted operator carries on exactly
+//! where the last one stopped. Bounded: at most one baseline per wave, never per device.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;

@@ -183,7 +183,7 @@ fn every_spec_field_is_documented_and_every_string_and_list_bounded() {
 }
 
 #[test]
-fn the_rules_issue_3_asks_for_are_in_the_schema() {
+fn the_validation_rules_the_kinds_need_are_in_the_schema() {
     let mut messages = Vec::new();
     for kind in ["IoTConnector", "SoftwarePackage", "Rollout"] {
         rule_messages(&schema_of(kind), &mut messages);

@@ -1,5 +1,6 @@
 //! `otau-operator run`: the operator process.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,15 +24,9 @@ pub enum LogFormat {
 }
 
 /// Arguments of `run`. Every flag also reads an environment variable (shown in `--help`);
-/// none carries a secret: platform tokens come from the Secrets each IoTConnector names.
+/// none carries a secret: platform tokens come from the Secrets each IoTConnector names. The
+/// help text of `run` itself is the doc comment of `Command::Run` in `src/main.rs`.
 #[derive(Debug, clap::Args)]
-#[command(
-    about = "Run the operator: reconcile IoTConnectors and SoftwarePackages until SIGTERM/SIGINT",
-    long_about = "Run the operator: check each IoTConnector's credentials, upload and register each \
-SoftwarePackage, and serve /metrics, /livez and /readyz. Needs the CRDs installed \
-(kubectl apply --server-side -f crds/). Stops gracefully on SIGTERM or Ctrl-C; a second signal \
-exits at once."
-)]
 pub struct Args {
     /// Kubeconfig file. Default: in-cluster configuration, else $KUBECONFIG or ~/.kube/config.
     #[arg(
@@ -317,6 +312,13 @@ fn instance(explicit: Option<String>) -> String {
         .unwrap_or_else(otau_operator::platform::config::default_instance)
 }
 
+/// Colour (ANSI escapes) in text logs only when stderr is a terminal and `NO_COLOR` is unset
+/// or empty (https://no-color.org): a log file or a pipe gets plain text.
+fn colour_on_stderr() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
+
 fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
     let filter_text = level
         .map(str::to_string)
@@ -327,6 +329,7 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
         .map_err(|e| format!("--log-level {filter_text:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

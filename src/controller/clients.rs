@@ -1,7 +1,7 @@
 //! One platform client per IoTConnector, shared by the connector and package controllers (so
 //! the connector's rate limit and `Retry-After` gate hold across both), and the credentials
 //! provider that reads the connector's token Secret with `get` only (never list or watch:
-//! house-style.md rule 24).
+//! docs/architecture.md §9.10).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

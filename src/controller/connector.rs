@@ -1,5 +1,5 @@
 //! The IoTConnector controller: reads the token Secret(s) with `get`, checks the token and the
-//! connector against the management API, and reports `Ready` (house-style.md §3):
+//! connector against the management API, and reports `Ready` (docs/architecture.md §8):
 //!
 //! | Outcome | Ready | Stalled | Reason |
 //! |---|---|---|---|

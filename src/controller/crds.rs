@@ -1,4 +1,4 @@
-//! Start-up check (house-style.md rule 20): the three CRDs must exist and be Established
+//! Start-up check (docs/architecture.md §9.9): the three CRDs must exist and be Established
 //! before the controllers start; a missing CRD stops the operator with instructions.
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! The controllers' error type (house-style.md rule 15): one variant per failure site, each
+//! The controllers' error type (docs/architecture.md §9.6): one variant per failure site, each
 //! with a stable `metric_label()`, an `event_reason()` and a class (`is_transient()`) that
 //! decides between backing off and waiting for a change.
 //!

@@ -1,4 +1,4 @@
-//! Kubernetes Events through the one shared [`Recorder`] (house-style.md rule 13). Notes are
+//! Kubernetes Events through the one shared [`Recorder`] (docs/architecture.md §9.5). Notes are
 //! for humans, capped below 1 kB, and never hold a Secret value.
 
 use k8s_openapi::api::core::v1::ObjectReference;

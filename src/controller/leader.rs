@@ -1,5 +1,5 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease (house-style.md rule 19, issue 7
-//! item 4), and the write token that keeps a replica that lost it from writing.
+//! Leader election on a `coordination.k8s.io/v1` Lease (docs/architecture.md §9.8), and the write
+//! token that keeps a replica that lost it from writing.
 //!
 //! - [`LeaseConfig`] holds the flags (`--lease-name`, `--lease-namespace`, `--lease-duration`,
 //!   `--lease-renew-deadline`) and refuses a renew deadline that is not shorter than the lease

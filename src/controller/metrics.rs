@@ -1,4 +1,4 @@
-//! The operator's Prometheus metrics (house-style.md rule 17): reconcile counts, errors and
+//! The operator's Prometheus metrics (docs/architecture.md §9.7): reconcile counts, errors and
 //! durations per controller, the management token's remaining lifetime per connector, build
 //! information, the platform client's per-route metrics and process metrics, all in one
 //! registry served at `/metrics`.

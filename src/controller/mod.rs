@@ -6,7 +6,7 @@
 //! - [`runtime`]: starts both controllers and the metrics/health server, and stops them as
 //!   one unit.
 //!
-//! Uses [`crate::api`], [`crate::otau`] and [`crate::platform`] (design.md §4).
+//! Uses [`crate::api`], [`crate::otau`] and [`crate::platform`] (docs/architecture.md §4).
 
 pub mod clients;
 pub mod connector;
@@ -162,7 +162,7 @@ where
 }
 
 /// Consumes a controller's result stream: the one place where reconcile errors are logged and
-/// become Warning events (house-style.md rule 13).
+/// become Warning events (docs/architecture.md §9.5).
 pub async fn report_results<K, S>(results: S, ctx: Arc<Context>, controller_name: &'static str)
 where
     K: Resource<DynamicType = ()> + 'static,

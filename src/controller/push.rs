@@ -1,5 +1,6 @@
-//! The push receiver (design.md §3, exosite-platform.md §6.3): `POST /hooks/device2?connector=<cid>`
-//! on its own listener (`--push-addr`), separate from `/metrics`.
+//! The push receiver (docs/architecture.md §3, exosite-platform.md §6.3):
+//! `POST /hooks/device2?connector=<cid>` on its own listener (`--push-addr`), separate from
+//! `/metrics`.
 //!
 //! 1. The connector: the IoTConnectors with that product id that some Rollout uses and that
 //!    name a webhook Secret; none: `404`.

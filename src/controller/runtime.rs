@@ -1,4 +1,4 @@
-//! Starts the operator as one unit (house-style.md rule 20): waits for the CRDs, serves
+//! Starts the operator as one unit (docs/architecture.md §9.9): waits for the CRDs, serves
 //! `/metrics`, `/livez` and `/readyz`, runs the IoTConnector and SoftwarePackage controllers
 //! for the watched namespaces, and stops all of them together on the shutdown signal. If a
 //! controller or the HTTP server ends on its own, the whole run ends with an error.

@@ -1,4 +1,4 @@
-//! Status writes (house-style.md rule 7): server-side apply of the whole status with the one
+//! Status writes (docs/architecture.md §9.2): server-side apply of the whole status with the one
 //! field manager, forced, under a timeout; and the time stamps conditions carry.
 
 use std::time::Duration;

@@ -5,8 +5,8 @@
 //! states `{set, reported, timestamp}` in µs, `config_otau` cloud writes recorded in the
 //! model's ground truth, content items and package registrations.
 //!
-//! The emulator uses the platform *trait* only (design.md §4): nothing here calls the Exosite
-//! client, the engine or the controller.
+//! The emulator uses the platform *trait* only (docs/architecture.md §4): nothing here calls the
+//! Exosite client, the engine or the controller.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Optional HTTPS listener with a self-signed certificate generated at start, for device
-//! clients that insist on TLS (issue 4 item 2). It serves the same router as the plain
+//! clients that insist on TLS. It serves the same router as the plain
 //! listener, with the same connection rules (a [`CloseConnection`] marker closes the
 //! connection without a response).
 //!

@@ -1,5 +1,5 @@
-//! Control (design.md §1): durable intent in spec, one-shot annotations holding nonces. Each
-//! nonce acts once: it is recorded in `status.actedOn` the first time it is seen, acted on or
+//! Control (docs/architecture.md §1): durable intent in spec, one-shot annotations holding nonces.
+//! Each nonce acts once: it is recorded in `status.actedOn` the first time it is seen, acted on or
 //! not, so a stale annotation can never act later and removing it changes nothing.
 //!
 //! Pause and resume events are not emitted here: the step derives them from the change of

@@ -4,7 +4,7 @@
 //! Memory: identities live in one arena (`String`) addressed by `u32` offsets; an entry is 40
 //! bytes with no heap data of its own; a map from order key to entry costs about 16-32 bytes;
 //! the sorted order 4 bytes. About 80-110 bytes per device at a million devices, well under
-//! the 200 bytes of design.md §6 (measured by `engine-bench`, asserted by a test).
+//! the 200 bytes of docs/architecture.md §6 (measured by `engine-bench`, asserted by a test).
 //!
 //! A device is in scope when the targets select it now; everything else is dropped at once, so
 //! a rollout of 1,000 devices on a connector of a million keeps 1,000 entries. Holding this

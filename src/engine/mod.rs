@@ -1,6 +1,6 @@
 //! The rollout engine: pure functions that decide, from the platform's state of each device
 //! and the Rollout's spec and persisted status, which devices to notify now, the new status,
-//! the Events to emit and when to look again (design.md §2, docs/rollouts.md).
+//! the Events to emit and when to look again (docs/architecture.md §2, docs/rollouts.md).
 //!
 //! No I/O, no clock (`now` is a parameter), no Kubernetes client: the controller and
 //! `simulate` both drive the same [`reconcile`]. Uses only [`crate::api`] and [`crate::otau`].
@@ -13,7 +13,7 @@
 //!                                                      status, memory, events, requeue }
 //! ```
 //!
-//! Rollout states (conditions of house-style §3; the phase is derived from them):
+//! Rollout states (conditions of docs/architecture.md §8; the phase is derived from them):
 //!
 //! ```text
 //!            ┌──────────── spec.paused / pause annotation ───────────┐
@@ -97,7 +97,7 @@ pub struct EngineInput<'a> {
     pub max_notifications: Option<usize>,
 }
 
-/// Why nothing can be delivered right now (the prerequisites of house-style §3).
+/// Why nothing can be delivered right now (the prerequisites of docs/architecture.md §8).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Blocker {
     /// The SoftwarePackage is not Ready; the message says why.

@@ -1,4 +1,4 @@
-//! The stable device order (design.md §2): targets sorted by a hash of (seed, identity).
+//! The stable device order (docs/architecture.md §2): targets sorted by a hash of (seed, identity).
 //!
 //! The key is the first 8 bytes, read big-endian, of `sha256(seed ‖ 0x00 ‖ identity)`; ties
 //! (practically never) are broken by the identity's bytes. Anyone can recompute it, e.g.

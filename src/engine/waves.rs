@@ -1,4 +1,4 @@
-//! The split of the ordered targets into waves (design.md §2): wave k covers the first
+//! The split of the ordered targets into waves (docs/architecture.md §2): wave k covers the first
 //! ⌈N·percent_k/100⌉ devices (or `count_k`, capped at N), never fewer than the wave before.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -1,4 +1,4 @@
-//! Typed errors of the platform client (house-style.md rule 15).
+//! Typed errors of the platform client (docs/architecture.md §9.6).
 //!
 //! Messages name the operation (a route name such as `device2.state.set`) and what the platform
 //! said; never a token, an `Authorization` header or a full URL.

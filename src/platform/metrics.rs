@@ -1,4 +1,4 @@
-//! Prometheus metrics of the platform client (house-style.md rule 17): per operation (a route
+//! Prometheus metrics of the platform client (docs/architecture.md §9.7): per operation (a route
 //! name, never a device or content id) and outcome (`success` or the error's `metric_label()`).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};

@@ -2,7 +2,7 @@
 //! domain types, and its implementation for Murano IoT Connector + ExoSense
 //! ([`ExositePlatform`], reqwest with rustls and graphql_client).
 //!
-//! Uses [`crate::otau`] only (design.md §4). What the client does on the wire is
+//! Uses [`crate::otau`] only (docs/architecture.md §4). What the client does on the wire is
 //! exosite-platform.md §5 (management API), §5.5 (content), §7.2 (ExoSense `createContent`) and
 //! §8 (limits, retries, rate limit).
 //!
@@ -42,7 +42,7 @@ pub use types::{
 /// A stream of identity pages (see [`Platform::list_identities`]).
 pub type IdentityPages = BoxStream<'static, Result<IdentityPage, PlatformError>>;
 
-/// What the operator needs from one IoT connector (house-style.md rule 11).
+/// What the operator needs from one IoT connector (docs/architecture.md §9.4).
 #[async_trait]
 pub trait Platform: Send + Sync {
     /// The connector (product) id.

@@ -1,4 +1,4 @@
-//! `kubectl otau`: a kubectl plugin to watch and drive Rollouts from a terminal (issue 8).
+//! `kubectl otau`: a kubectl plugin to watch and drive Rollouts from a terminal.
 //!
 //! kubectl finds the `kubectl-otau` binary on `PATH` and runs it as `kubectl otau ...`. The
 //! plugin reads Rollouts with the user's own kubeconfig rights and acts only through the

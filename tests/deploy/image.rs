@@ -1,5 +1,5 @@
-//! The container image (house-style.md §25). No docker engine runs here, so: the Dockerfile is
-//! linted with hadolint and checked for a non-root, shell-less final stage, and the static
+//! The container image (docs/architecture.md §9.11). No docker engine runs here, so: the Dockerfile
+//! is linted with hadolint and checked for a non-root, shell-less final stage, and the static
 //! binary it copies is built the same way (`hack/build-static.sh`), checked to be static (no
 //! ELF program interpreter) and started (`--version`, `crds`).
 //!

@@ -119,7 +119,7 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The six alerts of issue 9 pass `promtool check rules`, and the unit tests in
+/// The six alerts of the chart pass `promtool check rules`, and the unit tests in
 /// tests/fixtures/prometheus/alerts.test.yaml (a firing and a non-firing case for every alert,
 /// checked here) pass `promtool test rules`; every runbook link names a heading of
 /// docs/alerts.md.

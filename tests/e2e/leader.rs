@@ -1,4 +1,4 @@
-//! Two operator replicas with `--leader-elect` (issue 7 item 4): exactly one holds the Lease
+//! Two operator replicas with `--leader-elect`: exactly one holds the Lease
 //! and writes; SIGKILL of the leader mid-rollout hands the rollout to the other with one write
 //! per device and attempt; SIGTERM releases the Lease so the other takes over at once; the
 //! follower forwards pushes to the push URL the leader advertises in the Lease, so a webhook

@@ -2,8 +2,8 @@
 //! emulator's ground truth or the operator's own state, and started again. After each restart
 //! no device is written twice for an attempt, none is left out, and the rollout ends as it
 //! would have without the kill. The restarted process has only the platform and the Rollout's
-//! status to go by (design.md §2): an operator that kept what it wrote in memory, or trusted
-//! the status over the platform, would write devices again and fail these tests.
+//! status to go by (docs/architecture.md §2): an operator that kept what it wrote in memory, or
+//! trusted the status over the platform, would write devices again and fail these tests.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Ground truth and metrics (issue 4 item 8) over real loopback HTTP, and [`EdgeEmu`]: an
+//! Ground truth and metrics over real loopback HTTP, and [`EdgeEmu`]: an
 //! emulator with every edge part attached (GraphQL, admin, `/metrics`, faults, webhook), shared
 //! by the graphql, webhook and faults test modules.
 
@@ -163,7 +163,7 @@ where
     }
 }
 
-/// Item 8: per device, how many `config_otau` writes it received, when, and from which client
+/// Per device, how many `config_otau` writes it received, when, and from which client
 /// (`X-Otau-Client`, else `User-Agent`), on the admin JSON endpoints.
 #[tokio::test]
 async fn config_otau_ground_truth_names_count_time_and_client() {
@@ -245,7 +245,7 @@ async fn config_otau_ground_truth_names_count_time_and_client() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// Item 8: per-route request counts and timings on `/admin/requests`, and reset.
+/// Per-route request counts and timings on `/admin/requests`, and reset.
 #[tokio::test]
 async fn requests_are_counted_per_route_status_and_method() {
     let emu = EdgeEmu::start().await;
@@ -286,7 +286,7 @@ async fn requests_are_counted_per_route_status_and_method() {
     assert!(v["routes"].get("device2.state").is_none(), "{v}");
 }
 
-/// Item 8: `/metrics` in Prometheus text: requests by route and status, the latency histogram,
+/// `/metrics` in Prometheus text: requests by route and status, the latency histogram,
 /// `config_otau` writes, webhook deliveries, injected faults, devices by state.
 #[tokio::test]
 async fn metrics_expose_requests_writes_faults_and_devices() {
@@ -350,7 +350,7 @@ async fn metrics_expose_requests_writes_faults_and_devices() {
     assert!(text.contains("# TYPE otau_emulator_config_otau_writes_total counter"));
 }
 
-/// Issue 4 item 2: the optional HTTPS listener serves the same router with a self-signed
+/// The optional HTTPS listener serves the same router with a self-signed
 /// certificate generated at start; a client that trusts it gets answers, one that does not is
 /// refused.
 #[tokio::test]

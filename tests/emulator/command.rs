@@ -14,7 +14,7 @@ fn url(ready: &Value, key: &str) -> String {
         .to_string()
 }
 
-/// §9 (issue item 9): the ready line carries every URL and the token, and each URL answers.
+/// exosite-platform.md §9: the ready line carries every URL and the token, and each URL answers.
 #[tokio::test]
 async fn one_listener_serves_every_part() {
     let (_emu, ready) = start_binary(&["--devices", "20"]);
@@ -95,7 +95,8 @@ async fn one_listener_serves_every_part() {
     );
 }
 
-/// §9 fault injection set by a flag: every set-state answers 503 at error rate 1.
+/// exosite-platform.md §9, fault injection set by a flag: every set-state answers 503 at error
+/// rate 1.
 #[tokio::test]
 async fn fault_flags_reach_the_management_api() {
     let (_emu, ready) = start_binary(&["--devices", "1", "--fault", "device2.state:error_rate=1"]);

@@ -1,4 +1,4 @@
-//! Fault injection on the management API (issue 4 item 7) and the `rate_limit` setting
+//! Fault injection on the management API and the `rate_limit` setting
 //! (exosite-platform.md §8) over real loopback HTTP.
 
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ async fn state_patch(emu: &EdgeEmu) -> reqwest::Result<reqwest::Response> {
         .await
 }
 
-/// Item 7: an error rate of 1 on `PATCH device2.state` answers the configured 5xx with the
+/// An error rate of 1 on `PATCH device2.state` answers the configured 5xx with the
 /// management API's error body; other methods and routes are untouched.
 #[tokio::test]
 async fn error_rate_answers_5xx_on_the_named_route_only() {
@@ -63,7 +63,7 @@ async fn error_rate_answers_5xx_on_the_named_route_only() {
     assert_eq!(emu.faults.counts().errors, 1);
 }
 
-/// Item 7: throttling answers `429` with `Retry-After` seconds.
+/// Throttling answers `429` with `Retry-After` seconds.
 #[tokio::test]
 async fn throttle_answers_429_with_retry_after() {
     let emu = EdgeEmu::start_with(
@@ -87,7 +87,7 @@ async fn throttle_answers_429_with_retry_after() {
     assert_eq!(r.headers()["retry-after"], "7");
 }
 
-/// Item 7: added latency delays the answer by at least the configured time.
+/// Added latency delays the answer by at least the configured time.
 #[tokio::test]
 async fn latency_is_added() {
     let emu = EdgeEmu::start_with(
@@ -102,7 +102,7 @@ async fn latency_is_added() {
     assert_eq!(emu.faults.counts().delayed, 1);
 }
 
-/// Item 7: a dropped connection closes without a response (the client sees a transport error),
+/// A dropped connection closes without a response (the client sees a transport error),
 /// and the request counts as `closed` in the ground truth.
 #[tokio::test]
 async fn dropped_connections_close_without_response() {
@@ -126,7 +126,7 @@ async fn dropped_connections_close_without_response() {
     );
 }
 
-/// Item 7: off by default, set at run time with `PUT /admin/faults`, read back with `GET`;
+/// Off by default, set at run time with `PUT /admin/faults`, read back with `GET`;
 /// a bad setting is refused with a clear message; admin routes are never faulted.
 #[tokio::test]
 async fn faults_are_set_at_run_time_through_admin() {

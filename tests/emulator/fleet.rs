@@ -1,4 +1,4 @@
-//! Simulated fleets (issue 4 item 6, exosite-platform.md §9 "Simulated devices"): in-process
+//! Simulated fleets (exosite-platform.md §9 "Simulated devices"): in-process
 //! against the real model in virtual time, over real loopback HTTP against the emulator, and a
 //! Python device client against the emulator binary.
 

@@ -290,7 +290,7 @@ async fn extra_event_types_are_pushed_when_configured() {
     assert_eq!(ev["identity"], "d9");
 }
 
-/// Item 9: the webhook is set by flags (`--webhook-url`, `--webhook-secret-file`), the secret
+/// The webhook is set by flags (`--webhook-url`, `--webhook-secret-file`), the secret
 /// read from a file, never from a flag's value; [`Edges`] starts delivery from them.
 #[tokio::test]
 async fn edges_start_webhook_delivery_from_flags() {

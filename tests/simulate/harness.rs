@@ -155,8 +155,8 @@ pub fn identity(prefix: &str, count: u64, i: u64) -> String {
     format!("{prefix}{i:0width$}")
 }
 
-/// The device order of design.md §2, computed here from its definition: by the first 8 bytes
-/// (big-endian) of sha256(seed ‖ 0x00 ‖ identity), ties by identity.
+/// The device order of docs/architecture.md §2, computed here from its definition: by the first 8
+/// bytes (big-endian) of sha256(seed ‖ 0x00 ‖ identity), ties by identity.
 pub fn ordered(seed: &str, mut identities: Vec<String>) -> Vec<String> {
     let key = |id: &str| {
         let mut h = Sha256::new();

@@ -2,7 +2,7 @@
 //! (in the namespaces the operator watches), so an edited ConfigMap re-reconciles the packages
 //! that read it at once: their files are read again and re-uploaded when the sha256 changed.
 //!
-//! Secrets are not watched (house-style.md §24: the operator only `get`s Secrets, it never
+//! Secrets are not watched (docs/architecture.md §9.10: the operator only `get`s Secrets, it never
 //! lists or watches them). A changed Secret file source is picked up by the periodic resync
 //! (`--package-resync`) or at once by any change to the package (for example
 //! `kubectl annotate softwarepackage <name> otau.dev/recheck=$(date +%s)`).

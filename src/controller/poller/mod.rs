@@ -1,6 +1,6 @@
-//! Device status by poll (design.md §3): one poller per IoTConnector, shared by every Rollout
-//! on it. Each cycle lists the connector's identities page by page and folds every page into
-//! the in-memory [`DeviceIndex`] of each subscribed Rollout, then asks those Rollouts to
+//! Device status by poll (docs/architecture.md §3): one poller per IoTConnector, shared by every
+//! Rollout on it. Each cycle lists the connector's identities page by page and folds every page
+//! into the in-memory [`DeviceIndex`] of each subscribed Rollout, then asks those Rollouts to
 //! reconcile. The interval adapts: [`PollIntervals::active`] while any subscriber has devices in
 //! flight (or waits for its first listing), [`PollIntervals::idle`] otherwise.
 //!

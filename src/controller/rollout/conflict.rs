@@ -1,4 +1,4 @@
-//! Two active Rollouts never fight over a device (issue 7 item 3): before a Rollout notifies
+//! Two active Rollouts never fight over a device: before a Rollout notifies
 //! its first device, it looks at the other Rollouts on the same connector. When an older one
 //! (by creation time, then name) is still active (not complete, not aborted) and their targets
 //! share a device, the newer one waits with reason `TargetConflict`, naming the other, until

@@ -1,4 +1,4 @@
-//! Per-Rollout Prometheus metrics (house-style.md rule 17; documented in docs/metrics.md).
+//! Per-Rollout Prometheus metrics (docs/architecture.md §9.7; documented in docs/metrics.md).
 //! Labels are namespace, rollout, wave, state, phase, status, result and source: small known
 //! sets, never a device id. The gauges are rewritten after every reconcile, and every series of
 //! a deleted Rollout is removed.

@@ -1,9 +1,9 @@
-//! The Rollout controller (issue 7): drives the pure [`crate::engine`] with the device state
+//! The Rollout controller: drives the pure [`crate::engine`] with the device state
 //! the connector's [poller](super::poller) (and [push](super::push)) keep in memory, writes
 //! `config_otau` through the connector's platform client, and reports by server-side apply of
 //! the whole status, Events and metrics.
 //!
-//! One reconcile is a pipeline (house-style.md rule 6):
+//! One reconcile is a pipeline (docs/architecture.md §9.1):
 //!
 //! 1. **Observe**: the package (Ready, with its manifest) and its connector (Ready); a missing
 //!    prerequisite shows as `PackageNotReady` / `ConnectorNotReady` and nothing is written.
@@ -19,8 +19,8 @@
 //!    `status_min_interval`.
 //!
 //! No finalizer: a Rollout owns nothing on the platform (a written manifest stays with the
-//! device whatever happens to the Rollout, design.md §1), so deletion needs no clean-up there;
-//! the in-memory index, its poller subscription and the metric series are dropped by
+//! device whatever happens to the Rollout, docs/architecture.md §1), so deletion needs no clean-up
+//! there; the in-memory index, its poller subscription and the metric series are dropped by
 //! [`garbage_collect`] once the Rollout is gone from the watch cache.
 
 pub mod conflict;

@@ -1,4 +1,4 @@
-//! Ground truth for tests and benchmarks (issue 4 item 8): admin JSON endpoints under `/admin/`
+//! Ground truth for tests and benchmarks: admin JSON endpoints under `/admin/`
 //! and `/metrics` in Prometheus text, plus [`attach`], which plugs every edge part (GraphQL,
 //! admin, metrics, fault injection, request counting) into the emulator's router.
 //!

@@ -1,4 +1,4 @@
-//! Fault injection and rate limiting (issue 4 item 7, exosite-platform.md §8 `rate_limit`).
+//! Fault injection and rate limiting (exosite-platform.md §8 `rate_limit`).
 //!
 //! Off by default. A [`FaultConfig`] holds rules, each for a route pattern, with an error rate
 //! (5xx), a throttle rate (`429` + `Retry-After`), added latency and a dropped-connection rate;

@@ -1,4 +1,4 @@
-//! Simulated device fleets (issue 4 item 6; exosite-platform.md §2.2 and §9 "Simulated
+//! Simulated device fleets (exosite-platform.md §2.2 and §9 "Simulated
 //! devices").
 //!
 //! - [`profile`]: behaviour profiles read from YAML.

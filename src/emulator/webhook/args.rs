@@ -1,6 +1,5 @@
 //! The command-line form of the webhook settings. The secret comes from the environment
-//! variable [`SECRET_ENV`] or from a file, never from a flag's value (exosite-platform.md §6.3,
-//! issue 4 item 9).
+//! variable [`SECRET_ENV`] or from a file, never from a flag's value (exosite-platform.md §6.3).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
--- Argo CD health of an otau.dev IoTConnector (Lua 5.1), from its conditions (house-style.md §3):
+-- Argo CD health of an otau.dev IoTConnector (Lua 5.1), from its conditions (docs/architecture.md §8):
 --   Ready=True                                          -> Healthy
 --   Stalled=True, or Ready=False with a failure reason  -> Degraded
 --     (failure reasons: CredentialsRejected ProductNotFound ConfigurationInvalid; they need a person to act)

@@ -1,4 +1,4 @@
--- Argo CD health of an otau.dev Rollout (Lua 5.1), from its conditions (house-style.md §3):
+-- Argo CD health of an otau.dev Rollout (Lua 5.1), from its conditions (docs/architecture.md §8):
 --   Complete=True                                   -> Healthy
 --   Aborted (spec.abort, Stalled reason Aborted)    -> Degraded
 --   automatic pause (FailureThresholdExceeded)      -> Degraded

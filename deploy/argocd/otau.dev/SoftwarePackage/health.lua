@@ -1,4 +1,4 @@
--- Argo CD health of an otau.dev SoftwarePackage (Lua 5.1), from its conditions (house-style.md §3):
+-- Argo CD health of an otau.dev SoftwarePackage (Lua 5.1), from its conditions (docs/architecture.md §8):
 --   Ready=True                                          -> Healthy
 --   Stalled=True, or Ready=False with a failure reason  -> Degraded
 --     (failure reasons: PackageInvalid; they need a person to act)

@@ -1,9 +1,11 @@
 //! Emulator measurements (not part of `cargo test`): device write requests/s and management
 //! set-state requests/s over loopback HTTP, and the model's memory with 1,000,000 identities.
 //!
-//! Run: `cargo run --release --bin emulator-bench [-- --identities N --requests N --concurrency N]`.
+//! Run: `cargo bench --bench emulator-bench [-- --identities N --requests N --concurrency N]`.
 //! Load is bounded in count and time and stays on 127.0.0.1.
 #![forbid(unsafe_code)]
+
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,13 +26,13 @@ struct Settings {
     concurrency: u64,
 }
 
-fn settings() -> Result<Settings, String> {
+fn settings(args: Vec<String>) -> Result<Settings, String> {
     let mut s = Settings {
         identities: 1_000_000,
         requests: 20_000,
         concurrency: 32,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let value = args
             .next()
@@ -218,7 +220,11 @@ async fn http_load(s: &Settings) {
 }
 
 fn main() -> std::process::ExitCode {
-    let s = match settings() {
+    let Some(args) = support::bench_args() else {
+        support::not_a_bench_run("emulator-bench");
+        return std::process::ExitCode::SUCCESS;
+    };
+    let s = match settings(args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("emulator-bench: {e}");

@@ -1,6 +1,6 @@
 //! Measures the rollout engine: index build time and memory per device, and the time of one
 //! reconcile step, for 100,000 and 1,000,000 devices (or `--devices N`). Not a test: run it with
-//! `cargo run --release --bin engine-bench [-- --devices N]`.
+//! `cargo bench --bench engine-bench [-- --devices N]`.
 //!
 //! Steps measured, each on the same synthetic fleet (identities `SN-00000001`…, tagged
 //! `fleet=a`, waves 1/10/50/100 %):
@@ -9,6 +9,8 @@
 //! - wave step: wave 1 reported success, wave 2 starts (9 % notified);
 //! - steady step: nothing changed since the last step (the common case of a poll).
 #![forbid(unsafe_code)]
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -213,7 +215,10 @@ fn bench(n: usize) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(args) = support::bench_args() else {
+        support::not_a_bench_run("engine-bench");
+        return ExitCode::SUCCESS;
+    };
     let sizes: Vec<usize> = match args.as_slice() {
         [] => vec![100_000, 1_000_000],
         [flag, n] if flag == "--devices" => match n.replace('_', "").parse() {

@@ -18,14 +18,17 @@
 //! webhook delivery at it (signed with the connector's key) and sets both poll intervals to an
 //! hour, so after the first listing only push can move the status.
 //!
-//! Build and run (not part of `cargo test`; `hack/rollout-bench.sh` does both):
+//! Run it with `cargo bench`, which builds the operator binary in release mode with it (not
+//! part of `cargo test`; `hack/rollout-bench.sh` adds the defaults):
 //!
 //! ```sh
-//! cargo build --release --bin otau-operator --bin rollout-bench
-//! target/release/rollout-bench --devices 100000
-//! target/release/rollout-bench --devices 20000 --push
-//! target/release/rollout-bench --devices 1000000 --timeout 7200
+//! cargo bench --bench rollout-bench -- --devices 100000
+//! cargo bench --bench rollout-bench -- --devices 20000 --push
+//! cargo bench --bench rollout-bench -- --devices 1000000 --timeout 7200
 //! ```
+#![forbid(unsafe_code)]
+
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -198,10 +201,21 @@ fn logged_addr(path: &Path, message: &str) -> Option<String> {
     })
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
-    if let Err(e) = run(args).await {
+fn main() {
+    let Some(argv) = support::bench_args() else {
+        support::not_a_bench_run("rollout-bench");
+        self_check();
+        return;
+    };
+    let args = Args::parse_from(std::iter::once("rollout-bench".to_string()).chain(argv));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rollout-bench: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(args)) {
         eprintln!("rollout-bench: {e}");
         std::process::exit(1);
     }
@@ -334,9 +348,7 @@ async fn run(args: Args) -> Result<(), String> {
     let fleet =
         Fleet::start(&model, CID, &profile, &FleetOptions::default()).map_err(|e| e.to_string())?;
 
-    let operator_bin = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("otau-operator");
+    let operator_bin = PathBuf::from(env!("CARGO_BIN_EXE_otau-operator"));
     let log_path =
         std::env::temp_dir().join(format!("otau-rollout-bench-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
@@ -588,21 +600,17 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latencies_pair_the_kth_report_with_the_first_status_counting_k() {
-        let reports = [100, 200, 300, 400];
-        let observed = [(50, 0), (250, 2), (1_300, 3), (2_400, 4)];
-        let l = report_latencies(&reports, &observed);
-        let expected = [50e-6, 150e-6, 1_000e-6, 2_000e-6];
-        assert_eq!(l.len(), 4);
-        for (a, b) in l.iter().zip(expected) {
-            assert!((a - b).abs() < 1e-9, "{l:?}");
-        }
-        assert_eq!(percentile(&l, 50.0), l[1]);
-        assert_eq!(percentile(&l, 99.0), l[3]);
+/// The check `cargo test --benches` runs instead of the load: the k-th report is paired with
+/// the first status that counted k successes.
+fn self_check() {
+    let reports = [100, 200, 300, 400];
+    let observed = [(50, 0), (250, 2), (1_300, 3), (2_400, 4)];
+    let l = report_latencies(&reports, &observed);
+    let expected = [50e-6, 150e-6, 1_000e-6, 2_000e-6];
+    assert_eq!(l.len(), 4);
+    for (a, b) in l.iter().zip(expected) {
+        assert!((a - b).abs() < 1e-9, "{l:?}");
     }
+    assert_eq!(percentile(&l, 50.0), l[1]);
+    assert_eq!(percentile(&l, 99.0), l[3]);
 }

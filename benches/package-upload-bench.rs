@@ -3,16 +3,18 @@
 //! streams the file (it must stay below 64 MiB above its idle RSS: files stream through a
 //! temporary file, never whole in memory).
 //!
-//! Needs a running control plane with the CRDs (`eval "$(hack/control-plane.sh up --crds)"`)
-//! and the operator binary next to this one (`cargo build --release --bins`):
+//! Needs a running control plane with the CRDs (`eval "$(hack/control-plane.sh up --crds)"`);
+//! `cargo bench` builds the operator binary it starts:
 //!
 //! ```sh
-//! cargo build --release --bins
-//! target/release/package-upload-bench --kubeconfig "$KUBECONFIG" --size-mib 50
+//! cargo bench --bench package-upload-bench -- --kubeconfig "$KUBECONFIG" --size-mib 50
 //! ```
 //!
 //! Everything runs on 127.0.0.1: the emulator (in this process), a file server (in this
 //! process) and the operator (a child process, watching one fresh namespace).
+#![forbid(unsafe_code)]
+
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -32,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 const CID: &str = "b3nchm4rk00000000";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0bench01";
-/// The bound the issue sets on RSS growth while uploading.
+/// The bound on the operator's RSS growth while it uploads (docs/connectors-and-packages.md).
 const RSS_BUDGET_MIB: f64 = 64.0;
 
 /// Measures package upload time and operator RSS.
@@ -44,7 +46,7 @@ struct Args {
     /// Size of the file, MiB.
     #[arg(long, default_value_t = 50)]
     size_mib: usize,
-    /// The operator binary (default: `otau-operator` next to this binary).
+    /// The operator binary (default: the `otau-operator` cargo built with this benchmark).
     #[arg(long)]
     operator: Option<PathBuf>,
     /// kubectl (default: $KUBECTL, else `kubectl` on PATH).
@@ -87,7 +89,11 @@ fn kubectl(args: &Args, namespace: &str, yaml: &str) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let Some(argv) = support::bench_args() else {
+        support::not_a_bench_run("package-upload-bench");
+        return ExitCode::SUCCESS;
+    };
+    let args = Args::parse_from(std::iter::once("package-upload-bench".to_string()).chain(argv));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     match runtime.block_on(bench(args)) {
         Ok(within_budget) if within_budget => ExitCode::SUCCESS,
@@ -165,12 +171,10 @@ async fn bench(args: Args) -> Result<bool, String> {
             emulator.base_url
         ),
     )?;
-    let operator = args.operator.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("otau-operator")))
-            .unwrap_or_else(|| PathBuf::from("otau-operator"))
-    });
+    let operator = args
+        .operator
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_otau-operator")));
     let mut child = Command::new(&operator)
         .arg("run")
         .arg("--kubeconfig")

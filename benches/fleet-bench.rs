@@ -1,8 +1,10 @@
 //! Measures an in-process simulated fleet: wall time and memory for N devices (default
 //! 1,000,000) to boot and finish one OTAU flow driven in virtual time against the emulator's
 //! model. Not a test: run it with
-//! `cargo run --release --bin fleet-bench -- [--devices N] [--profile FILE] [--seed S]`.
+//! `cargo bench --bench fleet-bench -- [--devices N] [--profile FILE] [--seed S]`.
 #![forbid(unsafe_code)]
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -33,13 +35,13 @@ struct Args {
     seed: Option<u64>,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args(argv: Vec<String>) -> Result<Args, String> {
     let mut args = Args {
         devices: 1_000_000,
         profile: None,
         seed: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = argv.into_iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -58,7 +60,11 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let Some(argv) = support::bench_args() else {
+        support::not_a_bench_run("fleet-bench");
+        return ExitCode::SUCCESS;
+    };
+    let args = match parse_args(argv) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
