@@ -1,11 +1,182 @@
 //! Kubernetes Events through the one shared [`Recorder`] (docs/architecture.md §9.5). Notes are
 //! for humans, capped below 1 kB, and never hold a Secret value.
+//!
+//! An Event repeated with the same note within a few minutes becomes a series (one object with
+//! a count), like kube's own recorder; unlike it, an Event whose note changed is a new object,
+//! so `kubectl describe` and `kubectl get events` show the latest numbers (a second `AutoPaused`
+//! reads "16 of 80", not the first one's "1 of 6").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
+use tokio::sync::Mutex;
 
 /// Most bytes of an event note (the API allows 1 kB).
 pub const MAX_NOTE_BYTES: usize = 1000;
+
+/// How long a repeat still counts into the series of the first occurrence.
+const SERIES_WINDOW: Duration = Duration::from_secs(360);
+
+/// Most series remembered (oldest forgotten first): bounds the memory at any number of
+/// objects.
+const MAX_SERIES: usize = 4096;
+
+/// Who reports the Events.
+#[derive(Clone, Debug)]
+pub struct Reporter {
+    /// `reportingController`.
+    pub controller: String,
+    /// `reportingInstance`.
+    pub instance: String,
+}
+
+/// What makes two Events the same series: everything but the time, the note included.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    regarding: (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+    type_: &'static str,
+    reason: String,
+    action: String,
+    note: String,
+}
+
+/// The Event object of a series and when it was last seen.
+struct Series {
+    name: String,
+    namespace: String,
+    count: i32,
+    last: Instant,
+}
+
+/// Publishes Events (`events.k8s.io/v1`), folding identical repeats into series.
+#[derive(Clone)]
+pub struct Recorder {
+    client: kube::Client,
+    reporter: Reporter,
+    series: Arc<Mutex<HashMap<SeriesKey, Series>>>,
+}
+
+impl Recorder {
+    /// A recorder reporting as `reporter`.
+    pub fn new(client: kube::Client, reporter: Reporter) -> Self {
+        Self {
+            client,
+            reporter,
+            series: Arc::default(),
+        }
+    }
+
+    /// Publishes one Event: a repeat of the same note within the window patches the count of
+    /// the existing object; anything else creates a new one.
+    pub async fn publish(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
+        let key = SeriesKey {
+            regarding: (
+                reference.namespace.clone(),
+                reference.kind.clone(),
+                reference.name.clone(),
+                reference.uid.clone(),
+            ),
+            type_: type_name(type_),
+            reason: reason.to_owned(),
+            action: action.to_owned(),
+            note: note.to_owned(),
+        };
+        let now = Timestamp::now();
+        let repeat = {
+            let mut series = self.series.lock().await;
+            series.retain(|_, s| s.last.elapsed() < SERIES_WINDOW);
+            series.get_mut(&key).map(|s| {
+                s.count += 1;
+                s.last = Instant::now();
+                (s.namespace.clone(), s.name.clone(), s.count)
+            })
+        };
+        if let Some((namespace, name, count)) = repeat {
+            let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+            let patch = serde_json::json!({
+                "series": EventSeries { count, last_observed_time: MicroTime(now) },
+            });
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            return Ok(());
+        }
+        let namespace = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let name = format!(
+            "{}.{:x}",
+            reference
+                .name
+                .as_deref()
+                .unwrap_or(&self.reporter.controller),
+            now.as_nanosecond()
+        );
+        let event = K8sEvent {
+            action: Some(action.to_owned()),
+            reason: Some(reason.to_owned()),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference.clone()),
+            note: Some(note.to_owned()),
+            metadata: ObjectMeta {
+                namespace: Some(namespace.clone()),
+                name: Some(name.clone()),
+                ..ObjectMeta::default()
+            },
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(self.reporter.instance.clone()),
+            type_: Some(type_name(type_).to_owned()),
+            ..K8sEvent::default()
+        };
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(&PostParams::default(), &event).await?;
+        let mut series = self.series.lock().await;
+        if series.len() >= MAX_SERIES
+            && let Some(oldest) = series
+                .iter()
+                .min_by_key(|(_, s)| s.last)
+                .map(|(k, _)| k.clone())
+        {
+            series.remove(&oldest);
+        }
+        series.insert(
+            key,
+            Series {
+                name,
+                namespace,
+                count: 1,
+                last: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+}
+
+fn type_name(type_: EventType) -> &'static str {
+    match type_ {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    }
+}
 
 /// Publishes one event about `reference`; failures are logged, never returned (events are
 /// for humans, not state).
@@ -17,14 +188,11 @@ pub async fn publish(
     action: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(truncate(note, MAX_NOTE_BYTES)),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, reference).await {
+    let note = truncate(note, MAX_NOTE_BYTES);
+    if let Err(error) = recorder
+        .publish(reference, type_, reason, action, &note)
+        .await
+    {
         tracing::warn!(
             reason,
             object = reference.name.as_deref().unwrap_or(""),

@@ -35,7 +35,9 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
+
+use events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
 pub use error::Error;
@@ -120,7 +122,7 @@ impl Context {
             client.clone(),
             Reporter {
                 controller: REPORTING_CONTROLLER.to_string(),
-                instance: Some(settings.instance.clone()),
+                instance: settings.instance.clone(),
             },
         );
         Arc::new(Context {

@@ -9,5 +9,6 @@ mod connector;
 mod control_plane;
 mod crd_skew;
 mod crds;
+mod events;
 mod operator;
 mod package;

@@ -757,8 +757,8 @@ async fn report(
 }
 
 /// The Event `action` of an engine event: `Wave<k>` when the engine says it concerns wave k,
-/// else `Rollout`. The shared Recorder folds repeats of the same (reason, action) into one
-/// series that keeps the first note, so "wave 2 started" must not repeat "wave 1 started".
+/// else `Rollout` (`action` is the machine-readable part of an Event; the note says what
+/// happened).
 pub fn event_action(event: &EngineEvent) -> String {
     event
         .wave
