@@ -216,7 +216,7 @@ async fn serve(args: Args) -> Result<(), String> {
     eprintln!("emulator: stopping");
     if let Some(f) = fleet {
         let summary = f.stop();
-        eprintln!("emulator: fleet at stop: {summary:?}");
+        eprintln!("emulator: fleet at stop: {summary}");
     }
     if let Some(h) = https {
         h.shutdown().await;

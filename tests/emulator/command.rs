@@ -131,3 +131,49 @@ async fn fault_flags_reach_the_management_api() {
         "only the named route is faulty"
     );
 }
+
+/// SIGTERM stops the emulator with a summary of its fleet written for people (the counts by
+/// outcome and what the devices did), not a debug dump of a struct.
+#[test]
+fn sigterm_stops_it_with_a_fleet_summary_for_people() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_otau-operator"))
+        .args(["emulator", "--listen", "127.0.0.1:0", "--devices", "5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the emulator binary");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("the ready line");
+    assert!(ready.starts_with('{'), "{ready}");
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(status.success(), "{status}: {stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("emulator: fleet at stop: "))
+        .unwrap_or_else(|| panic!("no summary in:\n{stderr}"));
+    assert!(
+        summary
+            .starts_with("emulator: fleet at stop: 5 devices, 0 updating; updates started: none"),
+        "{summary}"
+    );
+    assert!(!stderr.contains("FleetSummary {"), "{stderr}");
+}

@@ -115,3 +115,85 @@ impl FleetSummary {
         }
     }
 }
+impl std::fmt::Display for OutcomeCounts {
+    /// `3 success, 1 install_error` (the profile's names; outcomes with none left out), or
+    /// `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            ("success", self.success),
+            ("test_error", self.test_error),
+            ("download_error", self.download_error),
+            ("install_error", self.install_error),
+            ("install_aborted", self.install_aborted),
+            ("silence", self.silence),
+            ("reboot_old_version", self.reboot_old_version),
+            ("malformed_reports", self.malformed_reports),
+            ("unknown_status", self.unknown_status),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+impl std::fmt::Display for FleetSummary {
+    /// Two lines for people: the updates by outcome, then what the devices did.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = &self.actions;
+        writeln!(
+            f,
+            "{} devices, {} updating; updates started: {}; finished: {}",
+            self.devices, self.busy, self.started, self.finished
+        )?;
+        write!(
+            f,
+            "  {} reports, {} acks, {} downloads ({} bytes, {} failed), {} links, {} platform errors; {} manifests skipped as already handled, {} values ignored, {} updates interrupted",
+            a.reports,
+            a.acks,
+            a.downloads,
+            a.bytes,
+            self.failed_downloads,
+            a.links,
+            a.errors,
+            self.skipped,
+            self.ignored,
+            self.interrupted
+        )
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_reads_as_text_not_a_debug_dump() {
+        let summary = FleetSummary {
+            devices: 5,
+            started: OutcomeCounts {
+                success: 3,
+                install_error: 1,
+                ..OutcomeCounts::default()
+            },
+            actions: DriverCounters {
+                reports: 12,
+                ..DriverCounters::default()
+            },
+            ..FleetSummary::default()
+        };
+        let text = summary.to_string();
+        assert!(
+            text.starts_with(
+                "5 devices, 0 updating; updates started: 3 success, 1 install_error; finished: none\n  12 reports,"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains('{'), "{text}");
+    }
+}
