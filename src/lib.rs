@@ -5,16 +5,17 @@
 //! Code map (who may use whom; docs/architecture.md §4 is the reference):
 //! - [`api`]: the CRD types. Uses nothing else in the crate.
 //! - [`otau`]: the Exosite OTAU schema. Uses nothing else in the crate.
-//! - [`engine`]: the rollout logic, pure. Uses [`api`] and [`otau`] only.
+//! - [`engine`]: the rollout logic, pure. Uses [`api`], [`otau`], and the [`platform`]'s data
+//!   types for the one identity-to-observation mapping.
 //! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`]
 //!   only.
 //! - [`emulator`]: a local Exosite platform. Uses [`otau`], and the [`platform`] trait and its
 //!   types for the in-process adapter.
 //! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`],
 //!   [`otau`], [`engine`], [`platform`].
-//! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`],
-//!   and the controller's identity-to-observation mapping (so `devices` names states exactly as
-//!   the operator counts them).
+//! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`]
+//!   (its identity-to-observation mapping, so `devices` names states exactly as the operator
+//!   counts them).
 //!
 //! Outside the library: `src/main.rs` and `src/cmd/` (the `otau-operator` subcommands) may use
 //! everything; `src/bin/kubectl-otau.rs` only wires [`plugin`]; the benchmark programs in

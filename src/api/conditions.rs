@@ -73,6 +73,9 @@ pub mod reason {
     pub const ABORTED: &str = "Aborted";
     /// Rollout: every wave finished within the threshold.
     pub const ALL_WAVES_SUCCEEDED: &str = "AllWavesSucceeded";
+    /// Rollout: an older active Rollout targets the same devices; this one waits before its
+    /// first write.
+    pub const TARGET_CONFLICT: &str = "TargetConflict";
 }
 
 /// Builds a condition. `now` is passed in: this module never reads a clock. The apiserver

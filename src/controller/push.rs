@@ -33,9 +33,8 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::poller::WebhookKey;
-use super::poller::observe::PartialUpdate;
 use super::rollout::RolloutContext;
-use crate::engine::normalize_timestamp;
+use crate::engine::{PartialUpdate, normalize_timestamp};
 use crate::otau::{CONFIG_OTAU, OTAU_IN};
 
 /// The path of the receiver.

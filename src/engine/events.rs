@@ -100,4 +100,7 @@ pub mod reason {
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
     /// A one-shot annotation holds a value that cannot be acted on (Warning).
     pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+    /// The Rollout waits for an older active Rollout over the same devices (Normal), once
+    /// when it starts waiting.
+    pub const TARGET_CONFLICT: &str = crate::api::conditions::reason::TARGET_CONFLICT;
 }

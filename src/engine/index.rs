@@ -19,7 +19,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::api::rollout::Targets;
 use crate::otau::{Classification, Manifest, ReportError, classify};
 
-use super::observation::{DeviceObservation, Micros, normalize_timestamp};
+use super::observation::{DeviceObservation, Micros, PartialUpdate, normalize_timestamp};
 use super::order::order_key;
 
 /// The highest attempt number the index recognises (1 + at most 10 retries, with room to
@@ -441,6 +441,60 @@ impl DeviceIndex {
         self.compact_if_needed();
     }
 
+    /// Folds what changed about one device the index holds (our own write, a pushed report):
+    /// each part newer than (or as new as) what the entry holds is classified and replaces
+    /// that part only. Returns false, changing nothing, when the device is not in the index
+    /// or every part is older (pushed events may arrive late or twice). Marks the device seen
+    /// for a full listing in progress.
+    pub fn apply_partial(&mut self, identity: &str, update: &PartialUpdate) -> bool {
+        let Some(i) = self.find(order_key(&self.config.seed, identity), identity) else {
+            return false;
+        };
+        let entry = self.entries[i as usize];
+        let set = update
+            .config_otau
+            .as_ref()
+            .map(|(value, at)| (value, normalize_timestamp(*at)))
+            .filter(|(_, at)| *at >= entry.set_at)
+            .map(|(value, at)| (self.set_kind(Some(value)), at));
+        let report = update
+            .otau_in
+            .as_ref()
+            .map(|(value, at)| (value, normalize_timestamp(*at)))
+            .filter(|(_, at)| *at >= entry.report_at)
+            .map(|(value, at)| (self.report_code(Some(value)), at));
+        if set.is_none() && report.is_none() {
+            return false;
+        }
+        let e = &mut self.entries[i as usize];
+        e.flags |= SEEN;
+        if let Some(((kind, attempt), at)) = set {
+            e.set_kind = kind;
+            e.attempt = attempt;
+            e.set_at = at;
+        }
+        if let Some(((code, note), at)) = report {
+            e.report = code;
+            e.report_at = at;
+            if let Some(note) = note {
+                self.remember_note(identity, at, &note);
+            }
+        }
+        true
+    }
+
+    /// Keeps a device the index holds through a full listing in progress as it is (what the
+    /// index holds is newer than the listing's page). Returns whether the device is held.
+    pub fn keep_as_held(&mut self, identity: &str) -> bool {
+        match self.find(order_key(&self.config.seed, identity), identity) {
+            Some(i) => {
+                self.entries[i as usize].flags |= SEEN;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sorts the order (by key, then identity) if devices were added or removed.
     pub fn prepare(&mut self) {
         if !self.sorted {
@@ -610,7 +664,11 @@ impl DeviceIndex {
             None => (SetKind::Absent, 0, 0),
             Some(state) => {
                 let (kind, attempt) = self.set_kind(state.set.as_deref());
-                (kind, attempt, normalize_timestamp(state.timestamp))
+                (
+                    kind,
+                    attempt,
+                    normalize_timestamp(state.timestamp.unwrap_or(0)),
+                )
             }
         };
         let (report, report_at, note) = match &obs.otau_in {
@@ -618,7 +676,11 @@ impl DeviceIndex {
             Some(state) => {
                 let raw = state.reported.as_deref().or(state.set.as_deref());
                 let (code, note) = self.report_code(raw);
-                (code, normalize_timestamp(state.timestamp), note)
+                (
+                    code,
+                    normalize_timestamp(state.timestamp.unwrap_or(0)),
+                    note,
+                )
             }
         };
         Folded {

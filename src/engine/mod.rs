@@ -3,7 +3,8 @@
 //! the Events to emit and when to look again (docs/architecture.md §2, docs/rollouts.md).
 //!
 //! No I/O, no clock (`now` is a parameter), no Kubernetes client: the controller and
-//! `simulate` both drive the same [`reconcile`]. Uses only [`crate::api`] and [`crate::otau`].
+//! `simulate` both drive the same [`reconcile`]. Uses only [`crate::api`], [`crate::otau`] and
+//! the platform's data types (`platform::types`, for [`DeviceObservation`]).
 //!
 //! ```text
 //!  observations ──► DeviceIndex (40-byte entries, identity arena, stable order)
@@ -31,6 +32,7 @@
 //!  any state ── spec.abort / abort annotation / onFailure: Abort ──► Aborted (terminal)
 //! ```
 
+mod blocked;
 mod control;
 mod counts;
 mod device;
@@ -55,6 +57,7 @@ use std::sync::Arc;
 
 use crate::api::rollout::{RolloutSpec, RolloutStatus};
 
+pub use blocked::{WriteShortfall, reconcile_blocked, writes_failed};
 pub use control::ResumeRequest;
 pub use device::{DeviceState, EvalContext, evaluate};
 pub use events::{EngineEvent, EventType, ThresholdTrip, reason};
@@ -62,13 +65,15 @@ pub use index::{
     DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, ReportCode, SetKind,
 };
 pub use memory::{AbortCause, AbortRecord, EngineMemory, ThresholdBaseline};
-pub use observation::{DeviceObservation, Micros, ResourceState, normalize_timestamp};
+pub use observation::{
+    DeviceObservation, Micros, PartialUpdate, ResourceState, normalize_timestamp,
+};
 pub use order::{order_key, order_seed};
 pub use policy::{
     Judgement, ParsedPolicy, accepted_baseline, judge, judge_started_waves, percent_text,
     started_waves_text,
 };
-pub use reconcile::{reconcile, reconcile_blocked};
+pub use reconcile::reconcile;
 pub use status::{Overall, set_conditions};
 pub use waves::{cumulative_sizes, positional_wave};
 
@@ -106,6 +111,12 @@ pub enum Blocker {
     ConnectorNotReady(String),
     /// Device state cannot be read from the platform right now.
     PlatformUnavailable(String),
+    /// The first complete listing of the devices has not been read yet (a first visit shows
+    /// every condition Unknown, `Initializing`).
+    FirstListing(String),
+    /// An older active Rollout targets some of the same devices; the message names it. Only
+    /// before this Rollout's first write.
+    TargetConflict(String),
 }
 
 /// One `config_otau` write to make now.

@@ -1,43 +1,15 @@
-//! What the engine is told about one device: the platform layer maps its identity listing
-//! (exosite-platform.md §5.2, §5.3) into [`DeviceObservation`]s.
+//! What the engine is told about one device, and the one mapping from what the platform lists
+//! (exosite-platform.md §5.2, §5.3) to it: [`DeviceObservation`] from a listed
+//! [`Identity`], [`PartialUpdate`] for what one pushed event or one of our own writes changed.
+//! The poller, push, `simulate` and `kubectl otau devices` all go through here, so each names
+//! a device's state exactly as the engine counts it.
 
 use crate::api::DeviceTag;
+use crate::platform::types::Identity;
+pub use crate::platform::types::ResourceState;
 
 /// Microseconds since the Unix epoch, the platform's unit for state timestamps.
 pub type Micros = i64;
-
-/// One resource of one device as the management API lists it: `{set, reported, timestamp}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ResourceState {
-    /// The `set` value (what the cloud or the device last wrote), if any.
-    pub set: Option<String>,
-    /// The `reported` value (what the device last wrote), if any.
-    pub reported: Option<String>,
-    /// Time of the last write of either value, by any writer. Microseconds on the wire;
-    /// seconds and milliseconds are accepted too (see [`normalize_timestamp`]).
-    pub timestamp: i64,
-}
-
-impl ResourceState {
-    /// A resource whose `set` value is `value` (written by the cloud) at `timestamp` µs.
-    pub fn set(value: impl Into<String>, timestamp: Micros) -> Self {
-        Self {
-            set: Some(value.into()),
-            reported: None,
-            timestamp,
-        }
-    }
-
-    /// A resource the device wrote (`set` and `reported` both `value`) at `timestamp` µs.
-    pub fn written_by_device(value: impl Into<String>, timestamp: Micros) -> Self {
-        let value = value.into();
-        Self {
-            set: Some(value.clone()),
-            reported: Some(value),
-            timestamp,
-        }
-    }
-}
 
 /// One device as observed on the platform, the only per-device input of the engine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,6 +33,56 @@ impl DeviceObservation {
             ..Self::default()
         }
     }
+}
+
+impl From<Identity> for DeviceObservation {
+    /// One listed identity: its tags, and each OTAU resource unless it holds nothing at all.
+    fn from(identity: Identity) -> Self {
+        let state = identity.state;
+        Self {
+            identity: identity.identity,
+            tags: identity
+                .tags
+                .into_iter()
+                .map(|t| DeviceTag::new(t.name, t.value))
+                .collect(),
+            config_otau: holding_something(state.config_otau),
+            otau_in: holding_something(state.otau_in),
+        }
+    }
+}
+
+impl From<&Identity> for DeviceObservation {
+    /// As [`From<Identity>`], for a listing the caller keeps.
+    fn from(identity: &Identity) -> Self {
+        Self {
+            identity: identity.identity.clone(),
+            tags: identity
+                .tags
+                .iter()
+                .map(|t| DeviceTag::new(t.name.clone(), t.value.clone()))
+                .collect(),
+            config_otau: holding_something(identity.state.config_otau.clone()),
+            otau_in: holding_something(identity.state.otau_in.clone()),
+        }
+    }
+}
+
+/// A resource that holds neither a set nor a reported value is no resource at all: the
+/// device never had one written.
+fn holding_something(state: ResourceState) -> Option<ResourceState> {
+    (state.set.is_some() || state.reported.is_some()).then_some(state)
+}
+
+/// What changed about one device that the index already holds: our own `config_otau` write
+/// (or the device's ack), or a pushed `otau_in` report. Folded by
+/// [`super::DeviceIndex::apply_partial`], newer values only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartialUpdate {
+    /// A new `config_otau` set value at a time (µs).
+    pub config_otau: Option<(String, Micros)>,
+    /// A new `otau_in` report, as the device wrote it, at a time (µs).
+    pub otau_in: Option<(String, Micros)>,
 }
 
 /// Brings a platform timestamp to microseconds the way connector templates do
@@ -94,5 +116,38 @@ mod tests {
         for (raw, expected) in cases {
             assert_eq!(normalize_timestamp(raw), expected, "{raw}");
         }
+    }
+
+    #[test]
+    fn a_listed_identity_becomes_one_observation_either_way() {
+        use crate::platform::types::{IdentityState, Tag};
+        let identity = Identity {
+            identity: "d1".into(),
+            status: "provisioned".into(),
+            tags: vec![Tag {
+                name: "region".into(),
+                value: "eu".into(),
+            }],
+            state: IdentityState {
+                config_otau: ResourceState {
+                    set: Some("x".into()),
+                    reported: None,
+                    timestamp: Some(5),
+                },
+                otau_in: ResourceState {
+                    set: None,
+                    reported: None,
+                    timestamp: Some(9),
+                },
+            },
+            created: Some(1),
+        };
+        let borrowed = DeviceObservation::from(&identity);
+        let owned = DeviceObservation::from(identity);
+        assert_eq!(borrowed, owned);
+        assert_eq!(owned.identity, "d1");
+        assert_eq!(owned.tags, vec![DeviceTag::new("region", "eu")]);
+        assert_eq!(owned.config_otau, Some(ResourceState::set("x", 5)));
+        assert_eq!(owned.otau_in, None, "a timestamp alone holds nothing");
     }
 }

@@ -1,9 +1,7 @@
-//! One step of the rollout: [`reconcile`] (device state readable) and [`reconcile_blocked`]
-//! (a prerequisite is missing). docs/rollouts.md states the rules in prose.
+//! One step of the rollout with device state readable: [`reconcile`] (a step held by a missing
+//! prerequisite is [`super::reconcile_blocked`]). docs/rollouts.md states the rules in prose.
 
-use crate::api::conditions::{
-    self, FALSE, PROGRESSING, READY, UNKNOWN, new_condition, rollout_phase, set_condition,
-};
+use crate::api::conditions::{self, rollout_phase};
 use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,7 +16,6 @@ use super::device::{DeviceState, EvalContext, evaluate};
 use super::events::EngineEvent;
 use super::failures::recent_failures;
 use super::index::DeviceIndex;
-use super::memory::AbortCause;
 use super::notify::{NotifyInput, choose_notifications};
 use super::observation::Micros;
 use super::order::order_seed;
@@ -27,11 +24,11 @@ use super::outcome::{
     overall, requeue, shown_pause,
 };
 use super::policy::{ParsedPolicy, StepJudge, StepStart, judge_at_step_start};
-use super::status::{Overall, set_conditions, time_from_micros};
+use super::status::{set_conditions, time_from_micros};
 use super::waves::{
     AdvanceInput, Holds, Progression, Stop, advance, cumulative_sizes, positional_wave,
 };
-use super::{Blocker, Decision, EngineError, EngineInput, Notification, PollHint, Requeue};
+use super::{Decision, EngineError, EngineInput, Notification};
 
 /// Per-device states of one pass, with what the wave logic needs.
 struct Pass {
@@ -418,70 +415,4 @@ fn auto_pause_of(status: &RolloutStatus) -> Option<PauseInfo> {
         .as_ref()
         .filter(|p| p.reason == conditions::reason::FAILURE_THRESHOLD_EXCEEDED)
         .cloned()
-}
-
-/// One step while a prerequisite is missing: nothing is written and no one-shot annotation is
-/// acted on (they act at the next step with readable device state); the previous counts stay
-/// and the conditions say what is missing.
-pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros) -> Decision {
-    let now_t = time_from_micros(now);
-    let prev = input.status;
-    let mut status = prev.clone();
-    let mut conds = prev.conditions.clone();
-    let generation = input.generation;
-    let mut set = |type_: &str, st: &str, r: &str, m: &str| {
-        set_condition(
-            &mut conds,
-            new_condition(type_, st, r, m, generation, now_t.clone()),
-        );
-    };
-    let aborted = input.memory.aborted.is_some() || input.spec.abort;
-    match blocker {
-        Blocker::PlatformUnavailable(m) => {
-            let m = format!("device state cannot be read: {m}; the wave holds, nothing is written");
-            set(READY, UNKNOWN, conditions::reason::PLATFORM_UNAVAILABLE, &m);
-            if conditions::find_condition(&prev.conditions, PROGRESSING).is_none() {
-                set(
-                    PROGRESSING,
-                    FALSE,
-                    conditions::reason::PLATFORM_UNAVAILABLE,
-                    &m,
-                );
-            }
-        }
-        Blocker::PackageNotReady(m) | Blocker::ConnectorNotReady(m) if !aborted => {
-            let r = match blocker {
-                Blocker::PackageNotReady(_) => conditions::reason::PACKAGE_NOT_READY,
-                _ => conditions::reason::CONNECTOR_NOT_READY,
-            };
-            set(READY, FALSE, r, m);
-            set(PROGRESSING, FALSE, r, m);
-        }
-        Blocker::PackageNotReady(_) | Blocker::ConnectorNotReady(_) => {
-            let cause = input
-                .memory
-                .aborted
-                .as_ref()
-                .map_or(AbortCause::Spec, |a| a.cause);
-            let overall = Overall::Aborted(format!(
-                "aborted by {}: nothing more is written",
-                cause.describe()
-            ));
-            set_conditions(&mut conds, &overall, false, generation, &now_t);
-        }
-    }
-    conditions::set_reconciling(&mut conds, generation, now_t);
-    status.phase = Some(rollout_phase(&conds));
-    status.conditions = conds;
-    status.observed_generation = input.generation;
-    Decision {
-        notifications: Vec::new(),
-        status,
-        memory: input.memory.clone(),
-        events: Vec::new(),
-        requeue: Requeue {
-            at: None,
-            poll: PollHint::Idle,
-        },
-    }
 }

@@ -47,6 +47,27 @@ pub struct ResourceState {
     pub timestamp: Option<i64>,
 }
 
+impl ResourceState {
+    /// A resource whose `set` value is `value` (written by the cloud) at `timestamp` µs.
+    pub fn set(value: impl Into<String>, timestamp: i64) -> Self {
+        Self {
+            set: Some(value.into()),
+            reported: None,
+            timestamp: Some(timestamp),
+        }
+    }
+
+    /// A resource the device wrote (`set` and `reported` both `value`) at `timestamp` µs.
+    pub fn written_by_device(value: impl Into<String>, timestamp: i64) -> Self {
+        let value = value.into();
+        Self {
+            set: Some(value.clone()),
+            reported: Some(value),
+            timestamp: Some(timestamp),
+        }
+    }
+}
+
 /// The OTAU resources of one identity.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IdentityState {

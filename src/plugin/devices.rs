@@ -20,8 +20,8 @@ use crate::api::iot_connector::{AuthScheme as SpecAuthScheme, IoTConnector};
 use crate::api::rollout::Rollout;
 use crate::api::software_package::SoftwarePackage;
 use crate::engine::{
-    DeviceIndex, DeviceState, EvalContext, IndexConfig, ParsedPolicy, SetKind, cumulative_sizes,
-    evaluate, order_key, order_seed, positional_wave,
+    DeviceIndex, DeviceObservation, DeviceState, EvalContext, IndexConfig, ParsedPolicy, SetKind,
+    cumulative_sizes, evaluate, order_key, order_seed, positional_wave,
 };
 use crate::otau::{Manifest, Report};
 use crate::platform::{
@@ -125,9 +125,7 @@ pub fn device_rows(
             targets: rollout.spec.targets.clone(),
             manifest: manifest.clone(),
         },
-        identities
-            .iter()
-            .map(crate::controller::poller::observe::from_identity),
+        identities.iter().map(DeviceObservation::from),
     );
     let policy = ParsedPolicy::parse(&rollout.spec)
         .map_err(|e| PluginError::Refused(format!("rollout {name}: {e}")))?;

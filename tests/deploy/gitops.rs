@@ -25,7 +25,7 @@ use otau_operator::api::{
 };
 use otau_operator::controller::error::Error;
 use otau_operator::controller::status::apply_status;
-use otau_operator::controller::{connector, package, rollout::conflict};
+use otau_operator::controller::{connector, package};
 use otau_operator::engine::{self, Blocker, EngineInput, EngineMemory, Overall};
 use otau_operator::platform::PlatformError;
 use serde::Deserialize;
@@ -150,12 +150,9 @@ fn rollout_status(rollout: &Rollout, case: &str) -> RolloutStatus {
             return blocked(Blocker::PlatformUnavailable("HTTP 503".into()));
         }
         "TargetConflict" => {
-            return conflict::waiting_status(
-                &RolloutStatus::default(),
-                "5 targeted devices are also targets of the older Rollout other",
-                generation,
-                t,
-            );
+            return blocked(Blocker::TargetConflict(
+                "5 targeted devices are also targets of the older Rollout other".into(),
+            ));
         }
         "WaveInProgress" => Overall::WaveInProgress("wave 1/3: 3/5 succeeded".into()),
         "Soaking" => Overall::Soaking("wave 1/3: 5/5 succeeded; soaking".into()),

@@ -13,24 +13,21 @@ use super::repo_root;
 const ARROWS: &[(&str, &[&str])] = &[
     ("api", &[]),
     ("otau", &[]),
-    ("engine", &["api", "otau"]),
+    ("engine", &["api", "otau", "platform"]),
     ("platform", &["otau"]),
     ("controller", &["api", "otau", "engine", "platform"]),
     ("emulator", &["otau", "platform"]),
-    (
-        "plugin",
-        &["api", "otau", "engine", "platform", "controller"],
-    ),
+    ("plugin", &["api", "otau", "engine", "platform"]),
 ];
 
 /// Uses that are allowed only through one path, or only in some files: (module, used module,
 /// the path prefix a use must start with, the files that may use it).
 const NARROW: &[(&str, &str, &str, &[&str])] = &[
     (
-        "plugin",
-        "controller",
-        "crate::controller::poller::observe",
-        &[],
+        "engine",
+        "platform",
+        "crate::platform::types",
+        &["src/engine/observation.rs"],
     ),
     (
         "emulator",

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use otau_operator::api::DeviceTag;
 use otau_operator::api::conditions::reason as condition;
 use otau_operator::api::rollout::{RolloutPhase, RolloutSpec, RolloutStatus};
 use otau_operator::api::{Rollout, SoftwarePackage};
@@ -29,13 +28,10 @@ use otau_operator::emulator::model::{Model, ModelConfig};
 use otau_operator::emulator::platform_adapter::EmulatorPlatform;
 use otau_operator::engine::{
     DeviceIndex, DeviceObservation, EngineInput, EngineMemory, EventType, IndexConfig, Micros,
-    PollHint, ResourceState, order_seed, reconcile,
+    PollHint, order_seed, reconcile,
 };
 use otau_operator::otau::Manifest;
-use otau_operator::platform::{
-    ContentUpload, Identity, ListIdentities, PackageRegistration, Platform,
-    ResourceState as PlatformResource,
-};
+use otau_operator::platform::{ContentUpload, ListIdentities, PackageRegistration, Platform};
 
 /// Where virtual time starts: 2025-01-01T00:00:00Z (µs). Fixed, so two runs print the same.
 pub const START_MICROS: Micros = 1_735_689_600_000_000;
@@ -182,31 +178,6 @@ pub struct Outcome {
     pub earlier: Vec<Outcome>,
 }
 
-fn resource(r: PlatformResource) -> Option<ResourceState> {
-    if r.set.is_none() && r.reported.is_none() {
-        return None;
-    }
-    Some(ResourceState {
-        set: r.set,
-        reported: r.reported,
-        timestamp: r.timestamp.unwrap_or(0),
-    })
-}
-
-/// One listed identity as the engine's observation.
-pub fn observation(identity: Identity) -> DeviceObservation {
-    DeviceObservation {
-        identity: identity.identity,
-        tags: identity
-            .tags
-            .into_iter()
-            .map(|t| DeviceTag::new(t.name, t.value))
-            .collect(),
-        config_otau: resource(identity.state.config_otau),
-        otau_in: resource(identity.state.otau_in),
-    }
-}
-
 /// Folds the device listing into the index, one poll.
 ///
 /// The first poll lists every device. Later polls ask the model for the devices changed since
@@ -233,7 +204,7 @@ impl Poller {
             for page in changed.ids.chunks(PAGE_SIZE as usize) {
                 let (identities, gone) = platform.identities_of(page);
                 removed |= !gone.is_empty();
-                index.upsert(identities.into_iter().map(observation));
+                index.upsert(identities.into_iter().map(DeviceObservation::from));
             }
             if !removed {
                 index.prepare();
@@ -256,7 +227,7 @@ async fn full_listing(platform: &dyn Platform, index: &mut DeviceIndex) -> Resul
     });
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| format!("listing the simulated devices failed: {e}"))?;
-        index.upsert(page.identities.into_iter().map(observation));
+        index.upsert(page.identities.into_iter().map(DeviceObservation::from));
     }
     index.finish_full_listing();
     Ok(())
@@ -546,29 +517,5 @@ mod tests {
         assert_eq!(next_poll_after(100, 130, 30), 130);
         assert_eq!(next_poll_after(100, 131, 30), 160);
         assert_eq!(next_poll_after(100, 50, 30), 130, "a change already due");
-    }
-
-    #[test]
-    fn listed_identities_become_observations() {
-        let identity = Identity {
-            identity: "d1".into(),
-            tags: vec![otau_operator::platform::Tag {
-                name: "region".into(),
-                value: "eu".into(),
-            }],
-            state: otau_operator::platform::IdentityState {
-                config_otau: PlatformResource {
-                    set: Some("x".into()),
-                    reported: None,
-                    timestamp: Some(5),
-                },
-                otau_in: PlatformResource::default(),
-            },
-            ..Identity::default()
-        };
-        let obs = observation(identity);
-        assert_eq!(obs.tags, vec![DeviceTag::new("region", "eu")]);
-        assert_eq!(obs.config_otau, Some(ResourceState::set("x", 5)));
-        assert_eq!(obs.otau_in, None);
     }
 }

@@ -7,9 +7,7 @@
 //! A subscriber's index is *ready* once one complete listing that started after it was
 //! (re)built has been folded into it; the Rollout controller decides nothing before that.
 //! Pushed events and the controller's own writes are folded into the same indexes at once
-//! ([`observe::apply_partial`]), so the index always holds the newest thing known.
-
-pub mod observe;
+//! ([`DeviceIndex::apply_partial`]), so the index always holds the newest thing known.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,10 +18,10 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{Notify, mpsc};
 
 use crate::api::Rollout;
-use crate::engine::{DeviceIndex, DeviceObservation, IndexConfig, Micros, ReportCode};
+use crate::engine::{
+    DeviceIndex, DeviceObservation, IndexConfig, Micros, PartialUpdate, ReportCode,
+};
 use crate::platform::{ListIdentities, Platform};
-
-use observe::{PartialUpdate, apply_partial};
 
 /// Poll intervals and page size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +85,7 @@ impl Held {
     /// that a listing page read from the platform before it cannot undo it. Returns whether
     /// the index changed.
     pub fn fold(&mut self, identity: &str, update: &PartialUpdate) -> bool {
-        let changed = apply_partial(&mut self.index, identity, update);
+        let changed = self.index.apply_partial(identity, update);
         if changed {
             self.recent.insert(identity_key(identity), now_micros());
         }
@@ -101,21 +99,19 @@ impl Held {
             self.index.upsert(page.iter());
             return;
         }
-        let folded: Vec<DeviceObservation> = page
+        let recent = &self.recent;
+        let index = &mut self.index;
+        // A device folded since the page was requested keeps what the index holds.
+        let listed: Vec<&DeviceObservation> = page
             .iter()
-            .map(|o| {
-                match (
-                    self.recent.get(&identity_key(&o.identity)),
-                    self.index.get(&o.identity),
-                ) {
-                    (Some(&at), Some(entry)) if at >= requested_at => {
-                        observe::rebuild(&self.index, &o.identity, entry)
-                    }
-                    _ => o.clone(),
-                }
+            .filter(|o| {
+                let newer_here = recent
+                    .get(&identity_key(&o.identity))
+                    .is_some_and(|&at| at >= requested_at);
+                !(newer_here && index.keep_as_held(&o.identity))
             })
             .collect();
-        self.index.upsert(folded);
+        self.index.upsert(listed);
     }
 }
 
@@ -579,7 +575,7 @@ async fn list_once(
         match page {
             Ok(page) => {
                 observations.clear();
-                observations.extend(page.identities.iter().map(observe::from_identity));
+                observations.extend(page.identities.iter().map(DeviceObservation::from));
                 for (sub, epoch) in subs.iter().zip(&epochs) {
                     let mut held = sub.lock();
                     if held.epoch == *epoch {

@@ -9,19 +9,11 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::api::Rollout;
-use crate::api::conditions::{
-    self, COMPLETE, FALSE, PAUSED, PROGRESSING, READY, STALLED, new_condition, rollout_phase,
-    set_condition,
-};
-use crate::api::rollout::RolloutStatus;
+use crate::api::conditions::rollout_phase;
 use crate::controller::poller::Subscription;
-
-/// The reason of a Rollout waiting for another one.
-pub const TARGET_CONFLICT: &str = "TargetConflict";
 
 /// Whether a Rollout still holds its devices: not complete and not aborted.
 pub fn is_active(rollout: &Rollout) -> bool {
@@ -80,31 +72,4 @@ pub fn find(
         }
     }
     None
-}
-
-/// The status of a Rollout waiting for another: every condition says why; counts stay.
-pub fn waiting_status(
-    previous: &RolloutStatus,
-    message: &str,
-    generation: Option<i64>,
-    now: Time,
-) -> RolloutStatus {
-    let mut status = previous.clone();
-    for type_ in [READY, PROGRESSING, PAUSED, COMPLETE, STALLED] {
-        set_condition(
-            &mut status.conditions,
-            new_condition(
-                type_,
-                FALSE,
-                TARGET_CONFLICT,
-                message,
-                generation,
-                now.clone(),
-            ),
-        );
-    }
-    conditions::set_reconciling(&mut status.conditions, generation, now);
-    status.phase = Some(conditions::rollout_phase(&status.conditions));
-    status.observed_generation = generation;
-    status
 }

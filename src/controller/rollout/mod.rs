@@ -25,6 +25,7 @@
 
 pub mod conflict;
 pub mod metrics;
+mod pass;
 pub mod state;
 pub mod writes;
 
@@ -43,22 +44,15 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 use super::error::Error;
-use super::poller::{PollIntervals, Pollers, SubscribeRequest, Subscription, WebhookKey};
+use super::poller::{PollIntervals, Pollers, Subscription};
 use super::status::apply_status;
 use super::{Context, report_results};
-use crate::api::conditions::{self, READY, UNKNOWN, new_condition, reason};
 use crate::api::rollout::RolloutStatus;
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
-use crate::engine::{
-    self, Blocker, Decision, EngineError, EngineEvent, EngineInput, EventType as EngineEventType,
-    IndexConfig, PollHint, order_seed,
-};
-use crate::otau::Manifest;
-use crate::platform::Platform;
+use crate::engine::{Decision, EngineEvent, EventType as EngineEventType};
 
 use metrics::RolloutMetrics;
 use state::TrackedRollouts;
-use writes::{WriteLimits, deliver, now_micros};
 
 /// Controller label of the Rollout controller (`otau_reconcile_total{controller}`).
 pub const ROLLOUT_CONTROLLER: &str = "rollout";
@@ -296,7 +290,7 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let result = match &obj.0 {
-        Ok(rollout) => reconcile_rollout(rollout, &ctx).await,
+        Ok(rollout) => pass::reconcile_rollout(rollout, &ctx).await,
         Err(invalid) => Err(Error::Malformed {
             message: invalid.error.clone(),
         }),
@@ -317,403 +311,6 @@ pub async fn reconcile(
         .metrics
         .reconciled(ROLLOUT_CONTROLLER, label, started.elapsed().as_secs_f64());
     result
-}
-
-/// What a Rollout needs before it can deliver.
-struct Prerequisites {
-    manifest: Manifest,
-    connector: IoTConnector,
-    platform: Arc<dyn Platform>,
-}
-
-fn not_ready_text(kind: &str, name: &str, conds: &[Condition]) -> String {
-    match conditions::find_condition(conds, READY) {
-        Some(c) => format!(
-            "{kind} {name} is not Ready ({}): {}",
-            c.reason,
-            super::events::truncate(&c.message, 300)
-        ),
-        None => format!("{kind} {name} is not Ready yet"),
-    }
-}
-
-async fn prerequisites(
-    rollout: &Rollout,
-    ctx: &RolloutContext,
-) -> Result<Result<Prerequisites, Blocker>, Error> {
-    let namespace = rollout.namespace().unwrap_or_default();
-    let client = &ctx.base.client;
-    let package_name = &rollout.spec.package_ref.name;
-    let packages: Api<SoftwarePackage> = Api::namespaced(client.clone(), &namespace);
-    let Some(package) = packages
-        .get_opt(package_name)
-        .await
-        .map_err(Error::kube("get SoftwarePackage"))?
-    else {
-        return Ok(Err(Blocker::PackageNotReady(format!(
-            "SoftwarePackage {package_name} does not exist"
-        ))));
-    };
-    let status = package.status.clone().unwrap_or_default();
-    if !conditions::is_true(&status.conditions, READY) {
-        return Ok(Err(Blocker::PackageNotReady(not_ready_text(
-            "SoftwarePackage",
-            package_name,
-            &status.conditions,
-        ))));
-    }
-    let manifest = match status.manifest.as_deref().map(Manifest::parse) {
-        Some(Ok(m)) => m,
-        Some(Err(e)) => {
-            return Ok(Err(Blocker::PackageNotReady(format!(
-                "SoftwarePackage {package_name}: its manifest cannot be read: {e}"
-            ))));
-        }
-        None => {
-            return Ok(Err(Blocker::PackageNotReady(format!(
-                "SoftwarePackage {package_name} has no manifest yet"
-            ))));
-        }
-    };
-    let connector_name = &package.spec.connector_ref.name;
-    let connectors: Api<IoTConnector> = Api::namespaced(client.clone(), &namespace);
-    let Some(connector) = connectors
-        .get_opt(connector_name)
-        .await
-        .map_err(Error::kube("get IoTConnector"))?
-    else {
-        return Ok(Err(Blocker::ConnectorNotReady(format!(
-            "IoTConnector {connector_name} does not exist"
-        ))));
-    };
-    let conds = connector
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    if !conditions::is_true(&conds, READY) {
-        return Ok(Err(Blocker::ConnectorNotReady(not_ready_text(
-            "IoTConnector",
-            connector_name,
-            &conds,
-        ))));
-    }
-    let client = ctx
-        .base
-        .connectors
-        .get(
-            &ctx.base.client,
-            &ctx.base.settings,
-            &ctx.base.metrics.platform,
-            &connector,
-        )
-        .await?;
-    Ok(Ok(Prerequisites {
-        manifest,
-        connector,
-        platform: client.platform.clone(),
-    }))
-}
-
-/// Conditions of a first visit: all `Unknown`, reason `Initializing`.
-fn initial_status(rollout: &Rollout, message: &str) -> RolloutStatus {
-    let now = super::status::now();
-    let generation = rollout.metadata.generation;
-    let mut status = rollout.status.clone().unwrap_or_default();
-    for type_ in [
-        READY,
-        conditions::PROGRESSING,
-        conditions::PAUSED,
-        conditions::COMPLETE,
-        conditions::STALLED,
-    ] {
-        if conditions::find_condition(&status.conditions, type_).is_none() {
-            status.conditions.push(new_condition(
-                type_,
-                UNKNOWN,
-                reason::INITIALIZING,
-                message,
-                generation,
-                now.clone(),
-            ));
-        }
-    }
-    conditions::set_reconciling(&mut status.conditions, generation, now);
-    status.phase = Some(conditions::rollout_phase(&status.conditions));
-    status.observed_generation = generation;
-    status
-}
-
-#[tracing::instrument(skip_all, fields(kind = "Rollout", namespace = %rollout.namespace().unwrap_or_default(), name = %rollout.name_any(), generation = rollout.metadata.generation))]
-async fn reconcile_rollout(rollout: &Rollout, ctx: &Arc<RolloutContext>) -> Result<Action, Error> {
-    if rollout.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let namespace = rollout.namespace().unwrap_or_default();
-    let name = rollout.name_any();
-    let uid = rollout.uid().unwrap_or_default();
-    if let Some(sub) = ctx.pollers.subscription(&uid) {
-        // Before the index is read: events pushed from now on trigger the next reconcile.
-        sub.take_push_trigger();
-    }
-    let tracked = ctx.tracked.get(rollout, &uid);
-    let previous = tracked.computed.clone().unwrap_or_default();
-    let annotations = rollout.metadata.annotations.clone().unwrap_or_default();
-    let input = EngineInput {
-        namespace: &namespace,
-        name: &name,
-        generation: rollout.metadata.generation,
-        spec: &rollout.spec,
-        annotations: &annotations,
-        status: &previous,
-        memory: &tracked.memory,
-        max_notifications: Some(notification_batch(ctx.options.write_concurrency)),
-    };
-    let intervals = ctx.options.intervals;
-    let now = now_micros();
-
-    let ready = match prerequisites(rollout, ctx).await? {
-        Ok(ready) => ready,
-        Err(blocker) => {
-            if let Some(sub) = ctx.pollers.subscription(&uid) {
-                sub.set_active(false);
-            }
-            let decision = engine::reconcile_blocked(&input, &blocker, now);
-            report(ctx, rollout, &uid, decision, None).await?;
-            return Ok(Action::requeue(intervals.idle));
-        }
-    };
-
-    let connector_namespace = ready.connector.namespace().unwrap_or_default();
-    let connector_key = format!("{connector_namespace}/{}", ready.connector.name_any());
-    let webhook = ready.connector.spec.webhook.as_ref().map(|w| WebhookKey {
-        namespace: connector_namespace.clone(),
-        secret: w.secret_ref.name.clone(),
-        key: w.secret_ref.key.clone(),
-    });
-    let sub = ctx.pollers.subscribe(SubscribeRequest {
-        connector_key: &connector_key,
-        product_id: &ready.connector.spec.product_id,
-        webhook,
-        platform: ready.platform.clone(),
-        uid: &uid,
-        trigger: ObjectRef::new(&name).within(&namespace),
-        config: IndexConfig {
-            seed: order_seed(&rollout.spec, &namespace, &name),
-            targets: rollout.spec.targets.clone(),
-            manifest: ready.manifest.clone(),
-        },
-    });
-
-    // Nothing is decided before a complete listing; a failed listing holds the wave.
-    let (listed, last_error) = {
-        let held = sub.lock();
-        (held.ready, held.last_error.clone())
-    };
-    if let Some(message) = last_error {
-        sub.set_active(true);
-        let decision =
-            engine::reconcile_blocked(&input, &Blocker::PlatformUnavailable(message), now);
-        report(ctx, rollout, &uid, decision, Some(&sub)).await?;
-        return Ok(Action::requeue(intervals.active));
-    }
-    if !listed {
-        if rollout.status.is_none() && tracked.written.is_none() {
-            let status = initial_status(
-                rollout,
-                "reading the devices of the connector (first listing)",
-            );
-            write_status(ctx, rollout, &uid, &status, true).await?;
-        }
-        return Ok(Action::requeue(intervals.active));
-    }
-
-    // A Rollout that has not started waits for older active Rollouts over the same devices.
-    let aborted = rollout.spec.abort || tracked.memory.aborted.is_some();
-    if previous.current_wave == 0 && !aborted {
-        let others: Vec<(Rollout, Arc<Subscription>)> = ctx
-            .pollers
-            .subscriptions_of(&connector_key)
-            .into_iter()
-            .filter(|s| s.uid != uid)
-            .filter_map(|s| {
-                let other = ctx.rollouts().into_iter().find_map(|r| {
-                    r.0.as_ref()
-                        .ok()
-                        .filter(|r| r.uid().as_deref() == Some(s.uid.as_str()))
-                        .cloned()
-                })?;
-                Some((other, s))
-            })
-            .collect();
-        if let Some(message) = conflict::find(rollout, &sub, &others) {
-            let status = conflict::waiting_status(
-                &previous,
-                &message,
-                rollout.metadata.generation,
-                super::status::now(),
-            );
-            let was_waiting = conditions::find_condition(&previous.conditions, READY)
-                .is_some_and(|c| c.reason == conflict::TARGET_CONFLICT);
-            if !was_waiting {
-                tracing::info!(%message, "waiting for another rollout");
-                publish(
-                    ctx,
-                    rollout,
-                    EventType::Normal,
-                    conflict::TARGET_CONFLICT,
-                    &message,
-                )
-                .await;
-            }
-            ctx.tracked
-                .update(&uid, |t| t.computed = Some(status.clone()));
-            write_status(ctx, rollout, &uid, &status, true).await?;
-            sub.set_active(false);
-            return Ok(Action::requeue(intervals.active));
-        }
-    }
-
-    let run_engine = |max_notifications| {
-        let held = sub.lock();
-        let input = EngineInput {
-            max_notifications,
-            ..input
-        };
-        engine::reconcile(&input, &held.index, now)
-    };
-    let mut decision = run_engine(input.max_notifications).map_err(engine_error)?;
-    let mut more_due = false;
-    let mut write_error = None;
-    if !decision.notifications.is_empty() {
-        let notifications = std::mem::take(&mut decision.notifications);
-        let total = notifications.len();
-        let metrics = ctx.metrics.notifications.clone();
-        let delivery = deliver(
-            &ready.platform,
-            &sub,
-            &ready.manifest,
-            notifications,
-            &tracked.uncertain,
-            WriteLimits {
-                concurrency: ctx.options.write_concurrency,
-                budget: ctx.options.write_budget,
-            },
-            |result| {
-                metrics
-                    .with_label_values(&[&namespace, &name, result.label()])
-                    .inc();
-            },
-        )
-        .await;
-        tracing::debug!(
-            total,
-            written = delivery.written,
-            already_set = delivery.already_set,
-            gone = delivery.gone,
-            failed = delivery.failed,
-            left = delivery.not_attempted,
-            "notifications delivered"
-        );
-        ctx.tracked.update(&uid, |t| {
-            for id in &delivery.resolved {
-                t.uncertain.remove(id);
-            }
-            t.uncertain.extend(delivery.uncertain.iter().cloned());
-        });
-        if delivery.written + delivery.already_set < total {
-            // The status must count only what was written: decide again on the updated index
-            // (same input and time, so the same events), deciding no notification, so the
-            // devices not written count as pending; they are due at the next pass.
-            decision = run_engine(Some(0)).map_err(engine_error)?;
-            more_due = delivery.not_attempted > 0;
-        }
-        if let Some(e) = &delivery.error {
-            // Said where people look (Ready, a Warning event), not only in the log; the next
-            // pass that writes sets Ready from the engine again.
-            let message = format!(
-                "config_otau writes fail: {e}; {} of {total} written in this pass, the rest are \
-                 written when the platform accepts them",
-                delivery.written + delivery.already_set
-            );
-            conditions::set_condition(
-                &mut decision.status.conditions,
-                new_condition(
-                    READY,
-                    UNKNOWN,
-                    reason::PLATFORM_UNAVAILABLE,
-                    message.as_str(),
-                    rollout.metadata.generation,
-                    super::status::now(),
-                ),
-            );
-            conditions::set_reconciling(
-                &mut decision.status.conditions,
-                rollout.metadata.generation,
-                super::status::now(),
-            );
-            publish(
-                ctx,
-                rollout,
-                EventType::Warning,
-                reason::PLATFORM_UNAVAILABLE,
-                &message,
-            )
-            .await;
-        }
-        write_error = delivery.error;
-        // A full batch: more devices may be due now; come back at once, not a poll later.
-        more_due |= total >= notification_batch(ctx.options.write_concurrency);
-    }
-
-    let poll = decision.requeue.poll;
-    let at = decision.requeue.at;
-    sub.set_active(poll == PollHint::Active);
-    let deferred = report(ctx, rollout, &uid, decision, Some(&sub)).await?;
-    if let Some(e) = write_error {
-        return Err(Error::Platform { source: e });
-    }
-    let mut next = match poll {
-        PollHint::Active => intervals.active,
-        PollHint::Idle | PollHint::None => intervals.idle,
-    };
-    if let Some(at) = at {
-        let until = Duration::from_micros(u64::try_from(at.saturating_sub(now)).unwrap_or(0));
-        next = next.min(until.max(Duration::from_millis(200)));
-    }
-    if let Some(d) = deferred {
-        next = next.min(d);
-    }
-    if more_due {
-        next = Duration::from_millis(10);
-    }
-    Ok(Action::requeue(next))
-}
-
-/// How many notifications one reconcile takes from the engine: enough to keep every write
-/// slot busy for a while (128 rounds of `--write-concurrency`), few enough that a wave of
-/// hundreds of thousands of devices does not become one list of owned identities (about
-/// 80 bytes each) in memory. The rest are due at the next pass, 10 ms later.
-fn notification_batch(write_concurrency: usize) -> usize {
-    write_concurrency.saturating_mul(128).max(1_024)
-}
-
-fn engine_error(e: EngineError) -> Error {
-    Error::Malformed {
-        message: e.to_string(),
-    }
-}
-
-async fn publish(
-    ctx: &RolloutContext,
-    rollout: &Rollout,
-    type_: EventType,
-    reason: &str,
-    message: &str,
-) {
-    ctx.base
-        .event(&rollout.object_ref(&()), type_, reason, "Rollout", message)
-        .await;
 }
 
 /// Emits the decision's events, keeps its status and memory, updates the metrics and writes
@@ -845,6 +442,7 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine;
 
     #[test]
     fn event_actions_name_the_wave_the_engine_names() {

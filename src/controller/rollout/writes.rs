@@ -13,8 +13,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::controller::poller::Subscription;
-use crate::controller::poller::observe::PartialUpdate;
-use crate::engine::{Micros, Notification};
+use crate::engine::{Micros, Notification, PartialUpdate};
 use crate::otau::Manifest;
 use crate::platform::{Platform, PlatformError};
 

@@ -273,3 +273,116 @@ fn a_full_listing_gives_back_what_a_shrunken_fleet_no_longer_needs() {
         "{after} bytes after the fleet shrank tenfold, {full} before"
     );
 }
+
+#[test]
+fn partial_updates_apply_only_newer_values_to_known_devices() {
+    let mut idx = DeviceIndex::new(config(tag_targets()));
+    idx.upsert([device("a")]);
+    let report = r#"{"version":"2.0","status":"INSTALLED_VERSION"}"#.to_owned();
+    let update = PartialUpdate {
+        otau_in: Some((report, 1_700_000_000_000_500)),
+        ..PartialUpdate::default()
+    };
+    assert!(!idx.apply_partial("unknown", &update));
+    assert!(
+        idx.get("unknown").is_none(),
+        "an unknown device is not added"
+    );
+    assert!(idx.apply_partial("a", &update));
+    assert_eq!(idx.get("a").unwrap().report, ReportCode::Succeeded);
+    // An older report does not win.
+    let older = PartialUpdate {
+        otau_in: Some((
+            r#"{"version":"2.0","status":"INIT"}"#.to_owned(),
+            1_700_000_000_000_100,
+        )),
+        ..PartialUpdate::default()
+    };
+    assert!(!idx.apply_partial("a", &older));
+    assert_eq!(idx.get("a").unwrap().report, ReportCode::Succeeded);
+    // Our own write marks the device notified with its attempt and keeps the report.
+    let write = PartialUpdate {
+        config_otau: Some((idx.manifest_value(1).to_owned(), 1_700_000_000_001_000)),
+        ..PartialUpdate::default()
+    };
+    assert!(idx.apply_partial("a", &write));
+    let e = idx.get("a").unwrap();
+    assert_eq!((e.set_kind, e.attempt), (SetKind::Ours, 1));
+    assert_eq!(e.set_at, 1_700_000_000_001_000);
+    assert_eq!(e.report, ReportCode::Succeeded, "the report is kept");
+}
+
+/// A partial update folds into the same entry as a full observation holding the same values:
+/// every kind of set value and report, over a device that held something else before.
+#[test]
+fn a_partial_update_folds_like_the_full_observation() {
+    let reports = [
+        r#"{"version":"2.0","status":"DOWNLOAD_ERROR","message":"disk"}"#,
+        r#"{"version":"2.0","status":"TEST_ERROR","message":"self test"}"#,
+        r#"{"version":"2.0","status":"INSTALL_ERROR"}"#,
+        r#"{"version":"2.0","status":"INSTALLED_VERSION"}"#,
+        r#"{"version":"1.0","status":"INSTALLED_VERSION"}"#,
+        r#"{"version":"1.0","status":"INIT"}"#,
+        r#"{"version":"2.0","status":"INIT"}"#,
+        r#"{"version":"2.0","status":"WHATEVER"}"#,
+        r#"{"version":"2.0","status":"INSTALL_ABORTED","message":"user"}"#,
+        "junk",
+        "",
+    ];
+    let base = DeviceIndex::new(config(tag_targets()));
+    let sets = [
+        base.manifest_value(1).to_owned(),
+        base.manifest_value(3).to_owned(),
+        "ACK".to_owned(),
+        r#"{"version":"9","name":"n","type":"URL_LIST","payload":[]}"#.to_owned(),
+        "  ".to_owned(),
+    ];
+    let before = with_report(
+        with_set(device("d"), "ACK", 1_000_000_000_000_000),
+        "1.0",
+        "INIT",
+        1_000_000_000_000_000,
+    );
+    let at = 1_700_000_000_000_000;
+    for report in reports {
+        for set in &sets {
+            let mut partial = DeviceIndex::new(config(tag_targets()));
+            partial.upsert([before.clone()]);
+            let update = PartialUpdate {
+                config_otau: Some((set.clone(), at)),
+                otau_in: Some((report.to_owned(), at + 1)),
+            };
+            assert!(partial.apply_partial("d", &update));
+            let mut full = DeviceIndex::new(config(tag_targets()));
+            let mut observation = device("d");
+            observation.config_otau = Some(ResourceState::set(set.clone(), at));
+            observation.otau_in = Some(ResourceState::written_by_device(report, at + 1));
+            full.upsert([observation]);
+            assert_eq!(partial.get("d"), full.get("d"), "{set:?} {report:?}");
+            assert_eq!(
+                partial.note("d", at + 1),
+                full.note("d", at + 1),
+                "{set:?} {report:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_device_kept_as_held_survives_the_full_listing_unchanged() {
+    let mut idx = DeviceIndex::new(config(tag_targets()));
+    let held = with_report(
+        device("a"),
+        "2.0",
+        "INSTALLED_VERSION",
+        1_700_000_000_000_000,
+    );
+    idx.upsert([held, device("b")]);
+    let before = *idx.get("a").unwrap();
+    idx.begin_full_listing();
+    assert!(idx.keep_as_held("a"));
+    assert!(!idx.keep_as_held("never-listed"));
+    idx.finish_full_listing();
+    assert_eq!(idx.get("a"), Some(&before));
+    assert!(idx.get("b").is_none(), "not listed, not kept: gone");
+}

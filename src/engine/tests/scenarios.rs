@@ -609,6 +609,87 @@ fn blocked_steps_write_nothing_and_say_why() {
     assert_eq!(cond(&d, READY).0, "True");
 }
 
+/// A first visit before the devices are listed: every condition Unknown, `Initializing`; a
+/// condition already there is left as it is.
+#[test]
+fn a_first_visit_before_the_listing_is_initializing() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(2, SEED, |_, _| {}));
+    let d = run.step_blocked(Blocker::FirstListing("reading the devices".into()));
+    for type_ in [READY, PROGRESSING, PAUSED, COMPLETE, STALLED] {
+        assert_eq!(
+            cond(&d, type_),
+            ("Unknown", conditions::reason::INITIALIZING),
+            "{type_}"
+        );
+    }
+    assert!(d.events.is_empty() && d.notifications.is_empty());
+    let d = run.step();
+    assert_eq!(cond(&d, PROGRESSING).0, "True");
+    let d = run.step_blocked(Blocker::FirstListing("reading the devices again".into()));
+    assert_eq!(cond(&d, PROGRESSING).0, "True", "a known condition stays");
+}
+
+/// Waiting for an older Rollout over the same devices: every condition False with
+/// `TargetConflict`, one Event when the wait starts (not at every step), counts kept.
+#[test]
+fn waiting_for_another_rollout_says_so_once() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(2, SEED, |_, _| {}));
+    let waiting = || Blocker::TargetConflict("2 targeted devices are also targets of r0".into());
+    let d = run.step_blocked(waiting());
+    for type_ in [READY, PROGRESSING, PAUSED, COMPLETE, STALLED] {
+        assert_eq!(
+            cond(&d, type_),
+            ("False", conditions::reason::TARGET_CONFLICT),
+            "{type_}"
+        );
+    }
+    assert_eq!(d.status.phase, Some(RolloutPhase::Pending));
+    assert_eq!(
+        d.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
+        vec![reason::TARGET_CONFLICT]
+    );
+    assert!(d.notifications.is_empty());
+    let d = run.step_blocked(waiting());
+    assert!(d.events.is_empty(), "{:?}", d.events);
+    let d = run.step();
+    assert_eq!(sizes(&d), 2, "the older one is gone: it starts");
+}
+
+/// Some writes of a step failed: Ready says so (Unknown, `PlatformUnavailable`) with the
+/// numbers, a Warning Event carries the same sentence, and the rest of the status stays.
+#[test]
+fn failed_writes_show_in_ready_and_a_warning() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(4, SEED, |_, _| {}));
+    let mut d = run.step();
+    let progressing = cond(&d, PROGRESSING).1.to_owned();
+    let phase = d.status.phase;
+    crate::engine::writes_failed(
+        &mut d,
+        crate::engine::WriteShortfall {
+            error: "503 from the management API",
+            decided: 4,
+            written: 1,
+        },
+        Some(1),
+        run.fleet.now,
+    );
+    assert_eq!(
+        cond(&d, READY),
+        ("Unknown", conditions::reason::PLATFORM_UNAVAILABLE)
+    );
+    assert_eq!(cond(&d, PROGRESSING).1, progressing);
+    assert_eq!(d.status.phase, phase);
+    let warning = d.events.last().expect("a warning");
+    assert_eq!(warning.type_, crate::engine::EventType::Warning);
+    assert_eq!(
+        warning.message,
+        "config_otau writes fail: 503 from the management API; 1 of 4 written in this pass, the \
+         rest are written when the platform accepts them"
+    );
+    let ready = find_condition(&d.status.conditions, READY).expect("ready");
+    assert_eq!(ready.message, warning.message);
+}
+
 #[test]
 fn no_matching_device_waits_instead_of_completing() {
     let mut run = Run::new(spec(&[100]), Fleet::new(vec![]));
