@@ -125,33 +125,51 @@ fn count(style: &Style, n: i64, tone: Tone) -> String {
 
 /// The full status view of `rollout` at `now`.
 pub fn status_view(rollout: &Rollout, now: Timestamp, style: &Style) -> String {
-    let mut out = String::new();
-    let name = rollout.name_any();
-    let namespace = rollout.namespace().unwrap_or_default();
     let status = rollout.status.clone().unwrap_or_default();
-    let field = |out: &mut String, key: &str, value: &str| {
+    let mut out = overview(rollout, &status, now, style);
+    out.push_str("\nConditions:\n");
+    out.push_str(&conditions_table(&status, now, style));
+    out.push_str("\nWaves:\n");
+    out.push_str(&wave_table(rollout, &status, now, style));
+    out.push_str(&failures_table(&status, now, style));
+    out
+}
+
+/// The view's first lines, one field each: name, namespace, package, phase, what the rollout
+/// waits for, wave, targets, success rate, device counts, last progress.
+fn overview(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: &Style) -> String {
+    let mut out = String::new();
+    let mut field = |key: &str, value: &str| {
         let _ = writeln!(out, "{:<15}{value}", format!("{key}:"));
     };
-    field(&mut out, "Name", &name);
-    field(&mut out, "Namespace", &namespace);
-    field(&mut out, "Package", &rollout.spec.package_ref.name);
-    field(&mut out, "Phase", &phase_text(phase(rollout), style));
-    if let Some(ready) = condition(&status, conditions::READY) {
-        field(&mut out, "Message", &ready.message);
+    field("Name", &rollout.name_any());
+    field("Namespace", &rollout.namespace().unwrap_or_default());
+    field("Package", &rollout.spec.package_ref.name);
+    field("Phase", &phase_text(phase(rollout), style));
+    if let Some(ready) = condition(status, conditions::READY) {
+        field("Message", &ready.message);
     }
     if let Some(waiting) = waiting_for(rollout, now) {
-        field(&mut out, "Waiting for", &style.paint(Tone::Warn, &waiting));
+        field("Waiting for", &style.paint(Tone::Warn, &waiting));
     }
     let total_waves = rollout.spec.waves.len();
-    field(
-        &mut out,
-        "Wave",
-        &format!("{} of {total_waves}", status.current_wave),
-    );
+    field("Wave", &format!("{} of {total_waves}", status.current_wave));
     let t = &status.totals;
-    field(&mut out, "Targets", &format!("{} devices", t.targeted));
+    field("Targets", &format!("{} devices", t.targeted));
+    field("Success rate", &success_rate_text(status, style));
+    field("Devices", &totals_line(t));
+    if let Some(at) = &status.last_progress_at {
+        field("Last progress", &format!("{} ago", age(Some(at), now)));
+    }
+    out
+}
+
+/// `96.5% (193 of 200 finished devices succeeded)`, the rate in warning colour when any
+/// finished device did not succeed; `-` while no device finished.
+fn success_rate_text(status: &RolloutStatus, style: &Style) -> String {
+    let t = &status.totals;
     let finished = t.succeeded + t.failed + t.aborted + t.timed_out;
-    let rate = match &status.success_rate {
+    match &status.success_rate {
         Some(rate) => {
             let tone = if t.failed + t.aborted + t.timed_out > 0 {
                 Tone::Warn
@@ -165,78 +183,65 @@ pub fn status_view(rollout: &Rollout, now: Timestamp, style: &Style) -> String {
             )
         }
         None => "- (no device finished yet)".to_owned(),
-    };
-    field(&mut out, "Success rate", &rate);
-    field(&mut out, "Devices", &totals_line(t));
-    if let Some(at) = &status.last_progress_at {
-        field(
-            &mut out,
-            "Last progress",
-            &format!("{} ago", age(Some(at), now)),
-        );
     }
+}
 
-    out.push_str("\nConditions:\n");
+/// The conditions, one row each, coloured by what they mean; a condition's message only when
+/// it says more than the Ready message printed above.
+fn conditions_table(status: &RolloutStatus, now: Timestamp, style: &Style) -> String {
     if status.conditions.is_empty() {
-        out.push_str("  (none yet: the operator has not written a status)\n");
-    } else {
-        // The Ready message is printed above; other messages only when they say more.
-        let ready_message = condition(&status, conditions::READY).map(|c| c.message.as_str());
-        let rows: Vec<Vec<String>> = status
-            .conditions
-            .iter()
-            .map(|c| {
-                let tone = match (c.type_.as_str(), c.status.as_str()) {
-                    ("Stalled", "True") => Tone::Bad,
-                    ("Paused", "True") => Tone::Warn,
-                    ("Reconciling", "True") => Tone::Busy,
-                    (_, "True") => Tone::Good,
-                    _ => Tone::Dim,
-                };
-                vec![
-                    c.type_.clone(),
-                    style.paint(tone, &c.status),
-                    c.reason.clone(),
-                    age(Some(&c.last_transition_time), now),
-                    if Some(c.message.as_str()) == ready_message {
-                        String::new()
-                    } else {
-                        c.message.clone()
-                    },
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            "  ",
-            &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"],
-            &rows,
-        ));
+        return "  (none yet: the operator has not written a status)\n".to_owned();
     }
+    let ready_message = condition(status, conditions::READY).map(|c| c.message.as_str());
+    let rows: Vec<Vec<String>> = status
+        .conditions
+        .iter()
+        .map(|c| {
+            let tone = match (c.type_.as_str(), c.status.as_str()) {
+                ("Stalled", "True") => Tone::Bad,
+                ("Paused", "True") => Tone::Warn,
+                ("Reconciling", "True") => Tone::Busy,
+                (_, "True") => Tone::Good,
+                _ => Tone::Dim,
+            };
+            vec![
+                c.type_.clone(),
+                style.paint(tone, &c.status),
+                c.reason.clone(),
+                age(Some(&c.last_transition_time), now),
+                if Some(c.message.as_str()) == ready_message {
+                    String::new()
+                } else {
+                    c.message.clone()
+                },
+            ]
+        })
+        .collect();
+    table("  ", &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows)
+}
 
-    out.push_str("\nWaves:\n");
-    out.push_str(&wave_table(rollout, &status, now, style));
-
-    if !status.recent_failures.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nRecent failures ({} shown, newest first):",
-            status.recent_failures.len()
-        );
-        let rows: Vec<Vec<String>> = status
-            .recent_failures
-            .iter()
-            .map(|f| {
-                vec![
-                    f.identity.clone(),
-                    style.paint(Tone::Bad, &f.status),
-                    age(Some(&f.at), now),
-                    f.message.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        out.push_str(&table("  ", &["DEVICE", "STATUS", "AGE", "MESSAGE"], &rows));
+/// The recent failures the status keeps, newest first; empty when there are none.
+fn failures_table(status: &RolloutStatus, now: Timestamp, style: &Style) -> String {
+    if status.recent_failures.is_empty() {
+        return String::new();
     }
-    out
+    let rows: Vec<Vec<String>> = status
+        .recent_failures
+        .iter()
+        .map(|f| {
+            vec![
+                f.identity.clone(),
+                style.paint(Tone::Bad, &f.status),
+                age(Some(&f.at), now),
+                f.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    format!(
+        "\nRecent failures ({} shown, newest first):\n{}",
+        status.recent_failures.len(),
+        table("  ", &["DEVICE", "STATUS", "AGE", "MESSAGE"], &rows)
+    )
 }
 
 /// `pending 3, notified 2, ...`: every non-zero device count (all of them while nothing is
