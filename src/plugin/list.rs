@@ -13,7 +13,7 @@ use super::cli::{ListArgs, NameArgs};
 use super::client::Target;
 use super::error::{PluginError, Subject};
 use super::output;
-use super::render::{phase, phase_text};
+use super::render::{command, phase, phase_text};
 use super::status::get_rollout;
 use super::style::{Style, age, table};
 
@@ -261,11 +261,11 @@ pub async fn run_plan(
     let Some(plan) = plan_of(&rollout) else {
         return Err(PluginError::Refused(format!(
             "rollout {}/{} has no plan yet: the operator computes it once it has listed the devices \
-             (phase {:?}); see `kubectl otau status {}`",
+             (phase {:?}); see `{}`",
             target.namespace,
             args.name,
             phase(&rollout),
-            args.name
+            command("status", &args.name, Some(&target.namespace))
         )));
     };
     match args.output {

@@ -54,11 +54,23 @@ fn condition<'a>(
     conditions::find_condition(&status.conditions, type_)
 }
 
+/// A `kubectl otau` command on the rollout `name`: `kubectl otau <verb> <name> -n <namespace>`.
+/// Every hint the plugin prints names the namespace, so it works whatever namespace the
+/// reader's kubeconfig context is in; it is left out only when unknown.
+pub fn command(verb: &str, name: &str, namespace: Option<&str>) -> String {
+    match namespace.filter(|ns| !ns.is_empty()) {
+        Some(ns) => format!("kubectl otau {verb} {name} -n {ns}"),
+        None => format!("kubectl otau {verb} {name}"),
+    }
+}
+
 /// What the rollout waits for, in words with the command that acts on it; `None` when it
 /// waits for nothing (complete, aborted, or no status yet).
 pub fn waiting_for(rollout: &Rollout, now: Timestamp) -> Option<String> {
     let status = rollout.status.as_ref()?;
     let name = rollout.name_any();
+    let namespace = rollout.namespace();
+    let hint = |verb: &str| command(verb, &name, namespace.as_deref());
     match status.phase.unwrap_or_default() {
         RolloutPhase::Complete | RolloutPhase::Aborted => return None,
         _ => {}
@@ -66,15 +78,18 @@ pub fn waiting_for(rollout: &Rollout, now: Timestamp) -> Option<String> {
     if let Some(pause) = &status.pause {
         return Some(match pause.reason.as_str() {
             reason::WAITING_FOR_APPROVAL => format!(
-                "approval of wave {}: kubectl otau approve {name}",
-                status.current_wave + 1
+                "approval of wave {}: {}",
+                status.current_wave + 1,
+                hint("approve")
             ),
             reason::PAUSED_BY_USER if rollout.spec.paused => {
                 format!("spec.paused to be set to false (where {name} is defined, e.g. Git)")
             }
-            reason::PAUSED_BY_USER => format!("a resume: kubectl otau resume {name}"),
+            reason::PAUSED_BY_USER => format!("a resume: {}", hint("resume")),
             reason::FAILURE_THRESHOLD_EXCEEDED => format!(
-                "a person: kubectl otau resume {name} accepts the failures so far, kubectl otau abort {name} stops"
+                "a person: {} accepts the failures so far, {} stops",
+                hint("resume"),
+                hint("abort")
             ),
             other => format!("{other} to be lifted"),
         });
@@ -444,7 +459,9 @@ mod tests {
         let text = status_view(&r, now, &Style::plain());
         assert!(text.contains("Phase:         ॥ Paused\n"), "{text}");
         assert!(
-            text.contains("Waiting for:   approval of wave 2: kubectl otau approve fw-2-1\n"),
+            text.contains(
+                "Waiting for:   approval of wave 2: kubectl otau approve fw-2-1 -n fleet\n"
+            ),
             "{text}"
         );
         assert!(
@@ -511,5 +528,46 @@ mod tests {
         let colour = status_view(&running, now, &Style { colour: true });
         assert!(colour.contains("\x1b[36m◌ Progressing\x1b[0m"), "{colour}");
         assert!(!status_view(&running, now, &Style::plain()).contains('\x1b'));
+    }
+
+    fn paused(reason: &str) -> Rollout {
+        rollout(RolloutStatus {
+            phase: Some(RolloutPhase::Paused),
+            current_wave: 1,
+            pause: Some(PauseInfo {
+                reason: reason.into(),
+                since: at(1_000),
+                generation: Some(1),
+            }),
+            ..RolloutStatus::default()
+        })
+    }
+
+    #[test]
+    fn every_command_in_a_hint_names_the_namespace() {
+        let now = Timestamp::from_second(2_000).expect("now");
+        assert_eq!(
+            waiting_for(&paused(reason::PAUSED_BY_USER), now).as_deref(),
+            Some("a resume: kubectl otau resume fw-2-1 -n fleet")
+        );
+        assert_eq!(
+            waiting_for(&paused(reason::FAILURE_THRESHOLD_EXCEEDED), now).as_deref(),
+            Some(
+                "a person: kubectl otau resume fw-2-1 -n fleet accepts the failures so far, \
+                 kubectl otau abort fw-2-1 -n fleet stops"
+            )
+        );
+        let mut elsewhere = paused(reason::WAITING_FOR_APPROVAL);
+        elsewhere.metadata.namespace = Some("default".into());
+        assert_eq!(
+            waiting_for(&elsewhere, now).as_deref(),
+            Some("approval of wave 2: kubectl otau approve fw-2-1 -n default"),
+            "the default namespace too: the reader's context may be in another one"
+        );
+        assert_eq!(
+            command("status", "fw", None),
+            "kubectl otau status fw",
+            "no -n when the namespace is not known"
+        );
     }
 }
