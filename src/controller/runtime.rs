@@ -125,11 +125,14 @@ pub async fn run(
         .await?;
         match waited {
             Leadership::Leading => tracing::info!("leading: starting the controllers"),
-            Leadership::Stopped => {
+            Leadership::Stopped { server_done } => {
                 if let Some(follower) = election.take() {
                     follower.release().await?;
                 }
-                let _ = server.await;
+                // A future that has completed must not be polled again.
+                if !server_done {
+                    let _ = server.await;
+                }
                 tracing::info!("stopped (follower)");
                 return Ok(());
             }
@@ -217,8 +220,12 @@ fn server_ended(served: std::io::Result<()>, stop_requested: &AtomicBool) -> Res
 enum Leadership {
     /// This replica holds the Lease: start the controllers.
     Leading,
-    /// The stop signal came (or the server ended after it) before the Lease was ours.
-    Stopped,
+    /// The stop signal came before the Lease was ours; `server_done`: the HTTP server has
+    /// already shut down (it ends only after the stop signal, and may win the race to be seen).
+    Stopped {
+        /// The server's future has completed.
+        server_done: bool,
+    },
 }
 
 /// A follower runs only the HTTP server (and a push receiver forwarding to the leader) until
@@ -250,8 +257,9 @@ async fn wait_to_lead(
     };
     let waited = tokio::select! {
         led = leading.leading() => led.map(|()| Leadership::Leading),
-        () = stop_signal(stop_rx) => Ok(Leadership::Stopped),
-        served = server => server_ended(served, stop_requested).and(Ok(Leadership::Stopped)),
+        () = stop_signal(stop_rx) => Ok(Leadership::Stopped { server_done: false }),
+        served = server => server_ended(served, stop_requested)
+            .and(Ok(Leadership::Stopped { server_done: true })),
     };
     let _ = push_stop_tx.send(true);
     if let Some(push) = follower_push {
