@@ -116,61 +116,26 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
     };
 
     let generation = connector.metadata.generation;
-    let previous = connector.status.clone().unwrap_or_default();
-    let was_ready = conditions::is_true(&previous.conditions, READY);
-    let mut status = IoTConnectorStatus {
-        conditions: previous.conditions.clone(),
-        observed_generation: generation,
-        product_name: previous.product_name.clone(),
-        token_expires_at: previous.token_expires_at.clone(),
-        token_ttl_seconds: previous.token_ttl_seconds,
-        last_checked_at: Some(now()),
-    };
+    let was_ready = connector
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, READY));
+    let mut status = status_after_check(connector.status.as_ref(), generation, &outcome);
+    // The series exists from the first check on, even before a check could tell the lifetime.
     let ttl_gauge = ctx
         .metrics
         .token_ttl
         .with_label_values(&[namespace.as_str(), name.as_str()]);
+    if let Some(ttl) = token_ttl(&outcome) {
+        ttl_gauge.set(ttl.as_secs_f64());
+    }
     let (ready, stalled, why, message) = match &outcome {
         Ok(checked) => {
-            let ttl = checked.management.ttl;
-            status.token_ttl_seconds = Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-            status.token_expires_at = Some(after(ttl));
-            ttl_gauge.set(ttl.as_secs_f64());
-            let mut message = format!(
-                "the management API accepted the token and product {} exists; the token expires in {}",
-                connector.spec.product_id,
-                human_duration(ttl)
-            );
-            if checked.exosense {
-                message.push_str("; ExoSense accepted its Automation token");
-            }
-            if ttl < ctx.settings.token_expiry_warning {
-                let warning = format!(
-                    "the management token expires in {} (less than the {} warning threshold): renew it and update Secret {}/{}",
-                    human_duration(ttl),
-                    human_duration(ctx.settings.token_expiry_warning),
-                    namespace,
-                    connector.spec.token_secret_ref.name
-                );
-                tracing::warn!(ttl_seconds = ttl.as_secs(), "management token expires soon");
-                ctx.event(
-                    &connector.object_ref(&()),
-                    EventType::Warning,
-                    EVENT_TOKEN_EXPIRING,
-                    "CheckCredentials",
-                    &warning,
-                )
-                .await;
-                message = format!("connected; {warning}");
-            }
+            let message = connected_message(connector, ctx, checked).await;
             (TRUE, FALSE, reason::CONNECTED, message)
         }
         Err(error) => {
             let (ready, stalled, why) = classify(error);
-            if why == reason::CREDENTIALS_REJECTED {
-                status.token_ttl_seconds = Some(0);
-                ttl_gauge.set(0.0);
-            }
             (ready, stalled, why, error.to_string())
         }
     };
@@ -218,6 +183,78 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
             Err(error)
         }
     }
+}
+
+/// The status after a check, conditions not yet set: the previous status with this
+/// generation and check time; an accepted token's lifetime and expiry, a rejected token's
+/// lifetime as zero, the previous token fields otherwise.
+fn status_after_check(
+    previous: Option<&IoTConnectorStatus>,
+    generation: Option<i64>,
+    outcome: &Result<Checked, Error>,
+) -> IoTConnectorStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    let mut status = IoTConnectorStatus {
+        observed_generation: generation,
+        last_checked_at: Some(now()),
+        ..previous
+    };
+    match outcome {
+        Ok(checked) => {
+            let ttl = checked.management.ttl;
+            status.token_ttl_seconds = Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+            status.token_expires_at = Some(after(ttl));
+        }
+        Err(_) if token_ttl(outcome).is_some() => status.token_ttl_seconds = Some(0),
+        Err(_) => {}
+    }
+    status
+}
+
+/// What a check says about the token's remaining lifetime, for the
+/// `otau_connector_token_ttl_seconds` gauge: the management API's answer when accepted, zero
+/// when the credentials were rejected, nothing when the check could not tell.
+fn token_ttl(outcome: &Result<Checked, Error>) -> Option<Duration> {
+    match outcome {
+        Ok(checked) => Some(checked.management.ttl),
+        Err(error) if classify(error).2 == reason::CREDENTIALS_REJECTED => Some(Duration::ZERO),
+        Err(_) => None,
+    }
+}
+
+/// The Ready message of a connector whose check passed. When the management token expires
+/// within `--token-expiry-warning`, the message says so and a `TokenExpiringSoon` Warning
+/// event is published.
+async fn connected_message(connector: &IoTConnector, ctx: &Context, checked: &Checked) -> String {
+    let ttl = checked.management.ttl;
+    let mut message = format!(
+        "the management API accepted the token and product {} exists; the token expires in {}",
+        connector.spec.product_id,
+        human_duration(ttl)
+    );
+    if checked.exosense {
+        message.push_str("; ExoSense accepted its Automation token");
+    }
+    if ttl >= ctx.settings.token_expiry_warning {
+        return message;
+    }
+    let warning = format!(
+        "the management token expires in {} (less than the {} warning threshold): renew it and update Secret {}/{}",
+        human_duration(ttl),
+        human_duration(ctx.settings.token_expiry_warning),
+        connector.namespace().unwrap_or_default(),
+        connector.spec.token_secret_ref.name
+    );
+    tracing::warn!(ttl_seconds = ttl.as_secs(), "management token expires soon");
+    ctx.event(
+        &connector.object_ref(&()),
+        EventType::Warning,
+        EVENT_TOKEN_EXPIRING,
+        "CheckCredentials",
+        &warning,
+    )
+    .await;
+    format!("connected; {warning}")
 }
 
 /// The conditions of a connector, the one place they are set: `Ready` and `Stalled` as

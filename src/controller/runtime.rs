@@ -14,6 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,6 +25,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use prometheus::IntCounterVec;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -73,6 +75,9 @@ fn stop_signal(rx: &watch::Receiver<bool>) -> Stop {
     })
 }
 
+/// The metrics and health server, run until the stop signal (then it shuts down gracefully).
+type Server = BoxFuture<'static, std::io::Result<()>>;
+
 /// Runs until `shutdown` completes (then stops gracefully and returns `Ok`) or something
 /// fails (returns a message for humans).
 pub async fn run(
@@ -83,16 +88,7 @@ pub async fn run(
 ) -> Result<(), String> {
     crds::wait_established(&client, options.crd_timeout).await?;
     let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
-    let listener = TcpListener::bind(options.metrics_addr).await.map_err(|e| {
-        format!(
-            "cannot listen on {} (--metrics-addr): {e}",
-            options.metrics_addr
-        )
-    })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("metrics listener: {e}"))?;
-    tracing::info!(addr = %local, "metrics and health server listening");
+    let listener = bind_metrics(options.metrics_addr).await?;
     let health = Arc::new(Health::default());
     // The URL the leader advertises in the Lease, known once its push receiver listens.
     let (advertise_tx, advertise_rx) = watch::channel(None);
@@ -114,139 +110,40 @@ pub async fn run(
     };
     let ctx = Context::new(client.clone(), settings, metrics.clone());
     let rollouts = super::rollout::RolloutContext::new(ctx.clone(), options.rollouts.clone())?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let stop_requested = stop_requested.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining the controllers");
-            stop_requested.store(true, std::sync::atomic::Ordering::SeqCst);
-            let _ = stop_tx.send(true);
-        });
-    }
-
-    let server = {
-        let app = router(metrics.clone(), health.clone());
-        let stop = stop_signal(&stop_rx);
-        async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-    };
-    let mut server = Box::pin(server);
-    let server_ended = |served: std::io::Result<()>,
-                        stop_requested: &std::sync::atomic::AtomicBool| {
-        match served {
-            Ok(()) if stop_requested.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
-            Ok(()) => Err("the metrics server stopped unexpectedly".to_string()),
-            Err(e) => Err(format!("the metrics server failed: {e}")),
-        }
-    };
+    let (stop_rx, stop_requested) = stop_on(shutdown);
+    let mut server = serve_http(listener, &metrics, &health, &stop_rx);
 
     if let Some(leading) = election.as_mut() {
-        // A follower: only the HTTP server (and a push receiver forwarding to the leader)
-        // until the Lease is ours.
-        let (push_stop_tx, push_stop_rx) = watch::channel(false);
-        let follower_push = match (options.rollouts.push_addr, forwarded) {
-            (Some(addr), Some(forwarded)) => {
-                let forwarding = Forwarding {
-                    identity: options
-                        .leader
-                        .as_ref()
-                        .map(|c| c.identity.clone())
-                        .unwrap_or_default(),
-                    leader_url: leading.leader_push_url(),
-                    forwarded,
-                };
-                Some(serve_follower_push(addr, forwarding, stop_signal(&push_stop_rx)).await?)
-            }
-            _ => None,
-        };
-        let waited = tokio::select! {
-            led = leading.leading() => led.map(|()| true),
-            () = stop_signal(&stop_rx) => Ok(false),
-            served = &mut server => server_ended(served, &stop_requested).and(Ok(false)),
-        };
-        let _ = push_stop_tx.send(true);
-        if let Some(push) = follower_push {
-            let _ = push.await;
-        }
+        let waited = wait_to_lead(
+            leading,
+            &options,
+            forwarded,
+            &stop_rx,
+            &mut server,
+            &stop_requested,
+        )
+        .await?;
         match waited {
-            Ok(true) => tracing::info!("leading: starting the controllers"),
-            Ok(false) => {
+            Leadership::Leading => tracing::info!("leading: starting the controllers"),
+            Leadership::Stopped { server_done } => {
                 if let Some(follower) = election.take() {
                     follower.release().await?;
                 }
-                let _ = server.await;
+                // A future that has completed must not be polled again.
+                if !server_done {
+                    let _ = server.await;
+                }
                 tracing::info!("stopped (follower)");
                 return Ok(());
             }
-            Err(message) => return Err(message),
         }
     }
 
-    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
-        vec![None]
-    } else {
-        options.namespaces.iter().cloned().map(Some).collect()
-    };
-    let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
-    let mut stores_ready: Vec<BoxFuture<'static, ()>> = Vec::new();
-    for scope in scopes {
-        tracing::info!(namespace = scope.as_deref().unwrap_or("<all>"), "watching");
-        let (run, connectors) = connector_controller(
-            &client,
-            scope.as_deref(),
-            ctx.clone(),
-            stop_signal(&stop_rx),
-        );
-        controllers.push(run);
-        stores_ready.push(ready(connectors));
-        let (run, packages) = package_controller(
-            &client,
-            scope.as_deref(),
-            ctx.clone(),
-            stop_signal(&stop_rx),
-        );
-        controllers.push(run);
-        stores_ready.push(ready(packages));
-        let (run, rollout_store) =
-            super::rollout::controller(&rollouts, scope.as_deref(), stop_signal(&stop_rx));
-        controllers.push(run);
-        stores_ready.push(ready(rollout_store));
-    }
-    controllers
-        .push(super::rollout::garbage_collect(rollouts.clone(), stop_signal(&stop_rx)).boxed());
+    let (mut controllers, stores_ready) =
+        start_controllers(&client, &options.namespaces, &ctx, &rollouts, &stop_rx);
     if let Some(addr) = options.rollouts.push_addr {
-        let (bound, push) =
-            super::push::serve(rollouts.clone(), addr, stop_signal(&stop_rx)).await?;
-        if election.is_some() {
-            let url = advertise_url(
-                options.push_advertise_url.as_deref(),
-                bound,
-                options.pod_ip.as_deref(),
-            );
-            match &url {
-                Some(url) => {
-                    tracing::info!(url = %url, "advertising the push receiver in the leader Lease")
-                }
-                None => tracing::info!(
-                    "no push URL to advertise (bound to an unspecified address, no $POD_IP nor --push-advertise-url): followers answer pushes with 503"
-                ),
-            }
-            advertise_tx.send_replace(url);
-        }
-        controllers.push(
-            async move {
-                if let Err(e) = push.await {
-                    tracing::error!(error = %e, "the push receiver failed");
-                }
-            }
-            .boxed(),
-        );
+        let advertise = election.is_some().then_some(&advertise_tx);
+        controllers.push(start_push(&rollouts, addr, &options, advertise, &stop_rx).await?);
     }
     {
         let health = health.clone();
@@ -256,7 +153,203 @@ pub async fn run(
             health.set_ready();
         });
     }
+    let outcome = supervise(controllers, &mut server, &mut election, &stop_requested).await;
+    tracing::info!("stopped");
+    outcome
+}
 
+/// Binds the metrics and health server's address (`--metrics-addr`).
+async fn bind_metrics(addr: SocketAddr) -> Result<TcpListener, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (--metrics-addr): {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("metrics listener: {e}"))?;
+    tracing::info!(addr = %local, "metrics and health server listening");
+    Ok(listener)
+}
+
+/// The stop signal every part of the run watches, turned on when `shutdown` completes, and
+/// whether a stop was asked for (a part that ends after that did not fail).
+fn stop_on(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (watch::Receiver<bool>, Arc<AtomicBool>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_requested = Arc::new(AtomicBool::new(false));
+    {
+        let stop_requested = stop_requested.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining the controllers");
+            stop_requested.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        });
+    }
+    (stop_rx, stop_requested)
+}
+
+/// Serves `/metrics`, `/livez` and `/readyz` on `listener` until the stop signal.
+fn serve_http(
+    listener: TcpListener,
+    metrics: &Metrics,
+    health: &Arc<Health>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Server {
+    let app = router(metrics.clone(), health.clone());
+    let stop = stop_signal(stop_rx);
+    async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+    }
+    .boxed()
+}
+
+/// What the end of the HTTP server means for the run: nothing after a stop was asked for,
+/// a failure otherwise.
+fn server_ended(served: std::io::Result<()>, stop_requested: &AtomicBool) -> Result<(), String> {
+    match served {
+        Ok(()) if stop_requested.load(Ordering::SeqCst) => Ok(()),
+        Ok(()) => Err("the metrics server stopped unexpectedly".to_string()),
+        Err(e) => Err(format!("the metrics server failed: {e}")),
+    }
+}
+
+/// How a follower's wait for the Lease ended.
+enum Leadership {
+    /// This replica holds the Lease: start the controllers.
+    Leading,
+    /// The stop signal came before the Lease was ours; `server_done`: the HTTP server has
+    /// already shut down (it ends only after the stop signal, and may win the race to be seen).
+    Stopped {
+        /// The server's future has completed.
+        server_done: bool,
+    },
+}
+
+/// A follower runs only the HTTP server (and a push receiver forwarding to the leader) until
+/// the Lease is ours, the stop signal comes, or something fails (the error); the forwarding
+/// receiver is stopped before this returns.
+async fn wait_to_lead(
+    leading: &mut LeaderElection,
+    options: &RunOptions,
+    forwarded: Option<IntCounterVec>,
+    stop_rx: &watch::Receiver<bool>,
+    server: &mut Server,
+    stop_requested: &AtomicBool,
+) -> Result<Leadership, String> {
+    let (push_stop_tx, push_stop_rx) = watch::channel(false);
+    let follower_push = match (options.rollouts.push_addr, forwarded) {
+        (Some(addr), Some(forwarded)) => {
+            let forwarding = Forwarding {
+                identity: options
+                    .leader
+                    .as_ref()
+                    .map(|c| c.identity.clone())
+                    .unwrap_or_default(),
+                leader_url: leading.leader_push_url(),
+                forwarded,
+            };
+            Some(serve_follower_push(addr, forwarding, stop_signal(&push_stop_rx)).await?)
+        }
+        _ => None,
+    };
+    let waited = tokio::select! {
+        led = leading.leading() => led.map(|()| Leadership::Leading),
+        () = stop_signal(stop_rx) => Ok(Leadership::Stopped { server_done: false }),
+        served = server => server_ended(served, stop_requested)
+            .and(Ok(Leadership::Stopped { server_done: true })),
+    };
+    let _ = push_stop_tx.send(true);
+    if let Some(push) = follower_push {
+        let _ = push.await;
+    }
+    waited
+}
+
+/// Starts the IoTConnector, SoftwarePackage and Rollout controllers for each watched
+/// namespace (all namespaces when `namespaces` is empty) and the Rollout garbage collector.
+/// Returns the running parts and, for readiness, one future per cache that completes once the
+/// cache has synced.
+fn start_controllers(
+    client: &Client,
+    namespaces: &[String],
+    ctx: &Arc<Context>,
+    rollouts: &Arc<super::rollout::RolloutContext>,
+    stop_rx: &watch::Receiver<bool>,
+) -> (Vec<BoxFuture<'static, ()>>, Vec<BoxFuture<'static, ()>>) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut stores_ready: Vec<BoxFuture<'static, ()>> = Vec::new();
+    for scope in scopes {
+        tracing::info!(namespace = scope.as_deref().unwrap_or("<all>"), "watching");
+        let (run, connectors) =
+            connector_controller(client, scope.as_deref(), ctx.clone(), stop_signal(stop_rx));
+        controllers.push(run);
+        stores_ready.push(ready(connectors));
+        let (run, packages) =
+            package_controller(client, scope.as_deref(), ctx.clone(), stop_signal(stop_rx));
+        controllers.push(run);
+        stores_ready.push(ready(packages));
+        let (run, rollout_store) =
+            super::rollout::controller(rollouts, scope.as_deref(), stop_signal(stop_rx));
+        controllers.push(run);
+        stores_ready.push(ready(rollout_store));
+    }
+    controllers
+        .push(super::rollout::garbage_collect(rollouts.clone(), stop_signal(stop_rx)).boxed());
+    (controllers, stores_ready)
+}
+
+/// Starts the push receiver on `addr` and, when `advertise` is given (leader election on),
+/// advertises its URL in the Lease. Returns the running receiver.
+async fn start_push(
+    rollouts: &Arc<super::rollout::RolloutContext>,
+    addr: SocketAddr,
+    options: &RunOptions,
+    advertise: Option<&watch::Sender<Option<String>>>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<BoxFuture<'static, ()>, String> {
+    let (bound, push) = super::push::serve(rollouts.clone(), addr, stop_signal(stop_rx)).await?;
+    if let Some(advertise) = advertise {
+        let url = advertise_url(
+            options.push_advertise_url.as_deref(),
+            bound,
+            options.pod_ip.as_deref(),
+        );
+        match &url {
+            Some(url) => {
+                tracing::info!(url = %url, "advertising the push receiver in the leader Lease")
+            }
+            None => tracing::info!(
+                "no push URL to advertise (bound to an unspecified address, no $POD_IP nor --push-advertise-url): followers answer pushes with 503"
+            ),
+        }
+        advertise.send_replace(url);
+    }
+    Ok(async move {
+        if let Err(e) = push.await {
+            tracing::error!(error = %e, "the push receiver failed");
+        }
+    }
+    .boxed())
+}
+
+/// Runs the controllers until the run ends: `Ok` after the stop signal, once the controllers
+/// have drained and the Lease is released (so a follower takes over at once); an error when
+/// the HTTP server or a controller ends on its own or the Lease is lost (the write gate is
+/// already closed then, and nothing waits).
+async fn supervise(
+    controllers: Vec<BoxFuture<'static, ()>>,
+    server: &mut Server,
+    election: &mut Option<LeaderElection>,
+    stop_requested: &AtomicBool,
+) -> Result<(), String> {
     let mut controllers = join_all(controllers);
     let mut drained = false;
     let lost = async {
@@ -266,10 +359,10 @@ pub async fn run(
         }
     };
     let outcome = tokio::select! {
-        served = &mut server => server_ended(served, &stop_requested),
+        served = server => server_ended(served, stop_requested),
         _ = &mut controllers => {
             drained = true;
-            if stop_requested.load(std::sync::atomic::Ordering::SeqCst) {
+            if stop_requested.load(Ordering::SeqCst) {
                 Ok(())
             } else {
                 Err("a controller stopped unexpectedly".to_string())
@@ -287,7 +380,6 @@ pub async fn run(
             leading.release().await?;
         }
     }
-    tracing::info!("stopped");
     outcome
 }
 

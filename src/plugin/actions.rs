@@ -17,7 +17,7 @@ use super::cli::{ApproveArgs, NameArgs, OutputFormat};
 use super::client::Target;
 use super::error::PluginError;
 use super::output;
-use super::render::phase;
+use super::render::{command, phase};
 use super::status::{get_rollout, rollout_subject};
 
 /// The field manager of the plugin's writes (visible in `managedFields`).
@@ -103,7 +103,10 @@ pub async fn pause(target: &Target, args: NameArgs) -> Result<ExitCode, PluginEr
         ANNOTATION_PAUSE,
         nonce(),
         args.output,
-        "pause requested: no new device is notified until `kubectl otau resume`",
+        &format!(
+            "pause requested: no new device is notified until `{}`",
+            command("resume", &args.name, Some(&target.namespace))
+        ),
     )
     .await
 }

@@ -13,7 +13,7 @@ use super::cli::{ListArgs, NameArgs};
 use super::client::Target;
 use super::error::{PluginError, Subject};
 use super::output;
-use super::render::{phase, phase_text};
+use super::render::{command, phase, phase_text};
 use super::status::get_rollout;
 use super::style::{Style, age, table};
 
@@ -104,7 +104,8 @@ pub fn list_view(
                 phase_text(phase(r), style),
                 format!("{}/{}", status.current_wave, r.spec.waves.len()),
                 t.succeeded.to_string(),
-                (t.failed + t.aborted + t.timed_out + t.invalid).to_string(),
+                // `status.totals.failed`, the number the CRD's Failed printer column shows.
+                t.failed.to_string(),
                 t.targeted.to_string(),
                 status.success_rate.clone().unwrap_or_else(|| "-".into()),
                 age(r.metadata.creation_timestamp.as_ref(), now),
@@ -261,11 +262,11 @@ pub async fn run_plan(
     let Some(plan) = plan_of(&rollout) else {
         return Err(PluginError::Refused(format!(
             "rollout {}/{} has no plan yet: the operator computes it once it has listed the devices \
-             (phase {:?}); see `kubectl otau status {}`",
+             (phase {:?}); see `{}`",
             target.namespace,
             args.name,
             phase(&rollout),
-            args.name
+            command("status", &args.name, Some(&target.namespace))
         )));
     };
     match args.output {
@@ -278,7 +279,51 @@ pub async fn run_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::rollout::{RolloutSpec, RolloutStatus, WavePlan};
+    use crate::api::rollout::{DeviceCounts, RolloutSpec, RolloutStatus, WavePlan};
+
+    #[test]
+    fn failed_is_the_number_of_the_failed_printer_column() {
+        use kube::CustomResourceExt;
+        let crd = Rollout::crd();
+        let columns = crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap_or_default();
+        let failed = columns
+            .iter()
+            .find(|c| c.name == "Failed")
+            .expect("a Failed printer column");
+        assert_eq!(failed.json_path, ".status.totals.failed");
+
+        let spec: RolloutSpec = serde_yaml::from_str(
+            "packageRef: {name: fw}\ntargets: {identities: [a]}\nwaves:\n  - {percent: 100}\n",
+        )
+        .expect("spec");
+        let mut r = Rollout::new("fw-1", spec);
+        let totals = DeviceCounts {
+            targeted: 20,
+            succeeded: 10,
+            failed: 1,
+            aborted: 2,
+            timed_out: 3,
+            invalid: 4,
+            ..DeviceCounts::default()
+        };
+        r.status = Some(RolloutStatus {
+            totals: totals.clone(),
+            ..RolloutStatus::default()
+        });
+        let now = Timestamp::from_second(1_000).expect("now");
+        let text = list_view(&[r], false, now, &Style::plain());
+        let mut lines = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let header = lines.next().expect("header");
+        let row = lines.next().expect("row");
+        let at = header.iter().position(|h| *h == "FAILED").expect("FAILED");
+        // The phase cell is two words ("… Pending").
+        assert_eq!(row[at + 1], totals.failed.to_string(), "{text}");
+    }
 
     #[test]
     fn the_plan_shows_each_waves_new_devices() {

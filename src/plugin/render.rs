@@ -54,11 +54,23 @@ fn condition<'a>(
     conditions::find_condition(&status.conditions, type_)
 }
 
+/// A `kubectl otau` command on the rollout `name`: `kubectl otau <verb> <name> -n <namespace>`.
+/// Every hint the plugin prints names the namespace, so it works whatever namespace the
+/// reader's kubeconfig context is in; it is left out only when unknown.
+pub fn command(verb: &str, name: &str, namespace: Option<&str>) -> String {
+    match namespace.filter(|ns| !ns.is_empty()) {
+        Some(ns) => format!("kubectl otau {verb} {name} -n {ns}"),
+        None => format!("kubectl otau {verb} {name}"),
+    }
+}
+
 /// What the rollout waits for, in words with the command that acts on it; `None` when it
 /// waits for nothing (complete, aborted, or no status yet).
 pub fn waiting_for(rollout: &Rollout, now: Timestamp) -> Option<String> {
     let status = rollout.status.as_ref()?;
     let name = rollout.name_any();
+    let namespace = rollout.namespace();
+    let hint = |verb: &str| command(verb, &name, namespace.as_deref());
     match status.phase.unwrap_or_default() {
         RolloutPhase::Complete | RolloutPhase::Aborted => return None,
         _ => {}
@@ -66,15 +78,18 @@ pub fn waiting_for(rollout: &Rollout, now: Timestamp) -> Option<String> {
     if let Some(pause) = &status.pause {
         return Some(match pause.reason.as_str() {
             reason::WAITING_FOR_APPROVAL => format!(
-                "approval of wave {}: kubectl otau approve {name}",
-                status.current_wave + 1
+                "approval of wave {}: {}",
+                status.current_wave + 1,
+                hint("approve")
             ),
             reason::PAUSED_BY_USER if rollout.spec.paused => {
                 format!("spec.paused to be set to false (where {name} is defined, e.g. Git)")
             }
-            reason::PAUSED_BY_USER => format!("a resume: kubectl otau resume {name}"),
+            reason::PAUSED_BY_USER => format!("a resume: {}", hint("resume")),
             reason::FAILURE_THRESHOLD_EXCEEDED => format!(
-                "a person: kubectl otau resume {name} accepts the failures so far, kubectl otau abort {name} stops"
+                "a person: {} accepts the failures so far, {} stops",
+                hint("resume"),
+                hint("abort")
             ),
             other => format!("{other} to be lifted"),
         });
@@ -125,33 +140,51 @@ fn count(style: &Style, n: i64, tone: Tone) -> String {
 
 /// The full status view of `rollout` at `now`.
 pub fn status_view(rollout: &Rollout, now: Timestamp, style: &Style) -> String {
-    let mut out = String::new();
-    let name = rollout.name_any();
-    let namespace = rollout.namespace().unwrap_or_default();
     let status = rollout.status.clone().unwrap_or_default();
-    let field = |out: &mut String, key: &str, value: &str| {
+    let mut out = overview(rollout, &status, now, style);
+    out.push_str("\nConditions:\n");
+    out.push_str(&conditions_table(&status, now, style));
+    out.push_str("\nWaves:\n");
+    out.push_str(&wave_table(rollout, &status, now, style));
+    out.push_str(&failures_table(&status, now, style));
+    out
+}
+
+/// The view's first lines, one field each: name, namespace, package, phase, what the rollout
+/// waits for, wave, targets, success rate, device counts, last progress.
+fn overview(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: &Style) -> String {
+    let mut out = String::new();
+    let mut field = |key: &str, value: &str| {
         let _ = writeln!(out, "{:<15}{value}", format!("{key}:"));
     };
-    field(&mut out, "Name", &name);
-    field(&mut out, "Namespace", &namespace);
-    field(&mut out, "Package", &rollout.spec.package_ref.name);
-    field(&mut out, "Phase", &phase_text(phase(rollout), style));
-    if let Some(ready) = condition(&status, conditions::READY) {
-        field(&mut out, "Message", &ready.message);
+    field("Name", &rollout.name_any());
+    field("Namespace", &rollout.namespace().unwrap_or_default());
+    field("Package", &rollout.spec.package_ref.name);
+    field("Phase", &phase_text(phase(rollout), style));
+    if let Some(ready) = condition(status, conditions::READY) {
+        field("Message", &ready.message);
     }
     if let Some(waiting) = waiting_for(rollout, now) {
-        field(&mut out, "Waiting for", &style.paint(Tone::Warn, &waiting));
+        field("Waiting for", &style.paint(Tone::Warn, &waiting));
     }
     let total_waves = rollout.spec.waves.len();
-    field(
-        &mut out,
-        "Wave",
-        &format!("{} of {total_waves}", status.current_wave),
-    );
+    field("Wave", &format!("{} of {total_waves}", status.current_wave));
     let t = &status.totals;
-    field(&mut out, "Targets", &format!("{} devices", t.targeted));
+    field("Targets", &format!("{} devices", t.targeted));
+    field("Success rate", &success_rate_text(status, style));
+    field("Devices", &totals_line(t));
+    if let Some(at) = &status.last_progress_at {
+        field("Last progress", &format!("{} ago", age(Some(at), now)));
+    }
+    out
+}
+
+/// `96.5% (193 of 200 finished devices succeeded)`, the rate in warning colour when any
+/// finished device did not succeed; `-` while no device finished.
+fn success_rate_text(status: &RolloutStatus, style: &Style) -> String {
+    let t = &status.totals;
     let finished = t.succeeded + t.failed + t.aborted + t.timed_out;
-    let rate = match &status.success_rate {
+    match &status.success_rate {
         Some(rate) => {
             let tone = if t.failed + t.aborted + t.timed_out > 0 {
                 Tone::Warn
@@ -165,78 +198,65 @@ pub fn status_view(rollout: &Rollout, now: Timestamp, style: &Style) -> String {
             )
         }
         None => "- (no device finished yet)".to_owned(),
-    };
-    field(&mut out, "Success rate", &rate);
-    field(&mut out, "Devices", &totals_line(t));
-    if let Some(at) = &status.last_progress_at {
-        field(
-            &mut out,
-            "Last progress",
-            &format!("{} ago", age(Some(at), now)),
-        );
     }
+}
 
-    out.push_str("\nConditions:\n");
+/// The conditions, one row each, coloured by what they mean; a condition's message only when
+/// it says more than the Ready message printed above.
+fn conditions_table(status: &RolloutStatus, now: Timestamp, style: &Style) -> String {
     if status.conditions.is_empty() {
-        out.push_str("  (none yet: the operator has not written a status)\n");
-    } else {
-        // The Ready message is printed above; other messages only when they say more.
-        let ready_message = condition(&status, conditions::READY).map(|c| c.message.as_str());
-        let rows: Vec<Vec<String>> = status
-            .conditions
-            .iter()
-            .map(|c| {
-                let tone = match (c.type_.as_str(), c.status.as_str()) {
-                    ("Stalled", "True") => Tone::Bad,
-                    ("Paused", "True") => Tone::Warn,
-                    ("Reconciling", "True") => Tone::Busy,
-                    (_, "True") => Tone::Good,
-                    _ => Tone::Dim,
-                };
-                vec![
-                    c.type_.clone(),
-                    style.paint(tone, &c.status),
-                    c.reason.clone(),
-                    age(Some(&c.last_transition_time), now),
-                    if Some(c.message.as_str()) == ready_message {
-                        String::new()
-                    } else {
-                        c.message.clone()
-                    },
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            "  ",
-            &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"],
-            &rows,
-        ));
+        return "  (none yet: the operator has not written a status)\n".to_owned();
     }
+    let ready_message = condition(status, conditions::READY).map(|c| c.message.as_str());
+    let rows: Vec<Vec<String>> = status
+        .conditions
+        .iter()
+        .map(|c| {
+            let tone = match (c.type_.as_str(), c.status.as_str()) {
+                ("Stalled", "True") => Tone::Bad,
+                ("Paused", "True") => Tone::Warn,
+                ("Reconciling", "True") => Tone::Busy,
+                (_, "True") => Tone::Good,
+                _ => Tone::Dim,
+            };
+            vec![
+                c.type_.clone(),
+                style.paint(tone, &c.status),
+                c.reason.clone(),
+                age(Some(&c.last_transition_time), now),
+                if Some(c.message.as_str()) == ready_message {
+                    String::new()
+                } else {
+                    c.message.clone()
+                },
+            ]
+        })
+        .collect();
+    table("  ", &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows)
+}
 
-    out.push_str("\nWaves:\n");
-    out.push_str(&wave_table(rollout, &status, now, style));
-
-    if !status.recent_failures.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nRecent failures ({} shown, newest first):",
-            status.recent_failures.len()
-        );
-        let rows: Vec<Vec<String>> = status
-            .recent_failures
-            .iter()
-            .map(|f| {
-                vec![
-                    f.identity.clone(),
-                    style.paint(Tone::Bad, &f.status),
-                    age(Some(&f.at), now),
-                    f.message.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        out.push_str(&table("  ", &["DEVICE", "STATUS", "AGE", "MESSAGE"], &rows));
+/// The recent failures the status keeps, newest first; empty when there are none.
+fn failures_table(status: &RolloutStatus, now: Timestamp, style: &Style) -> String {
+    if status.recent_failures.is_empty() {
+        return String::new();
     }
-    out
+    let rows: Vec<Vec<String>> = status
+        .recent_failures
+        .iter()
+        .map(|f| {
+            vec![
+                f.identity.clone(),
+                style.paint(Tone::Bad, &f.status),
+                age(Some(&f.at), now),
+                f.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    format!(
+        "\nRecent failures ({} shown, newest first):\n{}",
+        status.recent_failures.len(),
+        table("  ", &["DEVICE", "STATUS", "AGE", "MESSAGE"], &rows)
+    )
 }
 
 /// `pending 3, notified 2, ...`: every non-zero device count (all of them while nothing is
@@ -439,7 +459,9 @@ mod tests {
         let text = status_view(&r, now, &Style::plain());
         assert!(text.contains("Phase:         ॥ Paused\n"), "{text}");
         assert!(
-            text.contains("Waiting for:   approval of wave 2: kubectl otau approve fw-2-1\n"),
+            text.contains(
+                "Waiting for:   approval of wave 2: kubectl otau approve fw-2-1 -n fleet\n"
+            ),
             "{text}"
         );
         assert!(
@@ -506,5 +528,46 @@ mod tests {
         let colour = status_view(&running, now, &Style { colour: true });
         assert!(colour.contains("\x1b[36m◌ Progressing\x1b[0m"), "{colour}");
         assert!(!status_view(&running, now, &Style::plain()).contains('\x1b'));
+    }
+
+    fn paused(reason: &str) -> Rollout {
+        rollout(RolloutStatus {
+            phase: Some(RolloutPhase::Paused),
+            current_wave: 1,
+            pause: Some(PauseInfo {
+                reason: reason.into(),
+                since: at(1_000),
+                generation: Some(1),
+            }),
+            ..RolloutStatus::default()
+        })
+    }
+
+    #[test]
+    fn every_command_in_a_hint_names_the_namespace() {
+        let now = Timestamp::from_second(2_000).expect("now");
+        assert_eq!(
+            waiting_for(&paused(reason::PAUSED_BY_USER), now).as_deref(),
+            Some("a resume: kubectl otau resume fw-2-1 -n fleet")
+        );
+        assert_eq!(
+            waiting_for(&paused(reason::FAILURE_THRESHOLD_EXCEEDED), now).as_deref(),
+            Some(
+                "a person: kubectl otau resume fw-2-1 -n fleet accepts the failures so far, \
+                 kubectl otau abort fw-2-1 -n fleet stops"
+            )
+        );
+        let mut elsewhere = paused(reason::WAITING_FOR_APPROVAL);
+        elsewhere.metadata.namespace = Some("default".into());
+        assert_eq!(
+            waiting_for(&elsewhere, now).as_deref(),
+            Some("approval of wave 2: kubectl otau approve fw-2-1 -n default"),
+            "the default namespace too: the reader's context may be in another one"
+        );
+        assert_eq!(
+            command("status", "fw", None),
+            "kubectl otau status fw",
+            "no -n when the namespace is not known"
+        );
     }
 }

@@ -47,7 +47,9 @@ async fn approve_opens_gated_waves_once_each_and_complete_status() {
     eprintln!("--- status (waiting for approval)\n{text}");
     assert!(text.contains("Phase:         ॥ Paused\n"), "{text}");
     assert!(
-        text.contains("Waiting for:   approval of wave 2: kubectl otau approve fw-gate\n"),
+        text.contains(&format!(
+            "Waiting for:   approval of wave 2: kubectl otau approve fw-gate -n {ns}\n"
+        )),
         "{text}"
     );
     let wave2 = line_starting(&text, "2 (gated)").expect("wave 2 row");

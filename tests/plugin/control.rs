@@ -87,6 +87,10 @@ async fn status_pause_resume_revert_abort_and_watch() {
         said.starts_with("rollout.otau.dev/fw-run pause requested"),
         "{said}"
     );
+    assert!(
+        said.contains(&format!("until `kubectl otau resume fw-run -n {ns}`")),
+        "the hint names the namespace: {said}"
+    );
     let first_pause = annotation_value(&said, "otau.dev/pause");
     let on_screen = watch.wait_for_text(mark, "PausedByUser", DEADLINE).await;
     eprintln!(
@@ -102,7 +106,9 @@ async fn status_pause_resume_revert_abort_and_watch() {
     eprintln!("--- status (paused)\n{text}");
     assert!(text.contains("Phase:         ॥ Paused\n"), "{text}");
     assert!(
-        text.contains("Waiting for:   a resume: kubectl otau resume fw-run\n"),
+        text.contains(&format!(
+            "Waiting for:   a resume: kubectl otau resume fw-run -n {ns}\n"
+        )),
         "{text}"
     );
 

@@ -429,8 +429,20 @@ fn held_text(h: &HeldDevices) -> String {
     format!("{} ({})", h.total(), parts.join(", "))
 }
 
-/// The report of one run as text.
+/// The report of one run as text: the summary, the wave table, the devices held before their
+/// wave, the recent failures and the timeline.
 fn run_text(r: &Report) -> String {
+    let mut out = summary_text(r);
+    out.push('\n');
+    out.push_str(&wave_table_text(r));
+    out.push_str(&held_section(r));
+    out.push_str(&failures_section(r));
+    out.push_str(&timeline_section(r));
+    out
+}
+
+/// The Rollout, the fleet, how the run ended and what it took in virtual time.
+fn summary_text(r: &Report) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(
@@ -464,68 +476,124 @@ fn run_text(r: &Report) -> String {
             r.config_otau_write_errors
         );
     }
-    let _ = writeln!(w);
-    let _ = writeln!(
-        w,
-        "{:>4} {:<12} {:>8} {:>13} {:>13} {:>13} {:>9} {:>7} {:>6} {:>7} {:>7} {:>7} {:>9} {:>7} {:>8}",
-        "wave",
-        "name",
-        "size",
-        "started",
-        "completed",
-        "soak until",
-        "succeeded",
-        "failed",
-        "timeout",
-        "aborted",
-        "skipped",
-        "invalid",
-        "in flight",
-        "pending",
-        "success"
-    );
+    out
+}
+
+/// The wave table's columns: header, width, and whether cells align left (else right).
+const WAVE_COLUMNS: [(&str, usize, bool); 15] = [
+    ("wave", 4, false),
+    ("name", 12, true),
+    ("size", 8, false),
+    ("started", 13, false),
+    ("completed", 13, false),
+    ("soak until", 13, false),
+    ("succeeded", 9, false),
+    ("failed", 7, false),
+    ("timeout", 6, false),
+    ("aborted", 7, false),
+    ("skipped", 7, false),
+    ("invalid", 7, false),
+    ("in flight", 9, false),
+    ("pending", 7, false),
+    ("success", 8, false),
+];
+
+/// One line of the wave table: each cell in its column's width, one space between columns.
+fn wave_table_line(cells: [String; 15]) -> String {
+    let cells: Vec<String> = WAVE_COLUMNS
+        .iter()
+        .zip(cells)
+        .map(|(&(_, width, left), cell)| {
+            if left {
+                format!("{cell:<width$}")
+            } else {
+                format!("{cell:>width$}")
+            }
+        })
+        .collect();
+    cells.join(" ") + "\n"
+}
+
+/// The count cells of a wave table line, from `succeeded` to `pending`.
+fn count_cells(c: &DeviceCounts) -> [String; 8] {
+    [
+        c.succeeded,
+        c.failed,
+        c.timed_out,
+        c.aborted,
+        c.skipped,
+        c.invalid,
+        c.notified + c.in_progress,
+        c.pending,
+    ]
+    .map(|n| n.to_string())
+}
+
+/// Every wave of the spec with its times and counts, then the totals.
+fn wave_table_text(r: &Report) -> String {
+    let mut out = wave_table_line(WAVE_COLUMNS.map(|(header, _, _)| header.to_owned()));
     for wave in &r.waves {
-        let c = &wave.counts;
-        let _ = writeln!(
-            w,
-            "{:>4} {:<12} {:>8} {:>13} {:>13} {:>13} {:>9} {:>7} {:>6} {:>7} {:>7} {:>7} {:>9} {:>7} {:>8}",
-            wave.number,
-            wave.name.as_deref().unwrap_or("-"),
-            wave.size,
+        let [
+            succeeded,
+            failed,
+            timed_out,
+            aborted,
+            skipped,
+            invalid,
+            in_flight,
+            pending,
+        ] = count_cells(&wave.counts);
+        out.push_str(&wave_table_line([
+            wave.number.to_string(),
+            wave.name.as_deref().unwrap_or("-").to_owned(),
+            wave.size.to_string(),
             offset(wave.started_seconds),
             offset(wave.completed_seconds),
             offset(wave.soak_until_seconds),
-            c.succeeded,
-            c.failed,
-            c.timed_out,
-            c.aborted,
-            c.skipped,
-            c.invalid,
-            c.notified + c.in_progress,
-            c.pending,
-            wave.success_rate.as_deref().unwrap_or("-")
-        );
+            succeeded,
+            failed,
+            timed_out,
+            aborted,
+            skipped,
+            invalid,
+            in_flight,
+            pending,
+            wave.success_rate.as_deref().unwrap_or("-").to_owned(),
+        ]));
     }
-    let t = &r.totals;
-    let _ = writeln!(
-        w,
-        "{:>4} {:<12} {:>8} {:>13} {:>13} {:>13} {:>9} {:>7} {:>6} {:>7} {:>7} {:>7} {:>9} {:>7} {:>8}",
-        "all",
-        "",
-        t.targeted,
-        "",
-        "",
-        "",
-        t.succeeded,
-        t.failed,
-        t.timed_out,
-        t.aborted,
-        t.skipped,
-        t.invalid,
-        t.notified + t.in_progress,
-        t.pending,
-        r.success_rate.as_deref().unwrap_or("-")
-    );
+    let [
+        succeeded,
+        failed,
+        timed_out,
+        aborted,
+        skipped,
+        invalid,
+        in_flight,
+        pending,
+    ] = count_cells(&r.totals);
+    out.push_str(&wave_table_line([
+        "all".to_owned(),
+        String::new(),
+        r.totals.targeted.to_string(),
+        String::new(),
+        String::new(),
+        String::new(),
+        succeeded,
+        failed,
+        timed_out,
+        aborted,
+        skipped,
+        invalid,
+        in_flight,
+        pending,
+        r.success_rate.as_deref().unwrap_or("-").to_owned(),
+    ]));
+    out
+}
+
+/// The devices that already held the package's manifest when their wave started, per wave;
+/// empty when none did.
+fn held_section(r: &Report) -> String {
     let held: Vec<String> = r
         .waves
         .iter()
@@ -535,37 +603,45 @@ fn run_text(r: &Report) -> String {
                 .map(|h| format!("wave {}: {}", wave.number, held_text(h)))
         })
         .collect();
-    if !held.is_empty() {
-        let _ = writeln!(w);
+    if held.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nAlready holding this package's manifest when their wave started (an earlier Rollout wrote it; counted by their reports, judged with the started waves): {}\n",
+        held.join("; ")
+    )
+}
+
+/// The most recent failures, at most [`TEXT_FAILURES`]; empty when there are none.
+fn failures_section(r: &Report) -> String {
+    let mut out = String::new();
+    if r.recent_failures.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nRecent failures (newest first, {} of {} kept):",
+        r.recent_failures.len().min(TEXT_FAILURES),
+        r.recent_failures.len()
+    );
+    for f in r.recent_failures.iter().take(TEXT_FAILURES) {
         let _ = writeln!(
-            w,
-            "Already holding this package's manifest when their wave started (an earlier Rollout wrote it; counted by their reports, judged with the started waves): {}",
-            held.join("; ")
+            out,
+            "  {} {} {}",
+            f.identity,
+            f.status,
+            f.message.as_deref().unwrap_or("")
         );
     }
-    if !r.recent_failures.is_empty() {
-        let _ = writeln!(w);
-        let _ = writeln!(
-            w,
-            "Recent failures (newest first, {} of {} kept):",
-            r.recent_failures.len().min(TEXT_FAILURES),
-            r.recent_failures.len()
-        );
-        for f in r.recent_failures.iter().take(TEXT_FAILURES) {
-            let _ = writeln!(
-                w,
-                "  {} {} {}",
-                f.identity,
-                f.status,
-                f.message.as_deref().unwrap_or("")
-            );
-        }
-    }
-    let _ = writeln!(w);
-    let _ = writeln!(w, "Timeline (virtual time after the start):");
+    out
+}
+
+/// The engine Events and simulator notes in order, at their virtual time after the start.
+fn timeline_section(r: &Report) -> String {
+    let mut out = String::from("\nTimeline (virtual time after the start):\n");
     for e in &r.timeline {
         let _ = writeln!(
-            w,
+            out,
             "  +{:<12} {:<8} {:<20} {}",
             duration_text(e.at_seconds * 1_000_000),
             e.kind,

@@ -292,219 +292,364 @@ fn next_poll_after(now: Micros, due: Micros, interval: Micros) -> Micros {
 /// Runs one scenario to its end.
 pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, String> {
     let clock = Arc::new(ManualClock::new(START_MICROS));
+    let manifest = naming::manifest(&s.package);
+    let (platform, mut fleet) = start_fleet(s, &clock, &manifest).await?;
+    let fleet_devices = fleet.core().len() as u64;
+    let fleet_seed = s.seed.unwrap_or(s.profile.seed);
+    let outcome = |run: Run, earlier: Vec<Outcome>| Outcome {
+        end: run.end,
+        status: run.status,
+        spec: run.spec,
+        trip: run.trip,
+        timeline: run.timeline,
+        start: START_MICROS,
+        end_at: run.end_at,
+        steps: run.steps,
+        writes: run.writes.made,
+        write_errors: run.writes.refused,
+        fleet_devices,
+        fleet_seed,
+        manifest: manifest.clone(),
+        timings: run.timings,
+        devices_written: run.writes.devices.len() as u64,
+        earlier,
+    };
+
+    let mut earlier = Vec::new();
+    let mut last = run_once(s, &clock, &platform, &mut fleet, &manifest, false, progress).await?;
+    if s.reapply {
+        earlier.push(outcome(last, Vec::new()));
+        last = run_once(s, &clock, &platform, &mut fleet, &manifest, true, progress).await?;
+    }
+    progress.finish(&last.status);
+    Ok(outcome(last, earlier))
+}
+
+/// The emulator's model on `clock` with the scenario's connector, the package published on it
+/// and the fleet's devices added and started.
+async fn start_fleet(
+    s: &Scenario,
+    clock: &Arc<ManualClock>,
+    manifest: &Manifest,
+) -> Result<(EmulatorPlatform, InProcessFleet), String> {
     let model = Model::new(ModelConfig::default(), clock.clone());
     model
         .add_connector(&s.connector_id)
         .map_err(|e| format!("--connector-id: {e}"))?;
     let core = FleetCore::new(&s.profile, s.devices, s.seed).map_err(|e| e.to_string())?;
-    let fleet_devices = core.len() as u64;
-    let fleet_seed = s.seed.unwrap_or(s.profile.seed);
     let platform = EmulatorPlatform::new(model.clone(), &s.connector_id)
         .map_err(|e| e.to_string())?
         .with_client(CLIENT);
     let mut fleet = InProcessFleet::new(core, platform.connector().clone(), clock.clone())
         .map_err(|e| format!("cannot add the fleet's devices: {e}"))?;
-
-    let namespace = s.rollout.metadata.namespace.clone().unwrap_or_default();
-    let name = s.rollout.metadata.name.clone().unwrap_or_default();
-    let manifest = naming::manifest(&s.package);
-    publish_package(&platform, &s.package, &manifest).await?;
+    publish_package(&platform, &s.package, manifest).await?;
     fleet.start();
     fleet.fire_due(clock.now_micros());
     fleet.drain_notices();
+    Ok((platform, fleet))
+}
 
-    let runs = if s.reapply { 2 } else { 1 };
-    let mut earlier: Vec<Outcome> = Vec::new();
-    for run_number in 1..=runs {
-        let mut spec = s.rollout.spec.clone();
-        let annotations: BTreeMap<String, String> =
-            s.rollout.metadata.annotations.clone().unwrap_or_default();
-        let mut generation = s.rollout.metadata.generation.unwrap_or(1);
-        let mut index = DeviceIndex::new(IndexConfig {
-            seed: order_seed(&spec, &namespace, &name),
-            targets: spec.targets.clone(),
-            manifest: manifest.clone(),
-        });
-        let mut attempts: BTreeMap<u32, Manifest> = BTreeMap::new();
-        let mut status = RolloutStatus::default();
-        let mut memory = EngineMemory::default();
-        let mut timeline = Vec::new();
-        if run_number > 1 {
-            timeline.push(TimelineEntry {
-                at: clock.now_micros(),
-                kind: "Simulate",
-                reason: "Reapplied".into(),
-                message: "the Rollout was deleted and applied again (--reapply): its status starts empty, the device order is the same, and the platform keeps what the run before wrote".into(),
-            });
-        }
-        // Distinct devices written in this run (identity hashes: 8 bytes a device).
-        let mut written: HashSet<u64> = HashSet::new();
-        let mut trip = None;
-        let (mut steps, mut writes) = (0u64, 0u64);
-        let mut write_errors: (u64, Option<String>) = (0, None);
-        let mut timings = Timings::default();
-        let mut poller = Poller {
-            cursor: None,
-            always_full: s.full_polls,
-        };
+/// What one run of the Rollout produced (the run's part of an [`Outcome`]).
+struct Run {
+    end: End,
+    status: RolloutStatus,
+    spec: RolloutSpec,
+    trip: Option<Trip>,
+    timeline: Vec<TimelineEntry>,
+    end_at: Micros,
+    steps: u64,
+    writes: Writes,
+    timings: Timings,
+}
 
-        let end = loop {
-            let now = clock.now_micros();
-            let mut lap = std::time::Instant::now();
-            let mut split = |into: &mut std::time::Duration| {
-                let t = std::time::Instant::now();
-                *into += t - lap;
-                lap = t;
-            };
-            poller.observe(&platform, &mut index).await?;
-            split(&mut timings.observe);
-            let input = EngineInput {
-                namespace: &namespace,
-                name: &name,
-                generation: Some(generation),
-                spec: &spec,
-                annotations: &annotations,
-                status: &status,
-                memory: &memory,
-                max_notifications: None,
-            };
-            let decision = reconcile(&input, &index, now).map_err(|e| e.to_string())?;
-            split(&mut timings.reconcile);
-            steps += 1;
-            for event in &decision.events {
-                let kind = match event.type_ {
-                    EventType::Normal => "Normal",
-                    EventType::Warning => "Warning",
-                };
-                // The engine's own judgement behind an automatic pause or an abort by the
-                // threshold.
-                if let Some(judged) = event.threshold {
-                    trip = Some(Trip {
-                        wave: judged.started_waves as usize,
-                        failed: judged.failed,
-                        finished: judged.finished,
-                        at: now,
-                    });
-                }
-                timeline.push(TimelineEntry {
-                    at: now,
-                    kind,
-                    reason: event.reason.to_string(),
-                    message: event.message.clone(),
-                });
-            }
-            for n in &decision.notifications {
-                let m = attempts
-                    .entry(n.attempt)
-                    .or_insert_with(|| manifest.with_attempt(n.attempt));
-                match platform.set_config_otau(&n.identity, m).await {
-                    Ok(()) => {
-                        writes += 1;
-                        written.insert(identity_hash(&n.identity));
-                    }
-                    Err(e) => {
-                        write_errors.0 += 1;
-                        write_errors.1.get_or_insert_with(|| e.to_string());
-                    }
-                }
-            }
-            split(&mut timings.write);
-            status = decision.status;
-            memory = decision.memory;
-            fleet.drain_notices();
-            split(&mut timings.fleet);
-            progress.update(&status, now - START_MICROS);
-
-            let pause = status.pause.as_ref().map(|p| p.reason.as_str());
-            match (status.phase, pause) {
-                (Some(RolloutPhase::Complete), _) => break End::Complete,
-                (Some(RolloutPhase::Aborted), _) if decision.requeue.poll == PollHint::None => {
-                    break End::Aborted;
-                }
-                (_, Some(condition::FAILURE_THRESHOLD_EXCEEDED)) => break End::AutoPaused,
-                (_, Some(condition::PAUSED_BY_USER)) => break End::PausedByUser,
-                (_, Some(condition::WAITING_FOR_APPROVAL)) => {
-                    let k = status.current_wave.max(0) as usize + 1;
-                    if !s.auto_approve {
-                        break End::WaitingForApproval(k);
-                    }
-                    spec.approved_waves = k as i32;
-                    generation += 1;
-                    timeline.push(TimelineEntry {
-                        at: now,
-                        kind: "Simulate",
-                        reason: "Approved".into(),
-                        message: format!("spec.approvedWaves set to {k} (--auto-approve)"),
-                    });
-                    continue;
-                }
-                _ => {}
-            }
-            if steps >= s.max_steps {
-                break End::Bound(format!("stopped after {steps} steps (--max-steps)"));
-            }
-
-            let poll = match decision.requeue.poll {
-                PollHint::Active => Some(s.poll_active),
-                PollHint::Idle => Some(s.poll_idle),
-                PollHint::None => None,
-            };
-            let by_fleet = poll
-                .zip(fleet.core().next_due())
-                .map(|(interval, due)| next_poll_after(now, due, interval));
-            let by_engine = decision.requeue.at.map(|at| at.max(now + 1));
-            let next = match (by_fleet, by_engine) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let Some(next) = next else {
-                let why = if index.is_empty() {
-                    "no device of the fleet matches the Rollout's targets".to_owned()
-                } else {
-                    "nothing is left that could change the rollout (no device in flight, no deadline)"
-                        .to_owned()
-                };
-                break End::Stalled(why);
-            };
-            if next - START_MICROS > s.max_virtual {
-                break End::Bound(format!(
-                    "stopped before the virtual time limit (--max-virtual-time) was passed; the next step was due {} after the start",
-                    super::report::duration_text(next - START_MICROS)
-                ));
-            }
-            let lap = std::time::Instant::now();
-            fleet.run_virtual(&clock, Some(next));
-            clock.advance_to(next);
-            timings.fleet += lap.elapsed();
-        };
-        let outcome = Outcome {
-            end,
-            status,
-            spec,
-            trip,
-            timeline,
-            start: START_MICROS,
-            end_at: clock.now_micros(),
-            steps,
-            writes,
-            write_errors,
-            fleet_devices,
-            fleet_seed,
-            manifest: manifest.clone(),
-            timings,
-            devices_written: written.len() as u64,
-            earlier: Vec::new(),
-        };
-        if run_number == runs {
-            progress.finish(&outcome.status);
-            return Ok(Outcome {
-                earlier: std::mem::take(&mut earlier),
-                ..outcome
-            });
-        }
-        earlier.push(outcome);
+/// Runs the Rollout from an empty status on the platform as it stands, step by step, until it
+/// ends or a bound is hit. `reapplied`: the second run of `--reapply` (a note in the timeline
+/// says so).
+async fn run_once(
+    s: &Scenario,
+    clock: &ManualClock,
+    platform: &EmulatorPlatform,
+    fleet: &mut InProcessFleet,
+    manifest: &Manifest,
+    reapplied: bool,
+    progress: &mut dyn Progress,
+) -> Result<Run, String> {
+    let namespace = s.rollout.metadata.namespace.clone().unwrap_or_default();
+    let name = s.rollout.metadata.name.clone().unwrap_or_default();
+    let mut spec = s.rollout.spec.clone();
+    let annotations: BTreeMap<String, String> =
+        s.rollout.metadata.annotations.clone().unwrap_or_default();
+    let mut generation = s.rollout.metadata.generation.unwrap_or(1);
+    let mut index = DeviceIndex::new(IndexConfig {
+        seed: order_seed(&spec, &namespace, &name),
+        targets: spec.targets.clone(),
+        manifest: manifest.clone(),
+    });
+    let mut status = RolloutStatus::default();
+    let mut memory = EngineMemory::default();
+    let mut timeline = Vec::new();
+    if reapplied {
+        timeline.push(simulator_note(
+            clock.now_micros(),
+            "Reapplied",
+            "the Rollout was deleted and applied again (--reapply): its status starts empty, the device order is the same, and the platform keeps what the run before wrote".into(),
+        ));
     }
-    Err("no run was made".to_owned())
+    let mut writes = Writes::default();
+    let mut trip = None;
+    let mut steps = 0u64;
+    let mut timings = Timings::default();
+    let mut poller = Poller {
+        cursor: None,
+        always_full: s.full_polls,
+    };
+
+    let end = loop {
+        let now = clock.now_micros();
+        let mut lap = Lap::start();
+        poller.observe(platform, &mut index).await?;
+        timings.observe += lap.split();
+        let input = EngineInput {
+            namespace: &namespace,
+            name: &name,
+            generation: Some(generation),
+            spec: &spec,
+            annotations: &annotations,
+            status: &status,
+            memory: &memory,
+            max_notifications: None,
+        };
+        let decision = reconcile(&input, &index, now).map_err(|e| e.to_string())?;
+        timings.reconcile += lap.split();
+        steps += 1;
+        if let Some(tripped) = record_events(&decision.events, now, &mut timeline) {
+            trip = Some(tripped);
+        }
+        writes
+            .deliver(platform, manifest, &decision.notifications)
+            .await;
+        timings.write += lap.split();
+        status = decision.status;
+        memory = decision.memory;
+        fleet.drain_notices();
+        timings.fleet += lap.split();
+        progress.update(&status, now - START_MICROS);
+
+        match after_step(&status, decision.requeue.poll, s.auto_approve) {
+            AfterStep::End(end) => break end,
+            AfterStep::Approve(k) => {
+                spec.approved_waves = k as i32;
+                generation += 1;
+                timeline.push(simulator_note(
+                    now,
+                    "Approved",
+                    format!("spec.approvedWaves set to {k} (--auto-approve)"),
+                ));
+                continue;
+            }
+            AfterStep::GoOn => {}
+        }
+        if steps >= s.max_steps {
+            break End::Bound(format!("stopped after {steps} steps (--max-steps)"));
+        }
+        let Some(next) = next_step_at(s, now, &decision.requeue, fleet.core().next_due()) else {
+            break End::Stalled(stalled_reason(&index));
+        };
+        if let Some(end) = beyond_virtual_limit(next, s.max_virtual) {
+            break end;
+        }
+        let lap = std::time::Instant::now();
+        fleet.run_virtual(clock, Some(next));
+        clock.advance_to(next);
+        timings.fleet += lap.elapsed();
+    };
+    Ok(Run {
+        end,
+        status,
+        spec,
+        trip,
+        timeline,
+        end_at: clock.now_micros(),
+        steps,
+        writes,
+        timings,
+    })
+}
+
+/// A timeline entry of the simulator itself (not an engine Event).
+fn simulator_note(at: Micros, reason: &str, message: String) -> TimelineEntry {
+    TimelineEntry {
+        at,
+        kind: "Simulate",
+        reason: reason.into(),
+        message,
+    }
+}
+
+/// Wall time between the moments a step's parts end.
+struct Lap(std::time::Instant);
+
+impl Lap {
+    /// Starts timing now.
+    fn start() -> Lap {
+        Lap(std::time::Instant::now())
+    }
+
+    /// The time since the previous split (or the start); the next split counts from now.
+    fn split(&mut self) -> std::time::Duration {
+        let t = std::time::Instant::now();
+        let elapsed = t - self.0;
+        self.0 = t;
+        elapsed
+    }
+}
+
+/// Adds a step's engine Events to the timeline at `now`; returns the threshold trip one of
+/// them carries (the engine's own judgement behind an automatic pause or an abort by the
+/// threshold), the last when several do.
+fn record_events(
+    events: &[otau_operator::engine::EngineEvent],
+    now: Micros,
+    timeline: &mut Vec<TimelineEntry>,
+) -> Option<Trip> {
+    let mut trip = None;
+    for event in events {
+        let kind = match event.type_ {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        if let Some(judged) = event.threshold {
+            trip = Some(Trip {
+                wave: judged.started_waves as usize,
+                failed: judged.failed,
+                finished: judged.finished,
+                at: now,
+            });
+        }
+        timeline.push(TimelineEntry {
+            at: now,
+            kind,
+            reason: event.reason.to_string(),
+            message: event.message.clone(),
+        });
+    }
+    trip
+}
+
+/// The `config_otau` writes of one run.
+#[derive(Default)]
+struct Writes {
+    /// Writes made.
+    made: u64,
+    /// Writes the platform refused, with the first message.
+    refused: (u64, Option<String>),
+    /// Distinct devices written (identity hashes: 8 bytes a device).
+    devices: HashSet<u64>,
+    /// The manifest of each attempt, built once.
+    attempts: BTreeMap<u32, Manifest>,
+}
+
+impl Writes {
+    /// Writes each notification's attempt of `manifest` to its device and counts the outcome.
+    async fn deliver(
+        &mut self,
+        platform: &EmulatorPlatform,
+        manifest: &Manifest,
+        notifications: &[otau_operator::engine::Notification],
+    ) {
+        for n in notifications {
+            let m = self
+                .attempts
+                .entry(n.attempt)
+                .or_insert_with(|| manifest.with_attempt(n.attempt));
+            match platform.set_config_otau(&n.identity, m).await {
+                Ok(()) => {
+                    self.made += 1;
+                    self.devices.insert(identity_hash(&n.identity));
+                }
+                Err(e) => {
+                    self.refused.0 += 1;
+                    self.refused.1.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// What the status after a step says about the run.
+enum AfterStep {
+    /// The run ends here.
+    End(End),
+    /// Wave `k` (from 1) waits for approval and `--auto-approve` gives it.
+    Approve(usize),
+    /// Nothing ends the run: on to the next step.
+    GoOn,
+}
+
+/// Whether the run ends after a step with `status`: complete, auto-paused, paused by the user,
+/// waiting for an approval (given at once with `auto_approve`), or aborted with no device left
+/// in flight (the engine asks for no poll).
+fn after_step(status: &RolloutStatus, poll: PollHint, auto_approve: bool) -> AfterStep {
+    let pause = status.pause.as_ref().map(|p| p.reason.as_str());
+    match (status.phase, pause) {
+        (Some(RolloutPhase::Complete), _) => AfterStep::End(End::Complete),
+        (Some(RolloutPhase::Aborted), _) if poll == PollHint::None => AfterStep::End(End::Aborted),
+        (_, Some(condition::FAILURE_THRESHOLD_EXCEEDED)) => AfterStep::End(End::AutoPaused),
+        (_, Some(condition::PAUSED_BY_USER)) => AfterStep::End(End::PausedByUser),
+        (_, Some(condition::WAITING_FOR_APPROVAL)) => {
+            let k = status.current_wave.max(0) as usize + 1;
+            if auto_approve {
+                AfterStep::Approve(k)
+            } else {
+                AfterStep::End(End::WaitingForApproval(k))
+            }
+        }
+        _ => AfterStep::GoOn,
+    }
+}
+
+/// When the next step is due: the first poll (at the interval the engine asks for) after the
+/// fleet's next change, or the engine's own deadline, whichever comes first; `None` when
+/// neither will come.
+fn next_step_at(
+    s: &Scenario,
+    now: Micros,
+    requeue: &otau_operator::engine::Requeue,
+    fleet_due: Option<Micros>,
+) -> Option<Micros> {
+    let poll = match requeue.poll {
+        PollHint::Active => Some(s.poll_active),
+        PollHint::Idle => Some(s.poll_idle),
+        PollHint::None => None,
+    };
+    let by_fleet = poll
+        .zip(fleet_due)
+        .map(|(interval, due)| next_poll_after(now, due, interval));
+    let by_engine = requeue.at.map(|at| at.max(now + 1));
+    match (by_fleet, by_engine) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Why nothing can change the rollout any more.
+fn stalled_reason(index: &DeviceIndex) -> String {
+    if index.is_empty() {
+        "no device of the fleet matches the Rollout's targets".to_owned()
+    } else {
+        "nothing is left that could change the rollout (no device in flight, no deadline)"
+            .to_owned()
+    }
+}
+
+/// The end of the run when the next step, due at `next`, is past `--max-virtual-time`.
+fn beyond_virtual_limit(next: Micros, max_virtual: Micros) -> Option<End> {
+    (next - START_MICROS > max_virtual).then(|| {
+        End::Bound(format!(
+            "stopped before the virtual time limit (--max-virtual-time) was passed; the next step was due {} after the start",
+            super::report::duration_text(next - START_MICROS)
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -340,39 +340,13 @@ async fn publish(
     client: &ConnectorClient,
     ctx: &Context,
 ) -> Result<Published, Error> {
-    let platform = &client.platform;
-    let namespace = package.namespace().unwrap_or_default();
     let owner = naming::owner(package);
-    let reference = package.object_ref(&());
+    let namespace = package.namespace().unwrap_or_default();
 
-    // 1. What is already there, and whose.
-    let mut plan = Vec::new();
+    // What is already there, and whose.
+    let mut plan = Vec::with_capacity(package.spec.files.len());
     for (file, content_id) in package.spec.files.iter().zip(naming::content_ids(package)) {
-        let existing = match platform.content_info(&content_id).await {
-            Ok(info) => {
-                match info.tags.get(OWNER_TAG) {
-                    Some(o) if *o == owner => {}
-                    Some(o) => {
-                        return Err(Error::ContentOwned {
-                            file: file.name.clone(),
-                            content_id,
-                            owner: format!("SoftwarePackage {o}"),
-                        });
-                    }
-                    None => {
-                        return Err(Error::ContentOwned {
-                            file: file.name.clone(),
-                            content_id,
-                            owner: "an item no SoftwarePackage created (it has no owner tag)"
-                                .to_string(),
-                        });
-                    }
-                }
-                Some(info)
-            }
-            Err(PlatformError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let existing = owned_content(client, file, &content_id, &owner).await?;
         plan.push(Planned {
             file,
             content_id,
@@ -380,55 +354,138 @@ async fn publish(
             fetched: None,
         });
     }
-
-    // 2. Read and verify every file that is not known to be there already, before any upload.
-    for p in &mut plan {
-        let stored_sha = p
-            .existing
-            .as_ref()
-            .and_then(|i| i.tags.get(SHA256_TAG))
-            .map(|s| s.to_ascii_lowercase());
-        let wanted = p.file.sha256.as_ref().map(|s| s.to_ascii_lowercase());
-        if stored_sha.is_some() && stored_sha == wanted {
-            continue;
-        }
-        let fetched =
-            fetch::fetch(p.file, &namespace, package.spec.allow_insecure_http, ctx).await?;
-        if stored_sha.as_deref() == Some(fetched.sha256.as_str()) {
-            // Same bytes already uploaded (a source without a spec sha256).
-            p.existing = p.existing.take().map(|mut i| {
-                i.length = fetched.size;
-                i
-            });
-            continue;
-        }
-        p.fetched = Some(fetched);
+    // Every file is read and verified before the first upload, so a bad file uploads nothing.
+    let mut verified = Vec::with_capacity(plan.len());
+    for planned in plan {
+        verified.push(fetch_unless_stored(planned, &namespace, package, ctx).await?);
     }
-
-    // 3. Upload.
-    let to_upload = plan.iter().filter(|p| p.fetched.is_some()).count();
+    let to_upload = verified.iter().filter(|p| p.fetched.is_some()).count();
     if to_upload > 0 {
-        let mut status = base_status(package);
-        set_conditions(
-            &mut status.conditions,
-            package.metadata.generation,
-            FALSE,
-            TRUE,
-            FALSE,
-            reason::UPLOADING,
-            &format!(
-                "uploading {to_upload} of {} file(s) to connector {}",
-                plan.len(),
-                connector.spec.product_id
-            ),
-        );
-        write_status(package, ctx, &status).await?;
+        report_uploading(package, connector, ctx, to_upload, verified.len()).await?;
     }
+    let files = upload_files(&verified, &owner, package, client, ctx).await?;
+    // Downloaded files are let go before the registration.
+    drop(verified);
+
+    let registration = register(package, connector, client, ctx).await?;
+    let message = published_message(
+        package,
+        &connector.spec.product_id,
+        &files,
+        to_upload,
+        &registration,
+    );
+    Ok(Published {
+        manifest: registration.manifest_json,
+        package_content_id: registration.package_content_id,
+        files,
+        registered_now: registration.registered_now,
+        message,
+    })
+}
+
+/// The content item under `content_id`, when there is one and this package owns it
+/// (`None`: not there yet). An item another package owns, or one without an owner tag, is
+/// never overwritten: that is an error.
+async fn owned_content(
+    client: &ConnectorClient,
+    file: &crate::api::software_package::PackageFile,
+    content_id: &str,
+    owner: &str,
+) -> Result<Option<crate::platform::ContentInfo>, Error> {
+    let info = match client.platform.content_info(content_id).await {
+        Ok(info) => info,
+        Err(PlatformError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let other_owner = match info.tags.get(OWNER_TAG) {
+        Some(o) if o == owner => return Ok(Some(info)),
+        Some(o) => format!("SoftwarePackage {o}"),
+        None => "an item no SoftwarePackage created (it has no owner tag)".to_string(),
+    };
+    Err(Error::ContentOwned {
+        file: file.name.clone(),
+        content_id: content_id.to_string(),
+        owner: other_owner,
+    })
+}
+
+/// Reads and verifies one file unless the platform already holds it with the spec's sha256;
+/// a file whose bytes turn out to be stored already (a source without a spec sha256) is not
+/// uploaded again either. The returned plan holds the bytes to upload, if any.
+async fn fetch_unless_stored<'a>(
+    mut planned: Planned<'a>,
+    namespace: &str,
+    package: &SoftwarePackage,
+    ctx: &Context,
+) -> Result<Planned<'a>, Error> {
+    let stored_sha = planned
+        .existing
+        .as_ref()
+        .and_then(|i| i.tags.get(SHA256_TAG))
+        .map(|s| s.to_ascii_lowercase());
+    let wanted = planned.file.sha256.as_ref().map(|s| s.to_ascii_lowercase());
+    if stored_sha.is_some() && stored_sha == wanted {
+        return Ok(planned);
+    }
+    let fetched = fetch::fetch(
+        planned.file,
+        namespace,
+        package.spec.allow_insecure_http,
+        ctx,
+    )
+    .await?;
+    if stored_sha.as_deref() == Some(fetched.sha256.as_str()) {
+        // Same bytes already uploaded (a source without a spec sha256).
+        planned.existing = planned.existing.take().map(|mut i| {
+            i.length = fetched.size;
+            i
+        });
+        return Ok(planned);
+    }
+    planned.fetched = Some(fetched);
+    Ok(planned)
+}
+
+/// Writes `Uploading` to status before the first upload.
+async fn report_uploading(
+    package: &SoftwarePackage,
+    connector: &IoTConnector,
+    ctx: &Context,
+    to_upload: usize,
+    files: usize,
+) -> Result<(), Error> {
+    let mut status = base_status(package);
+    set_conditions(
+        &mut status.conditions,
+        package.metadata.generation,
+        FALSE,
+        TRUE,
+        FALSE,
+        reason::UPLOADING,
+        &format!(
+            "uploading {to_upload} of {files} file(s) to connector {}",
+            connector.spec.product_id
+        ),
+    );
+    write_status(package, ctx, &status).await
+}
+
+/// Uploads every file that needs it (a `FileUploaded` event each) and returns every file as
+/// status records it: the uploaded ones with their new size and sha256, the others as stored.
+async fn upload_files(
+    plan: &[Planned<'_>],
+    owner: &str,
+    package: &SoftwarePackage,
+    client: &ConnectorClient,
+    ctx: &Context,
+) -> Result<Vec<UploadedFile>, Error> {
+    let reference = package.object_ref(&());
     let mut files = Vec::with_capacity(plan.len());
-    for p in &plan {
+    for p in plan {
         let (size, sha256) = match &p.fetched {
             Some(fetched) => {
-                upload(p, fetched, &owner, client).await?;
+                upload(p, fetched, owner, client).await?;
                 tracing::info!(file = %p.file.name, content_id = %p.content_id, size = fetched.size, "file uploaded");
                 ctx.event(
                     &reference,
@@ -459,92 +516,160 @@ async fn publish(
             sha256,
         });
     }
-    drop(plan);
+    Ok(files)
+}
 
-    // 4. Manifest and registration.
+/// The package's manifest and registration, as [`register`] found or made it.
+struct Registration {
+    /// The `config_otau` manifest as JSON.
+    manifest_json: String,
+    /// The registration item's content id.
+    package_content_id: String,
+    /// Whether this pass registered the package (else an up-to-date registration existed).
+    registered_now: bool,
+    /// Devices the registration tags.
+    tagged: u64,
+    /// Devices on the connector.
+    total: u64,
+    /// The most device tags a registration carries.
+    bound: u32,
+}
+
+/// Builds the manifest and registers the package, unless a registration for the same product
+/// with the same `otau_info` (author, product, manifest) is there already.
+async fn register(
+    package: &SoftwarePackage,
+    connector: &IoTConnector,
+    client: &ConnectorClient,
+    ctx: &Context,
+) -> Result<Registration, Error> {
     let manifest = naming::manifest(package);
     let manifest_json = manifest
         .to_json_checked()
         .map_err(|e| Error::PackageInvalid {
             message: e.to_string(),
         })?;
-    let author = naming::author(package);
-    let product = connector.name_any();
-    let slug = naming::slug(package);
-    let package_content_id = crate::platform::package_content_id(&slug);
-    let pid = connector.spec.product_id.clone();
-    let existing = match platform.content_info(&package_content_id).await {
+    let (author, product) = (naming::author(package), connector.name_any());
+    let package_content_id = crate::platform::package_content_id(&naming::slug(package));
+    let pid = &connector.spec.product_id;
+    let existing = match client.platform.content_info(&package_content_id).await {
         Ok(info) => Some(info),
         Err(PlatformError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
     let current = existing.as_ref().filter(|info| {
-        info.tags.get("pid") == Some(&pid)
+        info.tags.get("pid") == Some(pid)
             && info
                 .tags
                 .get("otau_info")
                 .is_some_and(|t| naming::otau_info_matches(t, &author, &product, &manifest))
     });
-    let bound = u32::try_from(package.spec.registration.max_device_tags.max(0))
-        .unwrap_or(0)
-        .min(ctx.settings.max_device_tags);
-    let (registered_now, tagged, total) = match current {
-        Some(info) => {
-            let total = info
-                .tags
-                .get("total-devices")
-                .and_then(|t| t.parse::<u64>().ok())
-                .unwrap_or(0);
-            let prefix = format!("{pid}.");
-            let tagged = info.tags.keys().filter(|k| k.starts_with(&prefix)).count() as u64;
-            (false, tagged, total)
-        }
-        None => {
-            let (total, identities) = list_identities(client, bound).await?;
-            let device_tags = if total <= u64::from(bound) {
-                identities
-            } else {
-                Vec::new()
-            };
-            let tagged = device_tags.len() as u64;
-            let registration = PackageRegistration {
-                slug,
-                author,
-                product,
-                manifest,
-                total_devices: total,
-                device_tags,
-            };
-            let registered = platform.register_package(&registration).await?;
-            let how = match registered.path {
-                crate::platform::RegistrationPath::ExoSense => "ExoSense createContent",
-                crate::platform::RegistrationPath::ContentRest => "the content API",
-            };
-            let note = format!(
-                "registered {} through {how} ({tagged} of {total} devices tagged)",
-                registered.content_id
-            );
-            tracing::info!(content_id = %registered.content_id, total, tagged, "package registered");
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                "PackageRegistered",
-                "Register",
-                &note,
-            )
-            .await;
-            (true, tagged, total)
-        }
+    let bound = device_tag_bound(package, ctx.settings.max_device_tags);
+    let (registered_now, (tagged, total)) = match current {
+        Some(info) => (false, registered_devices(info, pid)),
+        None => (
+            true,
+            register_now(package, connector, client, ctx, manifest, bound).await?,
+        ),
     };
-    let files_note = if to_upload > 0 {
-        format!("{} file(s) ({to_upload} uploaded now)", files.len())
+    Ok(Registration {
+        manifest_json,
+        package_content_id,
+        registered_now,
+        tagged,
+        total,
+        bound,
+    })
+}
+
+/// The most device tags a registration carries: the package's
+/// `spec.registration.maxDeviceTags`, at most the operator's `--exosense-max-device-tags`.
+fn device_tag_bound(package: &SoftwarePackage, operator_max: u32) -> u32 {
+    u32::try_from(package.spec.registration.max_device_tags.max(0))
+        .unwrap_or(0)
+        .min(operator_max)
+}
+
+/// Devices tagged on an existing registration (tags `<pid>.<identity>`) and the devices it was
+/// registered for (its `total-devices` tag).
+fn registered_devices(info: &crate::platform::ContentInfo, pid: &str) -> (u64, u64) {
+    let total = info
+        .tags
+        .get("total-devices")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(0);
+    let prefix = format!("{pid}.");
+    let tagged = info.tags.keys().filter(|k| k.starts_with(&prefix)).count() as u64;
+    (tagged, total)
+}
+
+/// Registers the package for the connector's devices, tagging each device when there are no
+/// more than `bound` of them (a `PackageRegistered` event). Returns the devices tagged and the
+/// devices on the connector.
+async fn register_now(
+    package: &SoftwarePackage,
+    connector: &IoTConnector,
+    client: &ConnectorClient,
+    ctx: &Context,
+    manifest: crate::otau::Manifest,
+    bound: u32,
+) -> Result<(u64, u64), Error> {
+    let (total, identities) = list_identities(client, bound).await?;
+    let device_tags = if total <= u64::from(bound) {
+        identities
+    } else {
+        Vec::new()
+    };
+    let tagged = device_tags.len() as u64;
+    let registration = PackageRegistration {
+        slug: naming::slug(package),
+        author: naming::author(package),
+        product: connector.name_any(),
+        manifest,
+        total_devices: total,
+        device_tags,
+    };
+    let registered = client.platform.register_package(&registration).await?;
+    let how = match registered.path {
+        crate::platform::RegistrationPath::ExoSense => "ExoSense createContent",
+        crate::platform::RegistrationPath::ContentRest => "the content API",
+    };
+    let note = format!(
+        "registered {} through {how} ({tagged} of {total} devices tagged)",
+        registered.content_id
+    );
+    tracing::info!(content_id = %registered.content_id, total, tagged, "package registered");
+    ctx.event(
+        &package.object_ref(&()),
+        EventType::Normal,
+        "PackageRegistered",
+        "Register",
+        &note,
+    )
+    .await;
+    Ok((tagged, total))
+}
+
+/// The Ready message of a published package: its files (and how many were uploaded now), its
+/// links, where it is registered and for how many devices.
+fn published_message(
+    package: &SoftwarePackage,
+    pid: &str,
+    files: &[UploadedFile],
+    uploaded: usize,
+    registration: &Registration,
+) -> String {
+    let files_note = if uploaded > 0 {
+        format!("{} file(s) ({uploaded} uploaded now)", files.len())
     } else {
         format!("{} file(s)", files.len())
     };
     let mut message = format!(
-        "{files_note} and {} link(s) on connector {pid}; registered as {package_content_id}",
-        package.spec.links.len()
+        "{files_note} and {} link(s) on connector {pid}; registered as {}",
+        package.spec.links.len(),
+        registration.package_content_id
     );
+    let (tagged, total, bound) = (registration.tagged, registration.total, registration.bound);
     if tagged < total {
         message.push_str(&format!(
             "; listed without per-device tags: {total} devices exceed the bound of {bound} (spec.registration.maxDeviceTags, operator flag --exosense-max-device-tags)"
@@ -552,13 +677,7 @@ async fn publish(
     } else {
         message.push_str(&format!("; listed for {total} device(s)"));
     }
-    Ok(Published {
-        manifest: manifest_json,
-        package_content_id,
-        files,
-        registered_now,
-        message,
-    })
+    message
 }
 
 /// Counts the connector's identities and keeps the first `bound + 1` of them.
