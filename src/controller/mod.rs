@@ -25,6 +25,7 @@ pub mod rollout;
 pub mod runtime;
 pub mod schedule;
 pub mod status;
+pub mod write_gate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,7 +78,7 @@ pub struct Settings {
     pub error_backoff_max: Duration,
     /// The "still leader" token every platform write checks (always open without leader
     /// election; set by [`runtime::run`]).
-    pub write_gate: leader::WriteGate,
+    pub write_gate: write_gate::WriteGate,
 }
 
 impl Default for Settings {
@@ -94,7 +95,7 @@ impl Default for Settings {
             platform_retry: RetryPolicy::default(),
             package_resync: Duration::from_secs(600),
             error_backoff_max: Duration::from_secs(60),
-            write_gate: leader::WriteGate::always_open(),
+            write_gate: write_gate::WriteGate::always_open(),
         }
     }
 }

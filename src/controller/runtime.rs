@@ -29,8 +29,9 @@ use tokio::sync::watch;
 
 use super::follower::{Forwarding, forwarded_counter, serve_follower_push};
 use super::http::{Health, router};
-use super::leader::{LeaderElection, LeaseConfig, Role, WriteGate, advertise_url};
+use super::leader::{LeaderElection, LeaseConfig, Role, advertise_url};
 use super::metrics::{CONNECTOR_CONTROLLER, PACKAGE_CONTROLLER};
+use super::write_gate::WriteGate;
 use super::{Context, Metrics, Settings, connector, crds, error_policy, package, report_results};
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
 
