@@ -51,6 +51,20 @@ use schedule::Schedule;
 /// The name that reports events (`reportingController`).
 pub const REPORTING_CONTROLLER: &str = "otau-operator";
 
+/// Reconciles of one controller that may run at once (each of the three kinds).
+pub const CONCURRENCY: u16 = 8;
+
+/// The API of the namespaced kind `K` in `namespace`, or in every namespace when `None`.
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
 /// What the operator was started with that the controllers use.
 #[derive(Debug, Clone)]
 pub struct Settings {
