@@ -38,7 +38,7 @@ use super::Context;
 use super::error::{Error, ErrorCondition, PLATFORM_UNAVAILABLE};
 use super::metrics::CONNECTOR_CONTROLLER;
 use super::schedule::fingerprint;
-use super::status::{after, apply_status, human_duration, now};
+use super::status_write::{after, apply_status, human_duration, now};
 use crate::api::conditions::{
     self, FALSE, READY, STALLED, TRUE, new_condition, reason, set_condition,
 };

@@ -24,8 +24,12 @@ pub mod push;
 pub mod rollout;
 pub mod runtime;
 pub mod schedule;
-pub mod status;
+pub mod status_write;
 pub mod write_gate;
+
+/// The former name of [`status_write`], still used by the Rollout controller
+/// (`rollout/mod.rs`); new code names `status_write`.
+pub use status_write as status;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -25,7 +25,7 @@ use otau_operator::api::{
     SoftwarePackageStatus,
 };
 use otau_operator::controller::error::Error;
-use otau_operator::controller::status::apply_status;
+use otau_operator::controller::status_write::apply_status;
 use otau_operator::controller::{connector, package, rollout::conflict};
 use otau_operator::engine::{self, Blocker, EngineInput, EngineMemory, Overall};
 use otau_operator::platform::PlatformError;

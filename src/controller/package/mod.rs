@@ -45,7 +45,7 @@ use super::clients::ConnectorClient;
 use super::error::{Error, ErrorCondition, PLATFORM_UNAVAILABLE, platform_is_transient};
 use super::metrics::PACKAGE_CONTROLLER;
 use super::schedule::fingerprint;
-use super::status::{apply_status, now};
+use super::status_write::{apply_status, now};
 use crate::api::conditions::{
     self, FALSE, PROGRESSING, READY, STALLED, TRUE, new_condition, reason, set_condition,
 };
