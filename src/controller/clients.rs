@@ -289,7 +289,7 @@ async fn build(
         }
     })?;
     Ok(ConnectorClient {
-        // Writes pass only while this replica holds the leader lease (controller/leader.rs).
+        // Writes pass only while this replica holds the leader lease (controller/write_gate.rs).
         platform: settings.write_gate.guard(Arc::new(platform)),
         management,
         exosense,

@@ -35,12 +35,12 @@ use prometheus::core::Collector;
 use tokio::time::Instant;
 
 use super::Context;
-use super::error::Error;
+use super::error::{Error, ErrorCondition, PLATFORM_UNAVAILABLE};
 use super::metrics::CONNECTOR_CONTROLLER;
 use super::schedule::fingerprint;
-use super::status::{after, apply_status, human_duration, now};
+use super::status_write::{after, apply_status, human_duration, now};
 use crate::api::conditions::{
-    self, FALSE, READY, STALLED, TRUE, UNKNOWN, new_condition, reason, set_condition,
+    self, FALSE, READY, STALLED, TRUE, new_condition, reason, set_condition,
 };
 use crate::api::iot_connector::DEFAULT_CHECK_INTERVAL;
 use crate::api::{IoTConnector, IoTConnectorStatus, parse_duration};
@@ -135,7 +135,7 @@ async fn reconcile_connector(connector: &IoTConnector, ctx: &Context) -> Result<
             (TRUE, FALSE, reason::CONNECTED, message)
         }
         Err(error) => {
-            let (ready, stalled, why) = classify(error);
+            let (ready, stalled, why) = condition_for_error(error);
             (ready, stalled, why, error.to_string())
         }
     };
@@ -217,7 +217,9 @@ fn status_after_check(
 fn token_ttl(outcome: &Result<Checked, Error>) -> Option<Duration> {
     match outcome {
         Ok(checked) => Some(checked.management.ttl),
-        Err(error) if classify(error).2 == reason::CREDENTIALS_REJECTED => Some(Duration::ZERO),
+        Err(error) if condition_for_error(error).2 == reason::CREDENTIALS_REJECTED => {
+            Some(Duration::ZERO)
+        }
         Err(_) => None,
     }
 }
@@ -258,8 +260,8 @@ async fn connected_message(connector: &IoTConnector, ctx: &Context, checked: &Ch
 }
 
 /// The conditions of a connector, the one place they are set: `Ready` and `Stalled` as
-/// [`classify`] (or a successful check) decides, both with reason `why`, then `Reconciling` from
-/// them ([`conditions::set_reconciling`]).
+/// [`condition_for_error`] (or a successful check) decides, both with reason `why`, then
+/// `Reconciling` from them ([`conditions::set_reconciling`]).
 pub fn set_conditions(
     conds: &mut Vec<Condition>,
     generation: Option<i64>,
@@ -287,7 +289,7 @@ pub fn set_conditions(
 }
 
 /// The Ready status, Stalled status and reason for a failed check.
-pub fn classify(error: &Error) -> (&'static str, &'static str, &'static str) {
+pub fn condition_for_error(error: &Error) -> ErrorCondition {
     match error {
         Error::SecretNotFound { .. } => (FALSE, FALSE, reason::SECRET_NOT_FOUND),
         Error::Platform { source } => match source {
@@ -296,13 +298,11 @@ pub fn classify(error: &Error) -> (&'static str, &'static str, &'static str) {
             PlatformError::CredentialsUnavailable { .. } => {
                 (FALSE, FALSE, reason::SECRET_NOT_FOUND)
             }
-            e if super::error::platform_is_transient(e) => {
-                (UNKNOWN, FALSE, reason::PLATFORM_UNAVAILABLE)
-            }
+            e if super::error::platform_is_transient(e) => PLATFORM_UNAVAILABLE,
             _ => (FALSE, TRUE, REASON_CONFIGURATION_INVALID),
         },
         Error::ConnectorSpecInvalid { .. } => (FALSE, TRUE, REASON_CONFIGURATION_INVALID),
-        _ => (UNKNOWN, FALSE, reason::PLATFORM_UNAVAILABLE),
+        _ => PLATFORM_UNAVAILABLE,
     }
 }
 

@@ -7,7 +7,18 @@
 
 use std::time::Duration;
 
+use crate::api::conditions::{FALSE, UNKNOWN, reason};
 use crate::platform::PlatformError;
+
+/// What a failed reconcile shows in an object's conditions: `Ready`'s status, `Stalled`'s
+/// status, and the reason both carry (docs/architecture.md §8). Each controller decides it for
+/// its kind (`connector::condition_for_error`, `package::condition_for_error`).
+pub type ErrorCondition = (&'static str, &'static str, &'static str);
+
+/// The condition every kind shows for an error that may pass on its own (the platform
+/// unreachable, answering 5xx, timing out, rate limiting): Ready=Unknown, not Stalled,
+/// `PlatformUnavailable`; the object is retried with backoff.
+pub const PLATFORM_UNAVAILABLE: ErrorCondition = (UNKNOWN, FALSE, reason::PLATFORM_UNAVAILABLE);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +269,53 @@ pub fn redact_url(url: &url::Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_shows_a_platform_error_that_may_pass_as_platform_unavailable() {
+        use crate::api::conditions::TRUE;
+        use crate::controller::{connector, package};
+        let passing = [
+            PlatformError::Unavailable {
+                operation: "device2.get",
+                reason: "HTTP 503".into(),
+            },
+            PlatformError::RateLimited {
+                operation: "device2.get",
+                retry_after: None,
+            },
+            PlatformError::Rejected {
+                operation: "content.upload",
+                status: 429,
+                message: String::new(),
+            },
+            PlatformError::InvalidResponse {
+                operation: "device2.get",
+                message: "not JSON".into(),
+            },
+        ];
+        for source in passing {
+            let error = Error::Platform { source };
+            assert_eq!(connector::condition_for_error(&error), PLATFORM_UNAVAILABLE);
+            assert_eq!(package::condition_for_error(&error), PLATFORM_UNAVAILABLE);
+        }
+        // A rejected token is each kind's own decision: the connector stalls, a package waits
+        // for its connector.
+        let rejected = Error::Platform {
+            source: PlatformError::Authentication {
+                operation: "token.get",
+                status: 401,
+                message: String::new(),
+            },
+        };
+        assert_eq!(
+            connector::condition_for_error(&rejected),
+            (FALSE, TRUE, reason::CREDENTIALS_REJECTED)
+        );
+        assert_eq!(
+            package::condition_for_error(&rejected),
+            (FALSE, FALSE, reason::CONNECTOR_NOT_READY)
+        );
+    }
 
     #[test]
     fn classes_and_labels() {

@@ -1,5 +1,5 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease (docs/architecture.md §9.8), and the write
-//! token that keeps a replica that lost it from writing.
+//! Leader election on a `coordination.k8s.io/v1` Lease (docs/architecture.md §9.8), which keeps
+//! the write token (`super::write_gate`) open only while this replica may write.
 //!
 //! - [`LeaseConfig`] holds the flags (`--lease-name`, `--lease-namespace`, `--lease-duration`,
 //!   `--lease-renew-deadline`) and refuses a renew deadline that is not shorter than the lease
@@ -10,11 +10,12 @@
 //!   overwritten). Expiry of another holder is judged by this replica's own clock: the Lease
 //!   is expired once it has not changed for `leaseDurationSeconds` since this replica first saw
 //!   its current version, so clock skew between nodes does not matter.
-//! - [`WriteGate`] is the "still leader" token. Each successful acquire or renew extends it to
-//!   *the time the request was sent + the renew deadline*; every platform write checks it just
-//!   before it is sent ([`WriteGate::guard`]). Another replica can take the Lease only after it
-//!   saw no change for a whole lease duration, counted from after that request, so the token
-//!   always runs out at least `lease duration - renew deadline` before anyone else may write.
+//! - The [`WriteGate`] (`super::write_gate`) is the "still leader" token. Each successful
+//!   acquire or renew extends it to *the time the request was sent + the renew deadline*; every
+//!   platform write checks it just before it is sent ([`WriteGate::guard`]). Another replica
+//!   can take the Lease only after it saw no change for a whole lease duration, counted from
+//!   after that request, so the token always runs out at least `lease duration - renew
+//!   deadline` before anyone else may write.
 //!
 //! - The leader advertises where its push receiver listens in the Lease's
 //!   [`PUSH_URL_ANNOTATION`] (written at each renewal, removed on release); followers read it
@@ -26,22 +27,15 @@
 //! exactly that time.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::{oneshot, watch};
 
-use crate::otau::Manifest;
-use crate::platform::{ContentInfo, ContentUpload, PackageRegistered, PackageRegistration};
-use crate::platform::{
-    CredentialCheck, IdentityPages, IdentityState, ListIdentities, Platform, PlatformError,
-};
+use super::write_gate::WriteGate;
 
 /// The Lease annotation in which the leader advertises the URL of its push receiver.
 pub const PUSH_URL_ANNOTATION: &str = "otau.dev/push-url";
@@ -167,175 +161,6 @@ impl LeaseConfig {
         let secs =
             self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
         i32::try_from(secs).unwrap_or(i32::MAX)
-    }
-}
-
-/// The "still leader" token every platform write checks. Without leader election it is
-/// always open; with it, it is open only until the deadline the last renewal set.
-#[derive(Clone, Default)]
-pub struct WriteGate {
-    leased: Option<Arc<Token>>,
-}
-
-struct Token {
-    base: Instant,
-    /// Microseconds after `base` until which writes are allowed; 0: not allowed.
-    valid_until: AtomicU64,
-}
-
-impl std::fmt::Debug for WriteGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.leased {
-            None => f.write_str("WriteGate(always open)"),
-            Some(_) => write!(f, "WriteGate(leased, open: {})", self.may_write()),
-        }
-    }
-}
-
-impl WriteGate {
-    /// A gate that is always open (no leader election).
-    pub fn always_open() -> Self {
-        WriteGate { leased: None }
-    }
-
-    /// A gate tied to a Lease, closed until the first successful acquire.
-    pub fn leased() -> Self {
-        WriteGate {
-            leased: Some(Arc::new(Token {
-                base: Instant::now(),
-                valid_until: AtomicU64::new(0),
-            })),
-        }
-    }
-
-    /// Whether this replica may write to the platform now.
-    pub fn may_write(&self) -> bool {
-        match &self.leased {
-            None => true,
-            Some(token) => {
-                let until = token.valid_until.load(Ordering::SeqCst);
-                until != 0 && micros_since(token.base, Instant::now()) < until
-            }
-        }
-    }
-
-    /// Opens the gate until `until` (never moves the deadline back).
-    fn extend_to(&self, until: Instant) {
-        if let Some(token) = &self.leased {
-            // 0 means closed: a deadline at or before the token's creation opens nothing.
-            let micros = micros_since(token.base, until);
-            if micros > 0 {
-                token.valid_until.fetch_max(micros, Ordering::SeqCst);
-            }
-        }
-    }
-
-    /// Closes the gate for good (lease lost or released).
-    fn revoke(&self) {
-        if let Some(token) = &self.leased {
-            token.valid_until.store(0, Ordering::SeqCst);
-        }
-    }
-
-    /// Time left before the gate closes, if it is open.
-    fn remaining(&self) -> Option<Duration> {
-        let token = self.leased.as_ref()?;
-        let until = token.valid_until.load(Ordering::SeqCst);
-        let now = micros_since(token.base, Instant::now());
-        (until != 0 && now < until).then(|| Duration::from_micros(until - now))
-    }
-
-    /// `platform` with every write checked against this gate just before it is sent; the
-    /// platform itself when the gate is always open.
-    pub fn guard(&self, platform: Arc<dyn Platform>) -> Arc<dyn Platform> {
-        match self.leased {
-            None => platform,
-            Some(_) => Arc::new(GuardedPlatform {
-                inner: platform,
-                gate: self.clone(),
-            }),
-        }
-    }
-}
-
-fn micros_since(base: Instant, at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(base).as_micros()).unwrap_or(u64::MAX)
-}
-
-/// A platform client whose writes pass only while the [`WriteGate`] is open; reads pass always.
-struct GuardedPlatform {
-    inner: Arc<dyn Platform>,
-    gate: WriteGate,
-}
-
-impl GuardedPlatform {
-    fn check(&self, operation: &'static str) -> Result<(), PlatformError> {
-        if self.gate.may_write() {
-            Ok(())
-        } else {
-            Err(PlatformError::Unavailable {
-                operation,
-                reason: "not sent: this replica no longer holds the leader lease".to_string(),
-            })
-        }
-    }
-}
-
-#[async_trait]
-impl Platform for GuardedPlatform {
-    fn connector_id(&self) -> &str {
-        self.inner.connector_id()
-    }
-
-    async fn check_credentials(&self) -> Result<CredentialCheck, PlatformError> {
-        self.inner.check_credentials().await
-    }
-
-    async fn check_exosense_credentials(&self) -> Result<bool, PlatformError> {
-        self.inner.check_exosense_credentials().await
-    }
-
-    fn list_identities(&self, query: ListIdentities) -> IdentityPages {
-        self.inner.list_identities(query)
-    }
-
-    async fn identity_state(&self, identity: &str) -> Result<IdentityState, PlatformError> {
-        self.inner.identity_state(identity).await
-    }
-
-    async fn set_config_otau(
-        &self,
-        identity: &str,
-        manifest: &Manifest,
-    ) -> Result<(), PlatformError> {
-        self.check("device2.state.set")?;
-        self.inner.set_config_otau(identity, manifest).await
-    }
-
-    async fn upload_content(&self, upload: ContentUpload) -> Result<(), PlatformError> {
-        self.check("content.upload.form")?;
-        self.inner.upload_content(upload).await
-    }
-
-    async fn content_info(&self, id: &str) -> Result<ContentInfo, PlatformError> {
-        self.inner.content_info(id).await
-    }
-
-    async fn list_content(&self) -> Result<Vec<ContentInfo>, PlatformError> {
-        self.inner.list_content().await
-    }
-
-    async fn delete_content(&self, id: &str) -> Result<(), PlatformError> {
-        self.check("content.delete")?;
-        self.inner.delete_content(id).await
-    }
-
-    async fn register_package(
-        &self,
-        package: &PackageRegistration,
-    ) -> Result<PackageRegistered, PlatformError> {
-        self.check("content.register")?;
-        self.inner.register_package(package).await
     }
 }
 
@@ -813,35 +638,6 @@ mod tests {
             .unwrap_err()
             .contains("--instance")
         );
-    }
-
-    #[test]
-    fn the_write_gate_opens_only_until_its_deadline() {
-        assert!(WriteGate::always_open().may_write());
-        assert!(WriteGate::default().may_write(), "no election: always open");
-        let gate = WriteGate::leased();
-        assert!(!gate.may_write(), "closed before the first acquire");
-        gate.extend_to(Instant::now() + Duration::from_secs(3600));
-        assert!(gate.may_write());
-        assert!(
-            gate.remaining()
-                .is_some_and(|r| r > Duration::from_secs(3000))
-        );
-        gate.revoke();
-        assert!(!gate.may_write(), "closed once revoked");
-        assert_eq!(gate.remaining(), None);
-        let expired = WriteGate::leased();
-        let past = Instant::now()
-            .checked_sub(Duration::from_millis(5))
-            .expect("an instant 5ms ago");
-        expired.extend_to(past);
-        assert!(
-            !expired.may_write(),
-            "a deadline in the past keeps it closed"
-        );
-        let clone = gate.clone();
-        gate.extend_to(Instant::now() + Duration::from_secs(60));
-        assert!(clone.may_write(), "clones share the token");
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub mod push;
 pub mod rollout;
 pub mod runtime;
 pub mod schedule;
-pub mod status;
+pub mod status_write;
+pub mod write_gate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +50,20 @@ use schedule::Schedule;
 
 /// The name that reports events (`reportingController`).
 pub const REPORTING_CONTROLLER: &str = "otau-operator";
+
+/// Reconciles of one controller that may run at once (each of the three kinds).
+pub const CONCURRENCY: u16 = 8;
+
+/// The API of the namespaced kind `K` in `namespace`, or in every namespace when `None`.
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    }
+}
 
 /// What the operator was started with that the controllers use.
 #[derive(Debug, Clone)]
@@ -77,7 +92,7 @@ pub struct Settings {
     pub error_backoff_max: Duration,
     /// The "still leader" token every platform write checks (always open without leader
     /// election; set by [`runtime::run`]).
-    pub write_gate: leader::WriteGate,
+    pub write_gate: write_gate::WriteGate,
 }
 
 impl Default for Settings {
@@ -94,7 +109,7 @@ impl Default for Settings {
             platform_retry: RetryPolicy::default(),
             package_resync: Duration::from_secs(600),
             error_backoff_max: Duration::from_secs(60),
-            write_gate: leader::WriteGate::always_open(),
+            write_gate: write_gate::WriteGate::always_open(),
         }
     }
 }

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, join_all};
-use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -31,13 +30,14 @@ use tokio::sync::watch;
 
 use super::follower::{Forwarding, forwarded_counter, serve_follower_push};
 use super::http::{Health, router};
-use super::leader::{LeaderElection, LeaseConfig, Role, WriteGate, advertise_url};
+use super::leader::{LeaderElection, LeaseConfig, Role, advertise_url};
 use super::metrics::{CONNECTOR_CONTROLLER, PACKAGE_CONTROLLER};
-use super::{Context, Metrics, Settings, connector, crds, error_policy, package, report_results};
+use super::write_gate::WriteGate;
+use super::{
+    CONCURRENCY, Context, Metrics, Settings, api, connector, crds, error_policy, package,
+    report_results,
+};
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
-
-/// Reconciles of one controller that may run at once.
-pub const CONCURRENCY: u16 = 8;
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -438,16 +438,6 @@ where
         }
     }
     .boxed()
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 fn connector_controller(

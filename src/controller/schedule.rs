@@ -7,15 +7,17 @@
 //! re-queues itself. A changed generation or annotation (for example
 //! `kubectl annotate ... otau.dev/recheck=$(date +%s)`) makes the object due at once.
 //!
-//! Failures back off exponentially (1 s doubling to a cap) with ±10 % jitter.
+//! Failures back off exponentially (1 s doubling to a cap) with ±10 % jitter, by the operator's
+//! one backoff policy (`crate::platform::backoff`, docs/architecture.md §9.3).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::time::Instant;
+
+use crate::platform::backoff::{Backoff, Jitter};
 
 /// The first delay after a failure.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
@@ -31,7 +33,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct Schedule {
     entries: Mutex<HashMap<String, Entry>>,
-    backoff_max: Duration,
+    backoff: Backoff,
 }
 
 /// A fingerprint of what the user controls: generation and annotations.
@@ -55,7 +57,11 @@ impl Schedule {
     pub fn new(backoff_max: Duration) -> Self {
         Schedule {
             entries: Mutex::new(HashMap::new()),
-            backoff_max: backoff_max.max(BACKOFF_INITIAL),
+            backoff: Backoff {
+                initial: BACKOFF_INITIAL,
+                max: backoff_max.max(BACKOFF_INITIAL),
+                jitter: Jitter::TEN_PERCENT,
+            },
         }
     }
 
@@ -123,12 +129,7 @@ impl Schedule {
 
     /// The delay after the `failures`-th failure in a row.
     pub fn backoff(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(16);
-        let base = BACKOFF_INITIAL
-            .saturating_mul(1u32 << exp)
-            .min(self.backoff_max);
-        let jitter = rand::rng().random_range(0.9..1.1);
-        base.mul_f64(jitter)
+        self.backoff.delay(failures)
     }
 
     /// The delay stored for an object (for `error_policy`), if any.
@@ -193,5 +194,17 @@ mod tests {
         // A fixed retry overrides the backoff.
         assert_eq!(s.failed("u", 1, Some(None)), None);
         assert_eq!(s.pending("u"), Some(None));
+    }
+
+    #[test]
+    fn the_cap_is_never_below_the_first_delay() {
+        let s = Schedule::new(Duration::from_millis(100));
+        for failures in [1, 2, 10] {
+            let d = s.backoff(failures);
+            assert!(
+                d >= BACKOFF_INITIAL.mul_f64(0.9) && d <= BACKOFF_INITIAL.mul_f64(1.1),
+                "after {failures}: {d:?}"
+            );
+        }
     }
 }

@@ -46,7 +46,7 @@ impl AuthScheme {
     }
 }
 
-/// Retries of idempotent calls: exponential backoff with jitter.
+/// Retries of idempotent calls: exponential backoff with jitter ([`RetryPolicy::backoff`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Most tries, the first included (1 = no retry).

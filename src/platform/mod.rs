@@ -11,6 +11,7 @@
 //! emulator's in-process adapter, and a generic parameter would spread through every
 //! controller type for no gain (one virtual call per HTTP request is free).
 
+pub mod backoff;
 pub mod config;
 pub mod error;
 pub mod exosite;

@@ -1,31 +1,11 @@
-//! Backoff with jitter, `Retry-After` parsing, and the gate that holds every request of a
-//! connector until a `Retry-After` has expired.
+//! `Retry-After` parsing, and the gate that holds every request of a connector until a
+//! `Retry-After` has expired. The delay between tries without a `Retry-After` is
+//! [`RetryPolicy::backoff`](super::RetryPolicy::backoff) (`super::backoff`).
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
-
-use super::config::RetryPolicy;
-
-/// The delay before retry number `retry` (1 = the first retry): `initial · 2^(retry-1)`, capped
-/// at `max`, then scaled into `[d/2, d]` by `jitter` (a number in `[0, 1]`), so concurrent
-/// clients spread out while the delay still grows.
-pub fn backoff_delay(policy: &RetryPolicy, retry: u32, jitter: f64) -> Duration {
-    let exp = retry.saturating_sub(1).min(30);
-    let base = policy
-        .initial_backoff
-        .saturating_mul(1u32 << exp)
-        .min(policy.max_backoff);
-    let jitter = jitter.clamp(0.0, 1.0);
-    base.mul_f64(0.5 + 0.5 * jitter)
-}
-
-/// [`backoff_delay`] with a random jitter.
-pub fn random_backoff(policy: &RetryPolicy, retry: u32) -> Duration {
-    use rand::Rng;
-    backoff_delay(policy, retry, rand::rng().random_range(0.0..=1.0))
-}
 
 /// Parses a `Retry-After` value: delay seconds (`120`, also `1.5`) or an HTTP-date, which is
 /// turned into the time left from `now` (zero when it is already past). `None` when it is
@@ -80,27 +60,6 @@ impl RetryAfterGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_from_one_second_to_the_cap() {
-        let p = RetryPolicy::default();
-        assert_eq!(backoff_delay(&p, 1, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(&p, 2, 1.0), Duration::from_secs(2));
-        assert_eq!(backoff_delay(&p, 3, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff_delay(&p, 7, 1.0), Duration::from_secs(60));
-        assert_eq!(backoff_delay(&p, 40, 1.0), Duration::from_secs(60));
-        assert_eq!(backoff_delay(&p, 1, 0.0), Duration::from_millis(500));
-        assert_eq!(backoff_delay(&p, 7, 0.0), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn random_backoff_stays_in_its_band() {
-        let p = RetryPolicy::default();
-        for retry in 1..10 {
-            let d = random_backoff(&p, retry);
-            assert!(d >= backoff_delay(&p, retry, 0.0) && d <= backoff_delay(&p, retry, 1.0));
-        }
-    }
 
     #[test]
     fn retry_after_seconds_and_http_date() {

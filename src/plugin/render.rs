@@ -10,9 +10,6 @@ use crate::api::rollout::{DeviceCounts, Rollout, RolloutPhase, RolloutStatus, Wa
 
 use super::style::{Style, Tone, age, table, until};
 
-/// The Ready reason of a Rollout waiting for an older one over the same devices.
-const TARGET_CONFLICT: &str = "TargetConflict";
-
 /// The phase word, or `Pending` before the operator wrote a status.
 pub fn phase(rollout: &Rollout) -> RolloutPhase {
     rollout
@@ -95,7 +92,7 @@ pub fn waiting_for(rollout: &Rollout, now: Timestamp) -> Option<String> {
         });
     }
     if let Some(ready) = condition(status, conditions::READY)
-        && ready.reason == TARGET_CONFLICT
+        && ready.reason == reason::TARGET_CONFLICT
     {
         return Some(format!("another rollout: {}", ready.message));
     }

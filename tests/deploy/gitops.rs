@@ -1,9 +1,10 @@
 //! What the GitOps tools make of our objects, proven with the tools' own evaluators: every row of
 //! the state table in docs/gitops.md ("What each state looks like") becomes an object on the
 //! local apiserver whose status the operator's own functions build (the engine's
-//! `set_conditions` and `reconcile_blocked`, the connector's and package's `classify` and
-//! `set_conditions`) and whose status is written the operator's way (`apply_status`: server-side
-//! apply on the status subresource). Each object is then read back with kubectl and judged by
+//! `set_conditions` and `reconcile_blocked`, the connector's and package's
+//! `condition_for_error` and `set_conditions`) and whose status is written the operator's way
+//! (`apply_status`: server-side apply on the status subresource). Each object is then read back
+//! with kubectl and judged by
 //!
 //! - kstatus (`sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute`, what Flux's health checks,
 //!   kpt and `kubectl`-adjacent tools use), through the `kstatus` helper (hack/kstatus), and
@@ -24,7 +25,7 @@ use otau_operator::api::{
     SoftwarePackageStatus,
 };
 use otau_operator::controller::error::Error;
-use otau_operator::controller::status::apply_status;
+use otau_operator::controller::status_write::apply_status;
 use otau_operator::controller::{connector, package};
 use otau_operator::engine::{self, Blocker, EngineInput, EngineMemory, Overall};
 use otau_operator::platform::PlatformError;
@@ -212,7 +213,7 @@ fn connector_status(generation: Option<i64>, case: &str) -> IoTConnectorStatus {
     };
     let (decision, message) = match &error {
         None => ((TRUE, FALSE, reason::CONNECTED), "connected".to_owned()),
-        Some(e) => (connector::classify(e), e.to_string()),
+        Some(e) => (connector::condition_for_error(e), e.to_string()),
     };
     let mut status = IoTConnectorStatus {
         observed_generation: generation,
@@ -267,7 +268,7 @@ fn package_status(generation: Option<i64>, case: &str) -> SoftwarePackageStatus 
                     "docs/gitops.md names a SoftwarePackage state the test does not know: {other}"
                 ),
             };
-            let (ready, stalled, why) = package::classify(&error);
+            let (ready, stalled, why) = package::condition_for_error(&error);
             (ready, FALSE, stalled, why, error.to_string())
         }
     };

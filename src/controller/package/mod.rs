@@ -42,12 +42,12 @@ use tokio::time::Instant;
 
 use super::Context;
 use super::clients::ConnectorClient;
-use super::error::{Error, platform_is_transient};
+use super::error::{Error, ErrorCondition, PLATFORM_UNAVAILABLE, platform_is_transient};
 use super::metrics::PACKAGE_CONTROLLER;
 use super::schedule::fingerprint;
-use super::status::{apply_status, now};
+use super::status_write::{apply_status, now};
 use crate::api::conditions::{
-    self, FALSE, PROGRESSING, READY, STALLED, TRUE, UNKNOWN, new_condition, reason, set_condition,
+    self, FALSE, PROGRESSING, READY, STALLED, TRUE, new_condition, reason, set_condition,
 };
 use crate::api::software_package::UploadedFile;
 use crate::api::{IoTConnector, SoftwarePackage, SoftwarePackageStatus};
@@ -259,7 +259,7 @@ async fn apply(package: &SoftwarePackage, ctx: &Context) -> Result<Action, Error
                 ctx.schedule.failed(&uid, fp, None);
                 return Err(error);
             }
-            let (ready, stalled, why) = classify(&error);
+            let (ready, stalled, why) = condition_for_error(&error);
             let mut status = base_status(package);
             set_conditions(
                 &mut status.conditions,
@@ -282,13 +282,13 @@ async fn apply(package: &SoftwarePackage, ctx: &Context) -> Result<Action, Error
 }
 
 /// Ready status, Stalled status and reason for a failure.
-pub fn classify(error: &Error) -> (&'static str, &'static str, &'static str) {
+pub fn condition_for_error(error: &Error) -> ErrorCondition {
     match error {
         Error::Platform { source } => match source {
             PlatformError::Authentication { .. } | PlatformError::CredentialsUnavailable { .. } => {
                 (FALSE, FALSE, reason::CONNECTOR_NOT_READY)
             }
-            e if platform_is_transient(e) => (UNKNOWN, FALSE, reason::PLATFORM_UNAVAILABLE),
+            e if platform_is_transient(e) => PLATFORM_UNAVAILABLE,
             _ => (FALSE, TRUE, reason::PACKAGE_INVALID),
         },
         Error::SourceUnavailable { .. } => (FALSE, FALSE, REASON_SOURCE_UNAVAILABLE),
@@ -296,7 +296,7 @@ pub fn classify(error: &Error) -> (&'static str, &'static str, &'static str) {
         Error::ConnectorSpecInvalid { .. } | Error::SecretNotFound { .. } => {
             (FALSE, FALSE, reason::CONNECTOR_NOT_READY)
         }
-        e if e.is_transient() => (UNKNOWN, FALSE, reason::PLATFORM_UNAVAILABLE),
+        e if e.is_transient() => PLATFORM_UNAVAILABLE,
         _ => (FALSE, TRUE, reason::PACKAGE_INVALID),
     }
 }

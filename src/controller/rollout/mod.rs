@@ -41,12 +41,12 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use super::error::Error;
 use super::poller::{PollIntervals, Pollers, Subscription};
-use super::status::apply_status;
-use super::{Context, report_results};
+use super::status_write::apply_status;
+use super::{CONCURRENCY, Context, api, report_results};
 use crate::api::rollout::RolloutStatus;
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
 use crate::engine::{Decision, EngineEvent, EventType as EngineEventType};
@@ -56,9 +56,6 @@ use state::TrackedRollouts;
 
 /// Controller label of the Rollout controller (`otau_reconcile_total{controller}`).
 pub const ROLLOUT_CONTROLLER: &str = "rollout";
-
-/// Reconciles of Rollouts that may run at once.
-pub const CONCURRENCY: u16 = 8;
 
 /// How the Rollout controller runs.
 #[derive(Clone, Debug)]
@@ -133,16 +130,6 @@ impl RolloutContext {
             .iter()
             .flat_map(|(s, _)| s.state())
             .collect()
-    }
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     }
 }
 

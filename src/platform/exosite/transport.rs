@@ -13,7 +13,7 @@ use crate::platform::config::{ClientConfig, CredentialsProvider};
 use crate::platform::error::PlatformError;
 use crate::platform::metrics::{OUTCOME_SUCCESS, PlatformMetrics};
 use crate::platform::rate_limit::TokenBucket;
-use crate::platform::retry::{RetryAfterGate, parse_retry_after, random_backoff};
+use crate::platform::retry::{RetryAfterGate, parse_retry_after};
 use crate::platform::secret::{SecretToken, redact};
 
 /// Longest platform message kept in an error.
@@ -210,7 +210,7 @@ impl Transport {
                     if tries >= max_tries || !(always_safe || call.idempotent) {
                         return Err(error);
                     }
-                    let delay = wait.unwrap_or_else(|| random_backoff(&self.config.retry, tries));
+                    let delay = wait.unwrap_or_else(|| self.config.retry.backoff().delay(tries));
                     if let Some(m) = &self.metrics {
                         m.retry(call.operation, error.metric_label());
                     }
