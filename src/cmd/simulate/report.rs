@@ -533,62 +533,48 @@ fn count_cells(c: &DeviceCounts) -> [String; 8] {
 fn wave_table_text(r: &Report) -> String {
     let mut out = wave_table_line(WAVE_COLUMNS.map(|(header, _, _)| header.to_owned()));
     for wave in &r.waves {
-        let [
-            succeeded,
-            failed,
-            timed_out,
-            aborted,
-            skipped,
-            invalid,
-            in_flight,
-            pending,
-        ] = count_cells(&wave.counts);
-        out.push_str(&wave_table_line([
-            wave.number.to_string(),
-            wave.name.as_deref().unwrap_or("-").to_owned(),
-            wave.size.to_string(),
+        let times = [
             offset(wave.started_seconds),
             offset(wave.completed_seconds),
             offset(wave.soak_until_seconds),
-            succeeded,
-            failed,
-            timed_out,
-            aborted,
-            skipped,
-            invalid,
-            in_flight,
-            pending,
-            wave.success_rate.as_deref().unwrap_or("-").to_owned(),
-        ]));
+        ];
+        out.push_str(&counted_line(
+            [
+                wave.number.to_string(),
+                wave.name.as_deref().unwrap_or("-").to_owned(),
+                wave.size.to_string(),
+            ],
+            times,
+            &wave.counts,
+            wave.success_rate.as_deref(),
+        ));
     }
-    let [
-        succeeded,
-        failed,
-        timed_out,
-        aborted,
-        skipped,
-        invalid,
-        in_flight,
-        pending,
-    ] = count_cells(&r.totals);
-    out.push_str(&wave_table_line([
+    let all = [
         "all".to_owned(),
         String::new(),
         r.totals.targeted.to_string(),
-        String::new(),
-        String::new(),
-        String::new(),
-        succeeded,
-        failed,
-        timed_out,
-        aborted,
-        skipped,
-        invalid,
-        in_flight,
-        pending,
-        r.success_rate.as_deref().unwrap_or("-").to_owned(),
-    ]));
+    ];
+    out.push_str(&counted_line(
+        all,
+        Default::default(),
+        &r.totals,
+        r.success_rate.as_deref(),
+    ));
     out
+}
+
+/// One line of the wave table: who (number, name, size), when (started, completed, soak),
+/// the counts and the success rate.
+fn counted_line(
+    who: [String; 3],
+    when: [String; 3],
+    counts: &DeviceCounts,
+    success_rate: Option<&str>,
+) -> String {
+    let mut cells = who.into_iter().chain(when).chain(count_cells(counts));
+    let mut line: [String; 15] = std::array::from_fn(|_| cells.next().unwrap_or_default());
+    line[14] = success_rate.unwrap_or("-").to_owned();
+    wave_table_line(line)
 }
 
 /// The devices that already held the package's manifest when their wave started, per wave;
