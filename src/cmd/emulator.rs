@@ -202,6 +202,8 @@ async fn serve(args: Args) -> Result<(), String> {
         devices,
     };
     let line = serde_json::to_string(&ready).map_err(|e| e.to_string())?;
+    // Listening before saying ready: a SIGTERM sent right after the line still stops cleanly.
+    let mut stop = super::signal::StopSignals::listen();
     println!("{line}");
     print_hints(&args, &base, &token, fleet.as_ref());
     if let Some(h) = &https {
@@ -212,7 +214,7 @@ async fn serve(args: Args) -> Result<(), String> {
         );
     }
 
-    super::signal::interrupt_or_terminate().await;
+    stop.wait().await;
     eprintln!("emulator: stopping");
     if let Some(f) = fleet {
         let summary = f.stop();

@@ -474,14 +474,19 @@ async fn serve(args: Args) -> Result<(), String> {
     runtime::run(client, settings, options, signals()).await
 }
 
-/// Completes on the first SIGTERM or SIGINT; a second one exits the process at once.
-async fn signals() {
-    super::signal::interrupt_or_terminate().await;
-    tokio::spawn(async {
-        super::signal::interrupt_or_terminate().await;
-        eprintln!("run: second signal, exiting now");
-        std::process::exit(130);
-    });
+/// Completes on the first SIGTERM or SIGINT received from the call on (the handlers are
+/// installed at once, before the operator serves anything); a second one exits the process
+/// at once.
+fn signals() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut stop = super::signal::StopSignals::listen();
+    async move {
+        stop.wait().await;
+        tokio::spawn(async move {
+            stop.wait().await;
+            eprintln!("run: second signal, exiting now");
+            std::process::exit(130);
+        });
+    }
 }
 
 #[cfg(test)]
