@@ -3,11 +3,10 @@
 //! of that module.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use regex::Regex;
 
-use super::repo_root;
+use super::{repo_root, rust_files};
 
 /// Module -> the modules it may use.
 const ARROWS: &[(&str, &[&str])] = &[
@@ -39,17 +38,6 @@ const NARROW: &[(&str, &str, &str, &[&str])] = &[
         ],
     ),
 ];
-
-fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read src").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The uses of other modules in `text`, as (module used, the whole path).
 fn uses(text: &str) -> Vec<(String, String)> {

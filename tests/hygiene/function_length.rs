@@ -7,7 +7,7 @@ use std::path::Path;
 
 use regex::Regex;
 
-use super::repo_root;
+use super::{repo_root, rust_files};
 
 /// The longest a function may be.
 const MAX_LINES: usize = 120;
@@ -56,17 +56,6 @@ fn block_end(lines: &[&str], from: usize) -> usize {
 fn is_test_file(path: &Path) -> bool {
     path.components().any(|c| c.as_os_str() == "tests")
         || path.file_name().is_some_and(|n| n == "tests.rs")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read src").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 #[test]
