@@ -163,21 +163,25 @@ mod tests {
 
     /// The Rollout CRD without `status.plan.held`, as the previous release installed it.
     fn without_held(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
-        let schema = crd.spec.versions[0]
+        let plan = status_plan(&mut crd)
+            .properties
+            .as_mut()
+            .expect("plan fields");
+        assert!(plan.remove("held").is_some());
+        crd
+    }
+
+    /// The schema of `status.plan` in the Rollout CRD.
+    fn status_plan(crd: &mut CustomResourceDefinition) -> &mut JSONSchemaProps {
+        crd.spec.versions[0]
             .schema
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
-            .expect("schema");
-        let plan = schema
-            .properties
-            .as_mut()
+            .and_then(|s| s.properties.as_mut())
             .and_then(|p| p.get_mut("status"))
             .and_then(|s| s.properties.as_mut())
             .and_then(|p| p.get_mut("plan"))
-            .and_then(|p| p.properties.as_mut())
-            .expect("status.plan");
-        assert!(plan.remove("held").is_some());
-        crd
+            .expect("status.plan")
     }
 
     #[test]
@@ -199,19 +203,7 @@ mod tests {
     #[test]
     fn a_status_that_keeps_unknown_fields_lacks_nothing() {
         let mut crd = without_held(rollout_crd());
-        let schema = crd.spec.versions[0]
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .expect("schema");
-        let plan = schema
-            .properties
-            .as_mut()
-            .and_then(|p| p.get_mut("status"))
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("plan"))
-            .expect("status.plan");
-        plan.x_kubernetes_preserve_unknown_fields = Some(true);
+        status_plan(&mut crd).x_kubernetes_preserve_unknown_fields = Some(true);
         assert_eq!(outdated_crd(&crd), None);
     }
 }

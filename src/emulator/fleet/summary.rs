@@ -119,21 +119,23 @@ impl std::fmt::Display for OutcomeCounts {
     /// `3 success, 1 install_error` (the profile's names; outcomes with none left out), or
     /// `none`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = [
-            ("success", self.success),
-            ("test_error", self.test_error),
-            ("download_error", self.download_error),
-            ("install_error", self.install_error),
-            ("install_aborted", self.install_aborted),
-            ("silence", self.silence),
-            ("reboot_old_version", self.reboot_old_version),
-            ("malformed_reports", self.malformed_reports),
-            ("unknown_status", self.unknown_status),
-        ]
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(name, n)| format!("{n} {name}"))
-        .collect();
+        let counts = [
+            self.success,
+            self.test_error,
+            self.download_error,
+            self.install_error,
+            self.install_aborted,
+            self.silence,
+            self.reboot_old_version,
+            self.malformed_reports,
+            self.unknown_status,
+        ];
+        let parts: Vec<String> = Outcome::ALL
+            .iter()
+            .map(|o| (o.name(), counts[*o as usize]))
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect();
         if parts.is_empty() {
             f.write_str("none")
         } else {
