@@ -7,12 +7,14 @@
 //! - [`otau`]: the Exosite OTAU schema. Uses nothing else in the crate.
 //! - [`engine`]: the rollout logic, pure. Uses [`api`], [`otau`], and the [`platform`]'s data
 //!   types for the one identity-to-observation mapping.
+//! - [`net`]: the outbound HTTP policy every request to a user-named URL follows. Uses
+//!   nothing else in the crate.
 //! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`]
-//!   only.
+//!   and [`net`].
 //! - [`emulator`]: a local Exosite platform. Uses [`otau`], and the [`platform`] trait and its
 //!   types for the in-process adapter.
 //! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`],
-//!   [`otau`], [`engine`], [`platform`].
+//!   [`otau`], [`engine`], [`platform`], [`net`].
 //! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`]
 //!   (its identity-to-observation mapping, so `devices` names states exactly as the operator
 //!   counts them).
@@ -26,6 +28,7 @@ pub mod api;
 pub mod controller;
 pub mod emulator;
 pub mod engine;
+pub mod net;
 pub mod otau;
 pub mod platform;
 pub mod plugin;

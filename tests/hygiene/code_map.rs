@@ -13,10 +13,11 @@ const ARROWS: &[(&str, &[&str])] = &[
     ("api", &[]),
     ("otau", &[]),
     ("engine", &["api", "otau", "platform"]),
-    ("platform", &["otau"]),
-    ("controller", &["api", "otau", "engine", "platform"]),
+    ("net", &[]),
+    ("platform", &["otau", "net"]),
+    ("controller", &["api", "otau", "engine", "platform", "net"]),
     ("emulator", &["otau", "platform"]),
-    ("plugin", &["api", "otau", "engine", "platform"]),
+    ("plugin", &["api", "otau", "engine", "platform", "net"]),
 ];
 
 /// Uses that are allowed only through one path, or only in some files: (module, used module,
