@@ -31,7 +31,7 @@ enum Command {
     /// /readyz; with --leader-elect, runs the controllers only while holding the Lease. Needs
     /// the CRDs installed (kubectl apply --server-side -f crds/). Stops gracefully on SIGTERM or
     /// Ctrl-C; a second signal exits at once.
-    Run(cmd::run::Args),
+    Run(Box<cmd::run::Args>),
     /// What-if run of a Rollout on a simulated fleet in virtual time: waves, pauses, timings.
     Simulate(cmd::simulate::Args),
 }
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crds(args) => cmd::crds::run(args),
         Command::Emulator(args) => cmd::emulator::run(args),
-        Command::Run(args) => cmd::run::run(args),
+        Command::Run(args) => cmd::run::run(*args),
         Command::Simulate(args) => cmd::simulate::run(args),
     }
 }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use super::error::PlatformError;
 use super::secret::SecretToken;
+use crate::net::outbound::OutboundPolicy;
 
 /// Per-request timeout (exosite-platform.md §8).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,6 +23,9 @@ pub const DEFAULT_MAX_TRIES: u32 = 5;
 pub const DEFAULT_RATE_PER_SECOND: f64 = 10.0;
 /// Requests allowed in a burst per connector.
 pub const DEFAULT_BURST: u32 = 20;
+/// The most bytes of one identity listing page or content list read
+/// (`--platform-page-max-bytes`): 32 KiB per identity on a page of 1000.
+pub const DEFAULT_PAGE_MAX_BYTES: u64 = 32 * 1024 * 1024;
 /// `expires_in` asked for presigned upload forms, seconds (the CLI's value is 30; a slow
 /// source needs more).
 pub const DEFAULT_UPLOAD_FORM_EXPIRES_SECS: u64 = 300;
@@ -156,6 +160,11 @@ pub struct ClientConfig {
     pub extra_root_certificates_pem: Vec<Vec<u8>>,
     /// Skip TLS verification (local emulators only).
     pub insecure_skip_verify: bool,
+    /// Which destinations the client may reach (src/net/outbound.rs). Default: public
+    /// addresses only.
+    pub outbound: OutboundPolicy,
+    /// The most bytes of one listing page or content list answer.
+    pub max_page_bytes: u64,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -169,6 +178,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
             .field("rate_limit", &self.rate_limit)
+            .field("outbound", &self.outbound)
+            .field("max_page_bytes", &self.max_page_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -194,6 +205,8 @@ impl ClientConfig {
             upload_form_expires_secs: DEFAULT_UPLOAD_FORM_EXPIRES_SECS,
             extra_root_certificates_pem: Vec::new(),
             insecure_skip_verify: false,
+            outbound: OutboundPolicy::default(),
+            max_page_bytes: DEFAULT_PAGE_MAX_BYTES,
         }
     }
 

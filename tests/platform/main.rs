@@ -5,6 +5,7 @@ mod content;
 mod exosense;
 mod faults;
 mod identities;
+mod outbound;
 mod packages;
 mod security;
 
@@ -17,6 +18,7 @@ pub mod harness {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use otau_operator::net::outbound::OutboundPolicy;
     use otau_operator::platform::{
         ClientConfig, ExoSenseConfig, ExositePlatform, PlatformMetrics, RateLimit, RetryPolicy,
         SecretToken, StaticToken,
@@ -54,13 +56,16 @@ pub mod harness {
             .await)
         }
 
-        /// A client config for tests: fast retries, a generous rate limit.
+        /// A client config for tests: fast retries, a generous rate limit, and the emulator's
+        /// address trusted as a platform host (it is a loopback address, which the outbound
+        /// policy refuses by default).
         pub fn config(&self, token: &str) -> ClientConfig {
             let mut c = ClientConfig::new(
                 CID,
                 self.management_url(),
                 Arc::new(StaticToken(SecretToken::new(token))),
             );
+            c.outbound = OutboundPolicy::new(false, ["127.0.0.1"]).expect("policy");
             c.instance = INSTANCE.to_string();
             c.request_timeout = Duration::from_secs(10);
             c.retry = RetryPolicy {

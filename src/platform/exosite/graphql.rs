@@ -85,7 +85,8 @@ fn exosense_config<'a>(
         })
 }
 
-/// Turns GraphQL `errors` into [`PlatformError::Rejected`].
+/// Turns GraphQL `errors` into [`PlatformError::Rejected`] (counted; their text is logged at
+/// debug level only).
 fn graphql_errors(
     op: &'static str,
     status: u16,
@@ -94,15 +95,17 @@ fn graphql_errors(
     match errors.filter(|e| !e.is_empty()) {
         None => Ok(()),
         Some(errors) => {
-            let message = errors
+            // What the platform wrote goes to the debug log only, never into the error.
+            let said = errors
                 .iter()
                 .map(|e| e.message.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
+            tracing::debug!(operation = op, platform_says = %super::transport::shorten(&said), "GraphQL errors");
             Err(PlatformError::Rejected {
                 operation: op,
                 status,
-                message: super::transport::shorten(&message),
+                message: format!("the GraphQL answer holds {} error(s)", errors.len()),
             })
         }
     }

@@ -1,5 +1,6 @@
 //! The [`Platform`] implementation for Murano IoT Connector (management API, content service)
-//! and ExoSense (GraphQL `createContent`), over reqwest with rustls.
+//! and ExoSense (GraphQL `createContent`), over reqwest with rustls. Every client follows the
+//! outbound policy of src/net/outbound.rs (checked addresses, no redirects, capped answers).
 
 mod graphql;
 mod listing;
@@ -94,6 +95,18 @@ impl ExositePlatform {
                 config.management_url.scheme()
             )));
         }
+        let refused =
+            |field: &str, e: crate::net::outbound::OutboundError| invalid(format!("{field}: {e}"));
+        config
+            .outbound
+            .check_url(&config.management_url)
+            .map_err(|e| refused("the management URL", e))?;
+        if let Some(exosense) = &config.exosense {
+            config
+                .outbound
+                .check_url(&exosense.graphql_url)
+                .map_err(|e| refused("the ExoSense GraphQL URL", e))?;
+        }
         let mut roots = Vec::new();
         for pem in &config.extra_root_certificates_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -101,7 +114,11 @@ impl ExositePlatform {
             roots.extend(certs);
         }
         let client = |max_idle: Option<usize>| {
-            let mut builder = reqwest::Client::builder()
+            // The outbound policy: checked addresses at every resolution, no redirects, no
+            // proxy (src/net/outbound.rs).
+            let mut builder = config
+                .outbound
+                .client_builder()
                 .user_agent(config.user_agent())
                 .connect_timeout(
                     config

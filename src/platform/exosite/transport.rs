@@ -1,5 +1,11 @@
 //! One request to the platform, with the rate limit, the `Retry-After` gate, retries with
 //! backoff, the one re-read of credentials after a 401, metrics, and error mapping.
+//!
+//! Answers are read with a cap per operation ([`answer_cap`]); a redirect is an error naming
+//! its status (the client follows none: src/net/outbound.rs). What the platform writes in an
+//! error body never goes into the error (whose text reaches conditions and Events): it is
+//! logged at debug level, shortened and with the token removed; the error names the operation
+//! and the HTTP status.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,6 +15,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 
+use crate::net::outbound::{BodyError, read_capped};
 use crate::platform::config::{ClientConfig, CredentialsProvider};
 use crate::platform::error::PlatformError;
 use crate::platform::metrics::{OUTCOME_SUCCESS, PlatformMetrics};
@@ -16,8 +23,16 @@ use crate::platform::rate_limit::TokenBucket;
 use crate::platform::retry::{RetryAfterGate, parse_retry_after};
 use crate::platform::secret::{SecretToken, redact};
 
-/// Longest platform message kept in an error.
+/// Longest platform message kept in a debug log line.
 const MAX_MESSAGE_CHARS: usize = 300;
+/// The most bytes of an error body read (for the debug log and the `not settable` check).
+pub(crate) const ERROR_BODY_MAX_BYTES: u64 = 64 * 1024;
+/// The cap of an answer about one object: an identity's state (resource values up to 1 MiB
+/// each, set and reported), a content item (its tags, one per device on a registration).
+pub const OBJECT_ANSWER_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// The cap of every other answer: a token check, the connector settings, an upload form, a
+/// write's echo, a GraphQL answer.
+pub const SMALL_ANSWER_MAX_BYTES: u64 = 1024 * 1024;
 
 /// Which credentials a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,18 +332,30 @@ impl Transport {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let received = Instant::now();
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return self.transport_failure(call, &e, token),
-        };
         if status.is_success() {
-            return Attempt::Done(Answer { status, body });
+            let cap = answer_cap(call.operation, &self.config);
+            return match read_capped(response, cap).await {
+                Ok(body) => Attempt::Done(Answer { status, body }),
+                Err(BodyError::Broken(e)) => self.transport_failure(call, &e, token),
+                Err(BodyError::TooLarge { cap }) => Attempt::Fail(too_large(call.operation, cap)),
+            };
         }
-        let message = error_message(&body, &[token]);
+        let body = read_capped(response, ERROR_BODY_MAX_BYTES)
+            .await
+            .unwrap_or_default();
+        let platform_says = error_message(&body, &[token]);
+        if !platform_says.is_empty() {
+            tracing::debug!(
+                operation = call.operation,
+                status = status.as_u16(),
+                platform_says = %platform_says,
+                "the platform's error answer"
+            );
+        }
         classify_status(
             call.operation,
             status,
-            message,
+            &platform_says,
             retry_after,
             received,
             &self.gate,
@@ -357,11 +384,34 @@ impl Transport {
     }
 }
 
-/// Maps a non-2xx status to an attempt result.
+/// The answer cap of `operation`: a listing page or the content list as the configuration
+/// says (`--platform-page-max-bytes`), an answer about one object
+/// [`OBJECT_ANSWER_MAX_BYTES`], anything else [`SMALL_ANSWER_MAX_BYTES`].
+pub(crate) fn answer_cap(operation: &str, config: &ClientConfig) -> u64 {
+    use crate::platform::exosite::operation as op;
+    match operation {
+        op::LIST_IDENTITIES | op::CONTENT_LIST => config.max_page_bytes,
+        op::GET_STATE | op::CONTENT_INFO => OBJECT_ANSWER_MAX_BYTES,
+        _ => SMALL_ANSWER_MAX_BYTES,
+    }
+}
+
+/// The error of an answer over its cap.
+pub(crate) fn too_large(operation: &'static str, cap: u64) -> PlatformError {
+    PlatformError::InvalidResponse {
+        operation,
+        message: format!(
+            "the answer is larger than {cap} bytes, the most this operation reads (listing pages: --platform-page-max-bytes, or fewer identities per page with --poll-page-size)"
+        ),
+    }
+}
+
+/// Maps a non-2xx status to an attempt result. `platform_says` (the error body's message)
+/// decides between `NotSettable` and `Rejected` for a 400 and is never put into the error.
 fn classify_status(
     operation: &'static str,
     status: StatusCode,
-    message: String,
+    platform_says: &str,
     retry_after: Option<Duration>,
     received: Instant,
     gate: &RetryAfterGate,
@@ -371,16 +421,27 @@ fn classify_status(
         401 => Attempt::Unauthorized(PlatformError::Authentication {
             operation,
             status: code,
-            message,
+            message: "the token was not accepted".to_string(),
         }),
         403 => Attempt::Fail(PlatformError::Authentication {
             operation,
             status: code,
-            message,
+            message: "the token is not allowed to do this".to_string(),
         }),
-        404 => Attempt::Fail(PlatformError::NotFound { operation, message }),
-        400 if message.to_ascii_lowercase().contains("not settable") => {
-            Attempt::Fail(PlatformError::NotSettable { operation, message })
+        404 => Attempt::Fail(PlatformError::NotFound {
+            operation,
+            message: "HTTP 404".to_string(),
+        }),
+        300..=399 => Attempt::Fail(PlatformError::Rejected {
+            operation,
+            status: code,
+            message: "the platform answered with a redirect, which the operator does not follow: check the connector's URL".to_string(),
+        }),
+        400 if platform_says.to_ascii_lowercase().contains("not settable") => {
+            Attempt::Fail(PlatformError::NotSettable {
+                operation,
+                message: "HTTP 400".to_string(),
+            })
         }
         429 => {
             if let Some(wait) = retry_after {
@@ -398,11 +459,7 @@ fn classify_status(
         408 | 500..=599 => Attempt::Retry {
             error: PlatformError::Unavailable {
                 operation,
-                reason: if message.is_empty() {
-                    format!("HTTP {code}")
-                } else {
-                    format!("HTTP {code}: {message}")
-                },
+                reason: format!("HTTP {code}"),
             },
             wait: None,
             always_safe: false,
@@ -410,13 +467,13 @@ fn classify_status(
         _ => Attempt::Fail(PlatformError::Rejected {
             operation,
             status: code,
-            message,
+            message: "the platform refused the request".to_string(),
         }),
     }
 }
 
-/// The platform's message from an error body: `message` of a JSON body, the first GraphQL
-/// error, or the text; shortened, with any echoed token removed.
+/// The platform's message from an error body, for the debug log: `message` of a JSON body,
+/// the first GraphQL error, or the text; shortened, with any echoed token removed.
 pub(crate) fn error_message(body: &[u8], tokens: &[&SecretToken]) -> String {
     let text = String::from_utf8_lossy(body);
     let from_json = serde_json::from_slice::<serde_json::Value>(body)
@@ -496,7 +553,7 @@ mod tests {
             classify_status(
                 "op",
                 StatusCode::from_u16(code).expect("status"),
-                msg.to_string(),
+                msg,
                 ra,
                 now,
                 &gate,
@@ -531,6 +588,10 @@ mod tests {
             }
         ));
         assert!(matches!(
+            classify(302, "", None),
+            Attempt::Fail(PlatformError::Rejected { status: 302, .. })
+        ));
+        assert!(matches!(
             classify(429, "", Some(Duration::from_secs(2))),
             Attempt::Retry {
                 error: PlatformError::RateLimited { .. },
@@ -538,5 +599,24 @@ mod tests {
                 wait: Some(_),
             }
         ));
+    }
+
+    /// What the platform writes in an error body (which may echo request data) never
+    /// reaches the error's text, which conditions and Events show.
+    #[test]
+    fn errors_never_carry_what_the_platform_wrote() {
+        let gate = RetryAfterGate::default();
+        let said = "echoed-request-data not settable";
+        for code in [301, 302, 400, 401, 403, 404, 409, 422, 500, 503] {
+            let status = StatusCode::from_u16(code).expect("status");
+            let error = match classify_status("op", status, said, None, Instant::now(), &gate) {
+                Attempt::Fail(e) | Attempt::Unauthorized(e) => e,
+                Attempt::Retry { error, .. } => error,
+                Attempt::Done(_) => panic!("{code} is not a success"),
+            };
+            let text = error.to_string();
+            assert!(!text.contains("echoed"), "HTTP {code}: {text}");
+            assert!(text.contains("op"), "names the operation: {text}");
+        }
     }
 }

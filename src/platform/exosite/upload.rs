@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::{ExositePlatform, check_id, operation, transport, wire};
+use crate::net::outbound::read_capped;
 use crate::platform::error::PlatformError;
 use crate::platform::types::{ContentUpload, PackageRegistration, UploadBody};
 
@@ -179,6 +180,17 @@ pub(super) async fn post_form(
     upload: ContentUpload,
 ) -> Result<(), PlatformError> {
     let op = operation::UPLOAD_POST;
+    // The platform names the upload URL: it goes through the same outbound policy as the
+    // connector's own URLs (an address in the URL is checked here, a name when resolved).
+    platform
+        .inner
+        .config
+        .outbound
+        .check_url(&form.url)
+        .map_err(|e| PlatformError::InvalidResponse {
+            operation: op,
+            message: format!("the upload URL is refused: {e}"),
+        })?;
     let failure: Arc<Mutex<Option<PlatformError>>> = Arc::default();
     let stream = checked_stream(
         upload.id.clone(),
@@ -229,27 +241,7 @@ pub(super) async fn post_form(
                 )
             },
         }),
-        (Ok(response), None) => {
-            let status = response.status();
-            let body = response.bytes().await.unwrap_or_default();
-            if status.is_success() {
-                Ok(())
-            } else {
-                let message = transport::error_message(&body, &[]);
-                Err(if status.is_server_error() {
-                    PlatformError::Unavailable {
-                        operation: op,
-                        reason: format!("object store HTTP {}: {message}", status.as_u16()),
-                    }
-                } else {
-                    PlatformError::Rejected {
-                        operation: op,
-                        status: status.as_u16(),
-                        message: format!("content {}: {message}", upload.id),
-                    }
-                })
-            }
-        }
+        (Ok(response), None) => object_store_answer(response, &upload.id).await,
     };
     if let Some(m) = &platform.inner.metrics {
         let label = match &outcome {
@@ -259,6 +251,35 @@ pub(super) async fn post_form(
         m.observe(op, label, started.elapsed().as_secs_f64());
     }
     outcome
+}
+
+/// The outcome of the object store's answer: success, or an error naming the status (what
+/// the store wrote goes to the debug log only).
+async fn object_store_answer(response: reqwest::Response, id: &str) -> Result<(), PlatformError> {
+    let op = operation::UPLOAD_POST;
+    let status = response.status();
+    let body = read_capped(response, transport::ERROR_BODY_MAX_BYTES)
+        .await
+        .unwrap_or_default();
+    if status.is_success() {
+        return Ok(());
+    }
+    let said = transport::error_message(&body, &[]);
+    if !said.is_empty() {
+        tracing::debug!(operation = op, status = status.as_u16(), platform_says = %said, "the object store's error answer");
+    }
+    Err(if status.is_server_error() {
+        PlatformError::Unavailable {
+            operation: op,
+            reason: format!("object store HTTP {}", status.as_u16()),
+        }
+    } else {
+        PlatformError::Rejected {
+            operation: op,
+            status: status.as_u16(),
+            message: format!("content {id}: the object store refused the upload"),
+        }
+    })
 }
 
 /// The body as a stream of chunks; the stream fails (and records why in `failure`) when the

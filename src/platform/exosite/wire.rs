@@ -18,9 +18,23 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(
     operation: &'static str,
     body: &[u8],
 ) -> Result<T, PlatformError> {
-    serde_json::from_slice(body).map_err(|e| PlatformError::InvalidResponse {
-        operation,
-        message: format!("unexpected JSON: {e}"),
+    serde_json::from_slice(body).map_err(|e| {
+        // serde's text may quote the answer; it goes to the debug log only.
+        tracing::debug!(operation, error = %e, "unexpected JSON from the platform");
+        PlatformError::InvalidResponse {
+            operation,
+            message: format!(
+                "unexpected JSON ({} error at line {}, column {})",
+                match e.classify() {
+                    serde_json::error::Category::Io => "read",
+                    serde_json::error::Category::Syntax => "syntax",
+                    serde_json::error::Category::Data => "data",
+                    serde_json::error::Category::Eof => "end of input",
+                },
+                e.line(),
+                e.column()
+            ),
+        }
     })
 }
 
