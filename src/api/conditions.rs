@@ -49,6 +49,9 @@ pub mod reason {
     pub const PLATFORM_UNAVAILABLE: &str = "PlatformUnavailable";
     /// IoTConnector: the management API answered 401/403.
     pub const CREDENTIALS_REJECTED: &str = "CredentialsRejected";
+    /// IoTConnector: a credentials Secret lacks the opt-in label, or may not be sent to the
+    /// connector's host; nothing was sent.
+    pub const CREDENTIAL_NOT_ALLOWED: &str = "CredentialNotAllowed";
     /// SoftwarePackage: files are being uploaded.
     pub const UPLOADING: &str = "Uploading";
     /// SoftwarePackage / Rollout: the IoTConnector is not Ready.

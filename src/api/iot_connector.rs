@@ -102,7 +102,10 @@ pub struct IoTConnectorSpec {
     pub product_id: String,
 
     /// Base URL of the management API, ending with `/`. Defaults to Exosite's hosted business
-    /// API; point it at the local emulator (`http://127.0.0.1:<port>/api:1/`) for tests.
+    /// API; point it at the local emulator (`http://127.0.0.1:<port>/api:1/`) for tests. Its
+    /// host must resolve to public addresses only, unless the operator runs with
+    /// `--allow-private-sources` or names the host with `--platform-host`; redirects are not
+    /// followed.
     #[serde(default = "default_management_url")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(
@@ -124,8 +127,11 @@ pub struct IoTConnectorSpec {
     )]
     pub device_api_url: Option<String>,
 
-    /// The Secret key holding the management API token. The token never appears in logs,
-    /// events or status.
+    /// The Secret key holding the management API token. The Secret must carry the label
+    /// `otau.dev/connector-credential: "true"` and name managementUrl's host in its annotation
+    /// `otau.dev/allowed-hosts` (comma-separated hosts), unless the operator's
+    /// `--platform-host` list names it; otherwise the connector is `CredentialNotAllowed` and
+    /// the token is sent nowhere. The token never appears in logs, events or status.
     pub token_secret_ref: TokenSecretRef,
 
     /// How the token is sent: `token` (`Authorization: token <t>`, the management API's scheme)
@@ -232,6 +238,9 @@ pub struct ExoSenseSpec {
         .message("graphqlUrl must be an absolute http(s) URL such as https://example.apps.exosite.io/api/graphql"))]
     pub graphql_url: String,
     /// The Secret key holding the ExoSense token (sent as `Authorization: Automation <t>`).
+    /// The Secret needs the label `otau.dev/connector-credential: "true"` and graphqlUrl's host
+    /// in its annotation `otau.dev/allowed-hosts` (or on the operator's `--platform-host`
+    /// list).
     pub token_secret_ref: TokenSecretRef,
 }
 
@@ -240,7 +249,9 @@ pub struct ExoSenseSpec {
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSpec {
     /// The Secret key holding the HMAC-SHA256 key that the connector's event handler uses to
-    /// sign pushed events. Events with a missing or wrong signature are refused.
+    /// sign pushed events. Events with a missing or wrong signature are refused. The Secret
+    /// needs the label `otau.dev/connector-credential: "true"` (the key is sent nowhere, so no
+    /// host annotation).
     pub secret_ref: WebhookSecretRef,
 }
 
@@ -291,7 +302,8 @@ pub struct TlsSpec {
     /// the token.
     #[serde(default)]
     pub insecure_skip_verify: bool,
-    /// Extra CA certificates (PEM) trusted in addition to the built-in roots, from a ConfigMap.
+    /// Extra CA certificates (PEM) trusted in addition to the built-in roots, from a ConfigMap
+    /// (public data: no opt-in label needed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<CaBundleRef>,
 }

@@ -14,6 +14,7 @@ pub mod common;
 pub mod conditions;
 pub mod duration;
 pub mod iot_connector;
+pub mod opt_in;
 pub mod rollout;
 pub mod rollout_decisions;
 pub mod software_package;

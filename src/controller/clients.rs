@@ -12,20 +12,29 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::Settings;
+use super::credentials;
 use super::error::Error;
 use crate::api::IoTConnector;
 use crate::api::iot_connector::{AuthScheme as SpecAuthScheme, TokenSecretRef};
+use crate::net::outbound::OutboundPolicy;
 use crate::platform::{
     AuthScheme, ClientConfig, CredentialsProvider, ExoSenseConfig, ExositePlatform, Platform,
     PlatformError, PlatformMetrics, RateLimit, SecretToken,
 };
 
-/// Reads a token from one key of one Secret, caching it between reads.
+/// Reads a token from one key of one Secret, caching it between reads. Every read checks that
+/// the Secret opted in and that its token may go to the host it is meant for
+/// (src/controller/credentials.rs).
 pub struct SecretCredentials {
     api: Api<Secret>,
     namespace: String,
     name: String,
     key: String,
+    /// The connector that names the Secret, for the refusal's commands.
+    connector: String,
+    /// The host the token is sent to.
+    host: String,
+    policy: OutboundPolicy,
     cached: Mutex<Option<SecretToken>>,
 }
 
@@ -34,24 +43,38 @@ impl std::fmt::Debug for SecretCredentials {
         f.debug_struct("SecretCredentials")
             .field("secret", &format!("{}/{}", self.namespace, self.name))
             .field("key", &self.key)
+            .field("host", &self.host)
             .finish_non_exhaustive()
     }
 }
 
 impl SecretCredentials {
-    /// A provider for `reference` in `namespace`.
-    pub fn new(client: Client, namespace: &str, reference: &TokenSecretRef) -> Self {
+    /// A provider for `reference` in `namespace`, named by `connector`, whose token goes to
+    /// `host` under `policy`.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        reference: &TokenSecretRef,
+        connector: &str,
+        host: &str,
+        policy: &OutboundPolicy,
+    ) -> Self {
         SecretCredentials {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
             name: reference.name.clone(),
             key: reference.key.clone(),
+            connector: connector.to_string(),
+            host: host.to_string(),
+            policy: policy.clone(),
             cached: Mutex::new(None),
         }
     }
 
-    /// Reads the Secret now (one `get`), caches the token and returns it. A missing Secret,
-    /// key or empty value is [`Error::SecretNotFound`].
+    /// Reads the Secret now (one `get`), checks its opt-in and host binding, caches the token
+    /// and returns it. A missing Secret, key or empty value is [`Error::SecretNotFound`]; a
+    /// Secret without the opt-in label, or whose token may not go to the host, is
+    /// [`Error::CredentialNotAllowed`] (and the cached token is dropped).
     pub async fn refresh(&self) -> Result<SecretToken, Error> {
         let secret = self
             .api
@@ -61,10 +84,26 @@ impl SecretCredentials {
         let not_found = |what: String| Error::SecretNotFound { message: what };
         let Some(secret) = secret else {
             return Err(not_found(format!(
-                "Secret {}/{} not found (create it with the token under the key {:?})",
-                self.namespace, self.name, self.key
+                "Secret {}/{} not found (create it with the token under the key {:?}, labelled {}=true and annotated {}={})",
+                self.namespace,
+                self.name,
+                self.key,
+                credentials::CREDENTIAL_LABEL,
+                credentials::ALLOWED_HOSTS_ANNOTATION,
+                self.host
             )));
         };
+        let at = credentials::CredentialRef {
+            namespace: self.namespace.clone(),
+            secret: self.name.clone(),
+            connector: self.connector.clone(),
+        };
+        if let Err(refused) =
+            credentials::check(&secret.metadata, &at, Some(&self.host), &self.policy)
+        {
+            *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return Err(refused);
+        }
         let value = secret
             .data
             .as_ref()
@@ -224,10 +263,14 @@ async fn build(
         &spec.management_url,
         spec.allow_insecure_http,
     )?;
+    let name = connector.name_any();
     let management = Arc::new(SecretCredentials::new(
         client.clone(),
         &namespace,
         &spec.token_secret_ref,
+        &name,
+        management_url.host_str().unwrap_or_default(),
+        &settings.outbound,
     ));
     let mut config = ClientConfig::new(spec.product_id.clone(), management_url, management.clone());
     config.auth_scheme = match spec.auth_scheme {
@@ -242,6 +285,8 @@ async fn build(
         burst: u32::try_from(spec.rate_limit.burst.max(1)).unwrap_or(1),
     };
     config.insecure_skip_verify = spec.tls.insecure_skip_verify;
+    config.outbound = settings.outbound.clone();
+    config.max_page_bytes = settings.platform_page_max_bytes;
     if let Some(ca) = &spec.tls.ca_bundle {
         let map = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
             .get_opt(&ca.name)
@@ -274,6 +319,9 @@ async fn build(
                 client.clone(),
                 &namespace,
                 &x.token_secret_ref,
+                &name,
+                url.host_str().unwrap_or_default(),
+                &settings.outbound,
             ));
             config.exosense = Some(ExoSenseConfig {
                 graphql_url: url,

@@ -5,10 +5,11 @@
 //! |---|---|---|---|
 //! | token accepted, product exists | True | False | `Connected` |
 //! | Secret or key missing | False | False | `SecretNotFound` (retried with backoff) |
+//! | a credentials Secret without the opt-in label, or a token not allowed to go to the connector's host | False | True | `CredentialNotAllowed` (nothing sent; checked again every `checkInterval`) |
 //! | 5xx, timeout, rate limited | Unknown | False | `PlatformUnavailable` (retried with backoff) |
 //! | 401 (after one Secret re-read) / 403 | False | True | `CredentialsRejected` |
 //! | the product id does not exist | False | True | `ProductNotFound` |
-//! | the spec cannot be used (URL, CA bundle) | False | True | `ConfigurationInvalid` |
+//! | the spec cannot be used (URL, a refused address, CA bundle) | False | True | `ConfigurationInvalid` |
 //!
 //! With `spec.exosense` set, the ExoSense Automation token is checked as well (one
 //! `{ __typename }` GraphQL query); ExoSense refusing it is `CredentialsRejected` with a message
@@ -35,6 +36,7 @@ use prometheus::core::Collector;
 use tokio::time::Instant;
 
 use super::Context;
+use super::credentials;
 use super::error::{Error, ErrorCondition, PLATFORM_UNAVAILABLE};
 use super::metrics::CONNECTOR_CONTROLLER;
 use super::schedule::fingerprint;
@@ -44,6 +46,7 @@ use crate::api::conditions::{
 };
 use crate::api::iot_connector::DEFAULT_CHECK_INTERVAL;
 use crate::api::{IoTConnector, IoTConnectorStatus, parse_duration};
+use crate::net::outbound::{OutboundError, OutboundPolicy};
 use crate::platform::{CredentialCheck, PlatformError};
 
 /// Reason: the connector's product id does not exist on the management API.
@@ -292,6 +295,7 @@ pub fn set_conditions(
 pub fn condition_for_error(error: &Error) -> ErrorCondition {
     match error {
         Error::SecretNotFound { .. } => (FALSE, FALSE, reason::SECRET_NOT_FOUND),
+        Error::CredentialNotAllowed { .. } => (FALSE, TRUE, reason::CREDENTIAL_NOT_ALLOWED),
         Error::Platform { source } => match source {
             PlatformError::Authentication { .. } => (FALSE, TRUE, reason::CREDENTIALS_REJECTED),
             PlatformError::NotFound { .. } => (FALSE, TRUE, REASON_PRODUCT_NOT_FOUND),
@@ -321,9 +325,19 @@ async fn check(connector: &IoTConnector, ctx: &Context) -> Result<Checked, Error
         .connectors
         .get(&ctx.client, &ctx.settings, &ctx.metrics.platform, connector)
         .await?;
+    // Nothing goes to the platform before the destinations and every Secret passed.
+    check_destinations(connector, &ctx.settings.outbound).await?;
     client.management.refresh().await?;
     if let Some(exosense) = &client.exosense {
         exosense.refresh().await?;
+    }
+    if let Some(webhook) = &connector.spec.webhook {
+        let at = credentials::CredentialRef {
+            namespace: connector.namespace().unwrap_or_default(),
+            secret: webhook.secret_ref.name.clone(),
+            connector: connector.name_any(),
+        };
+        credentials::check_webhook_secret(&ctx.client, &at, &ctx.settings.outbound).await?;
     }
     let management = client.platform.check_credentials().await?;
     let exosense = client
@@ -335,6 +349,43 @@ async fn check(connector: &IoTConnector, ctx: &Context) -> Result<Checked, Error
         management,
         exosense,
     })
+}
+
+/// Resolves the connector's management and ExoSense hosts and checks every address against
+/// the outbound policy (src/net/outbound.rs), so a refused destination shows as
+/// `ConfigurationInvalid` with the address before any token is sent. (The platform client
+/// checks again at each connection.)
+async fn check_destinations(
+    connector: &IoTConnector,
+    policy: &OutboundPolicy,
+) -> Result<(), Error> {
+    let spec = &connector.spec;
+    let mut urls = vec![("managementUrl", spec.management_url.as_str())];
+    if let Some(exosense) = &spec.exosense {
+        urls.push(("exosense.graphqlUrl", exosense.graphql_url.as_str()));
+    }
+    for (field, text) in urls {
+        let Ok(url) = url::Url::parse(text) else {
+            continue; // the client build already refused it
+        };
+        match policy.check_destination(&url).await {
+            Ok(()) => {}
+            Err(OutboundError::Refused(why)) => {
+                return Err(Error::ConnectorSpecInvalid {
+                    message: format!("{field}: {why}"),
+                });
+            }
+            Err(OutboundError::Unresolvable(why)) => {
+                return Err(Error::Platform {
+                    source: PlatformError::Unavailable {
+                        operation: "connect",
+                        reason: format!("{field}: {why}"),
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Says in a rejected ExoSense check's message that ExoSense (not the management API)

@@ -53,6 +53,13 @@ pub enum Error {
         /// Which Secret or key is missing.
         message: String,
     },
+    /// A credentials Secret lacks the opt-in label, or its token may not be sent to the
+    /// connector's host (src/controller/credentials.rs); nothing was sent.
+    #[error("{message}")]
+    CredentialNotAllowed {
+        /// Which label or annotation is missing, and the commands that add it.
+        message: String,
+    },
     /// The IoTConnector's spec cannot be used as written (bad URL, http without opt-in).
     #[error("invalid IoTConnector spec: {message}")]
     ConnectorSpecInvalid {
@@ -88,9 +95,10 @@ pub enum Error {
         /// Why.
         message: String,
     },
-    /// The downloaded (or stored) bytes do not match the spec's sha256. Nothing was uploaded.
+    /// The downloaded (or stored) bytes do not match the spec's sha256. The file was not
+    /// uploaded and the package is not registered.
     #[error(
-        "file {file}: sha256 mismatch: the spec says {expected}, the source delivered {actual}; nothing was uploaded"
+        "file {file}: sha256 mismatch: the spec says {expected}, the source delivered {actual}; the file was not uploaded and the package is not registered"
     )]
     ChecksumMismatch {
         /// The file's name in the spec.
@@ -102,7 +110,7 @@ pub enum Error {
     },
     /// A file is larger than the operator's size limit.
     #[error(
-        "file {file}: larger than the limit of {limit} bytes (operator flag --max-file-bytes); nothing was uploaded"
+        "file {file}: larger than the limit of {limit} bytes (operator flag --max-file-bytes); the file was not uploaded and the package is not registered"
     )]
     FileTooLarge {
         /// The file's name in the spec.
@@ -181,6 +189,7 @@ impl Error {
                 _ => "platform_rejected",
             },
             Error::SecretNotFound { .. } => "secret_not_found",
+            Error::CredentialNotAllowed { .. } => "credential_not_allowed",
             Error::ConnectorSpecInvalid { .. } => "connector_spec_invalid",
             Error::ConnectorMissing { .. } => "connector_missing",
             Error::SourceUnavailable { .. } => "source_unavailable",
@@ -204,6 +213,7 @@ impl Error {
                 _ => "PlatformRequestFailed",
             },
             Error::SecretNotFound { .. } => "SecretNotFound",
+            Error::CredentialNotAllowed { .. } => "CredentialNotAllowed",
             Error::ConnectorSpecInvalid { .. } => "ConnectorInvalid",
             Error::ConnectorMissing { .. } => "ConnectorMissing",
             Error::SourceUnavailable { .. } => "SourceUnavailable",
@@ -230,6 +240,7 @@ impl Error {
             | Error::Finalizer(_) => true,
             Error::Platform { source } => platform_is_transient(source),
             Error::ConnectorSpecInvalid { .. }
+            | Error::CredentialNotAllowed { .. }
             | Error::SourceRefused { .. }
             | Error::ChecksumMismatch { .. }
             | Error::FileTooLarge { .. }

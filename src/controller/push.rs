@@ -286,6 +286,9 @@ async fn webhook_key(state: &PushState, key: &WebhookKey, refresh: bool) -> Opti
     }
     let api: Api<Secret> = Api::namespaced(state.ctx.base.client.clone(), &key.namespace);
     let bytes = match api.get_opt(&key.secret).await {
+        // Only a Secret that opted in is used (src/controller/credentials.rs); the connector
+        // shows CredentialNotAllowed for one that did not.
+        Ok(Some(secret)) if !super::credentials::labelled(&secret.metadata) => Vec::new(),
         Ok(Some(secret)) => secret
             .data
             .as_ref()
@@ -299,7 +302,7 @@ async fn webhook_key(state: &PushState, key: &WebhookKey, refresh: bool) -> Opti
         }
     };
     if bytes.is_empty() {
-        tracing::warn!(namespace = %key.namespace, secret = %key.secret, key = %key.key, "the webhook Secret or key is missing or empty: pushed events are refused");
+        tracing::warn!(namespace = %key.namespace, secret = %key.secret, key = %key.key, "the webhook Secret is missing or not labelled otau.dev/connector-credential=true, or its key is empty: pushed events are refused");
     }
     state
         .secrets

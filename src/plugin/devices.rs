@@ -23,6 +23,7 @@ use crate::engine::{
     DeviceIndex, DeviceObservation, DeviceState, EvalContext, IndexConfig, ParsedPolicy, SetKind,
     cumulative_sizes, evaluate, order_key, order_seed, positional_wave,
 };
+use crate::net::outbound::OutboundPolicy;
 use crate::otau::{Manifest, Report};
 use crate::platform::{
     AuthScheme, ClientConfig, ExositePlatform, Identity, ListIdentities, Platform, RateLimit,
@@ -193,6 +194,37 @@ pub fn device_rows(
     Ok(rows)
 }
 
+/// Where a token read for `devices` goes, and whether the operator already checked that it
+/// may (the connector is Ready for its current spec).
+struct Destination<'a> {
+    host: &'a str,
+    vetted_by_operator: bool,
+}
+
+/// The opt-in rules the operator applies before it sends a token (docs/security.md), applied
+/// by the plugin too: reading the token with the user's rights must not send it to a host the
+/// Secret does not allow, whoever wrote the IoTConnector.
+fn check_opt_in(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    namespace: &str,
+    secret: &str,
+    to: &Destination<'_>,
+) -> Result<(), PluginError> {
+    use crate::api::opt_in::{ALLOWED_HOSTS_ANNOTATION, CREDENTIAL_LABEL, allowed_hosts};
+    if !crate::api::opt_in::is_credential(meta) {
+        return Err(PluginError::Refused(format!(
+            "Secret {namespace}/{secret} is not labelled {CREDENTIAL_LABEL}=true, so its token is sent nowhere; if it is this connector's token: kubectl label secret {secret} {CREDENTIAL_LABEL}=true -n {namespace}"
+        )));
+    }
+    let host = crate::api::opt_in::normalize_host(to.host);
+    if to.vetted_by_operator || allowed_hosts(meta).contains(&host) {
+        return Ok(());
+    }
+    Err(PluginError::Refused(format!(
+        "Secret {namespace}/{secret} does not name {host} in its annotation {ALLOWED_HOSTS_ANNOTATION}, and the operator has not found the connector Ready for its current spec, so its token is not sent to {host}"
+    )))
+}
+
 /// Reads a Secret key with the user's rights; the value is wrapped at once and never shown.
 async fn read_token(
     client: &Client,
@@ -200,6 +232,7 @@ async fn read_token(
     secret: &str,
     key: &str,
     connector: &str,
+    to: &Destination<'_>,
 ) -> Result<SecretToken, PluginError> {
     let subject = Subject {
         kind: "Secret",
@@ -224,6 +257,7 @@ async fn read_token(
             },
             other => other,
         })?;
+    check_opt_in(&found.metadata, namespace, secret, to)?;
     let bytes = found
         .data
         .as_ref()
@@ -267,12 +301,21 @@ async fn platform_of(
             "IoTConnector {namespace}/{name}: managementUrl must be https:// (or http:// with allowInsecureHttp: true)"
         )));
     }
+    let vetted_by_operator = connector.status.as_ref().is_some_and(|s| {
+        s.observed_generation == connector.metadata.generation
+            && crate::api::conditions::is_true(&s.conditions, crate::api::conditions::READY)
+    });
+    let destination = Destination {
+        host: url.host_str().unwrap_or_default(),
+        vetted_by_operator,
+    };
     let token = read_token(
         client,
         &namespace,
         &spec.token_secret_ref.name,
         &spec.token_secret_ref.key,
         &name,
+        &destination,
     )
     .await?;
     let mut config = ClientConfig::new(spec.product_id.clone(), url, Arc::new(StaticToken(token)));
@@ -291,6 +334,10 @@ async fn platform_of(
         burst: u32::try_from(spec.rate_limit.burst.max(1)).unwrap_or(1),
     };
     config.insecure_skip_verify = spec.tls.insecure_skip_verify;
+    // The plugin runs on the user's machine with the user's rights: the private-address
+    // check guards the operator's network position and is off here; redirects stay off and
+    // answers stay capped (src/net/outbound.rs).
+    config.outbound = OutboundPolicy::new(true, [""; 0]).map_err(PluginError::Refused)?;
     if let Some(ca) = &spec.tls.ca_bundle {
         let map = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
             .get(&ca.name)
