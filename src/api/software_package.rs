@@ -189,7 +189,10 @@ pub struct PackageFile {
     )]
     pub content_id: Option<String>,
 
-    /// Download the file from this URL (fetched by the operator, never by devices).
+    /// Download the file from this URL (fetched by the operator, never by devices). Its host
+    /// (and that of each redirect, at most 5) must resolve to public addresses only, unless
+    /// the operator runs with `--allow-private-sources` or names the host with
+    /// `--platform-host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new(RULE_HTTP_URL)
@@ -204,11 +207,13 @@ pub struct PackageFile {
         .message("sha256 must be 64 hexadecimal digits"))]
     pub sha256: Option<String>,
 
-    /// Take the file from a ConfigMap key (`binaryData` or `data`).
+    /// Take the file from a ConfigMap key (`binaryData` or `data`). The ConfigMap must carry
+    /// the label `otau.dev/package-source: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_key_ref: Option<ConfigMapKeyRef>,
 
-    /// Take the file from a Secret key.
+    /// Take the file from a Secret key. The Secret must carry the label
+    /// `otau.dev/package-source: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
 

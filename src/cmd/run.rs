@@ -12,6 +12,7 @@ use otau_operator::controller::leader::LeaseConfig;
 use otau_operator::controller::poller::PollIntervals;
 use otau_operator::controller::rollout::RolloutOptions;
 use otau_operator::controller::runtime::{self, RunOptions};
+use otau_operator::net::outbound::OutboundPolicy;
 use otau_operator::platform::RetryPolicy;
 
 /// Log line format.
@@ -100,10 +101,31 @@ pub struct Args {
     )]
     log_level: Option<String>,
 
-    /// Allow URL file sources on loopback, link-local and private addresses (refused by
-    /// default against server-side request forgery). For local tests and air-gapped mirrors.
-    #[arg(long, env = "OTAU_ALLOW_PRIVATE_SOURCES", help_heading = "Packages")]
+    /// Allow every URL a user's object names (IoTConnector endpoints, package URL sources) to
+    /// reach loopback, link-local and private addresses (refused by default against
+    /// server-side request forgery). For local tests and air-gapped installations; prefer
+    /// --platform-host, which trusts named hosts only.
+    #[arg(long, env = "OTAU_ALLOW_PRIVATE_SOURCES", help_heading = "Outbound")]
     allow_private_sources: bool,
+
+    /// A platform host a cluster admin trusts (repeat, or a comma list): its addresses pass the
+    /// private-address check whatever they are, and a connector credential Secret may be sent
+    /// to it without naming it in its otau.dev/allowed-hosts annotation (the Secret still
+    /// needs the otau.dev/connector-credential=true label). Host names only, e.g.
+    /// bizapi.hosted.exosite.io.
+    #[arg(
+        long = "platform-host",
+        env = "OTAU_PLATFORM_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ',',
+        help_heading = "Outbound"
+    )]
+    platform_hosts: Vec<String>,
+
+    /// The most bytes of one identity listing page or content list the platform client reads
+    /// (other answers have fixed caps: docs/security.md).
+    #[arg(long, env = "OTAU_PLATFORM_PAGE_MAX_BYTES", default_value = "32Mi", value_parser = bytes, value_name = "BYTES", help_heading = "Outbound")]
+    platform_page_max_bytes: u64,
 
     /// The largest file a package may upload, in bytes (suffixes Ki, Mi, Gi allowed).
     #[arg(long, env = "OTAU_MAX_FILE_BYTES", default_value = "512Mi", value_parser = bytes, value_name = "BYTES", help_heading = "Packages")]
@@ -113,8 +135,9 @@ pub struct Args {
     #[arg(long, env = "OTAU_FETCH_TIMEOUT", default_value = "10m", value_parser = duration, value_name = "DURATION", help_heading = "Packages")]
     fetch_timeout: Duration,
 
-    /// Folder where downloads are staged while their sha256 is checked (needs room for the
-    /// largest package). Default: the system temp folder.
+    /// Folder where downloads are staged while their sha256 is checked and they are uploaded
+    /// (room for --upload-concurrency files of --max-file-bytes). Default: the system temp
+    /// folder.
     #[arg(
         long,
         env = "OTAU_WORK_DIR",
@@ -122,6 +145,24 @@ pub struct Args {
         help_heading = "Packages"
     )]
     work_dir: Option<PathBuf>,
+
+    /// The size of --work-dir, when it is limited (the chart passes its emptyDir's sizeLimit):
+    /// the operator refuses to start when it is smaller than --max-file-bytes times
+    /// --upload-concurrency.
+    #[arg(long, env = "OTAU_WORK_DIR_SIZE_LIMIT", value_parser = bytes, value_name = "BYTES", help_heading = "Packages")]
+    work_dir_size_limit: Option<u64>,
+
+    /// Package files downloaded and uploaded at once, operator-wide: each holds a file of at
+    /// most --max-file-bytes in --work-dir until its upload ended.
+    #[arg(
+        long,
+        env = "OTAU_UPLOAD_CONCURRENCY",
+        default_value_t = otau_operator::controller::DEFAULT_UPLOAD_CONCURRENCY as u16,
+        value_parser = clap::value_parser!(u16).range(1..),
+        value_name = "N",
+        help_heading = "Packages"
+    )]
+    upload_concurrency: u16,
 
     /// The most per-device tags (`<productId>.<identity>`) on a package registration; a
     /// package's spec.registration.maxDeviceTags cannot go above it.
@@ -277,10 +318,21 @@ fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())
 }
 
-/// Bytes with an optional binary suffix: `1048576`, `512Mi`, `2Gi`, `64Ki`.
+/// Bytes as a whole Kubernetes quantity: `1048576`, `512Mi`, `2Gi`, `64Ki`, `1Ti`, or with a
+/// decimal suffix `500M`, `1G` (the forms the chart's schema allows for sizes).
 pub fn bytes(text: &str) -> Result<u64, String> {
+    const SUFFIXES: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
     let t = text.trim();
-    let (number, factor) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+    let (number, factor) = SUFFIXES
         .iter()
         .find_map(|(suffix, factor)| t.strip_suffix(suffix).map(|n| (n, *factor)))
         .unwrap_or((t, 1));
@@ -291,8 +343,42 @@ pub fn bytes(text: &str) -> Result<u64, String> {
         .and_then(|n| n.checked_mul(factor))
         .filter(|n| *n > 0)
         .ok_or_else(|| {
-            format!("{text:?} is not a size: use bytes, or a number with Ki, Mi or Gi (e.g. 512Mi)")
+            format!(
+                "{text:?} is not a size: use bytes, or a whole number with Ki, Mi, Gi, Ti, k, M, G or T (e.g. 512Mi)"
+            )
         })
+}
+
+/// The work dir must hold `--upload-concurrency` files of `--max-file-bytes` at once; a
+/// smaller `--work-dir-size-limit` is refused with both values.
+fn check_work_dir_budget(args: &Args) -> Result<(), String> {
+    let Some(limit) = args.work_dir_size_limit else {
+        return Ok(());
+    };
+    let needed = args
+        .max_file_bytes
+        .saturating_mul(u64::from(args.upload_concurrency));
+    if limit >= needed {
+        return Ok(());
+    }
+    Err(format!(
+        "--work-dir-size-limit ({limit} bytes) is smaller than --max-file-bytes ({} bytes) × --upload-concurrency ({}) = {needed} bytes: a staged download could fill the work dir and fail. Raise the work dir's size (Helm: workDir.sizeLimit), or lower --max-file-bytes (operator.maxFileBytes) or --upload-concurrency (operator.uploadConcurrency)",
+        args.max_file_bytes, args.upload_concurrency
+    ))
+}
+
+/// The outbound policy from `--allow-private-sources` and `--platform-host`.
+fn outbound_policy(args: &Args) -> Result<OutboundPolicy, String> {
+    let policy = OutboundPolicy::new(args.allow_private_sources, &args.platform_hosts)?;
+    if args.allow_private_sources {
+        tracing::warn!(
+            "--allow-private-sources: connector URLs and package URL sources may point at loopback and private addresses"
+        );
+    }
+    if !args.platform_hosts.is_empty() {
+        tracing::info!(hosts = %policy.trusted_hosts().collect::<Vec<_>>().join(","), "platform-host allow-list");
+    }
+    Ok(policy)
 }
 
 fn instance(explicit: Option<String>) -> String {
@@ -420,10 +506,16 @@ fn lease_config(args: &Args, instance: &str) -> Result<Option<LeaseConfig>, Stri
 
 async fn serve(args: Args) -> Result<(), String> {
     let leader = lease_config(&args, &instance(args.instance.clone()))?;
+    check_work_dir_budget(&args)?;
+    let outbound = outbound_policy(&args)?;
     let client = client(&args).await?;
     let settings = Settings {
         instance: instance(args.instance.clone()),
-        allow_private_sources: args.allow_private_sources,
+        outbound,
+        platform_page_max_bytes: args.platform_page_max_bytes,
+        staging: std::sync::Arc::new(tokio::sync::Semaphore::new(usize::from(
+            args.upload_concurrency,
+        ))),
         max_file_bytes: args.max_file_bytes,
         fetch_timeout: args.fetch_timeout,
         work_dir: args.work_dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -439,11 +531,6 @@ async fn serve(args: Args) -> Result<(), String> {
         error_backoff_max: args.error_backoff_max,
         write_gate: Default::default(),
     };
-    if args.allow_private_sources {
-        tracing::warn!(
-            "--allow-private-sources: URL sources may point at loopback and private addresses"
-        );
-    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         instance = %settings.instance,
@@ -499,7 +586,38 @@ mod tests {
         assert_eq!(bytes("512Mi"), Ok(512 * 1024 * 1024));
         assert_eq!(bytes("2Gi"), Ok(2 << 30));
         assert!(bytes("0").is_err());
-        assert!(bytes("12MB").unwrap_err().contains("Ki, Mi or Gi"));
+        assert!(bytes("12MB").unwrap_err().contains("Ki, Mi, Gi"));
+        assert_eq!(bytes("1Ti"), Ok(1 << 40));
+        assert_eq!(bytes("500M"), Ok(500_000_000));
+        assert!(bytes("1.5Gi").is_err());
+    }
+
+    #[test]
+    fn the_work_dir_must_hold_every_upload_slot() {
+        use clap::Parser;
+        // The chart's defaults fit: 512Mi × 2 = 1Gi.
+        assert_eq!(
+            check_work_dir_budget(&parse(&["--work-dir-size-limit", "1Gi"])),
+            Ok(())
+        );
+        assert_eq!(check_work_dir_budget(&parse(&[])), Ok(()), "no limit told");
+        let refused = check_work_dir_budget(&parse(&[
+            "--work-dir-size-limit",
+            "1Gi",
+            "--upload-concurrency",
+            "3",
+        ]))
+        .unwrap_err();
+        assert!(
+            refused.contains("--work-dir-size-limit (1073741824 bytes)")
+                && refused.contains("--max-file-bytes (536870912 bytes)")
+                && refused.contains("--upload-concurrency (3)"),
+            "{refused}"
+        );
+        assert!(
+            Cli::try_parse_from(["run", "--upload-concurrency", "0"]).is_err(),
+            "at least one slot"
+        );
     }
 
     #[derive(clap::Parser)]

@@ -11,6 +11,7 @@
 pub mod clients;
 pub mod connector;
 pub mod crds;
+pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod failpoint;
@@ -44,6 +45,7 @@ use kube::runtime::reflector::ObjectRef;
 pub use error::Error;
 pub use metrics::Metrics;
 
+use crate::net::outbound::OutboundPolicy;
 use crate::platform::RetryPolicy;
 use clients::ConnectorClients;
 use schedule::Schedule;
@@ -53,6 +55,10 @@ pub const REPORTING_CONTROLLER: &str = "otau-operator";
 
 /// Reconciles of one controller that may run at once (each of the three kinds).
 pub const CONCURRENCY: u16 = 8;
+
+/// Package files staged in the work dir at once by default (`--upload-concurrency`): with the
+/// default `--max-file-bytes` of 512Mi, the chart's 1Gi work dir holds two.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 2;
 
 /// The API of the namespaced kind `K` in `namespace`, or in every namespace when `None`.
 fn api<K>(client: &kube::Client, namespace: Option<&str>) -> kube::Api<K>
@@ -70,8 +76,15 @@ where
 pub struct Settings {
     /// This replica's name (pod name): in `User-Agent` and as the event reporting instance.
     pub instance: String,
-    /// Allow URL sources on loopback, link-local and private addresses.
-    pub allow_private_sources: bool,
+    /// Which destinations user-named URLs may reach (connector endpoints, package sources):
+    /// `--allow-private-sources` and the platform-host allow-list (src/net/outbound.rs).
+    pub outbound: OutboundPolicy,
+    /// The most bytes of one identity listing page or content list answer.
+    pub platform_page_max_bytes: u64,
+    /// Files staged in the work dir at once, operator-wide (`--upload-concurrency`): a
+    /// package holds a permit from the start of a file's download until its upload ended, so
+    /// the work dir never holds more than this many files of at most `max_file_bytes`.
+    pub staging: Arc<tokio::sync::Semaphore>,
     /// The largest file a package may upload, bytes.
     pub max_file_bytes: u64,
     /// How long one URL download may take.
@@ -99,7 +112,9 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             instance: crate::platform::config::default_instance(),
-            allow_private_sources: false,
+            outbound: OutboundPolicy::default(),
+            platform_page_max_bytes: crate::platform::config::DEFAULT_PAGE_MAX_BYTES,
+            staging: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UPLOAD_CONCURRENCY)),
             max_file_bytes: 512 * 1024 * 1024,
             fetch_timeout: Duration::from_secs(600),
             work_dir: std::env::temp_dir(),

@@ -524,10 +524,12 @@ fn package_controller(
             },
         )
         // An edited ConfigMap file source re-reads the packages that use it (Secrets are
-        // get-only: the periodic resync covers them, see package::sources).
+        // get-only: the periodic resync covers them, see package::sources). Only ConfigMaps
+        // that opted in as package sources are watched (and cached); labelling one re-reads
+        // the packages waiting for it.
         .watches(
             api::<k8s_openapi::api::core::v1::ConfigMap>(client, namespace),
-            watcher::Config::default(),
+            watcher::Config::default().labels(package::sources::WATCH_SELECTOR),
             move |config_map| {
                 package::sources::packages_using_config_map(
                     &by_config_map,

@@ -18,14 +18,15 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::ssrf;
 use crate::api::software_package::PackageFile;
 use crate::controller::error::{Error, redact_url};
 use crate::controller::{Context, Settings};
+use crate::net::outbound::{OutboundError, OutboundPolicy};
 use crate::platform::UploadBody;
 
-/// The label a Secret needs before a package may use it as a file source.
-pub const SOURCE_LABEL: &str = "otau.dev/package-source";
+/// The label a Secret or ConfigMap needs (value `true`) before a package may use it as a file
+/// source: creating a package must not copy an object nobody opted in to devices.
+pub const SOURCE_LABEL: &str = crate::api::opt_in::PACKAGE_SOURCE_LABEL;
 /// Redirects followed per download (each hop is checked like the first URL).
 pub const MAX_REDIRECTS: usize = 5;
 /// Connect timeout of a download.
@@ -124,6 +125,7 @@ pub async fn fetch(
                 file: file.name.clone(),
                 message: format!("ConfigMap {} not found", r.name),
             })?;
+        opted_in(&file.name, "configmap", namespace, &r.name, &map.metadata)?;
         let bytes = map
             .binary_data
             .as_ref()
@@ -152,21 +154,7 @@ pub async fn fetch(
                 file: file.name.clone(),
                 message: format!("Secret {} not found", r.name),
             })?;
-        let opted_in = secret
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SOURCE_LABEL))
-            .is_some_and(|v| v == "true");
-        if !opted_in {
-            return Err(Error::SourceRefused {
-                file: file.name.clone(),
-                message: format!(
-                    "Secret {} is not labelled {SOURCE_LABEL}=true; label it (kubectl label secret {} {SOURCE_LABEL}=true) to allow packages to copy it to devices",
-                    r.name, r.name
-                ),
-            });
-        }
+        opted_in(&file.name, "secret", namespace, &r.name, &secret.metadata)?;
         let bytes = secret
             .data
             .as_ref()
@@ -204,6 +192,31 @@ pub async fn fetch(
     Ok(fetched)
 }
 
+/// Whether the ConfigMap or Secret (`kind` as kubectl spells it) `name` carries the
+/// [`SOURCE_LABEL`] opt-in; the refusal says how to add it.
+fn opted_in(
+    file: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<(), Error> {
+    if crate::api::opt_in::has_true_label(meta, SOURCE_LABEL) {
+        return Ok(());
+    }
+    let shown = if kind == "secret" {
+        "Secret"
+    } else {
+        "ConfigMap"
+    };
+    Err(Error::SourceRefused {
+        file: file.to_string(),
+        message: format!(
+            "{shown} {name} is not labelled {SOURCE_LABEL}=true, so no package may copy it to devices; if it is meant to be a package source, label it: kubectl label {kind} {name} {SOURCE_LABEL}=true -n {namespace}"
+        ),
+    })
+}
+
 /// Downloads `url` into a temporary file, following up to [`MAX_REDIRECTS`] redirects, each
 /// hop checked for scheme and address.
 pub async fn fetch_url(
@@ -229,47 +242,23 @@ pub async fn fetch_url(
     };
     let mut current =
         url::Url::parse(url).map_err(|e| refused(format!("the url is not valid: {e}")))?;
+    let policy = &settings.outbound;
+    // The outbound policy's client (src/net/outbound.rs): every name it resolves is checked,
+    // and it follows no redirect by itself: the loop below checks each hop first.
+    let http = policy
+        .client_builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(crate::platform::config::user_agent(&settings.instance))
+        .build()
+        .map_err(|e| unavailable(format!("cannot build an HTTP client: {e}")))?;
     for _hop in 0..=MAX_REDIRECTS {
         let shown = redact_url(&current);
-        match current.scheme() {
-            "https" => {}
-            "http" if allow_http => {}
-            "http" => {
-                return Err(refused(format!(
-                    "{shown} uses plain http://: use https:// or set allowInsecureHttp: true in the package"
-                )));
-            }
-            other => {
-                return Err(refused(format!(
-                    "{shown}: the scheme {other:?} is not supported"
-                )));
-            }
-        }
-        let host = current
-            .host_str()
-            .ok_or_else(|| refused(format!("{shown} has no host")))?
-            .to_string();
-        let port = current.port_or_known_default().unwrap_or(443);
-        let addrs = ssrf::resolve_checked(&host, port, settings.allow_private_sources)
+        check_hop(&current, &shown, allow_http, policy)
             .await
-            .map_err(|why| {
-                if why.contains("--allow-private-sources") {
-                    refused(why)
-                } else {
-                    unavailable(why)
-                }
+            .map_err(|e| match e {
+                OutboundError::Refused(why) => refused(why),
+                OutboundError::Unresolvable(why) => unavailable(why),
             })?;
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(crate::platform::config::user_agent(&settings.instance));
-        if host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[') {
-            builder = builder.resolve_to_addrs(&host, &addrs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| unavailable(format!("cannot build an HTTP client: {e}")))?;
         let response = tokio::time::timeout_at(deadline, http.get(current.clone()).send())
             .await
             .map_err(|_| timed_out())?
@@ -309,6 +298,32 @@ pub async fn fetch_url(
         "more than {MAX_REDIRECTS} redirects starting at {}",
         redact_url(&url::Url::parse(url).map_err(|e| refused(e.to_string()))?)
     )))
+}
+
+/// Checks one hop of a download before it is requested: the scheme (`http` only with the
+/// package's `allowInsecureHttp`), then the outbound policy (the host resolved and every
+/// address checked, so a refusal names the address before anything is sent).
+async fn check_hop(
+    url: &url::Url,
+    shown: &str,
+    allow_http: bool,
+    policy: &OutboundPolicy,
+) -> Result<(), OutboundError> {
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(OutboundError::Refused(format!(
+                "{shown} uses plain http://: use https:// or set allowInsecureHttp: true in the package"
+            )));
+        }
+        other => {
+            return Err(OutboundError::Refused(format!(
+                "{shown}: the scheme {other:?} is not supported"
+            )));
+        }
+    }
+    policy.check_destination(url).await
 }
 
 async fn stream_to_file(

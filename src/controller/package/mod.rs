@@ -13,8 +13,11 @@
 //! | sha256 mismatch, file over the limit, refused source, content id owned by another package | False | False | True | `PackageInvalid` |
 //! | deleting while an active Rollout uses it | False | False | False | `InUseByRollout` |
 //!
-//! Every file is read and verified before the first upload, so a bad file uploads nothing.
-//! Re-runs upload nothing that is already there with the same `sha256` tag. An item whose
+//! Files are read, verified and uploaded one at a time, in spec order: a URL download is staged
+//! in the work dir while it waits for an upload slot (`--upload-concurrency`), so the work dir
+//! holds at most that many files of at most `--max-file-bytes`. A bad file stops the pass
+//! before its own upload; the package is registered (and so offered to devices) only once every
+//! file passed. Re-runs upload nothing that is already there with the same `sha256` tag. An item whose
 //! `owner` tag names another package (or that has no owner tag) is never overwritten.
 //!
 //! The finalizer `otau.dev/platform-cleanup` removes the registration and, unless
@@ -25,7 +28,6 @@ pub mod cleanup;
 pub mod fetch;
 pub mod naming;
 pub mod sources;
-pub mod ssrf;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -293,9 +295,9 @@ pub fn condition_for_error(error: &Error) -> ErrorCondition {
         },
         Error::SourceUnavailable { .. } => (FALSE, FALSE, REASON_SOURCE_UNAVAILABLE),
         Error::InUse { .. } => (FALSE, FALSE, REASON_IN_USE),
-        Error::ConnectorSpecInvalid { .. } | Error::SecretNotFound { .. } => {
-            (FALSE, FALSE, reason::CONNECTOR_NOT_READY)
-        }
+        Error::ConnectorSpecInvalid { .. }
+        | Error::SecretNotFound { .. }
+        | Error::CredentialNotAllowed { .. } => (FALSE, FALSE, reason::CONNECTOR_NOT_READY),
         e if e.is_transient() => PLATFORM_UNAVAILABLE,
         _ => (FALSE, TRUE, reason::PACKAGE_INVALID),
     }
@@ -331,6 +333,8 @@ struct Planned<'a> {
     content_id: String,
     existing: Option<crate::platform::ContentInfo>,
     fetched: Option<Fetched>,
+    /// The upload slot a staged download holds until the plan is dropped.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Reads, verifies, uploads and registers. Idempotent.
@@ -352,27 +356,33 @@ async fn publish(
             content_id,
             existing,
             fetched: None,
+            _slot: None,
         });
     }
-    // Every file is read and verified before the first upload, so a bad file uploads nothing.
-    let mut verified = Vec::with_capacity(plan.len());
-    for planned in plan {
-        verified.push(fetch_unless_stored(planned, &namespace, package, ctx).await?);
+    // One file at a time: read and verify it, upload it if needed, let its staged copy go,
+    // then the next; a download waits for an upload slot (`--upload-concurrency`), so the work
+    // dir never holds more than the slots allow. A bad file stops the pass before its own
+    // upload; the package is registered only after every file passed.
+    let mut files = Vec::with_capacity(plan.len());
+    let mut uploaded = 0;
+    let total = plan.len();
+    for (index, planned) in plan.into_iter().enumerate() {
+        let planned = fetch_unless_stored(planned, &namespace, package, ctx).await?;
+        if planned.fetched.is_some() {
+            if uploaded == 0 {
+                report_uploading(package, connector, ctx, &planned, index, total).await?;
+            }
+            uploaded += 1;
+        }
+        files.push(upload_file(&planned, &owner, package, client, ctx).await?);
     }
-    let to_upload = verified.iter().filter(|p| p.fetched.is_some()).count();
-    if to_upload > 0 {
-        report_uploading(package, connector, ctx, to_upload, verified.len()).await?;
-    }
-    let files = upload_files(&verified, &owner, package, client, ctx).await?;
-    // Downloaded files are let go before the registration.
-    drop(verified);
 
     let registration = register(package, connector, client, ctx).await?;
     let message = published_message(
         package,
         &connector.spec.product_id,
         &files,
-        to_upload,
+        uploaded,
         &registration,
     );
     Ok(Published {
@@ -428,6 +438,20 @@ async fn fetch_unless_stored<'a>(
     if stored_sha.is_some() && stored_sha == wanted {
         return Ok(planned);
     }
+    if planned.file.url.is_some() {
+        // A URL download is staged in the work dir: it waits for an upload slot.
+        planned._slot = Some(
+            ctx.settings
+                .staging
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::SourceUnavailable {
+                    file: planned.file.name.clone(),
+                    message: "the operator is stopping".to_string(),
+                })?,
+        );
+    }
     let fetched = fetch::fetch(
         planned.file,
         namespace,
@@ -447,12 +471,13 @@ async fn fetch_unless_stored<'a>(
     Ok(planned)
 }
 
-/// Writes `Uploading` to status before the first upload.
+/// Writes `Uploading` to status before the first upload of a pass.
 async fn report_uploading(
     package: &SoftwarePackage,
     connector: &IoTConnector,
     ctx: &Context,
-    to_upload: usize,
+    first: &Planned<'_>,
+    index: usize,
     files: usize,
 ) -> Result<(), Error> {
     let mut status = base_status(package);
@@ -464,59 +489,57 @@ async fn report_uploading(
         FALSE,
         reason::UPLOADING,
         &format!(
-            "uploading {to_upload} of {files} file(s) to connector {}",
-            connector.spec.product_id
+            "uploading files to connector {} (file {} of {}: {})",
+            connector.spec.product_id,
+            index + 1,
+            files,
+            first.file.name
         ),
     );
     write_status(package, ctx, &status).await
 }
 
-/// Uploads every file that needs it (a `FileUploaded` event each) and returns every file as
-/// status records it: the uploaded ones with their new size and sha256, the others as stored.
-async fn upload_files(
-    plan: &[Planned<'_>],
+/// Uploads one file when it needs it (a `FileUploaded` event) and returns it as status records
+/// it: uploaded with its new size and sha256, or as stored.
+async fn upload_file(
+    p: &Planned<'_>,
     owner: &str,
     package: &SoftwarePackage,
     client: &ConnectorClient,
     ctx: &Context,
-) -> Result<Vec<UploadedFile>, Error> {
-    let reference = package.object_ref(&());
-    let mut files = Vec::with_capacity(plan.len());
-    for p in plan {
-        let (size, sha256) = match &p.fetched {
-            Some(fetched) => {
-                upload(p, fetched, owner, client).await?;
-                tracing::info!(file = %p.file.name, content_id = %p.content_id, size = fetched.size, "file uploaded");
-                ctx.event(
-                    &reference,
-                    EventType::Normal,
-                    "FileUploaded",
-                    "Upload",
-                    &format!(
-                        "uploaded {} as {} ({} bytes, sha256 {})",
-                        p.file.name, p.content_id, fetched.size, fetched.sha256
-                    ),
-                )
-                .await;
-                (fetched.size, fetched.sha256.clone())
-            }
-            None => {
-                let info = p.existing.as_ref();
-                (
-                    info.map_or(0, |i| i.length),
-                    info.and_then(|i| i.tags.get(SHA256_TAG).cloned())
-                        .unwrap_or_default(),
-                )
-            }
-        };
-        files.push(UploadedFile {
-            name: p.file.name.clone(),
-            content_id: p.content_id.clone(),
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            sha256,
-        });
-    }
-    Ok(files)
+) -> Result<UploadedFile, Error> {
+    let (size, sha256) = match &p.fetched {
+        Some(fetched) => {
+            upload(p, fetched, owner, client).await?;
+            tracing::info!(file = %p.file.name, content_id = %p.content_id, size = fetched.size, "file uploaded");
+            ctx.event(
+                &package.object_ref(&()),
+                EventType::Normal,
+                "FileUploaded",
+                "Upload",
+                &format!(
+                    "uploaded {} as {} ({} bytes, sha256 {})",
+                    p.file.name, p.content_id, fetched.size, fetched.sha256
+                ),
+            )
+            .await;
+            (fetched.size, fetched.sha256.clone())
+        }
+        None => {
+            let info = p.existing.as_ref();
+            (
+                info.map_or(0, |i| i.length),
+                info.and_then(|i| i.tags.get(SHA256_TAG).cloned())
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    Ok(UploadedFile {
+        name: p.file.name.clone(),
+        content_id: p.content_id.clone(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        sha256,
+    })
 }
 
 /// The package's manifest and registration, as [`register`] found or made it.

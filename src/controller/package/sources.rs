@@ -1,6 +1,9 @@
 //! Which packages a ConfigMap change concerns. ConfigMaps used as file sources are watched
-//! (in the namespaces the operator watches), so an edited ConfigMap re-reconciles the packages
-//! that read it at once: their files are read again and re-uploaded when the sha256 changed.
+//! (in the namespaces the operator watches, and only those labelled
+//! `otau.dev/package-source=true`: [`WATCH_SELECTOR`]), so an edited ConfigMap re-reconciles
+//! the packages that read it at once: their files are read again and re-uploaded when the
+//! sha256 changed. Labelling a ConfigMap brings it into the watch, which re-reads the packages
+//! that were refused for lack of the label.
 //!
 //! Secrets are not watched (docs/architecture.md §9.10: the operator only `get`s Secrets, it never
 //! lists or watches them). A changed Secret file source is picked up by the periodic resync
@@ -14,6 +17,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::super::Context;
 use crate::api::SoftwarePackage;
+
+/// The label selector of the ConfigMap watch: package sources only (the label of
+/// [`super::fetch::SOURCE_LABEL`]; a test checks they agree).
+pub const WATCH_SELECTOR: &str = "otau.dev/package-source=true";
 
 /// Whether `package` reads a file from the ConfigMap `name` (in its own namespace).
 pub fn reads_config_map(package: &SoftwarePackage, name: &str) -> bool {
@@ -56,6 +63,14 @@ mod tests {
 
     fn package(yaml: &str) -> SoftwarePackage {
         serde_yaml::from_str(yaml).expect("package yaml")
+    }
+
+    #[test]
+    fn the_watch_selects_the_opt_in_label() {
+        assert_eq!(
+            WATCH_SELECTOR,
+            format!("{}=true", super::super::fetch::SOURCE_LABEL)
+        );
     }
 
     #[test]
