@@ -198,17 +198,30 @@ fn the_default_pod_is_hardened_and_leader_elected() {
         .iter()
         .filter_map(|a| a.as_str())
         .collect();
+    let watch_release = format!("--watch-namespace={DEPLOY_NAMESPACE}");
     for wanted in [
         "run",
         "--leader-elect",
         "--work-dir=/var/lib/otau-operator/work",
+        "--work-dir-size-limit=1Gi",
+        "--upload-concurrency=2",
         "--metrics-addr=0.0.0.0:8080",
         "--push-addr=0.0.0.0:8081",
+        &watch_release,
     ] {
         assert!(args.contains(&wanted), "{wanted} missing from {args:?}");
     }
+    assert_eq!(
+        args.iter()
+            .filter(|a| a.starts_with("--watch-namespace"))
+            .count(),
+        1,
+        "the release namespace only: {args:?}"
+    );
     assert!(
-        !args.iter().any(|a| a.starts_with("--watch-namespace")),
+        !args
+            .iter()
+            .any(|a| a.starts_with("--allow-private-sources") || a.starts_with("--platform-host")),
         "{args:?}"
     );
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
@@ -227,13 +240,83 @@ fn the_default_pod_is_hardened_and_leader_elected() {
     );
     assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "1Gi");
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
-    // Default: every namespace, so the rules are in a ClusterRole; the Lease in a Role.
+    // Default: the release namespace only, so the rules are in a Role there (beside the
+    // Lease's); no ClusterRole grants anything on Secrets or ConfigMaps.
+    let roles: Vec<(&str, &str)> = of_kind(&docs, "Role")
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["metadata"]["namespace"].as_str()?,
+                r["metadata"]["name"].as_str()?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (DEPLOY_NAMESPACE, "otau-operator"),
+            (DEPLOY_NAMESPACE, "otau-operator-leader-election")
+        ]
+    );
+    let cluster_roles = of_kind(&docs, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1, "only the CRD reads");
+    let cluster_wide = serde_yaml::to_string(&cluster_roles).expect("yaml");
+    assert!(
+        !cluster_wide.contains("secrets") && !cluster_wide.contains("configmaps"),
+        "{cluster_wide}"
+    );
+}
+
+#[test]
+fn watch_all_namespaces_keeps_the_cluster_role_and_passes_no_namespace() {
+    let docs = documents(&render(
+        DEPLOY_NAMESPACE,
+        &["--set", "watchAllNamespaces=true"],
+    ));
+    let cluster_roles: Vec<&str> = of_kind(&docs, "ClusterRole")
+        .iter()
+        .filter_map(|r| r["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(cluster_roles, ["otau-operator", "otau-operator-crds"]);
+    let rules = serde_yaml::to_string(&of_kind(&docs, "ClusterRole")[0]).expect("yaml");
+    assert!(rules.contains("secrets"), "{rules}");
     let roles: Vec<&str> = of_kind(&docs, "Role")
         .iter()
         .filter_map(|r| r["metadata"]["name"].as_str())
         .collect();
     assert_eq!(roles, ["otau-operator-leader-election"]);
-    assert_eq!(of_kind(&docs, "ClusterRole").len(), 2);
+    let args = serde_yaml::to_string(
+        &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"],
+    )
+    .expect("yaml");
+    assert!(!args.contains("--watch-namespace"), "{args}");
+}
+
+#[test]
+fn platform_hosts_and_the_upload_budget_become_flags() {
+    let docs = documents(&render(
+        DEPLOY_NAMESPACE,
+        &[
+            "--set",
+            "operator.platformHosts={bizapi.hosted.exosite.io,murano.example.net}",
+            "--set",
+            "operator.uploadConcurrency=3",
+            "--set",
+            "workDir.sizeLimit=2Gi",
+        ],
+    ));
+    let args = serde_yaml::to_string(
+        &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"],
+    )
+    .expect("yaml");
+    for wanted in [
+        "--platform-host=bizapi.hosted.exosite.io",
+        "--platform-host=murano.example.net",
+        "--upload-concurrency=3",
+        "--work-dir-size-limit=2Gi",
+    ] {
+        assert!(args.contains(wanted), "{wanted} missing from {args}");
+    }
 }
 
 #[test]
@@ -324,6 +407,19 @@ fn value_combinations_the_schema_cannot_express_fail_with_what_to_change() {
         (
             vec!["webhook.enabled=false", "webhook.ingress.enabled=true"],
             "webhook.ingress.enabled needs webhook.enabled",
+        ),
+        (
+            vec!["watchAllNamespaces=true", "watchNamespaces={team-a}"],
+            "watchNamespaces and watchAllNamespaces exclude each other",
+        ),
+        // 512Mi × 3 = 1.5Gi does not fit the default 1Gi work dir.
+        (
+            vec!["operator.uploadConcurrency=3"],
+            "workDir.sizeLimit (1Gi = 1073741824 bytes) is smaller than operator.maxFileBytes (512Mi) × operator.uploadConcurrency (3) = 1610612736 bytes",
+        ),
+        (
+            vec!["workDir.sizeLimit=1000M"],
+            "workDir.sizeLimit (1000M = 1000000000 bytes) is smaller",
         ),
     ] {
         let mut args = vec!["template", RELEASE, chart];

@@ -17,6 +17,7 @@ use kube::api::Api;
 use otau_operator::api::Rollout;
 use serde_json::Value;
 
+use crate::support::process::CREDENTIAL_OPT_IN;
 use crate::support::{ControlPlane, repo_root, tool};
 
 use crate::harness::{
@@ -432,7 +433,7 @@ impl FaultyEmu {
     /// SoftwarePackage `fw` on this emulator.
     fn base_yaml(&self) -> String {
         format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\ntype: Opaque\nstringData:\n  token: {MTOKEN}\n---\napiVersion: otau.dev/v1alpha1\nkind: IoTConnector\nmetadata:\n  name: emulator\nspec:\n  productId: {CID}\n  managementUrl: {base}/api:1/\n  allowInsecureHttp: true\n  tokenSecretRef:\n    name: token\n  rateLimit:\n    requestsPerSecond: 5000\n    burst: 5000\n---\napiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw\nspec:\n  connectorRef:\n    name: emulator\n  version: {VERSION}\n  links:\n    - https://vendor.example.com/fw/{VERSION}/fw.img\n",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\n{CREDENTIAL_OPT_IN}type: Opaque\nstringData:\n  token: {MTOKEN}\n---\napiVersion: otau.dev/v1alpha1\nkind: IoTConnector\nmetadata:\n  name: emulator\nspec:\n  productId: {CID}\n  managementUrl: {base}/api:1/\n  allowInsecureHttp: true\n  tokenSecretRef:\n    name: token\n  rateLimit:\n    requestsPerSecond: 5000\n    burst: 5000\n---\napiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw\nspec:\n  connectorRef:\n    name: emulator\n  version: {VERSION}\n  links:\n    - https://vendor.example.com/fw/{VERSION}/fw.img\n",
             base = self.base
         )
     }

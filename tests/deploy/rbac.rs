@@ -2,7 +2,9 @@
 //! ServiceAccount (a `kubectl create token` kubeconfig, no admin), bound only by the rendered
 //! ClusterRoles/Roles, through an end-to-end rollout against the emulator and a package
 //! deletion (the finalizer path). The apiserver's audit log of that run must show no denied
-//! request, and every verb on every resource the chart grants.
+//! request, and every verb on every resource the chart grants. Once per RBAC mode of
+//! docs/security.md §5: the default (the release namespace), a `watchNamespaces` list, and
+//! `watchAllNamespaces`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,7 +13,9 @@ use std::time::Duration;
 
 use crate::chart::{chart_dir, documents, helm};
 use crate::harness::{CID, Emu, MTOKEN, profile};
-use crate::support::process::{OperatorProcess, operator_command};
+use crate::support::process::{
+    CREDENTIAL_OPT_IN, OperatorProcess, PACKAGE_SOURCE_OPT_IN, operator_command,
+};
 use crate::support::{ControlPlane, tool, wait_for};
 
 /// Devices in the fleet (tagged `fleet=e2e` by the harness profile).
@@ -211,26 +215,43 @@ fn exercise_lease_rule(kubeconfig: &Path, namespace: &str) {
     kubectl(&["replace", "-f", "-"], &current.to_string());
 }
 
+/// Which namespaces the chart's values make the operator watch (docs/security.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Default values: the release namespace, the rules in a Role there.
+    ReleaseNamespace,
+    /// `watchNamespaces` set to another namespace: the rules in a Role there.
+    Listed,
+    /// `watchAllNamespaces: true`: the rules in a ClusterRole.
+    All,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_with_exactly_the_charts_rbac() {
-    // Default values: every namespace, the rules in a ClusterRole.
-    prove_chart_rbac("otau-operator", false).await;
+    prove_chart_rbac("otau-operator", Mode::ReleaseNamespace).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_runs_with_exactly_the_charts_roles_for_watched_namespaces() {
-    // watchNamespaces: the rules in a Role in the watched namespace.
-    prove_chart_rbac("otau-operator-roles", true).await;
+    prove_chart_rbac("otau-operator-roles", Mode::Listed).await;
 }
 
-/// The scenario of both tests, as the ServiceAccount of the chart installed as `release`
-/// (its own ServiceAccount, ClusterRoles and bindings) with default values, or with
-/// `watchNamespaces` set to the test namespace when `roles` is set.
-async fn prove_chart_rbac(release: &str, roles: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_with_exactly_the_charts_cluster_role_for_all_namespaces() {
+    prove_chart_rbac("otau-operator-all", Mode::All).await;
+}
+
+/// The scenario of the tests, as the ServiceAccount of the chart installed as `release` (its
+/// own ServiceAccount, ClusterRoles and bindings) with the values of `mode`.
+async fn prove_chart_rbac(release: &str, mode: Mode) {
     let cp = ControlPlane::with_audit_log();
     let audit_log = cp.audit_log().expect("an audit log");
     let release_ns = cp.namespace("rbac-release").await;
-    let ns = cp.namespace("rbac-fleet").await;
+    // The fleet's objects live in the release namespace by default, in another one else.
+    let ns = match mode {
+        Mode::ReleaseNamespace => release_ns.clone(),
+        Mode::Listed | Mode::All => cp.namespace("rbac-fleet").await,
+    };
 
     // The chart's ServiceAccount and RBAC, rendered for the release namespace, applied by the
     // admin.
@@ -247,16 +268,25 @@ async fn prove_chart_rbac(release: &str, roles: bool) {
         "--show-only",
         "templates/rbac.yaml",
     ];
-    if roles {
-        args.extend(["--set", &watch]);
+    match mode {
+        Mode::ReleaseNamespace => {}
+        Mode::Listed => args.extend(["--set", &watch]),
+        Mode::All => args.extend(["--set", "watchAllNamespaces=true"]),
     }
     let rendered = helm(&args).unwrap_or_else(|e| panic!("helm {args:?}: {e}"));
-    let cluster_roles = documents(&rendered)
-        .iter()
+    let cluster_roles: Vec<serde_yaml::Value> = documents(&rendered)
+        .into_iter()
         .filter(|d| d["kind"] == "ClusterRole")
-        .count();
-    // With watchNamespaces only the CRD reads stay cluster-wide.
-    assert_eq!(cluster_roles, if roles { 1 } else { 2 }, "{rendered}");
+        .collect();
+    // Unless every namespace is watched, only the CRD reads are cluster-wide: no Secret is
+    // readable outside the watched namespaces.
+    let cluster_wide = serde_yaml::to_string(&cluster_roles).expect("yaml");
+    if mode == Mode::All {
+        assert_eq!(cluster_roles.len(), 2, "{rendered}");
+    } else {
+        assert_eq!(cluster_roles.len(), 1, "{rendered}");
+        assert!(!cluster_wide.contains("secrets"), "{cluster_wide}");
+    }
     admin(
         cp,
         &[
@@ -291,7 +321,7 @@ async fn prove_chart_rbac(release: &str, roles: bool) {
         &release_ns,
         &format!("{release}-0"),
         leader_elect,
-        roles.then_some(ns.as_str()),
+        (mode != Mode::All).then_some(ns.as_str()),
     )
     .await;
 
@@ -322,7 +352,7 @@ async fn prove_chart_rbac(release: &str, roles: bool) {
 
     // Then the Secret, a ConfigMap package source, the package and a Rollout to every device.
     let rest = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\ntype: Opaque\nstringData:\n  token: {MTOKEN}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes.txt: release notes of 2.0.0\n---\napiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.0\n  links:\n    - https://vendor.example.com/fw/2.0.0/fw.img\n  files:\n    - name: notes.txt\n      configMapKeyRef:\n        name: notes\n        key: notes.txt\n      contentType: text/plain\n---\napiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: fw-all\nspec:\n  packageRef:\n    name: fw\n  targets:\n    tags:\n      - name: fleet\n        value: e2e\n  waves:\n    - percent: 20\n    - percent: 100\n"
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\n{CREDENTIAL_OPT_IN}type: Opaque\nstringData:\n  token: {MTOKEN}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n{PACKAGE_SOURCE_OPT_IN}data:\n  notes.txt: release notes of 2.0.0\n---\napiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.0\n  links:\n    - https://vendor.example.com/fw/2.0.0/fw.img\n  files:\n    - name: notes.txt\n      configMapKeyRef:\n        name: notes\n        key: notes.txt\n      contentType: text/plain\n---\napiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: fw-all\nspec:\n  packageRef:\n    name: fw\n  targets:\n    tags:\n      - name: fleet\n        value: e2e\n  waves:\n    - percent: 20\n    - percent: 100\n"
     );
     admin(
         cp,

@@ -60,6 +60,37 @@ The image reference: repository:tag, the tag defaulting to the chart's appVersio
 {{- end }}
 
 {{/*
+The namespaces watched without watchAllNamespaces, as a JSON array: watchNamespaces, or the
+release namespace when it is empty.
+*/}}
+{{- define "otau-operator.watchedNamespaces" -}}
+{{- if .Values.watchNamespaces }}
+{{- toJson .Values.watchNamespaces }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+A size value as written (a whole number, or one with a Ki, Mi, Gi, Ti, k, M, G or T suffix, as
+the schema allows), as text: a number from a values file arrives as a float and is printed as a
+whole number.
+*/}}
+{{- define "otau-operator.size" -}}
+{{- if kindIs "float64" . }}{{ int64 . }}{{ else }}{{ toString . }}{{ end }}
+{{- end }}
+
+{{/*
+A size value in bytes, as text.
+*/}}
+{{- define "otau-operator.bytes" -}}
+{{- $text := include "otau-operator.size" . }}
+{{- $number := regexFind "^[0-9]+" $text | atoi }}
+{{- $factors := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 }}
+{{- mul $number (get $factors (regexFind "[A-Za-z]*$" $text)) }}
+{{- end }}
+
+{{/*
 Checks of value combinations the schema cannot express; each fails with what to change.
 */}}
 {{- define "otau-operator.validate" -}}
@@ -68,6 +99,15 @@ Checks of value combinations the schema cannot express; each fails with what to 
 {{- end }}
 {{- if and .Values.webhook.ingress.enabled (not .Values.webhook.enabled) }}
 {{- fail "webhook.ingress.enabled needs webhook.enabled: the Ingress would point at a receiver that does not run" }}
+{{- end }}
+{{- if and .Values.watchAllNamespaces .Values.watchNamespaces }}
+{{- fail "watchNamespaces and watchAllNamespaces exclude each other: list namespaces, or watch all of them" }}
+{{- end }}
+{{- $workDir := include "otau-operator.bytes" .Values.workDir.sizeLimit | atoi }}
+{{- $perFile := include "otau-operator.bytes" .Values.operator.maxFileBytes | atoi }}
+{{- $needed := mul $perFile (int .Values.operator.uploadConcurrency) }}
+{{- if lt $workDir $needed }}
+{{- fail (printf "workDir.sizeLimit (%s = %d bytes) is smaller than operator.maxFileBytes (%s) × operator.uploadConcurrency (%d) = %d bytes: raise workDir.sizeLimit, or lower maxFileBytes or uploadConcurrency" (include "otau-operator.size" .Values.workDir.sizeLimit) $workDir .Values.operator.maxFileBytes (int .Values.operator.uploadConcurrency) $needed) }}
 {{- end }}
 {{- if .Values.networkPolicy.enabled }}
 {{- if not .Values.networkPolicy.apiServer.cidrs }}
