@@ -167,7 +167,7 @@ async fn bench(args: Args) -> Result<bool, String> {
         &args,
         &namespace,
         &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\nstringData:\n  token: {TOKEN}\n---\napiVersion: otau.dev/v1alpha1\nkind: IoTConnector\nmetadata:\n  name: emu\nspec:\n  productId: {CID}\n  managementUrl: {}/api:1/\n  allowInsecureHttp: true\n  tokenSecretRef:\n    name: token\n",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: token\n  labels:\n    otau.dev/connector-credential: \"true\"\n  annotations:\n    otau.dev/allowed-hosts: 127.0.0.1\nstringData:\n  token: {TOKEN}\n---\napiVersion: otau.dev/v1alpha1\nkind: IoTConnector\nmetadata:\n  name: emu\nspec:\n  productId: {CID}\n  managementUrl: {}/api:1/\n  allowInsecureHttp: true\n  tokenSecretRef:\n    name: token\n",
             emulator.base_url
         ),
     )?;

@@ -367,6 +367,8 @@ async fn run(args: Args) -> Result<(), String> {
             "bench",
             "--metrics-addr",
             "127.0.0.1:0",
+            // The emulator listens on loopback, which the outbound policy refuses by default.
+            "--allow-private-sources",
         ])
         .args([
             "--push-addr",
@@ -440,7 +442,7 @@ async fn measure(
         .collect();
     let webhook_yaml = if args.push {
         format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: webhook}}\nstringData: {{hmacKey: {WEBHOOK_KEY}}}\n---\n"
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: webhook, labels: {{otau.dev/connector-credential: \"true\"}}}}\nstringData: {{hmacKey: {WEBHOOK_KEY}}}\n---\n"
         )
     } else {
         String::new()
@@ -451,7 +453,7 @@ async fn measure(
         ""
     };
     let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: token}}\nstringData: {{token: {TOKEN}}}\n---\n{webhook_yaml}\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: token, labels: {{otau.dev/connector-credential: \"true\"}}, annotations: {{otau.dev/allowed-hosts: 127.0.0.1}}}}\nstringData: {{token: {TOKEN}}}\n---\n{webhook_yaml}\
 apiVersion: otau.dev/v1alpha1\nkind: IoTConnector\nmetadata: {{name: emulator}}\nspec:\n  productId: {CID}\n  managementUrl: {emulator_url}/api:1/\n  allowInsecureHttp: true\n  tokenSecretRef: {{name: token}}\n{webhook_ref}  rateLimit: {{requestsPerSecond: {rate}, burst: {rate}}}\n---\n\
 apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata: {{name: fw}}\nspec:\n  connectorRef: {{name: emulator}}\n  version: 2.0.0\n  links: [\"https://vendor.example.com/fw.img\"]\n---\n\
 apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n  packageRef: {{name: fw}}\n  targets:\n    tags: [{{name: fleet, value: bench}}]\n  waves:\n{waves}  policy:\n    deviceTimeout: 30m\n    failureThreshold: {{percent: 100}}\n",

@@ -85,6 +85,10 @@ async fn wrong_token_is_rejected_and_stalls() {
         ("True", "CredentialsRejected")
     );
     assert!(stalled.message.contains("401"), "{}", stalled.message);
+    // What the platform wrote in its answer stays out of status and Events (docs/security.md
+    // §2): the emulator answers "invalid or expired token".
+    let said = "invalid or expired token";
+    assert!(!stalled.message.contains(said), "{}", stalled.message);
     // Flux's kstatus reads the operator's status as failed, with the condition's message.
     let (verdict, message) = cp.kstatus_of(&ns, "iotconnector.otau.dev", "emu");
     assert_eq!(verdict, "Failed", "{message}");
@@ -100,6 +104,7 @@ async fn wrong_token_is_rejected_and_stalls() {
         events.contains("CredentialsRejected"),
         "no CredentialsRejected event"
     );
+    assert!(!events.contains(said), "{events}");
     assert_no_token_leak(cp, &ns, &op, &[wrong, MTOKEN]);
 }
 

@@ -11,4 +11,5 @@ mod crd_skew;
 mod crds;
 mod events;
 mod operator;
+mod outbound;
 mod package;

@@ -11,7 +11,9 @@ use kube::api::Api;
 use serde::de::DeserializeOwned;
 
 use crate::support::emulator::{EmulatorSetup, TestEmulator};
-use crate::support::process::{OperatorProcess, operator_command};
+use crate::support::process::{
+    CREDENTIAL_OPT_IN, OperatorProcess, TEST_OUTBOUND, operator_command_with_outbound,
+};
 use crate::support::{ControlPlane, wait_for};
 
 /// The connector (product) id of every test.
@@ -66,8 +68,16 @@ spec:
     }
 }
 
-/// A token Secret as YAML.
+/// A token Secret as YAML, opted in as a connector credential for the emulator's host
+/// (docs/security.md §4).
 pub fn secret_yaml(name: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n{CREDENTIAL_OPT_IN}type: Opaque\nstringData:\n  token: {token}\n"
+    )
+}
+
+/// A token Secret as YAML as the previous release wrote it: no opt-in label or annotation.
+pub fn unlabelled_secret_yaml(name: &str, token: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  token: {token}\n"
     )
@@ -109,14 +119,24 @@ impl FileServer {
 pub type Operator = OperatorProcess;
 
 /// Starts `otau-operator run` against the test control plane, for `namespace`, with fast
-/// retries and `--allow-private-sources`, plus `extra` flags; waits until it serves
-/// `/readyz`.
+/// retries and the test outbound flags (`--allow-private-sources`), plus `extra` flags; waits
+/// until it serves `/readyz`.
 pub async fn start_operator(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Operator {
-    let mut command = operator_command(cp.kubeconfig());
+    start_operator_with_outbound(cp, namespace, TEST_OUTBOUND, extra).await
+}
+
+/// [`start_operator`] with `outbound` as the outbound flags (`--allow-private-sources`,
+/// `--platform-host`), none when empty.
+pub async fn start_operator_with_outbound(
+    cp: &ControlPlane,
+    namespace: &str,
+    outbound: &[&str],
+    extra: &[&str],
+) -> Operator {
+    let mut command = operator_command_with_outbound(cp.kubeconfig(), outbound);
     command
         .args(["--watch-namespace", namespace])
         .args(["--instance", INSTANCE])
-        .arg("--allow-private-sources")
         .args(extra)
         // No push receiver: these tests poll nothing, and a fixed port would collide
         // between tests running at once (an unknown variable is ignored).

@@ -231,14 +231,18 @@ impl Operator {
     }
 }
 
-/// The Secret, IoTConnector (rate limit raised, webhook key) and links-only SoftwarePackage
-/// `fw` every test starts from.
+/// The Secrets (opted in as connector credentials, docs/security.md §4), IoTConnector (rate
+/// limit raised, webhook key) and links-only SoftwarePackage `fw` every test starts from.
 pub fn base_yaml(emu: &Emu) -> String {
     format!(
         r#"apiVersion: v1
 kind: Secret
 metadata:
   name: token
+  labels:
+    otau.dev/connector-credential: "true"
+  annotations:
+    otau.dev/allowed-hosts: 127.0.0.1
 type: Opaque
 stringData:
   token: {MTOKEN}
@@ -247,6 +251,8 @@ apiVersion: v1
 kind: Secret
 metadata:
   name: webhook
+  labels:
+    otau.dev/connector-credential: "true"
 type: Opaque
 stringData:
   hmacKey: {WEBHOOK_KEY}

@@ -77,10 +77,28 @@ pub async fn wait_ready(
     }
 }
 
+/// The outbound flags of every test operator (unless a test asks for others with
+/// [`operator_command_with_outbound`]): the emulator and the file servers listen on
+/// 127.0.0.1, which the outbound policy refuses by default (docs/security.md §2).
+pub const TEST_OUTBOUND: &[&str] = &["--allow-private-sources"];
+
+/// The label and annotation every test credential Secret carries (docs/security.md §4): the
+/// opt-in, and the emulator's host as the one its token may go to. YAML, under `metadata:`.
+pub const CREDENTIAL_OPT_IN: &str = "  labels:\n    otau.dev/connector-credential: \"true\"\n  annotations:\n    otau.dev/allowed-hosts: 127.0.0.1\n";
+
+/// The label every test ConfigMap or Secret file source carries. YAML, under `metadata:`.
+pub const PACKAGE_SOURCE_OPT_IN: &str = "  labels:\n    otau.dev/package-source: \"true\"\n";
+
 /// `otau-operator run` with what every test of the binary wants: `kubeconfig`, `/metrics` on
-/// 127.0.0.1:0, JSON logs (debug for the operator), fast platform retries, nothing taken
-/// from the test's own `KUBECONFIG` or `RUST_LOG`, stdin closed. Callers add the rest.
+/// 127.0.0.1:0, JSON logs (debug for the operator), fast platform retries, the outbound flags
+/// of [`TEST_OUTBOUND`], nothing taken from the test's own `KUBECONFIG` or `RUST_LOG`, stdin
+/// closed. Callers add the rest.
 pub fn operator_command(kubeconfig: &std::path::Path) -> Command {
+    operator_command_with_outbound(kubeconfig, TEST_OUTBOUND)
+}
+
+/// [`operator_command`] with `outbound` as the outbound flags instead of [`TEST_OUTBOUND`].
+pub fn operator_command_with_outbound(kubeconfig: &std::path::Path, outbound: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_otau-operator"));
     command
         .arg("run")
@@ -92,6 +110,7 @@ pub fn operator_command(kubeconfig: &std::path::Path) -> Command {
         .args(["--platform-initial-backoff", "100ms"])
         .args(["--platform-max-backoff", "2s"])
         .args(["--error-backoff-max", "3s"])
+        .args(outbound)
         .env_remove("KUBECONFIG")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
