@@ -160,4 +160,28 @@ async fn devices_failed_are_exactly_the_emulators_failures() {
         "{}",
         ran.stderr
     );
+
+    // Even a user who may read the Secret sends its token only where it opted in
+    // (docs/security.md §1): without the label, devices refuses and says how to add it.
+    kubectl(
+        cp,
+        &[
+            "label",
+            "secret",
+            "token",
+            "otau.dev/connector-credential-",
+            "-n",
+            &ns,
+        ],
+    );
+    let ran = run_with(cp.kubeconfig(), &ns, &["devices", "fw-mixed"]);
+    assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stderr.contains(&format!(
+            "kubectl label secret token otau.dev/connector-credential=true -n {ns}"
+        )),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains(MTOKEN) && !ran.stdout.contains(MTOKEN));
 }
