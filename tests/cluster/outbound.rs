@@ -62,9 +62,25 @@ async fn an_unlabelled_token_written_before_the_upgrade_is_refused_until_labelle
     let cp = ControlPlane::get();
     let ns = cp.namespace("outbound-upgrade").await;
     let emu = Emu::start().await;
-    // The objects as the previous release's docs had users write them: a plain Secret.
+    // The objects as the previous release's docs had users write them (a plain Secret), and
+    // the status the previous release wrote once it had checked the token.
     apply(cp, &ns, &unlabelled_secret_yaml("token", MTOKEN));
     apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
+    let previous = r#"{"status":{"observedGeneration":1,"conditions":[{"type":"Ready","status":"True","reason":"Connected","message":"the management API accepted the token","lastTransitionTime":"2026-01-01T00:00:00Z","observedGeneration":1}]}}"#;
+    kubectl(
+        cp,
+        &[
+            "patch",
+            "iotconnector",
+            "emu",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            previous,
+        ],
+    );
     let op = start_operator(cp, &ns, &[]).await;
     let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
     let connector = wait_condition(&api, "emu", "Ready", "False", "CredentialNotAllowed").await;
