@@ -272,6 +272,9 @@ pub fn set_conditions(
     message: &str,
     at: Time,
 ) {
+    // Platform text (an error body) is made safe to show and bounded, as the engine does.
+    let message = crate::engine::condition_message(message);
+    let message = message.as_str();
     set_condition(
         conds,
         new_condition(READY, ready, why, message, generation, at.clone()),

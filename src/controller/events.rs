@@ -1,5 +1,6 @@
 //! Kubernetes Events through the one shared [`Recorder`] (docs/architecture.md §9.5). Notes are
-//! for humans, capped below 1 kB, and never hold a Secret value.
+//! for humans, capped below 1 kB, never hold a Secret value, and show device and platform text
+//! only made safe ([`safe_text`]: control and invisible characters escaped).
 //!
 //! An Event repeated with the same note within a few minutes becomes a series (one object with
 //! a count), like kube's own recorder; unlike it, an Event whose note changed is a new object,
@@ -17,6 +18,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use tokio::sync::Mutex;
+
+use crate::otau::safe_text;
 
 /// Most bytes of an event note (the API allows 1 kB).
 pub const MAX_NOTE_BYTES: usize = 1000;
@@ -178,6 +181,12 @@ fn type_name(type_: EventType) -> &'static str {
     }
 }
 
+/// The note an Event carries: `note` made safe to show (device and platform text may hold
+/// escape sequences, bells, bidi overrides) and cut at [`MAX_NOTE_BYTES`].
+pub fn note_text(note: &str) -> String {
+    safe_text(note, MAX_NOTE_BYTES)
+}
+
 /// Publishes one event about `reference`; failures are logged, never returned (events are
 /// for humans, not state).
 pub async fn publish(
@@ -188,7 +197,7 @@ pub async fn publish(
     action: &str,
     note: &str,
 ) {
-    let note = truncate(note, MAX_NOTE_BYTES);
+    let note = note_text(note);
     if let Err(error) = recorder
         .publish(reference, type_, reason, action, &note)
         .await
@@ -202,28 +211,21 @@ pub async fn publish(
     }
 }
 
-/// `text` cut to at most `max` bytes on a character boundary, with `…` when cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn notes_are_capped_on_char_boundaries() {
-        assert_eq!(truncate("short", 10), "short");
+    fn notes_are_capped_on_char_boundaries_and_show_no_control_character() {
+        assert_eq!(note_text("short"), "short");
         let long = "é".repeat(600);
-        let cut = truncate(&long, MAX_NOTE_BYTES);
+        let cut = note_text(&long);
         assert!(cut.len() <= MAX_NOTE_BYTES);
         assert!(cut.ends_with('…'));
+        let hostile = note_text("write failed: \u{1b}]0;owned\u{7}\r\u{202e}gnp.exe");
+        assert_eq!(
+            hostile,
+            "write failed: \\u{1b}]0;owned\\u{7}\\r\\u{202e}gnp.exe"
+        );
     }
 }

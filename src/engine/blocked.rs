@@ -12,7 +12,7 @@ use crate::api::rollout::RolloutStatus;
 use super::events::{EngineEvent, reason as event_reason};
 use super::memory::AbortCause;
 use super::observation::Micros;
-use super::status::{Overall, set_conditions, time_from_micros};
+use super::status::{Overall, condition_message, set_conditions, time_from_micros};
 use super::{Blocker, Decision, EngineInput, PollHint, Requeue};
 
 /// The five conditions a Rollout always shows (`Reconciling` comes and goes).
@@ -29,7 +29,14 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
     let mut set = |type_: &str, st: &str, r: &str, m: &str| {
         set_condition(
             &mut conds,
-            new_condition(type_, st, r, m, generation, now_t.clone()),
+            new_condition(
+                type_,
+                st,
+                r,
+                condition_message(m),
+                generation,
+                now_t.clone(),
+            ),
         );
     };
     let aborted = input.memory.aborted.is_some() || input.spec.abort;
@@ -130,11 +137,11 @@ pub fn writes_failed(
     generation: Option<i64>,
     now: Micros,
 ) {
-    let message = format!(
+    let message = condition_message(&format!(
         "config_otau writes fail: {}; {} of {} written in this pass, the rest are written when \
          the platform accepts them",
         shortfall.error, shortfall.written, shortfall.decided
-    );
+    ));
     let now_t = time_from_micros(now);
     let conds = &mut decision.status.conditions;
     set_condition(

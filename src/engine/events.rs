@@ -1,5 +1,11 @@
 //! The Kubernetes Events a step asks the caller to emit.
 
+use crate::otau::safe_text;
+
+/// The longest Event message the engine builds, in bytes (an Event note may hold 1 kB); a
+/// message is made safe to show ([`safe_text`]) and cut there when built.
+pub const MAX_EVENT_MESSAGE_BYTES: usize = 1000;
+
 /// Event type, as in Kubernetes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -39,23 +45,23 @@ pub struct ThresholdTrip {
 }
 
 impl EngineEvent {
-    /// A Normal event.
+    /// A Normal event; the message is made safe to show and bounded.
     pub fn normal(reason: &'static str, message: String) -> Self {
         Self {
             type_: EventType::Normal,
             reason,
-            message,
+            message: safe_text(&message, MAX_EVENT_MESSAGE_BYTES),
             wave: None,
             threshold: None,
         }
     }
 
-    /// A Warning event.
+    /// A Warning event; the message is made safe to show and bounded.
     pub fn warning(reason: &'static str, message: String) -> Self {
         Self {
             type_: EventType::Warning,
             reason,
-            message,
+            message: safe_text(&message, MAX_EVENT_MESSAGE_BYTES),
             wave: None,
             threshold: None,
         }

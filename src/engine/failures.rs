@@ -1,13 +1,18 @@
 //! The status' `recentFailures`: the newest failed, retrying, timed-out and invalid devices,
-//! with what each reported.
+//! with what each reported. Identities and messages are device text: each is made safe to
+//! show and bounded ([`safe_text`]) before it lands in the status.
 
 use crate::api::rollout::DeviceFailure;
+use crate::otau::safe_text;
 
 use super::device::{DeviceState, EvalContext, report_is_fresh};
 use super::index::{DeviceIndex, ReportCode, SetKind};
 use super::observation::Micros;
 use super::policy::ParsedPolicy;
-use super::status::{FailureCandidate, RecentFailures, time_from_micros, truncate};
+use super::status::{
+    FailureCandidate, MAX_FAILURE_IDENTITY_BYTES, MAX_FAILURE_MESSAGE_BYTES, RecentFailures,
+    time_from_micros,
+};
 
 /// The newest failures (failed, retrying, timed out, invalid), newest first.
 pub fn recent_failures(
@@ -76,9 +81,9 @@ pub fn recent_failures(
                 message.push_str(&format!("; retrying with attempt {next}"));
             }
             DeviceFailure {
-                identity: truncate(identity.to_owned(), 128),
+                identity: safe_text(identity, MAX_FAILURE_IDENTITY_BYTES),
                 status,
-                message: Some(truncate(message, 256)),
+                message: Some(safe_text(&message, MAX_FAILURE_MESSAGE_BYTES)),
                 at: time_from_micros(c.at),
             }
         })

@@ -60,7 +60,7 @@ use crate::api::rollout::{RolloutSpec, RolloutStatus};
 pub use blocked::{WriteShortfall, reconcile_blocked, writes_failed};
 pub use control::ResumeRequest;
 pub use device::{DeviceState, EvalContext, evaluate};
-pub use events::{EngineEvent, EventType, ThresholdTrip, reason};
+pub use events::{EngineEvent, EventType, MAX_EVENT_MESSAGE_BYTES, ThresholdTrip, reason};
 pub use index::{
     DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, ReportCode, SetKind,
 };
@@ -74,7 +74,10 @@ pub use policy::{
     started_waves_text,
 };
 pub use reconcile::reconcile;
-pub use status::{Overall, set_conditions};
+pub use status::{
+    MAX_CONDITION_MESSAGE_BYTES, MAX_FAILURE_IDENTITY_BYTES, MAX_FAILURE_MESSAGE_BYTES, Overall,
+    condition_message, set_conditions,
+};
 pub use waves::{cumulative_sizes, positional_wave};
 
 /// Everything a step reads besides the device index and the time.

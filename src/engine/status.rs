@@ -8,9 +8,26 @@ use crate::api::conditions::{
     set_condition,
 };
 use crate::api::rollout::{DeviceCounts, MAX_RECENT_FAILURES};
+use crate::otau::safe_text;
 
 use super::device::DeviceState;
 use super::observation::Micros;
+
+/// The longest identity a `recentFailures` entry holds, in bytes of UTF-8 (the CRD allows
+/// 128 characters); longer ones are cut with `…` ([`safe_text`]).
+pub const MAX_FAILURE_IDENTITY_BYTES: usize = 128;
+/// The longest message a `recentFailures` entry holds, in bytes (the CRD allows 256
+/// characters).
+pub const MAX_FAILURE_MESSAGE_BYTES: usize = 256;
+/// The longest condition message the engine writes, in bytes: a platform error quoted in
+/// `PlatformUnavailable` is cut there.
+pub const MAX_CONDITION_MESSAGE_BYTES: usize = 1024;
+
+/// A condition message as the engine writes it: device and platform text made safe to show
+/// (control and invisible characters escaped) and cut at [`MAX_CONDITION_MESSAGE_BYTES`].
+pub fn condition_message(message: &str) -> String {
+    safe_text(message, MAX_CONDITION_MESSAGE_BYTES)
+}
 
 /// The time of a step, whole seconds (a `metav1.Time` keeps only seconds, so anything finer
 /// would not survive a status round trip and a restart would decide differently).
@@ -84,7 +101,14 @@ pub fn set_conditions(
     let mut set = |type_: &str, status: &str, reason: &str, message: &str| {
         set_condition(
             conditions,
-            new_condition(type_, status, reason, message, generation, now.clone()),
+            new_condition(
+                type_,
+                status,
+                reason,
+                condition_message(message),
+                generation,
+                now.clone(),
+            ),
         );
     };
     match overall {
@@ -210,18 +234,6 @@ impl RecentFailures {
     pub fn into_sorted(self) -> Vec<FailureCandidate> {
         self.kept
     }
-}
-
-/// Truncates `text` to at most `max` bytes at a character boundary.
-pub fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
 }
 
 #[cfg(test)]

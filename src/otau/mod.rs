@@ -1,16 +1,19 @@
 //! The Exosite over-the-air update (OTAU) schema: the `config_otau` manifest the operator writes
 //! to devices, the `otau_in` status reports devices write back, and how those reports are
-//! classified (exosite-platform.md §2).
+//! classified (exosite-platform.md §2), and how text a device wrote is made safe to show
+//! ([`safe_text`]).
 //!
 //! Everything here is pure data and parsing: no I/O, and parsing never panics.
 
 mod classify;
 mod manifest;
 mod report;
+mod text;
 
 pub use classify::{Classification, classify};
 pub use manifest::{Manifest, ManifestError, Payload, PayloadItem, same_json};
 pub use report::{Report, ReportError, Status, StatusClass};
+pub use text::{ELLIPSIS, is_safe_text, needs_escape, safe_text};
 
 /// The settable resource that carries the manifest (cloud → device).
 pub const CONFIG_OTAU: &str = "config_otau";

@@ -36,7 +36,7 @@ use super::error::{PluginError, Subject};
 use super::output;
 use super::render::phase;
 use super::status::get_rollout;
-use super::style::{Style, Tone, age, table};
+use super::style::{Style, Tone, age, shown, table};
 
 /// One device of a rollout, as `devices` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -482,7 +482,8 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `devices` table.
+/// The `devices` table. Identities and reports are device text, shown only through
+/// [`shown`].
 pub fn devices_view(rows: &[DeviceRow], now: Timestamp, style: &Style) -> String {
     let lines: Vec<Vec<String>> = rows
         .iter()
@@ -509,11 +510,11 @@ pub fn devices_view(rows: &[DeviceRow], now: Timestamp, style: &Style) -> String
                 })
                 .unwrap_or_else(|| "-".into());
             let (status, version, message) = match &r.report {
-                Some(rep) => (rep.status.clone(), rep.version.clone(), rep.message.clone()),
+                Some(rep) => (shown(&rep.status), shown(&rep.version), shown(&rep.message)),
                 None => ("-".into(), "-".into(), String::new()),
             };
             vec![
-                r.identity.clone(),
+                shown(&r.identity),
                 r.wave.to_string(),
                 style.paint(tone, &state),
                 r.attempt.map_or_else(|| "-".into(), |a| a.to_string()),
@@ -531,4 +532,40 @@ pub fn devices_view(rows: &[DeviceRow], now: Timestamp, style: &Style) -> String
         ],
         &lines,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::style::{HOSTILE, assert_terminal_safe};
+
+    #[test]
+    fn device_identities_and_reports_are_shown_only_escaped() {
+        let rows = vec![DeviceRow {
+            identity: format!("dev{HOSTILE}"),
+            wave: 1,
+            state: "failed".into(),
+            attempt: Some(1),
+            retry_attempt: None,
+            report: Some(ReportView {
+                version: format!("2.0{HOSTILE}"),
+                status: format!("INSTALL_ERROR{HOSTILE}"),
+                message: format!("exit{HOSTILE}"),
+            }),
+            reported_at: Some("2025-01-01T00:00:00Z".into()),
+        }];
+        let now: Timestamp = "2025-01-01T00:01:00Z".parse().expect("now");
+        for style in [Style::plain(), Style { colour: true }] {
+            let text = devices_view(&rows, now, &style);
+            assert_terminal_safe(&text, &style);
+            assert!(text.starts_with(r"DEVICE"), "{text}");
+            assert!(text.contains(r"dev\u{1b}]0;pwned\u{7}"), "{text}");
+            assert!(text.contains(r"exit\u{1b}]0;pwned"), "{text}");
+        }
+        // -o json keeps the device's exact text, in JSON escapes only.
+        let json = output::render(crate::plugin::OutputFormat::Json, &rows).expect("json");
+        assert_terminal_safe(&json, &Style::plain());
+        let back: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(back[0]["report"]["message"], format!("exit{HOSTILE}"));
+    }
 }

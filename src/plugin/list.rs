@@ -15,7 +15,7 @@ use super::error::{PluginError, Subject};
 use super::output;
 use super::render::{command, phase, phase_text};
 use super::status::get_rollout;
-use super::style::{Style, age, table};
+use super::style::{Style, age, shown, table};
 
 /// Runs `list`.
 pub async fn run_list(
@@ -96,18 +96,21 @@ pub fn list_view(
             let t = &status.totals;
             let mut row = vec![];
             if all_namespaces {
-                row.push(r.namespace().unwrap_or_default());
+                row.push(shown(&r.namespace().unwrap_or_default()));
             }
             row.extend([
-                r.name_any(),
-                r.spec.package_ref.name.clone(),
+                shown(&r.name_any()),
+                shown(&r.spec.package_ref.name),
                 phase_text(phase(r), style),
                 format!("{}/{}", status.current_wave, r.spec.waves.len()),
                 t.succeeded.to_string(),
                 // `status.totals.failed`, the number the CRD's Failed printer column shows.
                 t.failed.to_string(),
                 t.targeted.to_string(),
-                status.success_rate.clone().unwrap_or_else(|| "-".into()),
+                status
+                    .success_rate
+                    .as_deref()
+                    .map_or_else(|| "-".into(), shown),
                 age(r.metadata.creation_timestamp.as_ref(), now),
             ]);
             row
@@ -212,20 +215,21 @@ pub fn plan_view(name: &str, plan: &Plan) -> String {
         .map(|w| {
             vec![
                 match &w.name {
-                    Some(n) => format!("{} {n}", w.number),
+                    Some(n) => format!("{} {}", w.number, shown(n)),
                     None => w.number.to_string(),
                 },
-                w.size.clone(),
+                shown(&w.size),
                 w.devices.to_string(),
                 w.cumulative.to_string(),
                 if w.require_approval { "yes" } else { "no" }.to_owned(),
-                w.soak.clone().unwrap_or_else(|| "-".into()),
+                w.soak.as_deref().map_or_else(|| "-".into(), shown),
                 held_text(w.held.as_ref()),
             ]
         })
         .collect();
     let mut text = format!(
-        "Plan of {name} for {} targeted devices:\n{}",
+        "Plan of {} for {} targeted devices:\n{}",
+        shown(name),
         plan.targets,
         table(
             "  ",
@@ -391,5 +395,30 @@ mod tests {
         let json = serde_json::to_value(&plan).expect("json");
         assert_eq!(json["waves"][0]["held"]["failed"], 4);
         assert!(json["waves"][1].get("held").is_none());
+    }
+
+    #[test]
+    fn list_and_plan_show_object_text_only_escaped() {
+        use crate::plugin::render::tests::hostile_rollout;
+        use crate::plugin::style::{HOSTILE, assert_terminal_safe};
+        let mut r = hostile_rollout();
+        r.metadata.name = Some(format!("fw{HOSTILE}"));
+        r.metadata.namespace = Some(format!("ns{HOSTILE}"));
+        r.spec.package_ref.name = format!("pkg{HOSTILE}");
+        r.status.as_mut().expect("status").plan = Some(WavePlan {
+            targets: 2,
+            cumulative: vec![1, 2],
+            held: Vec::new(),
+        });
+        let now = Timestamp::from_second(2_000).expect("now");
+        for style in [Style::plain(), Style { colour: true }] {
+            let text = list_view(std::slice::from_ref(&r), true, now, &style);
+            assert_terminal_safe(&text, &style);
+            assert!(text.contains(r"pkg\u{1b}]0;pwned"), "{text}");
+        }
+        let plan = plan_of(&r).expect("plan");
+        let text = plan_view(r.metadata.name.as_deref().unwrap_or_default(), &plan);
+        assert_terminal_safe(&text, &Style::plain());
+        assert!(text.contains(r"1 canary\u{1b}]0;pwned"), "{text}");
     }
 }

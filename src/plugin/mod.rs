@@ -32,10 +32,18 @@ pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error}");
+            // An error may quote the platform (a listing's error body) or an object: shown
+            // like any such text, so it cannot write to the terminal either.
+            eprintln!("error: {}", error_text(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The text of `error` as printed on stderr: control and invisible characters escaped, at most
+/// 4 KiB.
+pub fn error_text(error: &PluginError) -> String {
+    crate::otau::safe_text(&error.to_string(), 4096)
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode, PluginError> {

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use crate::api::conditions::{self, reason};
 use crate::api::rollout::{DeviceCounts, Rollout, RolloutPhase, RolloutStatus, WaveStatus};
 
-use super::style::{Style, Tone, age, table, until};
+use super::style::{Style, Tone, age, shown, table, until};
 
 /// The phase word, or `Pending` before the operator wrote a status.
 pub fn phase(rollout: &Rollout) -> RolloutPhase {
@@ -154,15 +154,18 @@ fn overview(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: &S
     let mut field = |key: &str, value: &str| {
         let _ = writeln!(out, "{:<15}{value}", format!("{key}:"));
     };
-    field("Name", &rollout.name_any());
-    field("Namespace", &rollout.namespace().unwrap_or_default());
-    field("Package", &rollout.spec.package_ref.name);
+    field("Name", &shown(&rollout.name_any()));
+    field(
+        "Namespace",
+        &shown(&rollout.namespace().unwrap_or_default()),
+    );
+    field("Package", &shown(&rollout.spec.package_ref.name));
     field("Phase", &phase_text(phase(rollout), style));
     if let Some(ready) = condition(status, conditions::READY) {
-        field("Message", &ready.message);
+        field("Message", &shown(&ready.message));
     }
     if let Some(waiting) = waiting_for(rollout, now) {
-        field("Waiting for", &style.paint(Tone::Warn, &waiting));
+        field("Waiting for", &style.paint(Tone::Warn, &shown(&waiting)));
     }
     let total_waves = rollout.spec.waves.len();
     field("Wave", &format!("{} of {total_waves}", status.current_wave));
@@ -190,7 +193,7 @@ fn success_rate_text(status: &RolloutStatus, style: &Style) -> String {
             };
             format!(
                 "{} ({} of {finished} finished devices succeeded)",
-                style.paint(tone, rate),
+                style.paint(tone, &shown(rate)),
                 t.succeeded
             )
         }
@@ -217,14 +220,14 @@ fn conditions_table(status: &RolloutStatus, now: Timestamp, style: &Style) -> St
                 _ => Tone::Dim,
             };
             vec![
-                c.type_.clone(),
-                style.paint(tone, &c.status),
-                c.reason.clone(),
+                shown(&c.type_),
+                style.paint(tone, &shown(&c.status)),
+                shown(&c.reason),
                 age(Some(&c.last_transition_time), now),
                 if Some(c.message.as_str()) == ready_message {
                     String::new()
                 } else {
-                    c.message.clone()
+                    shown(&c.message)
                 },
             ]
         })
@@ -242,10 +245,10 @@ fn failures_table(status: &RolloutStatus, now: Timestamp, style: &Style) -> Stri
         .iter()
         .map(|f| {
             vec![
-                f.identity.clone(),
-                style.paint(Tone::Bad, &f.status),
+                shown(&f.identity),
+                style.paint(Tone::Bad, &shown(&f.status)),
                 age(Some(&f.at), now),
-                f.message.clone().unwrap_or_default(),
+                shown(f.message.as_deref().unwrap_or_default()),
             ]
         })
         .collect();
@@ -297,7 +300,7 @@ fn wave_table(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: 
         let number = i as i32 + 1;
         let mut label = number.to_string();
         if let Some(name) = &wave.name {
-            label.push_str(&format!(" {name}"));
+            label.push_str(&format!(" {}", shown(name)));
         }
         if wave.require_approval {
             label.push_str(if approved >= number {
@@ -371,7 +374,7 @@ fn wave_table(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::api::rollout::{PauseInfo, RolloutSpec, WavePlan};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -566,5 +569,57 @@ mod tests {
             "kubectl otau status fw",
             "no -n when the namespace is not known"
         );
+    }
+
+    /// A rollout whose every string of the status holds device-written control text, as an
+    /// older operator (which stored it raw) or another writer of the status could leave it.
+    pub(crate) fn hostile_rollout() -> Rollout {
+        use crate::api::rollout::DeviceFailure;
+        use crate::plugin::style::HOSTILE;
+        let mut r = paused(HOSTILE);
+        r.spec.waves[0].name = Some(format!("canary{HOSTILE}"));
+        let status = r.status.as_mut().expect("status");
+        status.conditions = vec![
+            cond("Ready", "False", HOSTILE, &format!("ready {HOSTILE}")),
+            cond(HOSTILE, HOSTILE, HOSTILE, &format!("other {HOSTILE}")),
+        ];
+        status.success_rate = Some(format!("9{HOSTILE}%"));
+        status.waves = vec![WaveStatus {
+            number: 1,
+            name: Some(HOSTILE.into()),
+            started_at: Some(at(900)),
+            ..WaveStatus::default()
+        }];
+        status.recent_failures = vec![DeviceFailure {
+            identity: format!("dev-{HOSTILE}"),
+            status: format!("INSTALL_ERROR{HOSTILE}"),
+            message: Some(format!("exit 1{HOSTILE}")),
+            at: at(1_000),
+        }];
+        r
+    }
+
+    #[test]
+    fn device_text_in_the_status_never_reaches_the_terminal_raw() {
+        use crate::plugin::style::assert_terminal_safe;
+        let r = hostile_rollout();
+        let now = Timestamp::from_second(2_000).expect("now");
+        for style in [Style::plain(), Style { colour: true }] {
+            let text = status_view(&r, now, &style);
+            assert_terminal_safe(&text, &style);
+            // The device's bytes are there, as visible escapes.
+            let failure = text
+                .lines()
+                .find(|l| l.trim_start().starts_with("dev-"))
+                .expect("the failure row");
+            assert!(
+                failure.contains(r"dev-\u{1b}]0;pwned\u{7}\u{1b}[2J\rspoofed\u{202e}gnp.exe"),
+                "{failure}"
+            );
+            assert!(
+                text.contains(r"Message:       ready \u{1b}]0;pwned"),
+                "{text}"
+            );
+        }
     }
 }

@@ -1,10 +1,25 @@
 //! Terminal presentation: colour only on a terminal and never with `NO_COLOR`, aligned
-//! tables like kubectl's, and ages like kubectl's (`45s`, `3m12s`, `2h`, `5d`).
+//! tables like kubectl's, ages like kubectl's (`45s`, `3m12s`, `2h`, `5d`), and text read
+//! from an object or the platform shown only through [`shown`].
 
 use std::io::IsTerminal;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+
+use crate::otau::safe_text;
+
+/// The longest text from an object or the platform one field or table cell shows, in bytes.
+pub const MAX_SHOWN_BYTES: usize = 512;
+
+/// Text read from an object or the platform (a device's identity or message, a condition
+/// message, any string of the status) as the plugin prints it: control and invisible
+/// characters escaped and the length bounded by [`safe_text`], so a device cannot write to
+/// the reader's terminal. Objects may hold raw text (an older operator, another writer), so
+/// the plugin escapes again what the operator already escaped.
+pub fn shown(text: &str) -> String {
+    safe_text(text, MAX_SHOWN_BYTES)
+}
 
 /// A colour for a word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +155,43 @@ pub fn until(t: &Time, now: Timestamp) -> String {
         format!("in {}", human_seconds(delta))
     } else {
         format!("{} ago", human_seconds(-delta))
+    }
+}
+
+/// Device text with every kind of character a terminal acts on: an OSC title change ended by
+/// a bell, clear-screen, a carriage return, a bidi override, zero-width and BOM characters, a
+/// C1 CSI (tests).
+#[cfg(test)]
+pub const HOSTILE: &str =
+    "\u{1b}]0;pwned\u{7}\u{1b}[2J\rspoofed\u{202e}gnp.exe\u{200b}\u{9b}1m\u{feff}\u{7f}";
+
+/// Panics unless `text` holds no control or invisible character but newlines and, with
+/// colour, the plugin's own colour codes (`ESC [ <digits> m`) (tests).
+#[cfg(test)]
+pub fn assert_terminal_safe(text: &str, style: &Style) {
+    let mut rest = text;
+    let mut plain = String::new();
+    while let Some(at) = rest.find('\x1b') {
+        plain.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let code = after
+            .strip_prefix('[')
+            .and_then(|a| a.find('m').map(|end| &a[..end]))
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+        match code {
+            Some(digits) if style.colour => rest = &after[digits.len() + 2..],
+            _ => panic!(
+                "raw ESC at byte {} of:\n{text}",
+                text.len() - rest.len() + at
+            ),
+        }
+    }
+    plain.push_str(rest);
+    if let Some(bad) = plain
+        .chars()
+        .find(|&c| c != '\n' && crate::otau::needs_escape(c))
+    {
+        panic!("raw {bad:?} in:\n{text}");
     }
 }
 

@@ -102,6 +102,7 @@ pub async fn watch(
             None => return Ok(ExitCode::SUCCESS),
             Some(Err(error)) => {
                 // The watcher retries with backoff; say why the view is not moving.
+                let error = super::style::shown(&error.to_string());
                 eprintln!("warning: watching rollout {name}: {error} (retrying)");
             }
             Some(Ok(watcher::Event::Apply(rollout) | watcher::Event::InitApply(rollout))) => {

@@ -16,3 +16,4 @@ mod cli;
 mod approve;
 mod control;
 mod devices;
+mod hostile;

@@ -132,3 +132,62 @@ fn a_bad_profile_names_the_profile_field() {
         &[&bad_profile, "groups[0].behaviour.outcomes.test_error"],
     );
 }
+
+#[test]
+fn a_fleet_too_large_for_memory_is_refused_before_it_is_built() {
+    let f = files();
+    let fractions = write(
+        f.dir.path(),
+        "fractions.yaml",
+        "seed: 1\ngroups:\n  - {name: a, fraction: 1, identity_prefix: a-, version: '1.0.0', tags: [{name: fleet, value: t}]}\n",
+    );
+    let text = format!("{}---\n{PACKAGE}", good_rollout());
+    let path = write(f.dir.path(), "r.yaml", &text);
+    // Near the fleet's cap (device indexes are u32): 4e9 devices need terabytes.
+    let run = simulate(&[
+        "-f",
+        &path,
+        "--profile",
+        &fractions,
+        "--devices",
+        "4000000000",
+    ]);
+    check(
+        &run,
+        &[
+            "--devices 4000000000: a fleet of 4000000000 devices needs about 2.7 TiB of memory",
+            "available (",
+            "simulate at most",
+        ],
+    );
+    assert!(!run.stderr.contains("memory allocation"), "{}", run.stderr);
+}
+
+#[test]
+fn thousands_of_documents_are_read_and_an_error_in_the_last_names_its_line() {
+    let f = files();
+    // 20,000 ignored documents before the Rollout: read in one pass over the file.
+    let mut text = String::new();
+    for i in 0..20_000 {
+        text.push_str(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\ndata: {{k: v}}\n---\n"
+        ));
+    }
+    let good = format!("{text}{}---\n{PACKAGE}", good_rollout());
+    let path = write(f.dir.path(), "many.yaml", &good);
+    let run = simulate(&["-f", &path, "--profile", &f.fleet, "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["totals"]["succeeded"], 10, "{}", run.stdout);
+    assert_eq!(
+        run.stderr.matches("note: ignored ConfigMap").count(),
+        20_000
+    );
+    let bad_rollout = good_rollout().replace("percent: 50\n", "percent: half\n");
+    let bad = format!("{text}{bad_rollout}---\n{PACKAGE}");
+    let path = write(f.dir.path(), "many-bad.yaml", &bad);
+    let run = simulate(&["-f", &path, "--profile", &f.fleet]);
+    check(
+        &run,
+        &[&format!("{path}:{}: ", line_of(&bad, "percent: half"))],
+    );
+}

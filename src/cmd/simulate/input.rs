@@ -60,13 +60,13 @@ struct Typed<S> {
     spec: S,
 }
 
-/// One document of a file: its text position and its parsed value.
+/// One document of a file: where it is and its own text.
 struct Document<'a> {
     file: &'a Path,
     /// 1-based line where the document starts.
     first_line: usize,
-    /// 1-based line after its last line.
-    end_line: usize,
+    /// The document's lines alone (not the whole file), so reading a document costs its own
+    /// length: a file of many documents is read in linear time.
     text: &'a str,
     /// Index of the document in its file (from 0).
     index: usize,
@@ -81,66 +81,62 @@ impl Document<'_> {
     /// serde_yaml cannot place (unknown fields, values the engine refuses).
     fn line_of_key(&self, key: &str) -> usize {
         let needle = format!("{key}:");
+        let quoted = format!("\"{key}\":");
         self.text
             .lines()
-            .enumerate()
-            .skip(self.first_line - 1)
-            .take(self.end_line - self.first_line)
-            .find(|(_, line)| {
+            .position(|line| {
                 let t = line.trim_start().trim_start_matches("- ");
-                t.starts_with(&needle) || t.starts_with(&format!("\"{key}\":"))
+                t.starts_with(&needle) || t.starts_with(&quoted)
             })
-            .map_or(self.first_line, |(i, _)| i + 1)
+            .map_or(self.first_line, |i| self.first_line + i)
     }
 }
 
+/// Whether `line` (without its line break) separates two documents.
+fn is_separator(line: &str) -> bool {
+    line == "---" || line.starts_with("--- ") || line.starts_with("---\t")
+}
+
 /// Splits a YAML stream into documents by its `---` lines, skipping documents that hold only
-/// comments and blank lines (as kubectl does).
+/// comments and blank lines (as kubectl does). One pass over the text; each document borrows
+/// its own slice of it.
 fn split<'a>(file: &'a Path, text: &'a str) -> Vec<Document<'a>> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut starts = vec![0usize];
-    for (i, line) in lines.iter().enumerate() {
-        if *line == "---" || line.starts_with("--- ") || line.starts_with("---\t") {
-            starts.push(i + 1);
-        }
-    }
     let mut docs = Vec::new();
-    for (k, &start) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).map_or(lines.len(), |next| next - 1);
-        let has_content = lines[start.min(lines.len())..end.max(start)]
-            .iter()
+    let mut push = |first_line: usize, body: &'a str, index: usize| {
+        let has_content = body
+            .lines()
             .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
         if has_content {
             docs.push(Document {
                 file,
-                first_line: start + 1,
-                end_line: end + 1,
-                text,
-                index: k,
+                first_line,
+                text: body,
+                index,
             });
         }
+    };
+    let (mut start, mut first_line, mut index, mut offset) = (0usize, 1usize, 0usize, 0usize);
+    for (n, raw) in text.split_inclusive('\n').enumerate() {
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if is_separator(line) {
+            push(first_line, &text[start..offset], index);
+            start = offset + raw.len();
+            first_line = n + 2;
+            index += 1;
+        }
+        offset += raw.len();
     }
+    push(first_line, &text[start..], index);
     docs
 }
 
-/// The text of document `doc` alone, with blank lines in front so that serde_yaml's line
-/// numbers are the file's.
-fn document_text(doc: &Document<'_>) -> String {
-    let mut out = "\n".repeat(doc.first_line - 1);
-    for line in doc
-        .text
-        .lines()
-        .skip(doc.first_line - 1)
-        .take(doc.end_line - doc.first_line)
-    {
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
+/// serde_yaml's error for the text of `doc`, with the line in the file (serde_yaml counts
+/// from the document's first line).
 fn yaml_error(doc: &Document<'_>, e: &serde_yaml::Error) -> InputError {
-    let line = e.location().map_or(doc.first_line, |l| l.line());
+    let line = e
+        .location()
+        .map_or(doc.first_line, |l| doc.first_line + l.line() - 1);
     InputError(format!(
         "{}:{line}: {e}",
         doc.file.display(),
@@ -189,8 +185,8 @@ fn parse_typed<S: DeserializeOwned>(
 }
 
 fn read_document(doc: &Document<'_>, out: &mut Documents) -> Result<(), InputError> {
-    let text = document_text(doc);
-    let header: Header = serde_yaml::from_str(&text).map_err(|e| yaml_error(doc, &e))?;
+    let text = doc.text;
+    let header: Header = serde_yaml::from_str(text).map_err(|e| yaml_error(doc, &e))?;
     let kind = header.kind.unwrap_or_default();
     let api_version = header.api_version.unwrap_or_default();
     let place = doc.place();
@@ -207,20 +203,20 @@ fn read_document(doc: &Document<'_>, out: &mut Documents) -> Result<(), InputErr
     }
     match kind.as_str() {
         "Rollout" => {
-            let (metadata, spec) = parse_typed(doc, &text, "Rollout")?;
+            let (metadata, spec) = parse_typed(doc, text, "Rollout")?;
             let mut object = Rollout::new(metadata.name.as_deref().unwrap_or_default(), spec);
             object.metadata = metadata;
             out.rollouts.push(Located { object, place });
         }
         "SoftwarePackage" => {
-            let (metadata, spec) = parse_typed(doc, &text, "SoftwarePackage")?;
+            let (metadata, spec) = parse_typed(doc, text, "SoftwarePackage")?;
             let mut object =
                 SoftwarePackage::new(metadata.name.as_deref().unwrap_or_default(), spec);
             object.metadata = metadata;
             out.packages.push(Located { object, place });
         }
         "IoTConnector" => {
-            let (metadata, spec) = parse_typed(doc, &text, "IoTConnector")?;
+            let (metadata, spec) = parse_typed(doc, text, "IoTConnector")?;
             let mut object = IoTConnector::new(metadata.name.as_deref().unwrap_or_default(), spec);
             object.metadata = metadata;
             out.connectors.push(Located { object, place });
@@ -370,5 +366,47 @@ spec:
         let err = read(&text).unwrap_err().to_string();
         assert!(err.contains("packageRef"), "{err}");
         assert!(err.starts_with("in.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn each_document_is_parsed_from_its_own_text_so_reading_is_linear() {
+        let one = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        let n = 5_000;
+        let text = format!("{}{ROLLOUT}", format!("{one}---\n").repeat(n));
+        let docs = split(Path::new("in.yaml"), &text);
+        assert_eq!(docs.len(), n + 1);
+        // What the YAML parser is handed adds up to the file, not to the file per document.
+        let handed: usize = docs.iter().map(|d| d.text.len()).sum();
+        assert!(
+            handed <= text.len(),
+            "{handed} bytes for a {}-byte file",
+            text.len()
+        );
+        let last = docs.last().expect("the rollout");
+        assert_eq!(last.first_line, 4 * n + 1);
+        assert_eq!(last.line_of_key("waves"), 4 * n + 8);
+        let read = read(&text).expect("reads");
+        assert_eq!(read.ignored.len(), n);
+        assert_eq!(read.rollouts[0].place, format!("in.yaml:{}", 4 * n + 1));
+        let err = read_err(&text.replace("percent: 10\n", "percent: ten\n"));
+        assert!(
+            err.starts_with(&format!("in.yaml:{}: ", 4 * n + 9)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn crlf_files_and_separators_with_comments_split_the_same() {
+        let text = format!(
+            "{}--- # next\r\n{ROLLOUT}",
+            "kind: Secret\r\nmetadata: {name: s}\r\napiVersion: v1\r\n"
+        );
+        let read = read(&text.replace('\n', "\r\n").replace("\r\r", "\r")).expect("reads");
+        assert_eq!(read.ignored, vec!["Secret (in.yaml:1)".to_string()]);
+        assert_eq!(read.rollouts[0].place, "in.yaml:5");
+    }
+
+    fn read_err(text: &str) -> String {
+        read(text).unwrap_err().to_string()
     }
 }

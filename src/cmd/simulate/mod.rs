@@ -5,6 +5,7 @@
 //! so a policy with days of soak time runs in seconds. See docs/simulate.md.
 
 mod input;
+mod memory;
 mod progress;
 mod report;
 mod schema_check;
@@ -237,6 +238,9 @@ fn scenario(args: &Args) -> Result<(Scenario, Documents), InputError> {
     p.metadata.namespace = Some(namespace);
     let profile = Profile::from_file(&args.profile)
         .map_err(|e| InputError(format!("{}: {e}", args.profile.display())))?;
+    // Before the fleet is allocated: a count the machine cannot hold is refused with the
+    // estimate, not met by an allocation failure.
+    memory::check(&profile, args.devices, memory::available()).map_err(InputError)?;
     let scenario = Scenario {
         rollout: r,
         package: p,

@@ -2,28 +2,41 @@
 //! apply`'s strict field validation would refuse, so a typo such as `retriez:` is not silently
 //! ignored by serde.
 
+use std::sync::OnceLock;
+
 use serde_json::Value;
 
 use otau_operator::api;
 
+/// The OpenAPI schema of each of our kinds, as JSON, built once per process (building the
+/// CRDs is far dearer than walking a document, and a file may hold thousands of documents).
+fn schemas() -> &'static Vec<(String, Value)> {
+    static SCHEMAS: OnceLock<Vec<(String, Value)>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        api::crds()
+            .into_iter()
+            .filter_map(|crd| {
+                let schema = crd
+                    .spec
+                    .versions
+                    .first()
+                    .and_then(|v| v.schema.as_ref())
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .and_then(|s| serde_json::to_value(s).ok())?;
+                Some((crd.spec.names.kind, schema))
+            })
+            .collect()
+    })
+}
+
 /// The fields of `document` that the schema of `kind` does not know, as (path, key), e.g.
 /// `("spec.policy.retriez", "retriez")`, in document order.
 pub fn unknown_fields(kind: &str, document: &serde_yaml::Value) -> Vec<(String, String)> {
-    let Some(crd) = api::crds().into_iter().find(|c| c.spec.names.kind == kind) else {
-        return Vec::new();
-    };
-    let Some(schema) = crd
-        .spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| serde_json::to_value(s).ok())
-    else {
+    let Some((_, schema)) = schemas().iter().find(|(k, _)| k == kind) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    walk(&schema, document, "", &mut out);
+    walk(schema, document, "", &mut out);
     out
 }
 

@@ -135,7 +135,8 @@ pub fn set_conditions(
         (STALLED, stalled),
     ] {
         let text = if type_ == READY || status == TRUE {
-            message.to_string()
+            // Platform text (an error body) made safe to show and bounded, as the engine does.
+            crate::engine::condition_message(message)
         } else {
             String::new()
         };

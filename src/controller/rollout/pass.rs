@@ -519,7 +519,7 @@ fn not_ready_text(kind: &str, name: &str, conds: &[Condition]) -> String {
         Some(c) => format!(
             "{kind} {name} is not Ready ({}): {}",
             c.reason,
-            crate::controller::events::truncate(&c.message, 300)
+            crate::otau::safe_text(&c.message, 300)
         ),
         None => format!("{kind} {name} is not Ready yet"),
     }

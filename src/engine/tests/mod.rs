@@ -5,3 +5,4 @@ mod device_rules;
 mod fleet;
 mod properties;
 mod scenarios;
+mod status_size;
