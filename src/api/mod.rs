@@ -14,6 +14,7 @@ pub mod common;
 pub mod conditions;
 pub mod duration;
 pub mod iot_connector;
+pub mod names;
 pub mod rollout;
 pub mod rollout_decisions;
 pub mod software_package;
@@ -36,9 +37,32 @@ pub const API_VERSION: &str = "otau.dev/v1alpha1";
 /// The category all three kinds belong to.
 pub const CATEGORY: &str = "otau";
 
-/// Every CRD of this API, in dependency order (connector, package, rollout).
+/// Every CRD of this API, in dependency order (connector, package, rollout), finished by
+/// [`finish`].
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![IoTConnector::crd(), SoftwarePackage::crd(), Rollout::crd()]
+    vec![
+        finish(IoTConnector::crd()),
+        finish(SoftwarePackage::crd()),
+        finish(Rollout::crd()),
+    ]
+}
+
+/// What kube-derive cannot do, on the root schema of every version: the bound on
+/// `metadata.name` ([`names::metadata_schema`]).
+fn finish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let kind = crd.spec.names.kind.clone();
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let properties = root.properties.get_or_insert_with(Default::default);
+        properties.insert("metadata".into(), names::metadata_schema(&kind));
+    }
+    crd
 }
 
 /// The file a CRD is stored in under `crds/`: `<plural>.<group>.yaml`.
