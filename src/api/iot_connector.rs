@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{MESSAGE_DATA_KEY, MESSAGE_OBJECT_NAME, RULE_DATA_KEY, RULE_OBJECT_NAME};
 use super::conditions::conditions_schema;
-use super::duration::GoDuration;
+use super::duration::{CHECK_INTERVAL, GoDuration};
 
 /// Default management API base URL (Exosite's hosted business API).
 pub const DEFAULT_MANAGEMENT_URL: &str = "https://bizapi.hosted.exosite.io/api:1/";
@@ -158,11 +158,9 @@ pub struct IoTConnectorSpec {
     pub tls: TlsSpec,
 
     /// How often the credentials (and the token's remaining lifetime) are checked, as a Go
-    /// duration (`5m`, `1h`). At least `10s`.
+    /// duration (`5m`, `1h`). From `10s` to `8760h`.
     #[serde(default = "default_check_interval")]
-    #[x_kube(validation = Rule::new(
-        "!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')"
-    ).message("checkInterval must be at least 10s"))]
+    #[x_kube(validation = CHECK_INTERVAL.rule())]
     pub check_interval: GoDuration,
 }
 

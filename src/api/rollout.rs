@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{DeviceTag, LocalRef};
 use super::conditions::conditions_schema;
-use super::duration::GoDuration;
+use super::duration::{DEVICE_TIMEOUT, GoDuration, SOAK};
 use super::rollout_decisions::RolloutDecisions;
 
 /// One-shot pause: any new nonce value pauses the Rollout (like `spec.paused`, but resumed by
@@ -281,9 +281,10 @@ pub struct Wave {
     #[schemars(range(min = 1, max = 10000000))]
     pub count: Option<i64>,
 
-    /// Wait this long after the wave completes before the next one starts (Go duration, e.g.
-    /// `30m`). Failures during the soak still count against this wave.
+    /// Wait this long after the wave completes before the next one starts (Go duration from
+    /// `0s` to `8760h`, e.g. `30m`). Failures during the soak still count against this wave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = SOAK.rule())]
     pub soak: Option<GoDuration>,
 
     /// The wave starts only once approved (`spec.approvedWaves` >= its number, or the
@@ -297,13 +298,11 @@ pub struct Wave {
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
     /// How long a notified device may take to report a final status before it counts as timed
-    /// out (Go duration, at least 1s). The clock starts at the platform's timestamp of the
+    /// out (Go duration, from 1s to 8760h). The clock starts at the platform's timestamp of the
     /// `config_otau` value, so it survives operator restarts; a device's acknowledgement
     /// rewrites that value and restarts the clock from the ack.
     #[serde(default = "default_device_timeout")]
-    #[x_kube(validation = Rule::new(
-        "!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1s')"
-    ).message("deviceTimeout must be at least 1s"))]
+    #[x_kube(validation = DEVICE_TIMEOUT.rule())]
     pub device_timeout: GoDuration,
 
     /// How many more times a failed (or timed-out) device is notified, 0..10. Each retry writes

@@ -4,7 +4,8 @@
 //!
 //! Fixtures live in `tests/fixtures/`:
 //! - `invalid/*.yaml`: one object breaking one rule, with a `# expect: <text>` line naming part of
-//!   the apiserver's message (the test fails when the rule is removed or its message changes);
+//!   the apiserver's message (the test fails when the rule is removed or its message changes),
+//!   and optional `# not: <text>` lines the output must not contain (a misleading message);
 //! - `valid/*.yaml`: boundary cases that must be accepted;
 //! - `immutable/*.yaml`: two documents, the object and a changed copy the apiserver must refuse
 //!   on update, with a `# expect:` line.
@@ -40,6 +41,15 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// The texts after `# not:` in a fixture: what a refusal must not say.
+fn unexpected_messages(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# not:"))
+        .map(str::trim)
+        .filter(|rest| !rest.is_empty())
+        .collect()
 }
 
 /// The text after `# expect:` in a fixture.
@@ -259,7 +269,15 @@ async fn invalid_fixtures_are_rejected_with_their_message() {
                 path.display()
             ))
         } else {
-            None
+            unexpected_messages(&text)
+                .into_iter()
+                .find(|wrong| out.contains(wrong))
+                .map(|wrong| {
+                    format!(
+                        "{}: refused, but the output also says {wrong:?}, which misleads:\n{out}",
+                        path.display()
+                    )
+                })
         }
     });
     assert!(problems.is_empty(), "{}", problems.join("\n"));
