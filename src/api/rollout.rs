@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{DeviceTag, LocalRef};
+use super::common::{DeviceTag, LocalRef, identity_list_schema};
 use super::conditions::conditions_schema;
 use super::duration::{DEVICE_TIMEOUT, GoDuration, SOAK};
 use super::rollout_decisions::RolloutDecisions;
@@ -223,10 +223,10 @@ pub struct RolloutSpec {
 ).message("targets must name at least one identity or tag").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct Targets {
-    /// Device identities to target, as on the connector (e.g. `00AB01`).
+    /// Device identities to target, exactly as on the connector (e.g. `00AB01`): no `/`,
+    /// spaces, control or format characters, which the platform refuses in identities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000), inner(length(min = 1, max = 128)))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(schema_with = "identity_list_schema")]
     pub identities: Vec<String>,
 
     /// Device tags: a device matches when it carries any of these tags (name and value).
@@ -244,10 +244,9 @@ pub struct Targets {
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Exclusions {
-    /// Identities never targeted.
+    /// Identities never targeted (written as in `targets.identities`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000), inner(length(min = 1, max = 128)))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(schema_with = "identity_list_schema")]
     pub identities: Vec<String>,
 
     /// Devices carrying any of these tags are never targeted.
