@@ -21,9 +21,21 @@ pub(crate) const MESSAGE_DATA_KEY: &str = "must be a Secret/ConfigMap key: lette
 /// CEL: `self` uses the safe charset of ids that end up in URLs and manifests.
 pub(crate) const RULE_SAFE_ID: &str = "self.matches('^[A-Za-z0-9][A-Za-z0-9._-]*$')";
 
-/// CEL: `self` is an absolute `http://` or `https://` URL with a host.
+/// CEL: `self` is an absolute `http://` or `https://` URL with a host (the scheme in any case:
+/// `url()` lowercases it, as every HTTP client does).
 pub(crate) const RULE_HTTP_URL: &str =
     "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''";
+
+/// CEL: `self` carries no credentials (`user:password@` before the host). A URL is stored in
+/// the object, shown by `kubectl get` to anyone who may read it, and logged.
+pub(crate) const RULE_NO_CREDENTIALS: &str = "!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')";
+
+/// CEL, for the https rules: the URL `<url>` (a CEL expression) is not a plain `http://` URL.
+/// Anything that is no http(s) URL at all passes here: the field's own rule names the problem,
+/// so a scheme-less or `ftp:` URL is not told it "uses plain http://".
+pub(crate) fn not_plain_http(url: &str) -> String {
+    format!("(!isURL({url}) || url({url}).getScheme() != 'http')")
+}
 
 /// CEL: a device identity the platform accepts: no `/`, no spaces (any Unicode space), no
 /// control or format characters (such as the bidi overrides U+202A-U+202E). An identity the

@@ -7,7 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{ConfigMapKeyRef, LocalRef, RULE_HTTP_URL, RULE_SAFE_ID, SecretKeyRef};
+use super::common::{
+    ConfigMapKeyRef, LocalRef, RULE_HTTP_URL, RULE_NO_CREDENTIALS, RULE_SAFE_ID, SecretKeyRef,
+    not_plain_http,
+};
 use super::conditions::conditions_schema;
 
 /// The most files a package may upload.
@@ -19,6 +22,12 @@ pub const MAX_LINKS: usize = 32;
 pub const PACKAGE_CONTENT_PREFIX: &str = "package_";
 /// Default bound on per-device targeting tags on a package registration.
 pub const DEFAULT_MAX_DEVICE_TAGS: i32 = 1000;
+
+/// The media types `contentType` accepts (RE2 and Rust regex): `type/subtype`, then any
+/// parameters `; name=value` (RFC 9110 tokens, spaces after `;`). Left out: quoted values
+/// (the platform lists an item's type in a comma-separated line) and spaces before `;` (the
+/// upload's multipart encoder refuses them).
+pub const CONTENT_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(; *[A-Za-z0-9!#$&^_.+-]+=[A-Za-z0-9!#$&^_.+-]+)*$";
 
 /// Desired state of a SoftwarePackage. The whole spec is immutable once created.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,14 +97,16 @@ pub const DEFAULT_MAX_DEVICE_TAGS: i32 = 1000;
     validation = Rule::new("(has(self.files) && size(self.files) > 0) || (has(self.links) && size(self.links) > 0)")
         .message("a package needs at least one file or link")
         .reason(Reason::FieldValueRequired),
-    validation = Rule::new(
+    validation = Rule::new(format!(
         "(has(self.allowInsecureHttp) && self.allowInsecureHttp) || !has(self.files) \
-         || self.files.all(f, !has(f.url) || f.url.startsWith('https://'))"
-    ).message("a file url uses plain http://: use https:// or set allowInsecureHttp: true"),
-    validation = Rule::new(
+         || self.files.all(f, !has(f.url) || {})",
+        not_plain_http("f.url")
+    )).message("a file url uses plain http://: use https:// or set allowInsecureHttp: true"),
+    validation = Rule::new(format!(
         "(has(self.allowInsecureHttp) && self.allowInsecureHttp) || !has(self.links) \
-         || self.links.all(l, l.startsWith('https://'))"
-    ).message("a link uses plain http://: use https:// or set allowInsecureHttp: true"),
+         || self.links.all(l, {})",
+        not_plain_http("l")
+    )).message("a link uses plain http://: use https:// or set allowInsecureHttp: true"),
     validation = Rule::new("!has(self.files) || self.files.all(f, self.files.exists_one(g, g.name == f.name))")
         .message("file names must be unique within the package"),
     validation = Rule::new(
@@ -137,8 +148,12 @@ pub struct SoftwarePackageSpec {
     /// External `https://` URLs devices fetch as they are, after the files in the payload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 2048)))]
-    #[x_kube(validation = Rule::new(format!("self.all(l, {})", RULE_HTTP_URL.replace("self", "l")))
-        .message("each link must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"))]
+    #[x_kube(
+        validation = Rule::new(format!("self.all(l, {})", RULE_HTTP_URL.replace("self", "l")))
+            .message("each link must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"),
+        validation = Rule::new(format!("self.all(l, {})", RULE_NO_CREDENTIALS.replace("self", "l")))
+            .message("a link must not contain credentials (user:password@): links are written into config_otau, which every targeted device reads")
+    )]
     pub links: Vec<String>,
 
     /// Allow plain `http://` file URLs and links. Off by default: a device or the operator could
@@ -192,8 +207,12 @@ pub struct PackageFile {
     /// Download the file from this URL (fetched by the operator, never by devices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new(RULE_HTTP_URL)
-        .message("url must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"))]
+    #[x_kube(
+        validation = Rule::new(RULE_HTTP_URL)
+            .message("url must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"),
+        validation = Rule::new(RULE_NO_CREDENTIALS)
+            .message("url must not contain credentials (user:password@): anyone who may read the SoftwarePackage would see them; use a presigned URL or a secretKeyRef source")
+    )]
     pub url: Option<String>,
 
     /// Expected SHA-256 of the file, 64 hex digits. Required with `url`; optional with the
@@ -212,11 +231,12 @@ pub struct PackageFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
 
-    /// MIME type stored with the content item. Defaults to `application/octet-stream`.
+    /// MIME type stored with the content item, parameters allowed (`text/plain;
+    /// charset=utf-8`). Defaults to `application/octet-stream`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 128))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$')")
-        .message("contentType must be a MIME type such as application/octet-stream"))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{CONTENT_TYPE_PATTERN}')"))
+        .message("contentType must be a MIME type such as application/octet-stream or text/plain; charset=utf-8 (parameters as name=value, no quotes)"))]
     pub content_type: Option<String>,
 }
 
