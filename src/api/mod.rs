@@ -19,7 +19,9 @@ pub mod rollout;
 pub mod rollout_decisions;
 pub mod software_package;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use kube::CustomResourceExt;
 
 pub use common::{ConfigMapKeyRef, DeviceTag, LocalRef, SecretKeyRef};
@@ -41,15 +43,19 @@ pub const CATEGORY: &str = "otau";
 /// [`finish`].
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
-        finish(IoTConnector::crd()),
-        finish(SoftwarePackage::crd()),
-        finish(Rollout::crd()),
+        finish(IoTConnector::crd(), Vec::new()),
+        finish(SoftwarePackage::crd(), software_package::root_rules()),
+        finish(Rollout::crd(), Vec::new()),
     ]
 }
 
 /// What kube-derive cannot do, on the root schema of every version: the bound on
-/// `metadata.name` ([`names::metadata_schema`]).
-fn finish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+/// `metadata.name` ([`names::metadata_schema`]) and `rules` at the root (rules that read the
+/// name, [`software_package::root_rules`]).
+fn finish(
+    mut crd: CustomResourceDefinition,
+    rules: Vec<ValidationRule>,
+) -> CustomResourceDefinition {
     let kind = crd.spec.names.kind.clone();
     for version in &mut crd.spec.versions {
         let Some(root) = version
@@ -61,6 +67,11 @@ fn finish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
         };
         let properties = root.properties.get_or_insert_with(Default::default);
         properties.insert("metadata".into(), names::metadata_schema(&kind));
+        if !rules.is_empty() {
+            root.x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .extend(rules.iter().cloned());
+        }
     }
     crd
 }

@@ -3,6 +3,7 @@
 // kube-derive takes one `printcolumn(...)` per column, so keys such as `type_` repeat by design.
 #![allow(clippy::duplicated_attributes)]
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -268,6 +269,45 @@ impl Default for Registration {
         }
     }
 }
+
+/// CEL (at the root of a SoftwarePackage, where `self.metadata.name` is known and the
+/// namespace is not): file `f`'s `contentId` has the form `<namespace>_<package>_<g's name>`
+/// of the default content id of another file `g`, for any namespace.
+const CONTENT_ID_CLASH: &str = "g.name != f.name \
+     && f.contentId.endsWith('_' + self.metadata.name + '_' + g.name) \
+     && size(f.contentId) > size(self.metadata.name) + size(g.name) + 2 \
+     && f.contentId.substring(0, size(f.contentId) - size(self.metadata.name) - size(g.name) - 2)\
+        .matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')";
+
+/// The rules at the root of the SoftwarePackage schema (`crate::api::crds` adds them; a rule
+/// below the root cannot see the object's name).
+///
+/// A `contentId` equal to the default content id of another file of the package would store
+/// both files as one platform item. The namespace is out of CEL's reach, so the rule refuses
+/// the default's form for any namespace (a value that imitates another package's default id
+/// deserves no better). It is checked when the package is created (`optionalOldSelf`: the
+/// spec is immutable, and a package stored before the rule can still have its status written
+/// and be deleted); the package controller checks the exact id for packages stored before.
+pub(crate) fn root_rules() -> Vec<ValidationRule> {
+    let clashing = format!("has(f.contentId) && self.spec.files.exists(g, {CONTENT_ID_CLASH})");
+    vec![ValidationRule {
+        rule: format!(
+            "oldSelf.hasValue() || !has(self.spec.files) || !self.spec.files.exists(f, {clashing})"
+        ),
+        optional_old_self: Some(true),
+        field_path: Some(".spec.files".into()),
+        // No reason: with `FieldValueDuplicate` the apiserver prints "Duplicate value" and drops
+        // the message.
+        reason: None,
+        // Static: a messageExpression naming the files (filter, map, join over the list) is
+        // estimated far over the apiserver's CEL cost budget.
+        message: Some(CONTENT_ID_CLASH_MESSAGE.into()),
+        message_expression: None,
+    }]
+}
+
+/// The message of the rule of [`root_rules`].
+pub const CONTENT_ID_CLASH_MESSAGE: &str = "a contentId has the form <namespace>_<package name>_<file name> of the default content id of another file of this package: both files would be stored as one platform item; choose another contentId or leave it out";
 
 /// The default content id of a file: `<namespace>_<package>_<file>`. Namespaces and object
 /// names never contain `_`, so two packages' defaults never collide.
