@@ -13,6 +13,7 @@
 pub mod common;
 pub mod conditions;
 pub mod duration;
+pub mod immutable;
 pub mod iot_connector;
 pub mod names;
 pub mod rollout;
@@ -43,18 +44,25 @@ pub const CATEGORY: &str = "otau";
 /// [`finish`].
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
-        finish(IoTConnector::crd(), Vec::new()),
-        finish(SoftwarePackage::crd(), software_package::root_rules()),
-        finish(Rollout::crd(), Vec::new()),
+        finish(IoTConnector::crd(), Vec::new(), None),
+        finish(
+            SoftwarePackage::crd(),
+            software_package::root_rules(),
+            Some(software_package::IMMUTABLE_SPEC_MESSAGE),
+        ),
+        finish(Rollout::crd(), Vec::new(), None),
     ]
 }
 
 /// What kube-derive cannot do, on the root schema of every version: the bound on
-/// `metadata.name` ([`names::metadata_schema`]) and `rules` at the root (rules that read the
-/// name, [`software_package::root_rules`]).
+/// `metadata.name` ([`names::metadata_schema`]), `rules` at the root (rules that read the name,
+/// [`software_package::root_rules`]), and, with `immutable_spec`, the rule that keeps the whole
+/// spec as it was created, built from the spec's schema so that `field: null` lines change
+/// nothing ([`immutable`]).
 fn finish(
     mut crd: CustomResourceDefinition,
     rules: Vec<ValidationRule>,
+    immutable_spec: Option<&str>,
 ) -> CustomResourceDefinition {
     let kind = crd.spec.names.kind.clone();
     for version in &mut crd.spec.versions {
@@ -66,6 +74,16 @@ fn finish(
             continue;
         };
         let properties = root.properties.get_or_insert_with(Default::default);
+        if let (Some(message), Some(spec)) = (immutable_spec, properties.get_mut("spec")) {
+            let rule = ValidationRule {
+                rule: immutable::rule(spec),
+                message: Some(message.to_owned()),
+                ..ValidationRule::default()
+            };
+            spec.x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .insert(0, rule);
+        }
         properties.insert("metadata".into(), names::metadata_schema(&kind));
         if !rules.is_empty() {
             root.x_kubernetes_validations

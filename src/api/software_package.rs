@@ -24,6 +24,10 @@ pub const PACKAGE_CONTENT_PREFIX: &str = "package_";
 /// Default bound on per-device targeting tags on a package registration.
 pub const DEFAULT_MAX_DEVICE_TAGS: i32 = 1000;
 
+/// The message of the rule that keeps a SoftwarePackage's spec as it was created.
+pub const IMMUTABLE_SPEC_MESSAGE: &str =
+    "the spec of a SoftwarePackage is immutable: publish a new SoftwarePackage instead";
+
 /// The media types `contentType` accepts (RE2 and Rust regex): `type/subtype`, then any
 /// parameters `; name=value` (RFC 9110 tokens, spaces after `;`). Left out: quoted values
 /// (the platform lists an item's type in a comma-separated line) and spaces before `;` (the
@@ -92,9 +96,9 @@ pub const CONTENT_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-
         priority = 1
     )
 )]
+// The rule that keeps the whole spec immutable is added by `crate::api::crds`
+// (`IMMUTABLE_SPEC_MESSAGE`): it is built from the finished schema.
 #[x_kube(
-    validation = Rule::new("self == oldSelf")
-        .message("the spec of a SoftwarePackage is immutable: publish a new SoftwarePackage instead"),
     validation = Rule::new("(has(self.files) && size(self.files) > 0) || (has(self.links) && size(self.links) > 0)")
         .message("a package needs at least one file or link")
         .reason(Reason::FieldValueRequired),
