@@ -12,6 +12,8 @@ use super::rollout::*;
 use super::software_package::*;
 use super::*;
 
+mod inventory;
+
 const REGENERATE: &str = "cargo run -- crds --output-dir crds";
 
 fn crd_by_kind(kind: &str) -> CustomResourceDefinition {

@@ -12,3 +12,4 @@ mod crds;
 mod events;
 mod operator;
 mod package;
+mod upgrade;
