@@ -79,6 +79,10 @@ pub mod reason {
     /// Rollout: an older active Rollout targets the same devices; this one waits before its
     /// first write.
     pub const TARGET_CONFLICT: &str = "TargetConflict";
+    /// Rollout: the targets' identities or tags select devices, and `targets.exclude` removes
+    /// every one of them; nothing can be delivered until the targets change (or a device that
+    /// is not excluded joins).
+    pub const ALL_TARGETS_EXCLUDED: &str = "AllTargetsExcluded";
 }
 
 /// Builds a condition. `now` is passed in: this module never reads a clock. The apiserver

@@ -4,6 +4,11 @@
 //! readable message); [`parse_duration`] turns the same strings into [`std::time::Duration`].
 //! Differences from Go's `time.ParseDuration`, on purpose: no sign (a negative timeout means
 //! nothing here), no bare `0` (always name a unit), no `µs` spelling (use `us`).
+//!
+//! Each kind of CRD duration has one range ([`DurationRange`]: [`CHECK_INTERVAL`],
+//! [`DEVICE_TIMEOUT`], [`SOAK`]), from its own minimum to [`DURATION_MAX_TEXT`] for all. The
+//! schema rule ([`DurationRange::rule`]) and the operator ([`GoDuration::to_std_in`]) read the
+//! same range and say the same message, so what `kubectl apply` accepts the operator can run.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,6 +30,73 @@ pub const DURATION_MESSAGE: &str =
 /// The largest duration accepted, as in Go: `i64::MAX` nanoseconds (about 292 years).
 const MAX_NANOS: u128 = i64::MAX as u128;
 
+/// The longest duration any CRD field accepts, as written in messages and CEL.
+pub const DURATION_MAX_TEXT: &str = "8760h";
+/// [`DURATION_MAX_TEXT`]: 365 days. Far beyond any useful interval, timeout or soak, and far
+/// below what overflows a clock (Go's and the CEL library's `duration()` stop at about 292
+/// years, where `2562048h` fails with an unreadable "type conversion error").
+pub const DURATION_MAX: Duration = Duration::from_secs(8760 * 3600);
+
+/// RE2: a duration with one part so large that the part alone exceeds [`DURATION_MAX`]
+/// (10000h, 1000000m, 10^8 s, 10^11 ms, 10^14 us, 10^17 ns, leading zeros aside). A string
+/// of at most [`DURATION_MAX_LENGTH`] characters that does *not* match stays below about
+/// 93000h, so CEL's `duration()` cannot overflow on it: the range rule calls `duration()` only
+/// then, and refuses the rest with its own message.
+const DURATION_HUGE_PATTERN: &str = "(^|[a-z])0*([1-9][0-9]{4,}([.][0-9]+)?h|[1-9][0-9]{6,}([.][0-9]+)?m([0-9]|$)|[1-9][0-9]{8,}([.][0-9]+)?s|[1-9][0-9]{11,}([.][0-9]+)?ms|[1-9][0-9]{14,}([.][0-9]+)?us|[1-9][0-9]{17,}([.][0-9]+)?ns)";
+
+/// The range of one kind of duration field: at least `min_seconds`, at most [`DURATION_MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationRange {
+    /// The field's name, as messages say it (`deviceTimeout`).
+    pub field: &'static str,
+    /// The shortest duration accepted, in whole seconds.
+    pub min_seconds: u64,
+}
+
+/// `IoTConnector.spec.checkInterval`: 10s to 8760h.
+pub const CHECK_INTERVAL: DurationRange = DurationRange {
+    field: "checkInterval",
+    min_seconds: 10,
+};
+/// `Rollout.spec.policy.deviceTimeout`: 1s to 8760h (a zero timeout would time every device
+/// out at once).
+pub const DEVICE_TIMEOUT: DurationRange = DurationRange {
+    field: "deviceTimeout",
+    min_seconds: 1,
+};
+/// `Rollout.spec.waves[].soak`: 0s to 8760h.
+pub const SOAK: DurationRange = DurationRange {
+    field: "soak",
+    min_seconds: 0,
+};
+
+impl DurationRange {
+    /// The shortest duration accepted.
+    pub fn min(&self) -> Duration {
+        Duration::from_secs(self.min_seconds)
+    }
+
+    /// The message of the schema rule and of [`DurationError::OutOfRange`].
+    pub fn message(&self) -> String {
+        format!(
+            "{} must be a duration from {}s to {DURATION_MAX_TEXT} (365 days), such as 30m or 2h",
+            self.field, self.min_seconds
+        )
+    }
+
+    /// The CEL rule: a string of the duration's shape is within the range. Strings of another
+    /// shape pass here (the shape rule of [`GoDuration`] refuses them with its own message), and
+    /// `duration()` is only called on strings that cannot overflow it.
+    pub fn rule(&self) -> kube::core::Rule {
+        kube::core::Rule::new(format!(
+            "!self.matches('{DURATION_PATTERN}') || (!self.matches('{DURATION_HUGE_PATTERN}') \
+             && duration(self) >= duration('{}s') && duration(self) <= duration('{DURATION_MAX_TEXT}'))",
+            self.min_seconds
+        ))
+        .message(self.message().as_str())
+    }
+}
+
 /// A duration written the Go way (`"90s"`, `"1h30m"`), kept as the user wrote it so that a
 /// server-side apply round trip returns exactly the same text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +117,19 @@ impl GoDuration {
     /// Parses the text into a [`Duration`].
     pub fn to_std(&self) -> Result<Duration, DurationError> {
         parse_duration(&self.0)
+    }
+
+    /// Parses the text and checks it against the field's range, exactly as the schema does.
+    pub fn to_std_in(&self, range: &DurationRange) -> Result<Duration, DurationError> {
+        let out_of_range = || DurationError::OutOfRange {
+            text: self.0.clone(),
+            message: range.message(),
+        };
+        match parse_duration(&self.0) {
+            Ok(d) if d >= range.min() && d <= DURATION_MAX => Ok(d),
+            Ok(_) | Err(DurationError::TooLarge { .. }) => Err(out_of_range()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -112,6 +197,14 @@ pub enum DurationError {
     TooLarge {
         /// The whole input.
         text: String,
+    },
+    /// Outside the range of its field ([`GoDuration::to_std_in`]).
+    #[error("invalid duration {text:?}: {message}")]
+    OutOfRange {
+        /// The whole input.
+        text: String,
+        /// The field's rule, as the schema says it.
+        message: String,
     },
 }
 
@@ -322,7 +415,128 @@ mod tests {
         assert_eq!(schema["maxLength"], serde_json::json!(DURATION_MAX_LENGTH));
     }
 
+    #[test]
+    fn each_range_accepts_its_bounds_and_refuses_one_step_beyond_with_its_message() {
+        for range in [CHECK_INTERVAL, DEVICE_TIMEOUT, SOAK] {
+            let at_min = GoDuration::new(format!("{}s", range.min_seconds));
+            assert_eq!(at_min.to_std_in(&range), Ok(range.min()));
+            let at_max = GoDuration::new(DURATION_MAX_TEXT);
+            assert_eq!(at_max.to_std_in(&range), Ok(DURATION_MAX));
+            let mut beyond = vec!["8760h1ns", "8761h", "2562048h", "99999999999999999999h"];
+            let below = format!(
+                "{}ns",
+                (range.min_seconds * 1_000_000_000).saturating_sub(1)
+            );
+            if range.min_seconds > 0 {
+                beyond.push(&below);
+            }
+            for text in beyond {
+                match GoDuration::new(text).to_std_in(&range) {
+                    Err(DurationError::OutOfRange { message, .. }) => {
+                        assert_eq!(message, range.message(), "{text}")
+                    }
+                    other => panic!("{} {text}: {other:?}", range.field),
+                }
+            }
+            // A malformed value keeps its own error (the schema's shape rule says the same).
+            assert!(matches!(
+                GoDuration::new("5d").to_std_in(&range),
+                Err(DurationError::UnknownUnit { .. })
+            ));
+        }
+        assert_eq!(
+            DEVICE_TIMEOUT.message(),
+            "deviceTimeout must be a duration from 1s to 8760h (365 days), such as 30m or 2h"
+        );
+    }
+
+    #[test]
+    fn the_range_rule_guards_every_call_of_duration() {
+        let rule = serde_json::to_value(SOAK.rule()).unwrap();
+        let text = rule["rule"].as_str().unwrap();
+        // duration() appears only after the shape and the size guard.
+        let guard = format!("!self.matches('{DURATION_HUGE_PATTERN}') && duration(self)");
+        assert!(text.contains(&guard), "{text}");
+        assert!(text.starts_with(&format!("!self.matches('{DURATION_PATTERN}') || (")));
+        assert_eq!(rule["message"], serde_json::json!(SOAK.message()));
+    }
+
+    fn huge(text: &str) -> bool {
+        regex::Regex::new(DURATION_HUGE_PATTERN)
+            .unwrap()
+            .is_match(text)
+    }
+
+    #[test]
+    fn the_huge_guard_matches_exactly_parts_over_the_maximum() {
+        for text in [
+            "10000h",
+            "1000000m",
+            "100000000s",
+            "1m100000000000ms",
+            "00010000h",
+        ] {
+            assert!(huge(text), "{text}");
+            assert!(parse_duration(text).unwrap() > DURATION_MAX, "{text}");
+        }
+        for text in [
+            "9999h",
+            "999999m",
+            "99999999s",
+            "99999999999ms",
+            "0000000000009999h",
+            "525600m",
+        ] {
+            assert!(!huge(text), "{text}");
+        }
+        assert!(huge("2562048h") && huge("99999999999999999999999999999h"));
+    }
+
+    /// One part of a duration: a number (some with leading zeros, some far too large), an
+    /// optional fraction and a unit.
+    fn part() -> impl Strategy<Value = String> {
+        (
+            "0{0,2}[0-9]{1,14}",
+            proptest::option::of("[0-9]{1,6}"),
+            prop_oneof![
+                Just("h"),
+                Just("m"),
+                Just("s"),
+                Just("ms"),
+                Just("us"),
+                Just("ns")
+            ],
+        )
+            .prop_map(|(int, frac, unit)| match frac {
+                Some(f) => format!("{int}.{f}{unit}"),
+                None => format!("{int}{unit}"),
+            })
+    }
+
     proptest! {
+        /// What the size guard lets through never overflows a clock (so CEL's `duration()`
+        /// cannot fail on it); what it stops is beyond the maximum anyway.
+        #[test]
+        fn the_huge_guard_keeps_duration_from_overflowing(
+            parts in proptest::collection::vec(part(), 1..8)
+        ) {
+            // As many parts as fit the schema's length (the first always does).
+            let mut text = String::new();
+            for p in parts {
+                if text.len() + p.len() > DURATION_MAX_LENGTH {
+                    break;
+                }
+                text.push_str(&p);
+            }
+            let parsed = parse_duration(&text);
+            if huge(&text) {
+                prop_assert!(!matches!(parsed, Ok(d) if d <= DURATION_MAX), "{text}: {parsed:?}");
+            } else {
+                let d = parsed.unwrap_or_else(|e| panic!("{text}: {e}"));
+                prop_assert!(d < Duration::from_secs(100_000 * 3600), "{text}: {d:?}");
+            }
+        }
+
         /// Any sum of whole units written out parses back to the same total.
         #[test]
         fn whole_units_round_trip(h in 0u64..10_000, m in 0u64..60, s in 0u64..60, ms in 0u64..1000) {

@@ -7,9 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{MESSAGE_DATA_KEY, MESSAGE_OBJECT_NAME, RULE_DATA_KEY, RULE_OBJECT_NAME};
+use super::common::{
+    MESSAGE_DATA_KEY, MESSAGE_OBJECT_NAME, RULE_DATA_KEY, RULE_NO_CREDENTIALS, RULE_OBJECT_NAME,
+    not_plain_http,
+};
 use super::conditions::conditions_schema;
-use super::duration::GoDuration;
+use super::duration::{CHECK_INTERVAL, GoDuration};
 
 /// Default management API base URL (Exosite's hosted business API).
 pub const DEFAULT_MANAGEMENT_URL: &str = "https://bizapi.hosted.exosite.io/api:1/";
@@ -83,11 +86,13 @@ const RULE_TRAILING_SLASH: &str = "self.endsWith('/')";
         priority = 1
     )
 )]
-#[x_kube(validation = Rule::new(
-    "(has(self.allowInsecureHttp) && self.allowInsecureHttp) || (self.managementUrl.startsWith('https://') \
-     && (!has(self.deviceApiUrl) || self.deviceApiUrl.startsWith('https://')) \
-     && (!has(self.exosense) || self.exosense.graphqlUrl.startsWith('https://')))"
-).message("plain http:// URLs send the token unencrypted: use https:// or set allowInsecureHttp: true (local emulator only)"))]
+#[x_kube(validation = Rule::new(format!(
+    "(has(self.allowInsecureHttp) && self.allowInsecureHttp) || ({} \
+     && (!has(self.deviceApiUrl) || {}) && (!has(self.exosense) || {}))",
+    not_plain_http("self.managementUrl"),
+    not_plain_http("self.deviceApiUrl"),
+    not_plain_http("self.exosense.graphqlUrl"),
+)).message("plain http:// URLs send the token unencrypted: use https:// or set allowInsecureHttp: true (local emulator only)"))]
 #[serde(rename_all = "camelCase")]
 pub struct IoTConnectorSpec {
     /// The connector's product id (solution id), e.g. `09iolmnn8090ol`. Immutable: packages
@@ -112,7 +117,9 @@ pub struct IoTConnectorSpec {
         validation = Rule::new(super::common::RULE_HTTP_URL)
             .message("managementUrl must be an absolute http(s) URL such as https://bizapi.hosted.exosite.io/api:1/"),
         validation = Rule::new(RULE_TRAILING_SLASH)
-            .message("managementUrl must end with '/' (e.g. https://bizapi.hosted.exosite.io/api:1/)")
+            .message("managementUrl must end with '/' (e.g. https://bizapi.hosted.exosite.io/api:1/)"),
+        validation = Rule::new(RULE_NO_CREDENTIALS)
+            .message("managementUrl must not contain credentials (user:password@): the token comes from the Secret tokenSecretRef names")
     )]
     pub management_url: String,
 
@@ -123,7 +130,9 @@ pub struct IoTConnectorSpec {
     #[x_kube(
         validation = Rule::new(super::common::RULE_HTTP_URL)
             .message("deviceApiUrl must be an absolute http(s) URL such as https://<productId>.m2.exosite.io/"),
-        validation = Rule::new(RULE_TRAILING_SLASH).message("deviceApiUrl must end with '/'")
+        validation = Rule::new(RULE_TRAILING_SLASH).message("deviceApiUrl must end with '/'"),
+        validation = Rule::new(RULE_NO_CREDENTIALS)
+            .message("deviceApiUrl must not contain credentials (user:password@): the token comes from the Secret tokenSecretRef names")
     )]
     pub device_api_url: Option<String>,
 
@@ -164,11 +173,9 @@ pub struct IoTConnectorSpec {
     pub tls: TlsSpec,
 
     /// How often the credentials (and the token's remaining lifetime) are checked, as a Go
-    /// duration (`5m`, `1h`). At least `10s`.
+    /// duration (`5m`, `1h`). From `10s` to `8760h`.
     #[serde(default = "default_check_interval")]
-    #[x_kube(validation = Rule::new(
-        "!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('10s')"
-    ).message("checkInterval must be at least 10s"))]
+    #[x_kube(validation = CHECK_INTERVAL.rule())]
     pub check_interval: GoDuration,
 }
 
@@ -234,8 +241,12 @@ pub enum AuthScheme {
 pub struct ExoSenseSpec {
     /// The ExoSense GraphQL endpoint, e.g. `https://<instance>.apps.exosite.io/api/graphql`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new(super::common::RULE_HTTP_URL)
-        .message("graphqlUrl must be an absolute http(s) URL such as https://example.apps.exosite.io/api/graphql"))]
+    #[x_kube(
+        validation = Rule::new(super::common::RULE_HTTP_URL)
+            .message("graphqlUrl must be an absolute http(s) URL such as https://example.apps.exosite.io/api/graphql"),
+        validation = Rule::new(RULE_NO_CREDENTIALS)
+            .message("graphqlUrl must not contain credentials (user:password@): the token comes from the Secret tokenSecretRef names")
+    )]
     pub graphql_url: String,
     /// The Secret key holding the ExoSense token (sent as `Authorization: Automation <t>`).
     /// The Secret needs the label `otau.dev/connector-credential: "true"` and graphqlUrl's host

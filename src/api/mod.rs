@@ -13,13 +13,17 @@
 pub mod common;
 pub mod conditions;
 pub mod duration;
+pub mod immutable;
 pub mod iot_connector;
+pub mod names;
 pub mod opt_in;
 pub mod rollout;
 pub mod rollout_decisions;
 pub mod software_package;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use kube::CustomResourceExt;
 
 pub use common::{ConfigMapKeyRef, DeviceTag, LocalRef, SecretKeyRef};
@@ -37,9 +41,58 @@ pub const API_VERSION: &str = "otau.dev/v1alpha1";
 /// The category all three kinds belong to.
 pub const CATEGORY: &str = "otau";
 
-/// Every CRD of this API, in dependency order (connector, package, rollout).
+/// Every CRD of this API, in dependency order (connector, package, rollout), finished by
+/// [`finish`].
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![IoTConnector::crd(), SoftwarePackage::crd(), Rollout::crd()]
+    vec![
+        finish(IoTConnector::crd(), Vec::new(), None),
+        finish(
+            SoftwarePackage::crd(),
+            software_package::root_rules(),
+            Some(software_package::IMMUTABLE_SPEC_MESSAGE),
+        ),
+        finish(Rollout::crd(), Vec::new(), None),
+    ]
+}
+
+/// What kube-derive cannot do, on the root schema of every version: the bound on
+/// `metadata.name` ([`names::metadata_schema`]), `rules` at the root (rules that read the name,
+/// [`software_package::root_rules`]), and, with `immutable_spec`, the rule that keeps the whole
+/// spec as it was created, built from the spec's schema so that `field: null` lines change
+/// nothing ([`immutable`]).
+fn finish(
+    mut crd: CustomResourceDefinition,
+    rules: Vec<ValidationRule>,
+    immutable_spec: Option<&str>,
+) -> CustomResourceDefinition {
+    let kind = crd.spec.names.kind.clone();
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let properties = root.properties.get_or_insert_with(Default::default);
+        if let (Some(message), Some(spec)) = (immutable_spec, properties.get_mut("spec")) {
+            let rule = ValidationRule {
+                rule: immutable::rule(spec),
+                message: Some(message.to_owned()),
+                ..ValidationRule::default()
+            };
+            spec.x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .insert(0, rule);
+        }
+        properties.insert("metadata".into(), names::metadata_schema(&kind));
+        if !rules.is_empty() {
+            root.x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .extend(rules.iter().cloned());
+        }
+    }
+    crd
 }
 
 /// The file a CRD is stored in under `crds/`: `<plural>.<group>.yaml`.

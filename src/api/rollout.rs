@@ -15,9 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{DeviceTag, LocalRef};
+use super::common::{DeviceTag, LocalRef, identity_list_schema};
 use super::conditions::conditions_schema;
-use super::duration::GoDuration;
+use super::duration::{DEVICE_TIMEOUT, GoDuration, SOAK};
 use super::rollout_decisions::RolloutDecisions;
 
 /// One-shot pause: any new nonce value pauses the Rollout (like `spec.paused`, but resumed by
@@ -223,10 +223,10 @@ pub struct RolloutSpec {
 ).message("targets must name at least one identity or tag").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct Targets {
-    /// Device identities to target, as on the connector (e.g. `00AB01`).
+    /// Device identities to target, exactly as on the connector (e.g. `00AB01`): no `/`,
+    /// spaces, control or format characters, which the platform refuses in identities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000), inner(length(min = 1, max = 128)))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(schema_with = "identity_list_schema")]
     pub identities: Vec<String>,
 
     /// Device tags: a device matches when it carries any of these tags (name and value).
@@ -244,10 +244,9 @@ pub struct Targets {
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Exclusions {
-    /// Identities never targeted.
+    /// Identities never targeted (written as in `targets.identities`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000), inner(length(min = 1, max = 128)))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(schema_with = "identity_list_schema")]
     pub identities: Vec<String>,
 
     /// Devices carrying any of these tags are never targeted.
@@ -281,9 +280,10 @@ pub struct Wave {
     #[schemars(range(min = 1, max = 10000000))]
     pub count: Option<i64>,
 
-    /// Wait this long after the wave completes before the next one starts (Go duration, e.g.
-    /// `30m`). Failures during the soak still count against this wave.
+    /// Wait this long after the wave completes before the next one starts (Go duration from
+    /// `0s` to `8760h`, e.g. `30m`). Failures during the soak still count against this wave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = SOAK.rule())]
     pub soak: Option<GoDuration>,
 
     /// The wave starts only once approved (`spec.approvedWaves` >= its number, or the
@@ -297,13 +297,11 @@ pub struct Wave {
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
     /// How long a notified device may take to report a final status before it counts as timed
-    /// out (Go duration, at least 1s). The clock starts at the platform's timestamp of the
+    /// out (Go duration, from 1s to 8760h). The clock starts at the platform's timestamp of the
     /// `config_otau` value, so it survives operator restarts; a device's acknowledgement
     /// rewrites that value and restarts the clock from the ack.
     #[serde(default = "default_device_timeout")]
-    #[x_kube(validation = Rule::new(
-        "!self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1s')"
-    ).message("deviceTimeout must be at least 1s"))]
+    #[x_kube(validation = DEVICE_TIMEOUT.rule())]
     pub device_timeout: GoDuration,
 
     /// How many more times a failed (or timed-out) device is notified, 0..10. Each retry writes

@@ -3,11 +3,15 @@
 // kube-derive takes one `printcolumn(...)` per column, so keys such as `type_` repeat by design.
 #![allow(clippy::duplicated_attributes)]
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{ConfigMapKeyRef, LocalRef, RULE_HTTP_URL, RULE_SAFE_ID, SecretKeyRef};
+use super::common::{
+    ConfigMapKeyRef, LocalRef, RULE_HTTP_URL, RULE_NO_CREDENTIALS, RULE_SAFE_ID, SecretKeyRef,
+    not_plain_http,
+};
 use super::conditions::conditions_schema;
 
 /// The most files a package may upload.
@@ -19,6 +23,16 @@ pub const MAX_LINKS: usize = 32;
 pub const PACKAGE_CONTENT_PREFIX: &str = "package_";
 /// Default bound on per-device targeting tags on a package registration.
 pub const DEFAULT_MAX_DEVICE_TAGS: i32 = 1000;
+
+/// The message of the rule that keeps a SoftwarePackage's spec as it was created.
+pub const IMMUTABLE_SPEC_MESSAGE: &str =
+    "the spec of a SoftwarePackage is immutable: publish a new SoftwarePackage instead";
+
+/// The media types `contentType` accepts (RE2 and Rust regex): `type/subtype`, then any
+/// parameters `; name=value` (RFC 9110 tokens, spaces after `;`). Left out: quoted values
+/// (the platform lists an item's type in a comma-separated line) and spaces before `;` (the
+/// upload's multipart encoder refuses them).
+pub const CONTENT_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(; *[A-Za-z0-9!#$&^_.+-]+=[A-Za-z0-9!#$&^_.+-]+)*$";
 
 /// Desired state of a SoftwarePackage. The whole spec is immutable once created.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,20 +96,22 @@ pub const DEFAULT_MAX_DEVICE_TAGS: i32 = 1000;
         priority = 1
     )
 )]
+// The rule that keeps the whole spec immutable is added by `crate::api::crds`
+// (`IMMUTABLE_SPEC_MESSAGE`): it is built from the finished schema.
 #[x_kube(
-    validation = Rule::new("self == oldSelf")
-        .message("the spec of a SoftwarePackage is immutable: publish a new SoftwarePackage instead"),
     validation = Rule::new("(has(self.files) && size(self.files) > 0) || (has(self.links) && size(self.links) > 0)")
         .message("a package needs at least one file or link")
         .reason(Reason::FieldValueRequired),
-    validation = Rule::new(
+    validation = Rule::new(format!(
         "(has(self.allowInsecureHttp) && self.allowInsecureHttp) || !has(self.files) \
-         || self.files.all(f, !has(f.url) || f.url.startsWith('https://'))"
-    ).message("a file url uses plain http://: use https:// or set allowInsecureHttp: true"),
-    validation = Rule::new(
+         || self.files.all(f, !has(f.url) || {})",
+        not_plain_http("f.url")
+    )).message("a file url uses plain http://: use https:// or set allowInsecureHttp: true"),
+    validation = Rule::new(format!(
         "(has(self.allowInsecureHttp) && self.allowInsecureHttp) || !has(self.links) \
-         || self.links.all(l, l.startsWith('https://'))"
-    ).message("a link uses plain http://: use https:// or set allowInsecureHttp: true"),
+         || self.links.all(l, {})",
+        not_plain_http("l")
+    )).message("a link uses plain http://: use https:// or set allowInsecureHttp: true"),
     validation = Rule::new("!has(self.files) || self.files.all(f, self.files.exists_one(g, g.name == f.name))")
         .message("file names must be unique within the package"),
     validation = Rule::new(
@@ -137,8 +153,12 @@ pub struct SoftwarePackageSpec {
     /// External `https://` URLs devices fetch as they are, after the files in the payload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 2048)))]
-    #[x_kube(validation = Rule::new(format!("self.all(l, {})", RULE_HTTP_URL.replace("self", "l")))
-        .message("each link must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"))]
+    #[x_kube(
+        validation = Rule::new(format!("self.all(l, {})", RULE_HTTP_URL.replace("self", "l")))
+            .message("each link must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"),
+        validation = Rule::new(format!("self.all(l, {})", RULE_NO_CREDENTIALS.replace("self", "l")))
+            .message("a link must not contain credentials (user:password@): links are written into config_otau, which every targeted device reads")
+    )]
     pub links: Vec<String>,
 
     /// Allow plain `http://` file URLs and links. Off by default: a device or the operator could
@@ -195,8 +215,12 @@ pub struct PackageFile {
     /// `--platform-host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new(RULE_HTTP_URL)
-        .message("url must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"))]
+    #[x_kube(
+        validation = Rule::new(RULE_HTTP_URL)
+            .message("url must be an absolute http(s) URL such as https://downloads.example.com/fw.bin"),
+        validation = Rule::new(RULE_NO_CREDENTIALS)
+            .message("url must not contain credentials (user:password@): anyone who may read the SoftwarePackage would see them; use a presigned URL or a secretKeyRef source")
+    )]
     pub url: Option<String>,
 
     /// Expected SHA-256 of the file, 64 hex digits. Required with `url`; optional with the
@@ -217,11 +241,12 @@ pub struct PackageFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
 
-    /// MIME type stored with the content item. Defaults to `application/octet-stream`.
+    /// MIME type stored with the content item, parameters allowed (`text/plain;
+    /// charset=utf-8`). Defaults to `application/octet-stream`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 128))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$')")
-        .message("contentType must be a MIME type such as application/octet-stream"))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{CONTENT_TYPE_PATTERN}')"))
+        .message("contentType must be a MIME type such as application/octet-stream or text/plain; charset=utf-8 (parameters as name=value, no quotes)"))]
     pub content_type: Option<String>,
 }
 
@@ -253,6 +278,45 @@ impl Default for Registration {
         }
     }
 }
+
+/// CEL (at the root of a SoftwarePackage, where `self.metadata.name` is known and the
+/// namespace is not): file `f`'s `contentId` has the form `<namespace>_<package>_<g's name>`
+/// of the default content id of another file `g`, for any namespace.
+const CONTENT_ID_CLASH: &str = "g.name != f.name \
+     && f.contentId.endsWith('_' + self.metadata.name + '_' + g.name) \
+     && size(f.contentId) > size(self.metadata.name) + size(g.name) + 2 \
+     && f.contentId.substring(0, size(f.contentId) - size(self.metadata.name) - size(g.name) - 2)\
+        .matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')";
+
+/// The rules at the root of the SoftwarePackage schema (`crate::api::crds` adds them; a rule
+/// below the root cannot see the object's name).
+///
+/// A `contentId` equal to the default content id of another file of the package would store
+/// both files as one platform item. The namespace is out of CEL's reach, so the rule refuses
+/// the default's form for any namespace (a value that imitates another package's default id
+/// deserves no better). It is checked when the package is created (`optionalOldSelf`: the
+/// spec is immutable, and a package stored before the rule can still have its status written
+/// and be deleted); the package controller checks the exact id for packages stored before.
+pub(crate) fn root_rules() -> Vec<ValidationRule> {
+    let clashing = format!("has(f.contentId) && self.spec.files.exists(g, {CONTENT_ID_CLASH})");
+    vec![ValidationRule {
+        rule: format!(
+            "oldSelf.hasValue() || !has(self.spec.files) || !self.spec.files.exists(f, {clashing})"
+        ),
+        optional_old_self: Some(true),
+        field_path: Some(".spec.files".into()),
+        // No reason: with `FieldValueDuplicate` the apiserver prints "Duplicate value" and drops
+        // the message.
+        reason: None,
+        // Static: a messageExpression naming the files (filter, map, join over the list) is
+        // estimated far over the apiserver's CEL cost budget.
+        message: Some(CONTENT_ID_CLASH_MESSAGE.into()),
+        message_expression: None,
+    }]
+}
+
+/// The message of the rule of [`root_rules`].
+pub const CONTENT_ID_CLASH_MESSAGE: &str = "a contentId has the form <namespace>_<package name>_<file name> of the default content id of another file of this package: both files would be stored as one platform item; choose another contentId or leave it out";
 
 /// The default content id of a file: `<namespace>_<package>_<file>`. Namespaces and object
 /// names never contain `_`, so two packages' defaults never collide.

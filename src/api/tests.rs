@@ -12,6 +12,8 @@ use super::rollout::*;
 use super::software_package::*;
 use super::*;
 
+mod inventory;
+
 const REGENERATE: &str = "cargo run -- crds --output-dir crds";
 
 fn crd_by_kind(kind: &str) -> CustomResourceDefinition {
@@ -528,4 +530,31 @@ fn percentages_round_to_the_nearest_tenth_but_never_to_the_extremes() {
     assert_eq!(percent_text(0, 7), "0.0%");
     assert_eq!(percent_text(7, 7), "100.0%");
     assert_eq!(percent_text(1, 0), "0.0%");
+}
+
+/// The media types `contentType` accepts are ones the upload can send (reqwest parses the
+/// type of each multipart part), parameters included; quoted values are refused.
+#[test]
+fn content_types_with_parameters_are_media_types_the_upload_sends() {
+    let pattern = regex::Regex::new(CONTENT_TYPE_PATTERN).unwrap();
+    for accepted in [
+        "application/octet-stream",
+        "text/plain; charset=utf-8",
+        "text/plain;charset=UTF-8",
+        "application/vnd.acme+tar;version=2;  profile=full",
+    ] {
+        assert!(pattern.is_match(accepted), "{accepted}");
+        let part = reqwest::multipart::Part::bytes(Vec::new()).mime_str(accepted);
+        assert!(part.is_ok(), "{accepted}: {:?}", part.err());
+    }
+    for refused in [
+        "binary",
+        "text/plain;",
+        "text/plain; charset",
+        "text/plain; charset=\"utf-8\"",
+        "text/plain, text/html",
+        "text/plain ; charset=utf-8",
+    ] {
+        assert!(!pattern.is_match(refused), "{refused}");
+    }
 }

@@ -44,6 +44,7 @@ use super::status_write::{after, apply_status, human_duration, now};
 use crate::api::conditions::{
     self, FALSE, READY, STALLED, TRUE, new_condition, reason, set_condition,
 };
+use crate::api::duration::CHECK_INTERVAL;
 use crate::api::iot_connector::DEFAULT_CHECK_INTERVAL;
 use crate::api::{IoTConnector, IoTConnectorStatus, parse_duration};
 use crate::net::outbound::{OutboundError, OutboundPolicy};
@@ -82,12 +83,13 @@ pub async fn reconcile(
     result
 }
 
-/// The check interval of a connector (the CRD validates it; a bad value falls back to 5m).
+/// The check interval of a connector (the CRD validates it with the same range; a value
+/// outside it, stored before the range existed, falls back to 5m).
 pub fn check_interval(connector: &IoTConnector) -> Duration {
     connector
         .spec
         .check_interval
-        .to_std()
+        .to_std_in(&CHECK_INTERVAL)
         .or_else(|_| parse_duration(DEFAULT_CHECK_INTERVAL))
         .unwrap_or(Duration::from_secs(300))
 }

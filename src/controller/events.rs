@@ -126,13 +126,12 @@ impl Recorder {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_owned());
-        let name = format!(
-            "{}.{:x}",
+        let name = event_name(
             reference
                 .name
                 .as_deref()
                 .unwrap_or(&self.reporter.controller),
-            now.as_nanosecond()
+            now.as_nanosecond(),
         );
         let event = K8sEvent {
             action: Some(action.to_owned()),
@@ -211,9 +210,50 @@ pub async fn publish(
     }
 }
 
+/// The name of an Event about `object` at `nanos` (ns since the epoch): `<object>.<hex>`, the
+/// object's name shortened (and cut back to end on a letter or digit) when the whole would
+/// pass the 253 characters of a Kubernetes name. The schema keeps new object names short
+/// enough (`crate::api::names::MAX_NAME_LENGTH`); this keeps Events coming for objects stored
+/// with longer names before that bound existed.
+pub fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    let room = crate::api::names::KUBERNETES_NAME_LIMIT.saturating_sub(suffix.len());
+    let mut prefix = object;
+    if prefix.len() > room {
+        let mut end = room;
+        while !prefix.is_char_boundary(end) {
+            end -= 1;
+        }
+        prefix = prefix[..end].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    }
+    format!("{prefix}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_names_fit_a_kubernetes_name_whatever_the_object_name() {
+        let nanos: i128 = 1_765_000_000_123_456_789;
+        assert_eq!(event_name("fw", nanos), format!("fw.{nanos:x}"));
+        // The longest name the schema allows keeps its whole name.
+        let longest = "a".repeat(crate::api::names::MAX_NAME_LENGTH);
+        let name = event_name(&longest, nanos);
+        assert_eq!(name.len(), 253);
+        assert!(name.starts_with(&longest));
+        // A name stored before the bound is shortened, never past a letter or digit.
+        let stored = format!("{}-x", "b".repeat(235));
+        let name = event_name(&stored, nanos);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert_eq!(name, format!("{}.{nanos:x}", "b".repeat(235)));
+        let dotted = format!("{}.c.{}", "d".repeat(234), "e".repeat(16));
+        assert_eq!(
+            event_name(&dotted, nanos),
+            format!("{}.c.{nanos:x}", "d".repeat(234))
+        );
+    }
+
 
     #[test]
     fn notes_are_capped_on_char_boundaries_and_show_no_control_character() {

@@ -148,6 +148,7 @@ impl DeviceEntry {
 /// What one observation folds into.
 struct Folded {
     in_scope: bool,
+    excluded: bool,
     set_kind: SetKind,
     attempt: u8,
     set_at: Micros,
@@ -175,6 +176,7 @@ impl Hasher for PassThrough {
 }
 
 type KeyMap = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
+type KeySet = HashSet<u64, BuildHasherDefault<PassThrough>>;
 
 /// Which devices the targets select, prepared for fast matching.
 #[derive(Clone, Debug, Default)]
@@ -205,12 +207,31 @@ impl TargetMatcher {
                 .any(|t| set.contains(&(t.name.clone(), t.value.clone())))
     }
 
-    fn matches(&self, obs: &DeviceObservation) -> bool {
+    /// Whether the device is in scope, and whether the selectors pick it but an exclusion
+    /// removes it.
+    fn scope(&self, obs: &DeviceObservation) -> Scope {
         let selected = self.identities.contains(&obs.identity) || Self::has_tag(&self.tags, obs);
-        selected
-            && !self.excluded_identities.contains(&obs.identity)
-            && !Self::has_tag(&self.excluded_tags, obs)
+        if !selected {
+            Scope::Out
+        } else if self.excluded_identities.contains(&obs.identity)
+            || Self::has_tag(&self.excluded_tags, obs)
+        {
+            Scope::Excluded
+        } else {
+            Scope::In
+        }
     }
+}
+
+/// Where the targets put one device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Selected and not excluded: the rollout's.
+    In,
+    /// Selected by identity or tag, then removed by `targets.exclude`.
+    Excluded,
+    /// Not selected.
+    Out,
 }
 
 /// A failure message kept for `recentFailures`.
@@ -254,6 +275,11 @@ pub struct DeviceIndex {
     sorted: bool,
     notes: Vec<Note>,
     rejected: u64,
+    /// Order keys of the devices the selectors pick and an exclusion removes (so that a
+    /// rollout whose exclusions remove every device can say so).
+    excluded: KeySet,
+    /// The excluded devices seen since [`Self::begin_full_listing`], while a listing runs.
+    excluded_in_listing: Option<KeySet>,
 }
 
 /// Why an observation was refused.
@@ -282,6 +308,8 @@ impl DeviceIndex {
             sorted: true,
             notes: Vec::new(),
             rejected: 0,
+            excluded: KeySet::default(),
+            excluded_in_listing: None,
         }
     }
 
@@ -323,6 +351,12 @@ impl DeviceIndex {
         self.entries.is_empty()
     }
 
+    /// Devices the targets' identities or tags select that `targets.exclude` removes (as of
+    /// the last full listing and the observations since).
+    pub fn excluded(&self) -> usize {
+        self.excluded.len()
+    }
+
     /// Observations refused (empty identity, or longer than 65,535 bytes).
     pub fn rejected(&self) -> u64 {
         self.rejected
@@ -355,7 +389,8 @@ impl DeviceIndex {
             .iter()
             .map(|n| n.identity.capacity() + n.text.capacity() + std::mem::size_of::<Note>())
             .sum();
-        entries + map + order + self.arena.capacity() + notes
+        let excluded = self.excluded.capacity() * 8 / 7 * (std::mem::size_of::<u64>() + 1);
+        entries + map + order + self.arena.capacity() + notes + excluded
     }
 
     /// Starts a full listing: devices not upserted before [`Self::finish_full_listing`] are
@@ -364,10 +399,14 @@ impl DeviceIndex {
         for e in &mut self.entries {
             e.flags &= !SEEN;
         }
+        self.excluded_in_listing = Some(KeySet::default());
     }
 
     /// Ends a full listing: drops every device not seen since [`Self::begin_full_listing`].
     pub fn finish_full_listing(&mut self) {
+        if let Some(seen) = self.excluded_in_listing.take() {
+            self.excluded = seen;
+        }
         let mut i = 0;
         while i < self.entries.len() {
             if self.entries[i].flags & SEEN == 0 {
@@ -419,6 +458,7 @@ impl DeviceIndex {
             }
             let key = order_key(&self.config.seed, &obs.identity);
             let folded = self.fold(obs);
+            self.note_exclusion(key, folded.excluded);
             let found = self.find(key, &obs.identity);
             if let (true, Some(note)) = (folded.in_scope, &folded.note) {
                 self.remember_note(&obs.identity, folded.report_at, note);
@@ -439,6 +479,20 @@ impl DeviceIndex {
             }
         }
         self.compact_if_needed();
+    }
+
+    fn note_exclusion(&mut self, key: u64, excluded: bool) {
+        if excluded {
+            self.excluded.insert(key);
+            if let Some(seen) = &mut self.excluded_in_listing {
+                seen.insert(key);
+            }
+        } else {
+            self.excluded.remove(&key);
+            if let Some(seen) = &mut self.excluded_in_listing {
+                seen.remove(&key);
+            }
+        }
     }
 
     /// Folds what changed about one device the index holds (our own write, a pushed report):
@@ -683,8 +737,10 @@ impl DeviceIndex {
                 )
             }
         };
+        let scope = self.matcher.scope(obs);
         Folded {
-            in_scope: self.matcher.matches(obs),
+            in_scope: scope == Scope::In,
+            excluded: scope == Scope::Excluded,
             set_kind,
             attempt,
             set_at,

@@ -118,6 +118,8 @@ pub struct OverallInput<'a> {
     pub buckets: &'a [DeviceCounts],
     /// The threshold over this step's states, for the pause message.
     pub judge: &'a StepJudge<'a>,
+    /// Devices the selectors pick that `targets.exclude` removes.
+    pub excluded: usize,
     /// The baselines in force.
     pub baselines: &'a [ThresholdBaseline],
     /// The threshold.
@@ -166,6 +168,11 @@ pub fn overall(input: &OverallInput<'_>) -> Overall {
             Stop::Soaking(until) => {
                 Overall::Soaking(format!("{}; soaking until {}", wave_text(current), until.0))
             }
+            Stop::NoDevices if input.excluded > 0 => Overall::AllTargetsExcluded(format!(
+                "no device to update: the targets select {} device(s) and spec.targets.exclude \
+                 removes every one; change spec.targets (or its exclude list)",
+                input.excluded
+            )),
             Stop::NoDevices => Overall::WaveInProgress(
                 "waiting for devices: no device matches the targets yet".to_owned(),
             ),

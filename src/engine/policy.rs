@@ -3,6 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::conditions;
+use crate::api::duration::{DEVICE_TIMEOUT, SOAK};
 use crate::api::rollout::{DeviceCounts, FailureAction, FailureThreshold, PauseInfo, RolloutSpec};
 
 use super::EngineError;
@@ -39,20 +40,17 @@ impl ParsedPolicy {
     /// field.
     pub fn parse(spec: &RolloutSpec) -> Result<Self, EngineError> {
         let policy = &spec.policy;
+        // The same ranges the schema enforces (`DurationRange`), so a Rollout the apiserver
+        // accepted always runs.
         let timeout = policy
             .device_timeout
-            .to_std()
+            .to_std_in(&DEVICE_TIMEOUT)
             .map_err(|e| EngineError::InvalidSpec(format!("spec.policy.deviceTimeout: {e}")))?;
-        if timeout.is_zero() {
-            return Err(EngineError::InvalidSpec(
-                "spec.policy.deviceTimeout must be at least 1s".into(),
-            ));
-        }
         let mut soaks = Vec::with_capacity(spec.waves.len());
         for (i, wave) in spec.waves.iter().enumerate() {
             let soak = match &wave.soak {
                 None => None,
-                Some(d) => Some(micros(d.to_std().map_err(|e| {
+                Some(d) => Some(micros(d.to_std_in(&SOAK).map_err(|e| {
                     EngineError::InvalidSpec(format!("spec.waves[{i}].soak: {e}"))
                 })?)),
             };
@@ -534,6 +532,40 @@ mod tests {
         spec.policy.device_timeout = crate::api::GoDuration::new("");
         let err = ParsedPolicy::parse(&spec).unwrap_err().to_string();
         assert!(err.contains("spec.policy.deviceTimeout"), "{err}");
+    }
+
+    /// The engine runs exactly the durations the schema accepts: the bounds of each range are
+    /// in, one nanosecond beyond is out with the schema's message, and a value past Go's
+    /// clock (which the schema let through before) is out of range, not unparseable.
+    #[test]
+    fn parse_accepts_the_schema_ranges_and_nothing_beyond() {
+        let mut spec: RolloutSpec = serde_json::from_value(serde_json::json!({
+            "packageRef": {"name": "p"}, "targets": {"identities": ["a"]},
+            "waves": [{"percent": 50, "soak": "0s"}, {"percent": 100, "soak": "8760h"}],
+            "policy": {"deviceTimeout": "1s"}
+        }))
+        .unwrap();
+        let p = ParsedPolicy::parse(&spec).unwrap();
+        assert_eq!(p.timeout, 1_000_000);
+        assert_eq!(p.soaks, vec![Some(0), Some(8760 * 3_600_000_000)]);
+        spec.policy.device_timeout = crate::api::GoDuration::new("8760h");
+        assert!(ParsedPolicy::parse(&spec).is_ok());
+        for (timeout, soak) in [
+            ("999999999ns", "1h"),
+            ("8760h1ns", "1h"),
+            ("1h", "8760h0.001s"),
+            ("1h", "2562048h"),
+        ] {
+            spec.policy.device_timeout = crate::api::GoDuration::new(timeout);
+            spec.waves[0].soak = Some(crate::api::GoDuration::new(soak));
+            let err = ParsedPolicy::parse(&spec).unwrap_err().to_string();
+            let field = if timeout == "1h" {
+                SOAK
+            } else {
+                DEVICE_TIMEOUT
+            };
+            assert!(err.contains(&field.message()), "{timeout} {soak}: {err}");
+        }
     }
 
     #[test]

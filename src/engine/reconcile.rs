@@ -128,6 +128,8 @@ struct Step<'i> {
     /// The waves started before this step (judged at its start).
     judged_waves: usize,
     held_now: Vec<HeldDevices>,
+    /// Devices the selectors pick that the exclusions remove.
+    excluded: usize,
     user_paused: bool,
     holds: Holds,
     /// The newest failures, from the states before this step's writes.
@@ -202,6 +204,7 @@ fn begin_step<'i>(
         now,
         now_t,
         held_now: held_by_wave(&pass.states, &sizes, judged_waves),
+        excluded: index.excluded(),
         holds: Holds {
             hold: aborted || verdict.auto_pause.is_some() || user_paused,
             auto_pause: verdict.auto_pause,
@@ -344,6 +347,7 @@ fn finish_step(
         },
         baselines: &step.control.memory.baselines,
         threshold: &policy.threshold,
+        excluded: step.excluded,
     });
     let mut conds = prev.conditions.clone();
     set_conditions(

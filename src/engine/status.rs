@@ -79,6 +79,8 @@ pub enum Overall {
     Soaking(String),
     /// A wave is being delivered (or no device matches yet).
     WaveInProgress(String),
+    /// Devices match the selectors, but the exclusions remove every one of them.
+    AllTargetsExcluded(String),
 }
 
 /// Sets the six Rollout conditions for `overall`, keeping transition times of unchanged ones:
@@ -90,6 +92,7 @@ pub enum Overall {
 /// | `WaveInProgress`, `Soaking` | InProgress |
 /// | `WaitingForApproval`, `PausedByUser` | InProgress (until a person approves or resumes) |
 /// | `FailureThresholdExceeded`, `Aborted` | Failed (`Stalled=True`; nothing more is written) |
+/// | `AllTargetsExcluded` | Failed (`Stalled=True`: nothing to write until the spec or the fleet changes) |
 /// | `Complete` | Current |
 pub fn set_conditions(
     conditions: &mut Vec<Condition>,
@@ -144,6 +147,14 @@ pub fn set_conditions(
             }
             set(COMPLETE, TRUE, r, m);
             set(STALLED, FALSE, r, m);
+        }
+        Overall::AllTargetsExcluded(m) => {
+            let r = reason::ALL_TARGETS_EXCLUDED;
+            set(READY, FALSE, r, m);
+            set(PROGRESSING, FALSE, r, m);
+            set(PAUSED, FALSE, r, m);
+            set(COMPLETE, FALSE, r, m);
+            set(STALLED, TRUE, r, m);
         }
         Overall::PausedByUser(m) => held(&mut set, reason::PAUSED_BY_USER, m),
         Overall::WaitingForApproval(m) => held(&mut set, reason::WAITING_FOR_APPROVAL, m),

@@ -46,7 +46,7 @@ fn apply_crd(cp: &ControlPlane, body: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_refuses_crds_that_lack_a_field_it_writes_and_says_how_to_fix_it() {
-    let cp = ControlPlane::dedicated();
+    let (cp, _exclusive) = ControlPlane::dedicated_exclusive().await;
     apply_crd(cp, &older_rollout_crd());
 
     let mut child = operator_command(cp.kubeconfig())

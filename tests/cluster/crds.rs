@@ -4,10 +4,13 @@
 //!
 //! Fixtures live in `tests/fixtures/`:
 //! - `invalid/*.yaml`: one object breaking one rule, with a `# expect: <text>` line naming part of
-//!   the apiserver's message (the test fails when the rule is removed or its message changes);
+//!   the apiserver's message (the test fails when the rule is removed or its message changes),
+//!   and optional `# not: <text>` lines the output must not contain (a misleading message);
 //! - `valid/*.yaml`: boundary cases that must be accepted;
 //! - `immutable/*.yaml`: two documents, the object and a changed copy the apiserver must refuse
-//!   on update, with a `# expect:` line.
+//!   on update, with a `# expect:` line;
+//! - `unchanged/*.yaml`: two documents that differ only in `field: null` lines (what Helm renders
+//!   for unset values), which the apiserver must accept as no change of an immutable spec.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,6 +43,15 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// The texts after `# not:` in a fixture: what a refusal must not say.
+fn unexpected_messages(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# not:"))
+        .map(str::trim)
+        .filter(|rest| !rest.is_empty())
+        .collect()
 }
 
 /// The text after `# expect:` in a fixture.
@@ -121,12 +133,15 @@ fn for_each_parallel(
 }
 
 /// Asserts that everything in `applied` is in `stored` with the same value (the apiserver may
-/// add defaults, never change what was written). Lists must have the same length.
+/// add defaults, never change what was written). Lists must have the same length. An applied
+/// `null` means "not set": the apiserver keeps it (an optional field), drops it or puts the
+/// default in.
 fn assert_subset(applied: &Value, stored: &Value, path: &str, problems: &mut Vec<String>) {
     match (applied, stored) {
         (Value::Object(a), Value::Object(s)) => {
             for (key, value) in a {
                 match s.get(key) {
+                    _ if value.is_null() => {}
                     Some(stored_value) => {
                         assert_subset(value, stored_value, &format!("{path}.{key}"), problems)
                     }
@@ -259,7 +274,15 @@ async fn invalid_fixtures_are_rejected_with_their_message() {
                 path.display()
             ))
         } else {
-            None
+            unexpected_messages(&text)
+                .into_iter()
+                .find(|wrong| out.contains(wrong))
+                .map(|wrong| {
+                    format!(
+                        "{}: refused, but the output also says {wrong:?}, which misleads:\n{out}",
+                        path.display()
+                    )
+                })
         }
     });
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -341,6 +364,55 @@ async fn immutable_fields_refuse_changes() {
     });
     problems.extend(for_each_parallel(&files, |path| {
         check_immutable(cp, &server_side, path, true)
+    }));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Applies the first document, then the second, which differs only in `null` lines: both must
+/// be accepted, and the object read back must hold what the second one says.
+fn check_unchanged(cp: &ControlPlane, ns: &str, path: &Path, server_side: bool) -> Option<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let docs = documents(&text);
+    assert_eq!(docs.len(), 2, "{} must hold two documents", path.display());
+    let mut args = vec!["apply", "-n", ns, "-f", "-", "-o", "json"];
+    if server_side {
+        args.push("--server-side");
+    }
+    let mode = if server_side {
+        "server-side apply"
+    } else {
+        "apply"
+    };
+    let mut stored = Value::Null;
+    for (i, doc) in docs.iter().enumerate() {
+        let output = kubectl_with_input(cp, &args, &serde_json::to_string(doc).unwrap());
+        if !output.status.success() {
+            return Some(format!(
+                "{} ({mode}): document {} is refused:\n{}",
+                path.display(),
+                i + 1,
+                combined(&output)
+            ));
+        }
+        stored = serde_json::from_slice(&output.stdout).expect("kubectl -o json");
+    }
+    let mut problems = Vec::new();
+    assert_subset(&docs[1]["spec"], &stored["spec"], "spec", &mut problems);
+    (!problems.is_empty()).then(|| format!("{} ({mode}): {}", path.display(), problems.join("; ")))
+}
+
+#[tokio::test]
+async fn null_lines_change_nothing_in_immutable_specs() {
+    let cp = ControlPlane::get();
+    let files = fixtures("unchanged");
+    assert!(files.len() >= 4, "only {} unchanged fixtures", files.len());
+    let client_side = cp.namespace("crds-unchanged").await;
+    let server_side = cp.namespace("crds-unchanged-ssa").await;
+    let mut problems = for_each_parallel(&files, |path| {
+        check_unchanged(cp, &client_side, path, false)
+    });
+    problems.extend(for_each_parallel(&files, |path| {
+        check_unchanged(cp, &server_side, path, true)
     }));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -13,3 +13,4 @@ mod events;
 mod operator;
 mod outbound;
 mod package;
+mod upgrade;

@@ -163,6 +163,10 @@ fn rollout_status(rollout: &Rollout, case: &str) -> RolloutStatus {
             "wave 1: 2 of 5 finished devices failed (40.0%), over the threshold of 10%".into(),
         ),
         "Aborted" => Overall::Aborted("aborted by the otau.dev/abort annotation".into()),
+        "AllTargetsExcluded" => Overall::AllTargetsExcluded(
+            "no device to update: the targets select 3 device(s) and spec.targets.exclude removes every one"
+                .into(),
+        ),
         "AllWavesSucceeded" => Overall::Complete("3/3 waves: 100 updated, 0 failed".into()),
         other => panic!("docs/gitops.md names a Rollout state the test does not know: {other}"),
     };

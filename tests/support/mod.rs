@@ -101,13 +101,23 @@ impl ControlPlane {
         }
     }
 
-    /// A control plane of its own for the one test of this binary that changes cluster-scoped
+    /// A control plane of its own for the tests of this binary that change cluster-scoped
     /// objects other tests rely on (such as installing older CRDs); started on first use.
+    /// Such tests take it with [`ControlPlane::dedicated_exclusive`], one at a time.
     pub fn dedicated() -> &'static ControlPlane {
         match DEDICATED_CONTROL_PLANE.get_or_init(|| start_control_plane(false)) {
             Ok(control_plane) => control_plane,
             Err(reason) => panic!("the dedicated local control plane is not available: {reason}"),
         }
+    }
+
+    /// [`ControlPlane::dedicated`], held by this test alone until the guard drops: tests that
+    /// install other CRDs on it must not see each other's.
+    pub async fn dedicated_exclusive()
+    -> (&'static ControlPlane, tokio::sync::MutexGuard<'static, ()>) {
+        static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let guard = EXCLUSIVE.lock().await;
+        (Self::dedicated(), guard)
     }
 
     /// The apiserver's audit log (one JSON event per line), for a control plane from

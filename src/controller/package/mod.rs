@@ -347,6 +347,14 @@ async fn publish(
 ) -> Result<Published, Error> {
     let owner = naming::owner(package);
     let namespace = package.namespace().unwrap_or_default();
+    if let Some((first, second, id)) = naming::shared_content_id(package) {
+        return Err(Error::PackageInvalid {
+            message: format!(
+                "files {first} and {second} would both be stored as content id {id}: give one \
+                 of them another contentId (publish a new SoftwarePackage: the spec is immutable)"
+            ),
+        });
+    }
 
     // What is already there, and whose.
     let mut plan = Vec::with_capacity(package.spec.files.len());

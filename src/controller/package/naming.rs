@@ -51,6 +51,24 @@ pub fn content_ids(package: &SoftwarePackage) -> Vec<String> {
         .collect()
 }
 
+/// Two files of the package that would be stored under one content id, with that id: an
+/// explicit `contentId` equal to another file's default (or explicit) id. The schema refuses
+/// this when a package is created; this catches packages stored before that rule, with the
+/// exact namespace the schema cannot see.
+pub fn shared_content_id(package: &SoftwarePackage) -> Option<(String, String, String)> {
+    let ids = content_ids(package);
+    let files = &package.spec.files;
+    ids.iter().enumerate().find_map(|(i, id)| {
+        ids[i + 1..].iter().position(|other| other == id).map(|j| {
+            (
+                files[i].name.clone(),
+                files[i + 1 + j].name.clone(),
+                id.clone(),
+            )
+        })
+    })
+}
+
 /// The tags of an uploaded file.
 pub fn file_tags(owner: &str, sha256: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -147,6 +165,25 @@ mod tests {
         let tags = file_tags("team-a/fw-1-0-2", "ab");
         assert_eq!(tags[OWNER_TAG], "team-a/fw-1-0-2");
         assert_eq!(tags[SHA256_TAG], "ab");
+    }
+
+    #[test]
+    fn a_content_id_equal_to_a_siblings_default_is_found() {
+        let mut p = package();
+        assert_eq!(shared_content_id(&p), None);
+        // notes.txt takes fw.bin's default id: two files, one platform item.
+        p.spec.files[1].content_id = Some("team-a_fw-1-0-2_fw.bin".into());
+        assert_eq!(
+            shared_content_id(&p),
+            Some((
+                "fw.bin".into(),
+                "notes.txt".into(),
+                "team-a_fw-1-0-2_fw.bin".into()
+            ))
+        );
+        // The same form for another namespace is another package's id, not a sibling's.
+        p.spec.files[1].content_id = Some("team-b_fw-1-0-2_fw.bin".into());
+        assert_eq!(shared_content_id(&p), None);
     }
 
     #[test]

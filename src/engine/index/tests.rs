@@ -154,6 +154,45 @@ fn scope_follows_the_targets_only() {
     kept.sort();
     assert_eq!(kept, ["by-id", "by-tag"]);
     assert_eq!(index.len(), 2);
+    // `excluded` (by identity) and `lab-device` (by tag): selected, then excluded.
+    assert_eq!(index.excluded(), 2);
+}
+
+#[test]
+fn excluded_devices_are_counted_until_they_leave_or_lose_the_exclusion() {
+    let targets = Targets {
+        exclude: Some(Exclusions {
+            tags: vec![DeviceTag::new("lab", "yes")],
+            ..Exclusions::default()
+        }),
+        ..tag_targets()
+    };
+    let lab = |id: &str| {
+        let mut d = device(id);
+        d.tags.push(DeviceTag::new("lab", "yes"));
+        d
+    };
+    let mut index = DeviceIndex::new(config(targets));
+    index.upsert([
+        lab("l1"),
+        lab("l2"),
+        lab("l1"),
+        DeviceObservation::new("other"),
+    ]);
+    assert_eq!((index.len(), index.excluded()), (0, 2));
+    // l2 loses the lab tag: it is the rollout's now, no longer excluded.
+    index.upsert([device("l2")]);
+    assert_eq!((index.len(), index.excluded()), (1, 1));
+    // A full listing without l1 (it left the connector) forgets it.
+    index.begin_full_listing();
+    index.upsert([device("l2"), lab("l3")]);
+    assert_eq!(
+        index.excluded(),
+        2,
+        "l1 still counts until the listing ends"
+    );
+    index.finish_full_listing();
+    assert_eq!((index.len(), index.excluded()), (1, 1));
 }
 
 #[test]

@@ -884,3 +884,41 @@ fn held_devices_of_waves_not_started_are_counted_live_and_frozen_when_their_wave
         "kept once started"
     );
 }
+
+#[test]
+fn exclusions_that_remove_every_device_stall_with_a_reason_instead_of_waiting() {
+    let mut spec = spec(&[50, 100]);
+    spec.targets.exclude = Some(crate::api::rollout::Exclusions {
+        tags: vec![DeviceTag::new("fleet", "a")],
+        ..Default::default()
+    });
+    let mut run = Run::new(spec, Fleet::ordered(3, SEED, |_, _| {}));
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    let all_excluded = conditions::reason::ALL_TARGETS_EXCLUDED;
+    assert_eq!(cond(&d, STALLED), ("True", all_excluded));
+    assert_eq!(cond(&d, READY), ("False", all_excluded));
+    assert_eq!(cond(&d, PROGRESSING), ("False", all_excluded));
+    let message = &find_condition(&d.status.conditions, READY).unwrap().message;
+    assert!(
+        message.contains("select 3 device(s)") && message.contains("spec.targets.exclude"),
+        "{message}"
+    );
+    assert_eq!(d.status.phase, Some(RolloutPhase::Pending));
+    // With no device at all there is nothing to exclude: the Rollout waits for devices.
+    let mut empty = Run::new(run.spec.clone(), Fleet::new(Vec::new()));
+    let d = empty.step();
+    assert_eq!(
+        cond(&d, PROGRESSING),
+        ("True", conditions::reason::WAVE_IN_PROGRESS)
+    );
+    assert_eq!(cond(&d, STALLED).0, "False");
+    // Narrowing the exclusion gives the devices back: the first wave starts.
+    run.edit(|s| s.targets.exclude = None);
+    let d = run.step();
+    assert_eq!(sizes(&d), 2);
+    assert_eq!(
+        cond(&d, STALLED),
+        ("False", conditions::reason::WAVE_IN_PROGRESS)
+    );
+}
