@@ -296,6 +296,7 @@ pub fn condition_for_error(error: &Error) -> ErrorCondition {
         Error::SourceUnavailable { .. } => (FALSE, FALSE, REASON_SOURCE_UNAVAILABLE),
         Error::InUse { .. } => (FALSE, FALSE, REASON_IN_USE),
         Error::ConnectorSpecInvalid { .. }
+        | Error::ResourcesMissing { .. }
         | Error::SecretNotFound { .. }
         | Error::CredentialNotAllowed { .. } => (FALSE, FALSE, reason::CONNECTOR_NOT_READY),
         e if e.is_transient() => PLATFORM_UNAVAILABLE,
