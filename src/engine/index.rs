@@ -334,6 +334,27 @@ impl DeviceIndex {
         &self.arena[start..start + usize::from(entry.identity_len)]
     }
 
+    /// The devices whose `config_otau` set value is this rollout's manifest (any attempt): how
+    /// many, and their identities (sorted) when there are no more than `keep` of them (else
+    /// none: above that the caller needs only the count). One pass over the entries; no
+    /// identity is copied beyond `keep`.
+    pub fn notified(&self, keep: usize) -> (u64, Vec<String>) {
+        let mut count = 0u64;
+        let mut kept = Vec::new();
+        for entry in self.entries.iter().filter(|e| e.set_kind == SetKind::Ours) {
+            count += 1;
+            if kept.len() <= keep {
+                kept.push(self.identity(entry));
+            }
+        }
+        if kept.len() > keep {
+            return (count, Vec::new());
+        }
+        let mut identities: Vec<String> = kept.into_iter().map(str::to_owned).collect();
+        identities.sort_unstable();
+        (count, identities)
+    }
+
     /// The entry of an identity, if in scope.
     pub fn get(&self, identity: &str) -> Option<&DeviceEntry> {
         let key = order_key(&self.config.seed, identity);

@@ -386,3 +386,31 @@ fn a_device_kept_as_held_survives_the_full_listing_unchanged() {
     assert_eq!(idx.get("a"), Some(&before));
     assert!(idx.get("b").is_none(), "not listed, not kept: gone");
 }
+
+#[test]
+fn notified_counts_our_manifest_at_any_attempt_and_keeps_identities_up_to_the_bound() {
+    let ours = manifest().with_attempt(1).to_json();
+    let retry = manifest().with_attempt(2).to_json();
+    let other = Manifest::url_list("1.0", "fw", "", vec!["fw-1.0.bin".into()]).to_json();
+    let index = DeviceIndex::build(
+        config(tag_targets()),
+        [
+            with_set(device("d3"), &ours, 1),
+            with_set(device("d1"), &retry, 2),
+            with_set(device("d2"), &other, 3),
+            device("d4"),
+            with_set(device("d5"), "ACK", 4),
+        ],
+    );
+    assert_eq!(
+        index.notified(2),
+        (2, vec!["d1".to_string(), "d3".to_string()])
+    );
+    assert_eq!(
+        index.notified(5),
+        (2, vec!["d1".to_string(), "d3".to_string()])
+    );
+    // Above the bound: the count only.
+    assert_eq!(index.notified(1), (2, Vec::new()));
+    assert_eq!(index.notified(0), (2, Vec::new()));
+}
