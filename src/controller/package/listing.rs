@@ -16,8 +16,8 @@
 //!   the bound, or this Rollout's notified devices are), it is the larger of the two counts, a
 //!   lower bound when several Rollouts share the package.
 //! - **When.** [`look_due`]: at most once per `--exosense-listing-interval` (default 5m) while
-//!   the Rollout runs, and once when it completes. A look with the same notified count as the
-//!   previous one costs nothing; otherwise one read of the item (`GET …/content/item/<id>`) and,
+//!   the Rollout runs, and once when it completes. A look that finds the same notified devices
+//!   as the previous one (count and fingerprint) costs nothing; otherwise one read of the item (`GET …/content/item/<id>`) and,
 //!   when the tags change, one rewrite through `register_package` (ExoSense `createContent`
 //!   plus the empty body's object-store POST, or the content API's two upload steps): at most
 //!   three platform calls, one of them GraphQL, whatever the fleet size.
@@ -29,6 +29,7 @@ use kube::ResourceExt;
 
 use super::naming;
 use crate::api::{IoTConnector, SoftwarePackage};
+use crate::engine::Notified;
 use crate::platform::{PackageRegistration, Platform, PlatformError, package_content_id};
 
 /// The default of `--exosense-listing-interval`.
@@ -97,8 +98,9 @@ pub fn next_listing(
 pub struct ListingMark {
     /// When the last look was.
     pub looked_at: Option<Instant>,
-    /// The notified devices the listing was last brought up to.
-    pub notified: u64,
+    /// The notified devices the listing was last brought up to: how many, and their
+    /// fingerprint ([`crate::engine::Notified::fingerprint`]).
+    pub notified: (u64, u64),
     /// The look after the Rollout completed is done.
     pub final_look: bool,
 }
@@ -145,7 +147,7 @@ pub async fn bring_up_to_date(
     platform: &dyn Platform,
     package: &SoftwarePackage,
     connector: &IoTConnector,
-    (notified, identities): (u64, &[String]),
+    notified: &Notified,
     bound: u32,
 ) -> Result<Looked, PlatformError> {
     let id = package_content_id(&naming::slug(package));
@@ -155,7 +157,7 @@ pub async fn bring_up_to_date(
         Err(e) => return Err(e),
     };
     let current = listed(&info.tags, &connector.spec.product_id);
-    let Some(next) = next_listing(&current, notified, identities, bound) else {
+    let Some(next) = next_listing(&current, notified.count, &notified.identities, bound) else {
         return Ok(Looked::UpToDate);
     };
     platform
@@ -242,7 +244,7 @@ mod tests {
         assert!(look_due(&first, false, t0, interval));
         let looked = ListingMark {
             looked_at: Some(t0),
-            notified: 3,
+            notified: (3, 42),
             final_look: false,
         };
         assert!(!look_due(

@@ -384,31 +384,37 @@ async fn refresh_listing(
         return;
     }
     let bound = package::device_tag_bound(&ready.package, settings.max_device_tags);
-    let (notified, identities) = sub.lock().index.notified(bound as usize);
+    let notified = sub.lock().index.notified(bound as usize);
+    let seen = (notified.count, notified.fingerprint);
     let mut next = listing::ListingMark {
         looked_at: Some(now),
         notified: mark.notified,
         final_look: false,
     };
-    if notified == mark.notified {
+    if seen == mark.notified {
         next.final_look = complete;
     } else {
         let looked = listing::bring_up_to_date(
             ready.platform.as_ref(),
             &ready.package,
             &ready.connector,
-            (notified, &identities),
+            &notified,
             bound,
         )
         .await;
         match looked {
             Ok(looked) => {
-                tracing::debug!(notified, complete, ?looked, "package listing looked at");
-                next.notified = notified;
+                tracing::debug!(
+                    notified = notified.count,
+                    complete,
+                    ?looked,
+                    "package listing looked at"
+                );
+                next.notified = seen;
                 next.final_look = complete;
             }
             Err(e) => {
-                tracing::warn!(error = %e, notified, "could not update the package's ExoSense listing; trying again later");
+                tracing::warn!(error = %e, notified = notified.count, "could not update the package's ExoSense listing; trying again later");
             }
         }
     }

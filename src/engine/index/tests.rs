@@ -402,15 +402,15 @@ fn notified_counts_our_manifest_at_any_attempt_and_keeps_identities_up_to_the_bo
             with_set(device("d5"), "ACK", 4),
         ],
     );
-    assert_eq!(
-        index.notified(2),
-        (2, vec!["d1".to_string(), "d3".to_string()])
-    );
-    assert_eq!(
-        index.notified(5),
-        (2, vec!["d1".to_string(), "d3".to_string()])
-    );
+    let both = vec!["d1".to_string(), "d3".to_string()];
+    let found = index.notified(2);
+    assert_eq!((found.count, &found.identities), (2, &both));
+    assert_eq!(index.notified(5).identities, both);
+    // The fingerprint names the set: the order keys of d1 and d3.
+    let key = |id: &str| order_key("ns/ro", id);
+    assert_eq!(found.fingerprint, key("d1").wrapping_add(key("d3")));
     // Above the bound: the count only.
-    assert_eq!(index.notified(1), (2, Vec::new()));
-    assert_eq!(index.notified(0), (2, Vec::new()));
+    let above = index.notified(1);
+    assert_eq!((above.count, above.identities), (2, Vec::new()));
+    assert_eq!(index.notified(0).identities, Vec::<String>::new());
 }
