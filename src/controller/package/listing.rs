@@ -62,6 +62,15 @@ pub fn listed(tags: &BTreeMap<String, String>, pid: &str) -> Listed {
     Listed { total, identities }
 }
 
+/// What a registration made again keeps of what the item listed: everything, unless it has
+/// more per-device tags than `bound` allows now (the operator flag went down): then the count.
+pub fn carried_over(mut listed: Listed, bound: u32) -> Listed {
+    if listed.identities.len() as u64 > u64::from(bound) {
+        listed.identities.clear();
+    }
+    listed
+}
+
 /// What the item should list once the `notified` devices (`identities`: all of them, or
 /// empty when there are more than `bound`) are added to what it lists; `None` when it lists
 /// them already.
@@ -201,6 +210,18 @@ mod tests {
             }
         );
         assert_eq!(listed(&BTreeMap::new(), "p1"), Listed::default());
+    }
+
+    #[test]
+    fn registering_again_keeps_the_listing_within_the_bound() {
+        assert_eq!(carried_over(exact(&["a", "b"]), 2), exact(&["a", "b"]));
+        assert_eq!(
+            carried_over(exact(&["a", "b"]), 1),
+            Listed {
+                total: 2,
+                identities: Vec::new()
+            }
+        );
     }
 
     #[test]

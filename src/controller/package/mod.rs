@@ -593,7 +593,7 @@ async fn register(
     // listed when the item is registered again.
     let before = existing
         .as_ref()
-        .map(|info| listing::listed(&info.tags, pid))
+        .map(|info| listing::carried_over(listing::listed(&info.tags, pid), bound))
         .unwrap_or_default();
     let (tagged, total) = (before.identities.len() as u64, before.total);
     let registered_now = match current {
