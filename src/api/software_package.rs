@@ -258,9 +258,9 @@ pub struct Registration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub author: Option<String>,
-    /// The most per-device targeting tags (`<productId>.<identity>`) written on the
-    /// registration item. Above this many targeted devices the package is registered without
-    /// per-device tags (ExoSense then does not list it per device); rollouts are unaffected.
+    /// The most per-device tags (`<productId>.<identity>`) on the registration item, one per
+    /// device a Rollout notified. Above this many the item carries `total-devices` only
+    /// (ExoSense then does not list the package per device); rollouts are unaffected.
     #[serde(default = "default_max_device_tags")]
     #[schemars(range(min = 0, max = 10000))]
     pub max_device_tags: i32,

@@ -175,6 +175,12 @@ pub struct Args {
     )]
     exosense_max_device_tags: u32,
 
+    /// The least time between two rewrites of a package's ExoSense listing while a Rollout
+    /// notifies devices (it lists the devices Rollouts notified; rewritten once more when a
+    /// Rollout completes).
+    #[arg(long, env = "OTAU_EXOSENSE_LISTING_INTERVAL", default_value = "5m", value_parser = duration, value_name = "DURATION", help_heading = "Packages")]
+    exosense_listing_interval: Duration,
+
     /// How often a Ready package is compared with the platform again.
     #[arg(long, env = "OTAU_PACKAGE_RESYNC", default_value = "10m", value_parser = duration, value_name = "DURATION", help_heading = "Packages")]
     package_resync: Duration,
@@ -521,6 +527,7 @@ async fn serve(args: Args) -> Result<(), String> {
         work_dir: args.work_dir.clone().unwrap_or_else(std::env::temp_dir),
         token_expiry_warning: args.token_expiry_warning,
         max_device_tags: args.exosense_max_device_tags,
+        listing_interval: args.exosense_listing_interval,
         platform_request_timeout: args.platform_request_timeout,
         platform_retry: RetryPolicy {
             max_tries: args.platform_max_tries.max(1),

@@ -10,10 +10,16 @@
 //! | 401 (after one Secret re-read) / 403 | False | True | `CredentialsRejected` |
 //! | the product id does not exist | False | True | `ProductNotFound` |
 //! | the spec cannot be used (URL, a refused address, CA bundle) | False | True | `ConfigurationInvalid` |
+//! | `config_otau` missing or not settable, or `otau_in` missing ([`resource_problems`]) | False | True | `ResourcesMissing` |
 //!
 //! With `spec.exosense` set, the ExoSense Automation token is checked as well (one
 //! `{ __typename }` GraphQL query); ExoSense refusing it is `CredentialsRejected` with a message
 //! that names ExoSense and the Secret key, never the token.
+//!
+//! The connector's resources come with the settings the credential check reads (`GET
+//! …/device2`, no extra call): a connector that cannot carry a manifest to its devices or hear
+//! their reports is `ResourcesMissing`, so no package uploads to it and no Rollout writes to it
+//! (both wait for `Ready`) until a person defines the resources and the next check passes.
 //!
 //! A check runs on every spec or annotation change and every `spec.checkInterval` (sooner
 //! when the token expires first). The token's remaining lifetime goes to
@@ -22,6 +28,7 @@
 //! [`prune_deleted`]); below the `--token-expiry-warning` threshold the Ready
 //! message says so and a `TokenExpiringSoon` Warning event is published.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,12 +55,15 @@ use crate::api::duration::CHECK_INTERVAL;
 use crate::api::iot_connector::DEFAULT_CHECK_INTERVAL;
 use crate::api::{IoTConnector, IoTConnectorStatus, parse_duration};
 use crate::net::outbound::{OutboundError, OutboundPolicy};
-use crate::platform::{CredentialCheck, PlatformError};
+use crate::otau::{CONFIG_OTAU, OTAU_IN};
+use crate::platform::{CredentialCheck, PlatformError, ResourceSettings};
 
 /// Reason: the connector's product id does not exist on the management API.
 pub const REASON_PRODUCT_NOT_FOUND: &str = "ProductNotFound";
 /// Reason: the spec cannot be used as written (URL, CA bundle, client settings).
 pub const REASON_CONFIGURATION_INVALID: &str = "ConfigurationInvalid";
+/// Reason: the connector lacks `config_otau` or `otau_in`, or `config_otau` is not settable.
+pub const REASON_RESOURCES_MISSING: &str = "ResourcesMissing";
 /// Event reason: the token expires within the warning threshold.
 pub const EVENT_TOKEN_EXPIRING: &str = "TokenExpiringSoon";
 
@@ -311,6 +321,7 @@ pub fn condition_for_error(error: &Error) -> ErrorCondition {
             _ => (FALSE, TRUE, REASON_CONFIGURATION_INVALID),
         },
         Error::ConnectorSpecInvalid { .. } => (FALSE, TRUE, REASON_CONFIGURATION_INVALID),
+        Error::ResourcesMissing { .. } => (FALSE, TRUE, REASON_RESOURCES_MISSING),
         _ => PLATFORM_UNAVAILABLE,
     }
 }
@@ -350,10 +361,64 @@ async fn check(connector: &IoTConnector, ctx: &Context) -> Result<Checked, Error
         .check_exosense_credentials()
         .await
         .map_err(|e| exosense_rejection(connector, e))?;
+    let problems = resource_problems(&management.settings.resources);
+    if !problems.is_empty() {
+        return Err(Error::ResourcesMissing {
+            message: resources_message(connector, &problems),
+        });
+    }
     Ok(Checked {
         management,
         exosense,
     })
+}
+
+/// Something about a connector's resources that keeps OTAU from working
+/// (exosite-platform.md §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceProblem {
+    /// The resource is not defined on the connector.
+    Missing(&'static str),
+    /// The resource is defined but the cloud may not write it.
+    NotSettable(&'static str),
+}
+
+impl std::fmt::Display for ResourceProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResourceProblem::Missing(alias) => write!(f, "resource {alias} is missing"),
+            ResourceProblem::NotSettable(alias) => write!(f, "resource {alias} is not settable"),
+        }
+    }
+}
+
+/// The one decision about a connector's resources: what keeps OTAU from working, from the
+/// resources the management API lists (`GET …/device2`, exosite-platform.md §5.2). The
+/// operator writes the manifest to `config_otau`, so it must exist and be settable; devices
+/// report in `otau_in`, so it must exist (its settable flag does not matter: devices write
+/// it). Empty: nothing is wrong.
+pub fn resource_problems(resources: &BTreeMap<String, ResourceSettings>) -> Vec<ResourceProblem> {
+    let mut problems = Vec::new();
+    match resources.get(CONFIG_OTAU) {
+        None => problems.push(ResourceProblem::Missing(CONFIG_OTAU)),
+        Some(r) if !r.settable => problems.push(ResourceProblem::NotSettable(CONFIG_OTAU)),
+        Some(_) => {}
+    }
+    if !resources.contains_key(OTAU_IN) {
+        problems.push(ResourceProblem::Missing(OTAU_IN));
+    }
+    problems
+}
+
+/// The `ResourcesMissing` message: what is wrong, what to define, and how to recheck.
+fn resources_message(connector: &IoTConnector, problems: &[ResourceProblem]) -> String {
+    let what: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    format!(
+        "connector {} cannot deliver packages: {}. Define {CONFIG_OTAU} (format string, settable) and {OTAU_IN} (format string) in the connector's resources, then recheck: kubectl annotate iotconnector {} otau.dev/recheck=$(date +%s) --overwrite",
+        connector.spec.product_id,
+        what.join(", "),
+        connector.name_any()
+    )
 }
 
 /// Resolves the connector's management and ExoSense hosts and checks every address against
@@ -468,5 +533,69 @@ pub fn forget(ctx: &Context, namespace: &str, name: &str) {
         .is_ok()
     {
         tracing::debug!(%namespace, %name, "connector deleted; its metric series removed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resource definitions as (alias, settable).
+    type Defs<'a> = &'a [(&'a str, bool)];
+
+    fn resources(defs: Defs<'_>) -> BTreeMap<String, ResourceSettings> {
+        defs.iter()
+            .map(|(alias, settable)| {
+                (
+                    alias.to_string(),
+                    ResourceSettings {
+                        format: "string".into(),
+                        settable: *settable,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_default_resources_have_no_problem() {
+        let ok = resources(&[(CONFIG_OTAU, true), (OTAU_IN, false), ("data_in", false)]);
+        assert_eq!(resource_problems(&ok), Vec::new());
+        // Devices write otau_in; a settable otau_in is no problem either.
+        let ok = resources(&[(CONFIG_OTAU, true), (OTAU_IN, true)]);
+        assert_eq!(resource_problems(&ok), Vec::new());
+    }
+
+    #[test]
+    fn each_problem_is_named() {
+        use ResourceProblem::{Missing, NotSettable};
+        let cases: [(Defs<'_>, Vec<ResourceProblem>); 4] = [
+            (&[(CONFIG_OTAU, true)], vec![Missing(OTAU_IN)]),
+            (&[(OTAU_IN, false)], vec![Missing(CONFIG_OTAU)]),
+            (
+                &[(CONFIG_OTAU, false), (OTAU_IN, false)],
+                vec![NotSettable(CONFIG_OTAU)],
+            ),
+            (&[], vec![Missing(CONFIG_OTAU), Missing(OTAU_IN)]),
+        ];
+        for (defs, want) in cases {
+            assert_eq!(resource_problems(&resources(defs)), want, "{defs:?}");
+        }
+        assert_eq!(
+            NotSettable(CONFIG_OTAU).to_string(),
+            "resource config_otau is not settable"
+        );
+    }
+
+    #[test]
+    fn resources_missing_is_stalled_and_not_ready() {
+        let error = Error::ResourcesMissing {
+            message: "resource otau_in is missing".into(),
+        };
+        assert_eq!(
+            condition_for_error(&error),
+            (FALSE, TRUE, REASON_RESOURCES_MISSING)
+        );
+        assert!(!error.is_transient());
     }
 }

@@ -60,6 +60,13 @@ pub enum Error {
         /// Which label or annotation is missing, and the commands that add it.
         message: String,
     },
+    /// The connector lacks a resource OTAU needs, or `config_otau` is not settable
+    /// (`connector::resource_problems` decides; exosite-platform.md §2.1).
+    #[error("{message}")]
+    ResourcesMissing {
+        /// Which resources are missing or not settable, and how to fix it.
+        message: String,
+    },
     /// The IoTConnector's spec cannot be used as written (bad URL, http without opt-in).
     #[error("invalid IoTConnector spec: {message}")]
     ConnectorSpecInvalid {
@@ -191,6 +198,7 @@ impl Error {
             Error::SecretNotFound { .. } => "secret_not_found",
             Error::CredentialNotAllowed { .. } => "credential_not_allowed",
             Error::ConnectorSpecInvalid { .. } => "connector_spec_invalid",
+            Error::ResourcesMissing { .. } => "resources_missing",
             Error::ConnectorMissing { .. } => "connector_missing",
             Error::SourceUnavailable { .. } => "source_unavailable",
             Error::SourceRefused { .. } => "source_refused",
@@ -215,6 +223,7 @@ impl Error {
             Error::SecretNotFound { .. } => "SecretNotFound",
             Error::CredentialNotAllowed { .. } => "CredentialNotAllowed",
             Error::ConnectorSpecInvalid { .. } => "ConnectorInvalid",
+            Error::ResourcesMissing { .. } => "ResourcesMissing",
             Error::ConnectorMissing { .. } => "ConnectorMissing",
             Error::SourceUnavailable { .. } => "SourceUnavailable",
             Error::SourceRefused { .. } => "SourceRefused",
@@ -241,6 +250,7 @@ impl Error {
             Error::Platform { source } => platform_is_transient(source),
             Error::ConnectorSpecInvalid { .. }
             | Error::CredentialNotAllowed { .. }
+            | Error::ResourcesMissing { .. }
             | Error::SourceRefused { .. }
             | Error::ChecksumMismatch { .. }
             | Error::FileTooLarge { .. }

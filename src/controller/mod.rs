@@ -95,6 +95,9 @@ pub struct Settings {
     pub token_expiry_warning: Duration,
     /// The most per-device tags on a package registration (bounds the spec's value).
     pub max_device_tags: u32,
+    /// The least time between two looks of a running Rollout at its package's ExoSense
+    /// listing (src/controller/package/listing.rs); a completed Rollout looks once more.
+    pub listing_interval: Duration,
     /// Timeout of each platform request.
     pub platform_request_timeout: Duration,
     /// Retries of idempotent platform requests.
@@ -120,6 +123,7 @@ impl Default for Settings {
             work_dir: std::env::temp_dir(),
             token_expiry_warning: Duration::from_secs(24 * 3600),
             max_device_tags: crate::api::software_package::DEFAULT_MAX_DEVICE_TAGS as u32,
+            listing_interval: package::listing::DEFAULT_LISTING_INTERVAL,
             platform_request_timeout: Duration::from_secs(30),
             platform_retry: RetryPolicy::default(),
             package_resync: Duration::from_secs(600),

@@ -98,6 +98,18 @@ impl ReportCode {
     }
 }
 
+/// The devices a rollout notified, as [`DeviceIndex::notified`] finds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notified {
+    /// How many.
+    pub count: u64,
+    /// The wrapping sum of their order keys: equal for the same set of devices, whatever the
+    /// order; a different set almost always gives another sum.
+    pub fingerprint: u64,
+    /// Their identities, sorted, when there are no more than asked for; else empty.
+    pub identities: Vec<String>,
+}
+
 /// Flag: the device was seen since [`DeviceIndex::begin_full_listing`].
 const SEEN: u8 = 1;
 
@@ -366,6 +378,34 @@ impl DeviceIndex {
     pub fn identity(&self, entry: &DeviceEntry) -> &str {
         let start = entry.identity_start as usize;
         &self.arena[start..start + usize::from(entry.identity_len)]
+    }
+
+    /// The devices whose `config_otau` set value is this rollout's manifest (any attempt): how
+    /// many, a fingerprint of which, and their identities (sorted) when there are no more than
+    /// `keep` of them (else none: above that the caller needs only the count). One pass over
+    /// the entries; no identity is copied beyond `keep`.
+    pub fn notified(&self, keep: usize) -> Notified {
+        let mut count = 0u64;
+        let mut fingerprint = 0u64;
+        let mut kept = Vec::new();
+        for entry in self.entries.iter().filter(|e| e.set_kind == SetKind::Ours) {
+            count += 1;
+            fingerprint = fingerprint.wrapping_add(entry.order_key);
+            if kept.len() <= keep {
+                kept.push(self.identity(entry));
+            }
+        }
+        let mut identities: Vec<String> = if kept.len() > keep {
+            Vec::new()
+        } else {
+            kept.into_iter().map(str::to_owned).collect()
+        };
+        identities.sort_unstable();
+        Notified {
+            count,
+            fingerprint,
+            identities,
+        }
     }
 
     /// The entry of an identity, if in scope.

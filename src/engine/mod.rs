@@ -62,7 +62,7 @@ pub use control::ResumeRequest;
 pub use device::{DeviceState, EvalContext, evaluate};
 pub use events::{EngineEvent, EventType, MAX_EVENT_MESSAGE_BYTES, ThresholdTrip, reason};
 pub use index::{
-    DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, ReportCode, SetKind,
+    DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, Notified, ReportCode, SetKind,
 };
 pub use memory::{AbortCause, AbortRecord, EngineMemory, ThresholdBaseline};
 pub use observation::{

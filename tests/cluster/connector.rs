@@ -4,7 +4,7 @@
 //! metric series of a deleted connector removed, and no token anywhere it must not be.
 
 use kube::api::Api;
-use otau_operator::api::IoTConnector;
+use otau_operator::api::{IoTConnector, SoftwarePackage};
 use otau_operator::emulator::faults::{FaultConfig, FaultRule};
 
 use crate::operator::{
@@ -342,5 +342,184 @@ async fn an_unavailable_management_api_is_platform_unavailable_not_stalled() {
         rate_limit: None,
     });
     wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
+}
+
+/// Replaces the emulator connector's resource definitions (what `PATCH …/device2` with a
+/// `resources` body does, exosite-platform.md §5.2).
+fn define_resources(emu: &Emu, resources: serde_json::Value) {
+    emu.conn()
+        .patch_settings(&serde_json::json!({ "resources": resources }))
+        .expect("patch the connector's resources");
+}
+
+/// Waits until connector `name` is `ResourcesMissing` with a message containing `text`.
+async fn wait_resources_missing(api: &Api<IoTConnector>, name: &str, text: &str) -> IoTConnector {
+    let found = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (api2, name2, text2, found2) = (
+        api.clone(),
+        name.to_string(),
+        text.to_string(),
+        found.clone(),
+    );
+    wait_for(
+        DEADLINE,
+        &format!("{name}: ResourcesMissing naming {text}"),
+        move || {
+            let (api, name, text, found) =
+                (api2.clone(), name2.clone(), text2.clone(), found2.clone());
+            async move {
+                let Ok(connector) = api.get(&name).await else {
+                    return false;
+                };
+                let hit = condition(&connector, "Ready").is_some_and(|c| {
+                    c.status == "False"
+                        && c.reason == "ResourcesMissing"
+                        && c.message.contains(&text)
+                });
+                if hit {
+                    *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(connector);
+                }
+                hit
+            }
+        },
+    )
+    .await;
+    let connector = found.lock().unwrap_or_else(|e| e.into_inner()).take();
+    connector.expect("found")
+}
+
+/// The requests that put content on the connector: content uploads (management API and object
+/// store) and ExoSense `createContent`.
+fn content_writes(emu: &Emu) -> Vec<String> {
+    emu.log()
+        .iter()
+        .filter(|l| {
+            (l.path.contains("/content/item/") && l.path.ends_with("/upload"))
+                || l.path.starts_with("/objectstore/")
+                || l.path == "/api/graphql" && l.method == "POST" && l.status != 401
+        })
+        .map(|l| format!("{} {}", l.method, l.path))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_unsettable_otau_resources_stall_the_connector_and_block_uploads_until_fixed() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("connector-resources").await;
+    let emu = Emu::start().await;
+    let string = |settable: bool| serde_json::json!({"format": "string", "settable": settable});
+    // The connector defines config_otau but not otau_in.
+    define_resources(&emu, serde_json::json!({"config_otau": string(true)}));
+    let op = start_operator(cp, &ns, &[]).await;
+    apply(cp, &ns, &secret_yaml("token", MTOKEN));
+    apply(cp, &ns, &emu.connector_yaml("emu", "token", ""));
+    let api: Api<IoTConnector> = Api::namespaced(cp.client().await, &ns);
+    let connector = wait_resources_missing(&api, "emu", "resource otau_in is missing").await;
+    let ready = condition(&connector, "Ready").expect("Ready");
+    assert!(
+        !ready.message.contains("config_otau is"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains("otau.dev/recheck"),
+        "{}",
+        ready.message
+    );
+    let stalled = condition(&connector, "Stalled").expect("Stalled");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "ResourcesMissing")
+    );
+    assert_eq!(
+        condition(&connector, "Reconciling")
+            .expect("Reconciling")
+            .status,
+        "False"
+    );
+    let (verdict, message) = cp.kstatus_of(&ns, "iotconnector.otau.dev", "emu");
+    assert_eq!(verdict, "Failed", "{message}");
+
+    // A package for this connector waits and uploads nothing.
+    apply(
+        cp,
+        &ns,
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fw\n{}data:\n  fw.bin: resources\n",
+            crate::support::process::PACKAGE_SOURCE_OPT_IN
+        ),
+    );
+    apply(
+        cp,
+        &ns,
+        "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw\nspec:\n  connectorRef:\n    name: emu\n  version: 1.0.0\n  files:\n    - name: fw.bin\n      configMapKeyRef:\n        name: fw\n        key: fw.bin\n",
+    );
+    let packages: Api<SoftwarePackage> = Api::namespaced(cp.client().await, &ns);
+    let package = wait_condition(&packages, "fw", "Ready", "False", "ConnectorNotReady").await;
+    let ready = condition(&package, "Ready").expect("Ready");
+    assert!(
+        ready.message.contains("ResourcesMissing"),
+        "{}",
+        ready.message
+    );
+
+    // otau_in is back, but config_otau may not be written from the cloud.
+    define_resources(
+        &emu,
+        serde_json::json!({"config_otau": string(false), "otau_in": string(false)}),
+    );
+    let recheck = |n: &str| {
+        kubectl(
+            cp,
+            &[
+                "annotate",
+                "-n",
+                &ns,
+                "iotconnector/emu",
+                &format!("otau.dev/recheck={n}"),
+                "--overwrite",
+            ],
+        )
+    };
+    recheck("1");
+    let connector =
+        wait_resources_missing(&api, "emu", "resource config_otau is not settable").await;
+    let ready = condition(&connector, "Ready").expect("Ready");
+    assert!(
+        !ready.message.contains("otau_in is missing"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        condition(&packages.get("fw").await.expect("package"), "Ready")
+            .expect("Ready")
+            .reason,
+        "ConnectorNotReady"
+    );
+    assert_eq!(content_writes(&emu), Vec::<String>::new());
+    assert!(emu.content_ids().is_empty(), "{:?}", emu.content_ids());
+
+    // Fixed: Ready, and the package uploads and registers.
+    define_resources(
+        &emu,
+        serde_json::json!({"config_otau": string(true), "otau_in": string(false)}),
+    );
+    recheck("2");
+    wait_condition(&api, "emu", "Ready", "True", "Connected").await;
+    wait_condition(&packages, "fw", "Ready", "True", "Registered").await;
+    assert!(emu.uploads() >= 1, "{:?}", content_writes(&emu));
+    assert!(
+        emu.content_ids()
+            .iter()
+            .any(|id| id.starts_with("package_")),
+        "{:?}",
+        emu.content_ids()
+    );
+    let events = events_json(cp, &ns);
+    assert!(
+        events.contains("ResourcesMissing"),
+        "no ResourcesMissing event"
+    );
     assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
 }

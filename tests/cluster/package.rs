@@ -196,9 +196,15 @@ spec:
     assert_eq!(info["product"], "emu");
     assert!(expected.matches(&info["config_otau"].to_string()));
     assert_eq!(item.tags["pid"], CID);
-    assert_eq!(item.tags["total-devices"], "2");
-    assert_eq!(item.tags[&format!("{CID}.dev-1")], "1");
-    assert_eq!(item.tags[&format!("{CID}.dev-2")], "1");
+    // Listed for no device yet, although the connector has two: Rollouts add the devices
+    // they notify (src/controller/package/listing.rs).
+    assert_eq!(item.tags["total-devices"], "0");
+    let device_tag = format!("{CID}.");
+    assert!(
+        item.tags.keys().all(|k| !k.starts_with(&device_tag)),
+        "{:?}",
+        item.tags
+    );
     assert!(
         emu.log()
             .iter()
@@ -585,39 +591,58 @@ async fn an_edited_config_map_re_reconciles_its_package() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn above_the_device_tag_bound_the_package_is_listed_without_per_device_tags() {
+async fn registering_again_keeps_the_devices_the_item_lists_and_tags_no_other() {
     let cp = ControlPlane::get();
-    let (ns, emu, op) = setup(cp, "package-tag-bound", "", &[]).await;
+    let (ns, emu, op) = setup(cp, "package-listing-kept", "", &[]).await;
     for identity in ["dev-1", "dev-2", "dev-3"] {
         emu.conn()
             .add_identity(identity, Default::default())
             .expect("identity");
     }
-    apply(cp, &ns, &configmap_yaml("fw", "fw.bin", "bounded"));
+    // The item as a Rollout left it (dev-1 and dev-2 notified), registered for an older
+    // manifest: the package registers again and must keep both, and not add dev-3.
+    let id = format!("package_{ns}_kept.json");
+    let listed = [
+        ("otau_info".to_string(), "{\"author\":\"old\"}".to_string()),
+        ("pid".to_string(), CID.to_string()),
+        ("total-devices".to_string(), "2".to_string()),
+        (format!("{CID}.dev-1"), "1".to_string()),
+        (format!("{CID}.dev-2"), "1".to_string()),
+    ];
+    emu.conn()
+        .content()
+        .put(otau_operator::emulator::model::ContentItem {
+            id: id.clone(),
+            content_type: "application/json".into(),
+            data: Default::default(),
+            tags: listed.into_iter().collect(),
+            last_modified: 0,
+        })
+        .expect("put the old item");
+    apply(cp, &ns, &configmap_yaml("fw", "fw.bin", "kept"));
     apply(
         cp,
         &ns,
-        "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: bounded\nspec:\n  connectorRef:\n    name: emu\n  version: 1.0.0\n  registration:\n    maxDeviceTags: 2\n  files:\n    - name: fw.bin\n      configMapKeyRef:\n        name: fw\n        key: fw.bin\n",
+        "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: kept\nspec:\n  connectorRef:\n    name: emu\n  version: 1.0.0\n  files:\n    - name: fw.bin\n      configMapKeyRef:\n        name: fw\n        key: fw.bin\n",
     );
     let api: Api<SoftwarePackage> = Api::namespaced(cp.client().await, &ns);
-    let package = wait_condition(&api, "bounded", "Ready", "True", "Registered").await;
+    let package = wait_condition(&api, "kept", "Ready", "True", "Registered").await;
     let ready = condition(&package, "Ready").expect("Ready");
     assert!(
-        ready
-            .message
-            .contains("3 devices exceed the bound of 2 (spec.registration.maxDeviceTags"),
+        ready.message.contains("listed for 2 notified device(s)"),
         "{}",
         ready.message
     );
-    let item = emu
-        .content(&format!("package_{ns}_bounded.json"))
-        .expect("registration item");
-    assert_eq!(item.tags["total-devices"], "3");
+    let item = emu.content(&id).expect("registration item");
+    let info: serde_json::Value = serde_json::from_str(&item.tags["otau_info"]).expect("otau_info");
+    assert_eq!(info["product"], "emu", "registered again");
+    assert_eq!(item.tags["total-devices"], "2");
     let prefix = format!("{CID}.");
-    assert!(
-        item.tags.keys().all(|k| !k.starts_with(&prefix)),
-        "{:?}",
-        item.tags
-    );
+    let tagged: Vec<&str> = item
+        .tags
+        .keys()
+        .filter_map(|k| k.strip_prefix(&prefix))
+        .collect();
+    assert_eq!(tagged, vec!["dev-1", "dev-2"]);
     assert_no_token_leak(cp, &ns, &op, &[MTOKEN]);
 }

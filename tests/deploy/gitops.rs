@@ -211,6 +211,11 @@ fn connector_status(generation: Option<i64>, case: &str) -> IoTConnectorStatus {
         "ConfigurationInvalid" => Some(Error::ConnectorSpecInvalid {
             message: "managementUrl is not a URL".into(),
         }),
+        "ResourcesMissing" => Some(Error::ResourcesMissing {
+            message:
+                "connector t41hp23nod8s00000 cannot deliver packages: resource otau_in is missing"
+                    .into(),
+        }),
         other => {
             panic!("docs/gitops.md names an IoTConnector state the test does not know: {other}")
         }

@@ -98,6 +98,11 @@ impl Emu {
         self.webhook = Some(WebhookDelivery::start(&self.model, config).expect("webhook"));
     }
 
+    /// Every request the emulator saw so far.
+    pub fn log(&self) -> Vec<crate::support::emulator::Logged> {
+        self.emulator.log()
+    }
+
     /// The connector.
     pub fn conn(&self) -> Arc<Connector> {
         self.model.connector(CID).expect("connector")

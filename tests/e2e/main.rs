@@ -14,6 +14,7 @@ mod conflict;
 mod control;
 mod equivalence;
 mod leader;
+mod listing;
 mod outage;
 mod policies;
 mod push;

@@ -106,3 +106,43 @@ async fn exosense_with_a_wrong_token_is_rejected() {
     assert_eq!(err.metric_label(), "authentication", "{err}");
     assert!(!err.to_string().contains("wrong-automation-token"));
 }
+
+/// A listing at the default bound (1,000 per-device tags, src/controller/package/listing.rs)
+/// goes through both registration paths whole: the content API's `tags` query parameter and
+/// `createContent`'s variables. Each path costs the calls the listing docs count: two for the
+/// content API (upload form, object-store POST), two for ExoSense (createContent, object-store
+/// POST).
+#[tokio::test]
+async fn a_listing_at_the_default_bound_registers_whole_through_both_paths() {
+    let bound = otau_operator::api::software_package::DEFAULT_MAX_DEVICE_TAGS as usize;
+    let devices: Vec<String> = (0..bound).map(|i| format!("device-{i:06}")).collect();
+    let listing = PackageRegistration {
+        total_devices: bound as u64,
+        device_tags: devices.clone(),
+        ..package()
+    };
+    for exosense in [false, true] {
+        let emu = Emu::start().await;
+        let client = if exosense {
+            emu.client_with(emu.config_with_exosense(), None)
+        } else {
+            emu.client()
+        };
+        let before = emu.log().len();
+        let registered = client.register_package(&listing).await.expect("register");
+        let calls = emu.log().len() - before;
+        assert_eq!(calls, 2, "exosense {exosense}: {:?}", &emu.log()[before..]);
+        let info = client
+            .content_info(&registered.content_id)
+            .await
+            .expect("info");
+        let prefix = format!("{CID}.");
+        let tagged: Vec<&str> = info
+            .tags
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .collect();
+        assert_eq!(tagged, devices, "exosense {exosense}");
+        assert_eq!(info.tags["total-devices"], bound.to_string());
+    }
+}

@@ -26,13 +26,13 @@
 
 pub mod cleanup;
 pub mod fetch;
+pub mod listing;
 pub mod naming;
 pub mod sources;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
@@ -53,7 +53,7 @@ use crate::api::conditions::{
 };
 use crate::api::software_package::UploadedFile;
 use crate::api::{IoTConnector, SoftwarePackage, SoftwarePackageStatus};
-use crate::platform::{ContentUpload, ListIdentities, PackageRegistration, PlatformError};
+use crate::platform::{ContentUpload, PlatformError};
 
 use fetch::Fetched;
 use naming::{OWNER_TAG, SHA256_TAG};
@@ -297,6 +297,7 @@ pub fn condition_for_error(error: &Error) -> ErrorCondition {
         Error::SourceUnavailable { .. } => (FALSE, FALSE, REASON_SOURCE_UNAVAILABLE),
         Error::InUse { .. } => (FALSE, FALSE, REASON_IN_USE),
         Error::ConnectorSpecInvalid { .. }
+        | Error::ResourcesMissing { .. }
         | Error::SecretNotFound { .. }
         | Error::CredentialNotAllowed { .. } => (FALSE, FALSE, reason::CONNECTOR_NOT_READY),
         e if e.is_transient() => PLATFORM_UNAVAILABLE,
@@ -559,9 +560,9 @@ struct Registration {
     package_content_id: String,
     /// Whether this pass registered the package (else an up-to-date registration existed).
     registered_now: bool,
-    /// Devices the registration tags.
+    /// Devices the registration tags, as it was found or registered.
     tagged: u64,
-    /// Devices on the connector.
+    /// Devices it lists (`total-devices`).
     total: u64,
     /// The most device tags a registration carries.
     bound: u32,
@@ -597,12 +598,19 @@ async fn register(
                 .is_some_and(|t| naming::otau_info_matches(t, &author, &product, &manifest))
     });
     let bound = device_tag_bound(package, ctx.settings.max_device_tags);
-    let (registered_now, (tagged, total)) = match current {
-        Some(info) => (false, registered_devices(info, pid)),
-        None => (
-            true,
-            register_now(package, connector, client, ctx, manifest, bound).await?,
-        ),
+    // The devices the item lists (Rollouts add them, src/controller/package/listing.rs) stay
+    // listed when the item is registered again.
+    let before = existing
+        .as_ref()
+        .map(|info| listing::carried_over(listing::listed(&info.tags, pid), bound))
+        .unwrap_or_default();
+    let (tagged, total) = (before.identities.len() as u64, before.total);
+    let registered_now = match current {
+        Some(_) => false,
+        None => {
+            register_now(package, connector, client, ctx, before).await?;
+            true
+        }
     };
     Ok(Registration {
         manifest_json,
@@ -616,58 +624,30 @@ async fn register(
 
 /// The most device tags a registration carries: the package's
 /// `spec.registration.maxDeviceTags`, at most the operator's `--exosense-max-device-tags`.
-fn device_tag_bound(package: &SoftwarePackage, operator_max: u32) -> u32 {
+pub fn device_tag_bound(package: &SoftwarePackage, operator_max: u32) -> u32 {
     u32::try_from(package.spec.registration.max_device_tags.max(0))
         .unwrap_or(0)
         .min(operator_max)
 }
 
-/// Devices tagged on an existing registration (tags `<pid>.<identity>`) and the devices it was
-/// registered for (its `total-devices` tag).
-fn registered_devices(info: &crate::platform::ContentInfo, pid: &str) -> (u64, u64) {
-    let total = info
-        .tags
-        .get("total-devices")
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(0);
-    let prefix = format!("{pid}.");
-    let tagged = info.tags.keys().filter(|k| k.starts_with(&prefix)).count() as u64;
-    (tagged, total)
-}
-
-/// Registers the package for the connector's devices, tagging each device when there are no
-/// more than `bound` of them (a `PackageRegistered` event). Returns the devices tagged and the
-/// devices on the connector.
+/// Registers the package (a `PackageRegistered` event), listing the devices `listed` names
+/// (those the item listed before; a new package lists none until a Rollout notifies one).
 async fn register_now(
     package: &SoftwarePackage,
     connector: &IoTConnector,
     client: &ConnectorClient,
     ctx: &Context,
-    manifest: crate::otau::Manifest,
-    bound: u32,
-) -> Result<(u64, u64), Error> {
-    let (total, identities) = list_identities(client, bound).await?;
-    let device_tags = if total <= u64::from(bound) {
-        identities
-    } else {
-        Vec::new()
-    };
-    let tagged = device_tags.len() as u64;
-    let registration = PackageRegistration {
-        slug: naming::slug(package),
-        author: naming::author(package),
-        product: connector.name_any(),
-        manifest,
-        total_devices: total,
-        device_tags,
-    };
+    listed: listing::Listed,
+) -> Result<(), Error> {
+    let (tagged, total) = (listed.identities.len(), listed.total);
+    let registration = listing::registration(package, connector, listed);
     let registered = client.platform.register_package(&registration).await?;
     let how = match registered.path {
         crate::platform::RegistrationPath::ExoSense => "ExoSense createContent",
         crate::platform::RegistrationPath::ContentRest => "the content API",
     };
     let note = format!(
-        "registered {} through {how} ({tagged} of {total} devices tagged)",
+        "registered {} through {how} (listed for {total} notified device(s), {tagged} tagged)",
         registered.content_id
     );
     tracing::info!(content_id = %registered.content_id, total, tagged, "package registered");
@@ -679,7 +659,7 @@ async fn register_now(
         &note,
     )
     .await;
-    Ok((tagged, total))
+    Ok(())
 }
 
 /// The Ready message of a published package: its files (and how many were uploaded now), its
@@ -704,28 +684,14 @@ fn published_message(
     let (tagged, total, bound) = (registration.tagged, registration.total, registration.bound);
     if tagged < total {
         message.push_str(&format!(
-            "; listed without per-device tags: {total} devices exceed the bound of {bound} (spec.registration.maxDeviceTags, operator flag --exosense-max-device-tags)"
+            "; listed for {total} notified device(s) without per-device tags: they exceed the bound of {bound} (spec.registration.maxDeviceTags, operator flag --exosense-max-device-tags)"
         ));
     } else {
-        message.push_str(&format!("; listed for {total} device(s)"));
+        message.push_str(&format!(
+            "; listed for {total} notified device(s) (Rollouts add the devices they notify)"
+        ));
     }
     message
-}
-
-/// Counts the connector's identities and keeps the first `bound + 1` of them.
-async fn list_identities(
-    client: &ConnectorClient,
-    bound: u32,
-) -> Result<(u64, Vec<String>), Error> {
-    let mut pages = client.platform.list_identities(ListIdentities::default());
-    let mut seen = std::collections::BTreeSet::new();
-    while let Some(page) = pages.next().await {
-        for identity in page?.identities {
-            seen.insert(identity.identity);
-        }
-    }
-    let total = seen.len() as u64;
-    Ok((total, seen.into_iter().take(bound as usize + 1).collect()))
 }
 
 /// Uploads one file, trying again on transient failures (the object-store POST is not

@@ -18,10 +18,11 @@ use kube::runtime::reflector::ObjectRef;
 use super::state::Tracked;
 use super::writes::{Delivery, WriteLimits, deliver, now_micros};
 use super::{RolloutContext, conflict, report};
-use crate::api::conditions::{self, READY};
+use crate::api::conditions::{self, COMPLETE, READY};
 use crate::api::rollout::RolloutStatus;
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
 use crate::controller::error::Error;
+use crate::controller::package::{self, listing};
 use crate::controller::poller::{PollIntervals, SubscribeRequest, Subscription, WebhookKey};
 use crate::engine::{
     self, Blocker, Decision, EngineError, EngineInput, IndexConfig, Micros, Notification, PollHint,
@@ -45,6 +46,7 @@ pub(super) async fn reconcile_rollout(
             let batch = notification_batch(ctx.options.write_concurrency);
             let decision = decide(&pass, &subscription, Some(batch))?;
             let acted = act(&pass, ctx, &ready, &subscription, decision).await?;
+            refresh_listing(&pass, ctx, &ready, &subscription, &acted).await;
             finish(&pass, ctx, acted, &subscription).await
         }
         Observed::Held(held) => hold(&pass, ctx, held).await,
@@ -123,6 +125,7 @@ struct Held {
 /// What a Rollout needs before it can deliver.
 struct Prerequisites {
     manifest: Manifest,
+    package: SoftwarePackage,
     connector: IoTConnector,
     platform: Arc<dyn Platform>,
 }
@@ -362,6 +365,62 @@ async fn write(
     delivery
 }
 
+/// Brings the package's ExoSense listing up to the devices this Rollout notified when a look
+/// is due (src/controller/package/listing.rs): at most once per `--exosense-listing-interval`
+/// while it runs, once more when it completes. A failed look is logged and tried again after
+/// the interval; it never fails the pass (the listing is what ExoSense shows, not delivery).
+async fn refresh_listing(
+    pass: &Pass<'_>,
+    ctx: &RolloutContext,
+    ready: &Prerequisites,
+    sub: &Subscription,
+    acted: &Acted,
+) {
+    let settings = &ctx.base.settings;
+    let complete = conditions::is_true(&acted.decision.status.conditions, COMPLETE);
+    let mark = pass.tracked.listing;
+    let now = std::time::Instant::now();
+    if !listing::look_due(&mark, complete, now, settings.listing_interval) {
+        return;
+    }
+    let bound = package::device_tag_bound(&ready.package, settings.max_device_tags);
+    let notified = sub.lock().index.notified(bound as usize);
+    let seen = (notified.count, notified.fingerprint);
+    let mut next = listing::ListingMark {
+        looked_at: Some(now),
+        notified: mark.notified,
+        final_look: false,
+    };
+    if seen == mark.notified {
+        next.final_look = complete;
+    } else {
+        let looked = listing::bring_up_to_date(
+            ready.platform.as_ref(),
+            &ready.package,
+            &ready.connector,
+            &notified,
+            bound,
+        )
+        .await;
+        match looked {
+            Ok(looked) => {
+                tracing::debug!(
+                    notified = notified.count,
+                    complete,
+                    ?looked,
+                    "package listing looked at"
+                );
+                next.notified = seen;
+                next.final_look = complete;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, notified = notified.count, "could not update the package's ExoSense listing; trying again later");
+            }
+        }
+    }
+    ctx.tracked.update(&pass.uid, |t| t.listing = next);
+}
+
 /// Reports the decision and chooses when to look again; a write error fails the reconcile
 /// after the report (the controller backs off).
 async fn finish(
@@ -509,6 +568,7 @@ async fn prerequisites(
         .await?;
     Ok(Ok(Prerequisites {
         manifest,
+        package,
         connector,
         platform: client.platform.clone(),
     }))

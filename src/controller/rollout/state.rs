@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::api::conditions::{self, STALLED, reason};
 use crate::api::rollout::{Rollout, RolloutStatus};
+use crate::controller::package::listing::ListingMark;
 use crate::engine::{AbortCause, AbortRecord, EngineMemory};
 
 /// One Rollout's in-memory state.
@@ -34,6 +35,8 @@ pub struct Tracked {
     /// Identities whose last write ended without a clear answer (timeout, 5xx): their state
     /// is read again before they are written.
     pub uncertain: HashSet<String>,
+    /// The last look at the package's ExoSense listing (aggregates only).
+    pub listing: ListingMark,
 }
 
 /// Every tracked Rollout, by UID.

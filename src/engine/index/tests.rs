@@ -425,3 +425,31 @@ fn a_device_kept_as_held_survives_the_full_listing_unchanged() {
     assert_eq!(idx.get("a"), Some(&before));
     assert!(idx.get("b").is_none(), "not listed, not kept: gone");
 }
+
+#[test]
+fn notified_counts_our_manifest_at_any_attempt_and_keeps_identities_up_to_the_bound() {
+    let ours = manifest().with_attempt(1).to_json();
+    let retry = manifest().with_attempt(2).to_json();
+    let other = Manifest::url_list("1.0", "fw", "", vec!["fw-1.0.bin".into()]).to_json();
+    let index = DeviceIndex::build(
+        config(tag_targets()),
+        [
+            with_set(device("d3"), &ours, 1),
+            with_set(device("d1"), &retry, 2),
+            with_set(device("d2"), &other, 3),
+            device("d4"),
+            with_set(device("d5"), "ACK", 4),
+        ],
+    );
+    let both = vec!["d1".to_string(), "d3".to_string()];
+    let found = index.notified(2);
+    assert_eq!((found.count, &found.identities), (2, &both));
+    assert_eq!(index.notified(5).identities, both);
+    // The fingerprint names the set: the order keys of d1 and d3.
+    let key = |id: &str| order_key("ns/ro", id);
+    assert_eq!(found.fingerprint, key("d1").wrapping_add(key("d3")));
+    // Above the bound: the count only.
+    let above = index.notified(1);
+    assert_eq!((above.count, above.identities), (2, Vec::new()));
+    assert_eq!(index.notified(0).identities, Vec::<String>::new());
+}

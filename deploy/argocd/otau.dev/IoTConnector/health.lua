@@ -1,9 +1,9 @@
 -- Argo CD health of an otau.dev IoTConnector (Lua 5.1), from its conditions (docs/architecture.md §8):
 --   Ready=True                                          -> Healthy
 --   Stalled=True, or Ready=False with a failure reason  -> Degraded
---     (failure reasons: CredentialsRejected ProductNotFound ConfigurationInvalid; they need a person to act)
+--     (failure reasons: CredentialsRejected ProductNotFound ConfigurationInvalid ResourcesMissing; they need a person to act)
 --   anything else (no status yet, an unobserved generation, waiting, retrying) -> Progressing
-local failure_reasons = {CredentialsRejected = true, ProductNotFound = true, ConfigurationInvalid = true}
+local failure_reasons = {CredentialsRejected = true, ProductNotFound = true, ConfigurationInvalid = true, ResourcesMissing = true}
 local hs = {}
 
 local function condition(status, kind)
