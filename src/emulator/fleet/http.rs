@@ -301,7 +301,7 @@ impl Central {
                 Action::Ack(_) => self.counters.acks += 1,
                 Action::Download(_) => self.counters.downloads += 1,
                 Action::FetchLink(_) => self.counters.links += 1,
-                Action::ReadConfig | Action::Schedule { .. } => {}
+                Action::ReadConfig | Action::Poll | Action::Schedule { .. } => {}
             }
             if let Some(w) = self.workers.get(index as usize) {
                 let _ = w.send(action);
@@ -443,6 +443,48 @@ impl DeviceIo {
             // Booted: from now on the long poll watches config_otau (If-Modified-Since 0 first,
             // so the current value is read at once).
             Action::ReadConfig => self.start_polling(),
+            Action::Poll => {
+                let value = self.poll_once().await;
+                let _ = self.shared.events.send(Event::Config(self.index, value));
+            }
+        }
+    }
+
+    /// One long poll the way the OTA guide's example sends it (`If-Modified-Since: 0`, so the
+    /// server answers at once when a value was ever set, exosite-platform.md §3.9); the value,
+    /// `""` when there is none or the poll failed.
+    async fn poll_once(&self) -> String {
+        let config = &self.shared.config;
+        let url = format!("{}/onep:v1/stack/alias?{CONFIG_OTAU}", config.device_url);
+        let timeout_ms = config.poll_timeout_ms.min(300_000);
+        let rb = self
+            .authed(self.shared.client.get(&url))
+            .header("accept", "application/x-www-form-urlencoded; charset=utf-8")
+            .header("request-timeout", timeout_ms.to_string())
+            .header("if-modified-since", "0")
+            .timeout(Duration::from_millis(timeout_ms) + config.request_timeout);
+        let mut stop = self.shared.stop.clone();
+        let result = tokio::select! {
+            _ = stop.changed() => return String::new(),
+            r = rb.send() => r,
+        };
+        match result {
+            Ok(resp) if resp.status() == StatusCode::OK => match resp.bytes().await {
+                Ok(body) => form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == CONFIG_OTAU)
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default(),
+                Err(_) => {
+                    self.count(Counter::Error);
+                    String::new()
+                }
+            },
+            Ok(resp) if resp.status() == StatusCode::NOT_MODIFIED => String::new(),
+            Ok(resp) if resp.status() == StatusCode::NO_CONTENT => String::new(),
+            Ok(_) | Err(_) => {
+                self.count(Counter::Error);
+                String::new()
+            }
         }
     }
 
