@@ -730,7 +730,7 @@ mod python {
     }
 
     /// Uploads a content item through the management API's two-step presigned POST.
-    async fn upload(
+    pub(super) async fn upload(
         client: &reqwest::Client,
         mgmt: &str,
         cid: &str,
@@ -882,5 +882,149 @@ mod python {
         );
         assert!(same_json(set, acked), "ack: set == reported: {s}");
         assert_eq!(set, m);
+    }
+}
+
+// ----- the Python client as the OTA guide's example script -----
+
+mod python_guide {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use otau_operator::otau::{CONFIG_OTAU, Classification, OTAU_IN, classify};
+
+    use super::{FIRMWARE, manifest};
+
+    fn field(v: &serde_json::Value, key: &str) -> String {
+        v[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `{key}` in {v}"))
+            .to_string()
+    }
+
+    /// Runs the Python client to its end; returns (exit success, its JSON summary line).
+    async fn run_python(
+        device_url: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> (bool, serde_json::Value) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otau_device.py");
+        let out = tokio::process::Command::new("python3")
+            .args([
+                script,
+                "--url",
+                device_url,
+                "--identity",
+                identity,
+                "--version",
+                "1.0.0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(90), out)
+            .await
+            .expect("the Python device ends within its deadline")
+            .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary = serde_json::from_str(stdout.lines().last().unwrap_or("null"))
+            .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), summary)
+    }
+
+    fn count(summary: &serde_json::Value, status: &str) -> usize {
+        summary["statuses"]
+            .as_array()
+            .expect("statuses")
+            .iter()
+            .filter(|s| *s == status)
+            .count()
+    }
+
+    /// The guide-faithful Python device (If-Modified-Since: 0, no memory, ack before install)
+    /// gets the same manifest again at once after each update and installs it again: three
+    /// runs of one manifest written once. A device that remembers what it handled, on the same
+    /// emulator with the same manifest, runs it once and then waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guide_faithful_python_device_reinstalls_the_same_update() {
+        let (_emulator, ready) = crate::harness::start_binary(&[]);
+        let (device_url, mgmt, cid, token) = (
+            field(&ready, "device_url"),
+            field(&ready, "management_url"),
+            field(&ready, "connector"),
+            field(&ready, "management_token"),
+        );
+        let client = reqwest::Client::new();
+        super::python::upload(&client, &mgmt, &cid, &token, "fw-2.0.0.bin", FIRMWARE).await;
+        let m = manifest("2.0.0").to_json();
+        for identity in ["py-guide", "py-memory"] {
+            let base = format!("{mgmt}service/{cid}/device2/identity/{identity}");
+            let r = client
+                .put(&base)
+                .header("authorization", format!("token {token}"))
+                .json(&serde_json::json!({"auth": {"type": "token"}, "locked": false}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "whitelist: {}", r.status());
+            // The manifest is there before the device boots: written once, never again.
+            let r = client
+                .patch(format!("{base}/state"))
+                .header("authorization", format!("token {token}"))
+                .json(&serde_json::json!({ CONFIG_OTAU: m }))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "set state: {}", r.status());
+        }
+        let guide = [
+            "--guide",
+            "--updates",
+            "3",
+            "--deadline",
+            "60",
+            "--poll-ms",
+            "2000",
+        ];
+        let memory = ["--updates", "2", "--deadline", "4", "--poll-ms", "1000"];
+        let ((guide_ok, g), (memory_ok, n)) = tokio::join!(
+            run_python(&device_url, "py-guide", &guide),
+            run_python(&device_url, "py-memory", &memory),
+        );
+        assert!(guide_ok, "{g}");
+        assert_eq!(g["updates"], 3, "{g}");
+        assert_eq!(count(&g, "INIT"), 3, "{g}");
+        assert_eq!(
+            count(&g, "INSTALLED_VERSION"),
+            4,
+            "boot + three installs: {g}"
+        );
+        assert_eq!(g["downloaded"]["fw-2.0.0.bin"], FIRMWARE.len());
+        assert!(
+            !memory_ok,
+            "a device with memory never sees a second update: {n}"
+        );
+        assert_eq!(count(&n, "INIT"), 1, "{n}");
+        // The emulator's ground truth: the guide device ends on the target and its ack left
+        // set == reported.
+        let s: serde_json::Value = client
+            .get(format!(
+                "{mgmt}service/{cid}/device2/identity/py-guide/state"
+            ))
+            .header("authorization", format!("token {token}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            classify(s[OTAU_IN]["reported"].as_str(), "2.0.0"),
+            Classification::Succeeded,
+            "{s}"
+        );
+        assert_eq!(s[CONFIG_OTAU]["reported"].as_str(), Some(m.as_str()), "{s}");
     }
 }
