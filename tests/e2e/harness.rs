@@ -47,6 +47,8 @@ pub struct Emu {
     pub base: String,
     fleet: Option<FleetHandle>,
     http: Option<HttpFleetHandle>,
+    /// The HTTP fleet's last summary once it stopped.
+    stopped: Option<FleetSummary>,
     webhook: Option<WebhookDelivery>,
     emulator: TestEmulator,
 }
@@ -79,6 +81,7 @@ impl Emu {
             base: emulator.base.clone(),
             fleet: Some(fleet),
             http: None,
+            stopped: None,
             webhook: None,
             emulator,
         }
@@ -111,6 +114,7 @@ impl Emu {
             base: emulator.base.clone(),
             fleet: None,
             http: Some(http),
+            stopped: None,
             webhook: None,
             emulator,
         };
@@ -125,7 +129,18 @@ impl Emu {
     /// The HTTP fleet's summary (its action counters count actions handed to the devices'
     /// I/O; the emulator's state says what landed).
     pub fn http_summary(&self) -> FleetSummary {
-        self.http.as_ref().expect("an HTTP fleet").summary()
+        match (&self.http, &self.stopped) {
+            (Some(h), _) => h.summary(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => panic!("no HTTP fleet"),
+        }
+    }
+
+    /// Stops the HTTP fleet: its devices stop where they are.
+    pub async fn stop_http(&mut self) -> FleetSummary {
+        let summary = self.http.take().expect("an HTTP fleet").stop().await;
+        self.stopped = Some(summary.clone());
+        summary
     }
 
     /// The value a device last wrote to `alias`.
