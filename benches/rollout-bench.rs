@@ -42,7 +42,9 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use otau_operator::api::Rollout;
 use otau_operator::emulator::clock::SystemClock;
-use otau_operator::emulator::fleet::{Fleet, FleetOptions, Profile};
+use otau_operator::emulator::fleet::{
+    Fleet, FleetCore, FleetOptions, HttpFleet, HttpFleetConfig, Profile, raise_open_files_limit,
+};
 use otau_operator::emulator::model::{Model, ModelConfig};
 use otau_operator::emulator::server::{self, AppState, ServerOptions};
 use otau_operator::emulator::webhook::{
@@ -81,6 +83,54 @@ struct Args {
     /// at it, poll intervals of an hour (only the first listing is a poll).
     #[arg(long)]
     push: bool,
+    /// Run the devices as an HTTP fleet (real clients of the emulator's device API that
+    /// long-poll `config_otau`) instead of in process; at most 10,000 devices. Raises the soft
+    /// open-files limit to the hard one.
+    #[arg(long)]
+    http: bool,
+    /// Percent of the devices that follow the OTA guide's example loop (`guide_loop`:
+    /// If-Modified-Since: 0, no memory, reinstall again and again).
+    #[arg(long, default_value_t = 0)]
+    guide_percent: u64,
+}
+
+/// The bench's fleet: `n` devices tagged `fleet=bench`, `guide_percent` % of them in the
+/// OTA guide's loop.
+fn profile_yaml(n: u64, guide_percent: u64) -> String {
+    let durations =
+        "durations: {step: 100ms, test: 200ms, download: 200ms, install: 500ms, reboot: 200ms}";
+    let guides = n * guide_percent.min(100) / 100;
+    let mut yaml = "seed: 1\ngroups:\n".to_string();
+    if n > guides {
+        yaml.push_str(&format!(
+            "  - {{name: all, count: {}, identity_prefix: dev-, version: '1.0.0', tags: [{{name: fleet, value: bench}}], behaviour: {{{durations}}}}}\n",
+            n - guides
+        ));
+    }
+    if guides > 0 {
+        yaml.push_str(&format!(
+            "  - {{name: guide, count: {guides}, identity_prefix: guide-, version: '1.0.0', tags: [{{name: fleet, value: bench}}], behaviour: {{guide_loop: 1, {durations}}}}}\n"
+        ));
+    }
+    yaml
+}
+
+/// CPU seconds (user + system, every thread) of process `pid` so far, from
+/// `/proc/<pid>/stat` (in USER_HZ, 100 per second on Linux).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces), counted from `state` (field 3).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn repo_root() -> PathBuf {
@@ -340,13 +390,29 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("emulator: {e}"))?;
-    let profile = Profile::from_yaml(&format!(
-        "seed: 1\ngroups:\n  - name: all\n    count: {n}\n    identity_prefix: dev-\n    version: \"1.0.0\"\n    tags: [{{name: fleet, value: bench}}]\n    behaviour:\n      durations: {{step: 100ms, test: 200ms, download: 200ms, install: 500ms, reboot: 200ms}}\n"
-    ))
-    .map_err(|e| e.to_string())?;
+    let profile =
+        Profile::from_yaml(&profile_yaml(n, args.guide_percent)).map_err(|e| e.to_string())?;
     eprintln!("starting {n} simulated devices");
-    let fleet =
-        Fleet::start(&model, CID, &profile, &FleetOptions::default()).map_err(|e| e.to_string())?;
+    let (fleet, http) = if args.http {
+        let limit = raise_open_files_limit().map_err(|e| format!("open files limit: {e}"))?;
+        eprintln!("open files limit {limit}");
+        let core = FleetCore::new(&profile, None, None).map_err(|e| e.to_string())?;
+        let conn = model.connector(CID).ok_or("no connector")?;
+        let tags = vec![otau_operator::emulator::model::Tag::new("fleet", "bench")];
+        conn.add_identities_bulk(
+            (0..core.len() as u32).map(|i| (core.identity(i).to_string(), tags.clone())),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut config = HttpFleetConfig::new(&running.base_url);
+        config.concurrency = 64;
+        config.poll_timeout_ms = 60_000;
+        let handle = HttpFleet::start(core, config).map_err(|e| e.to_string())?;
+        (None, Some(handle))
+    } else {
+        let fleet = Fleet::start(&model, CID, &profile, &FleetOptions::default())
+            .map_err(|e| e.to_string())?;
+        (Some(fleet), None)
+    };
 
     let operator_bin = PathBuf::from(env!("CARGO_BIN_EXE_otau-operator"));
     let log_path =
@@ -394,7 +460,13 @@ async fn run(args: Args) -> Result<(), String> {
     let result = measure(&args, &cp, &model, &running.base_url, pid, &log_path).await;
     let _ = operator.kill();
     let _ = operator.wait();
-    fleet.stop();
+    if let Some(fleet) = fleet {
+        fleet.stop();
+    }
+    if let Some(http) = http {
+        let summary = http.stop().await;
+        println!("HTTP fleet: {summary}");
+    }
     running.shutdown().await;
     if result.is_err() {
         eprintln!("operator log: {}", log_path.display());
@@ -472,11 +544,16 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
     let applied = Instant::now();
 
     let mut rss_peak = rss_idle;
+    let cpu_before = cpu_secs(pid);
+    let conn = model.connector(CID).ok_or("the connector is gone")?;
+    // Long polls the emulator holds at once, at most (HTTP fleets only).
+    let mut polls_max = conn.waiting_polls();
     // Pushed events queued in the emulator and not yet answered by the receiver, at most.
     let mut backlog_max = 0u64;
     let mut next_progress = Instant::now() + Duration::from_secs(30);
     let complete_at = loop {
         rss_peak = rss_peak.max(rss_kib(pid));
+        polls_max = polls_max.max(conn.waiting_polls());
         if let Some(webhook) = &webhook {
             let s = webhook.stats().snapshot();
             backlog_max = backlog_max.max(s.queued.saturating_sub(s.finished()));
@@ -506,10 +583,9 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     rss_peak = rss_peak.max(rss_kib(pid));
+    let cpu = cpu_secs(pid) - cpu_before;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = rss_kib(pid);
-
-    let conn = model.connector(CID).ok_or("the connector is gone")?;
     let truth = conn.ground_truth_all();
     let writes: usize = truth.values().map(Vec::len).sum();
     let first = truth.values().flatten().map(|w| w.at).min().unwrap_or(0);
@@ -592,6 +668,10 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
         );
         println!("webhook backlog (queued, not yet answered): at most {backlog_max} events");
     }
+    println!("operator CPU apply -> Complete: {cpu:.1} s");
+    if args.http {
+        println!("long polls held by the emulator: at most {polls_max}");
+    }
     println!(
         "operator RSS: {:.1} MiB idle, {:.1} MiB peak, {:.1} MiB after Complete; peak growth {:.0} bytes per device",
         rss_idle as f64 / 1024.0,
@@ -605,6 +685,20 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
 /// The check `cargo test --benches` runs instead of the load: the k-th report is paired with
 /// the first status that counted k successes.
 fn self_check() {
+    // The fleet of --guide-percent: sizes add up, the loop only where asked.
+    for (n, pct) in [(5000, 10), (7, 0), (3, 100)] {
+        let profile = Profile::from_yaml(&profile_yaml(n, pct)).expect("bench profile");
+        let sizes = profile.resolve(None).expect("sizes");
+        assert_eq!(sizes.iter().map(|s| s.count).sum::<u64>(), n);
+        let guides: u64 = sizes
+            .iter()
+            .filter(|s| profile.groups[s.group].behaviour.guide_loop == 1.0)
+            .map(|s| s.count)
+            .sum();
+        assert_eq!(guides, n * pct / 100);
+    }
+    assert!(cpu_secs(std::process::id()) >= 0.0);
+    assert_eq!(cpu_secs(u32::MAX), 0.0);
     let reports = [100, 200, 300, 400];
     let observed = [(50, 0), (250, 2), (1_300, 3), (2_400, 4)];
     let l = report_latencies(&reports, &observed);

@@ -12,8 +12,11 @@ use std::time::Duration;
 use kube::api::Api;
 use otau_operator::api::Rollout;
 use otau_operator::emulator::faults::FaultConfig;
-use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
-use otau_operator::emulator::model::{Connector, Model};
+use otau_operator::emulator::fleet::{
+    Fleet, FleetCore, FleetHandle, FleetOptions, FleetSummary, HttpFleet, HttpFleetConfig,
+    HttpFleetHandle, Profile,
+};
+use otau_operator::emulator::model::{Connector, Model, Tag};
 use otau_operator::emulator::webhook::{
     WebhookConfig, WebhookDelivery, WebhookSecret, WebhookTarget,
 };
@@ -43,6 +46,9 @@ pub struct Emu {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     fleet: Option<FleetHandle>,
+    http: Option<HttpFleetHandle>,
+    /// The HTTP fleet's last summary once it stopped.
+    stopped: Option<FleetSummary>,
     webhook: Option<WebhookDelivery>,
     emulator: TestEmulator,
 }
@@ -74,9 +80,73 @@ impl Emu {
             model: emulator.model.clone(),
             base: emulator.base.clone(),
             fleet: Some(fleet),
+            http: None,
+            stopped: None,
             webhook: None,
             emulator,
         }
+    }
+
+    /// Starts the emulator with the connector [`CID`] and runs `profile`'s fleet as real HTTP
+    /// clients of its device API (activate, long poll, writes, downloads), whitelisted with
+    /// their tags in the model; returns once every device has reported at boot.
+    pub async fn start_http(profile: &Profile) -> Emu {
+        let emulator = TestEmulator::start(EmulatorSetup {
+            connector_id: CID.to_string(),
+            management_tokens: vec![MTOKEN.to_string()],
+            automation_tokens: Vec::new(),
+        })
+        .await;
+        let core = FleetCore::new(profile, None, None).expect("fleet");
+        let conn = emulator.conn();
+        for g in core.groups() {
+            let tags: Vec<Tag> = g.tags.iter().map(|t| Tag::new(&t.name, &t.value)).collect();
+            let ids =
+                (g.first..g.first + g.count).map(|i| (core.identity(i).to_string(), tags.clone()));
+            conn.add_identities_bulk(ids).expect("whitelist");
+        }
+        let mut config = HttpFleetConfig::new(&emulator.base);
+        config.poll_timeout_ms = 20_000;
+        let http = HttpFleet::start(core, config).expect("HTTP fleet");
+        let ids = http.identities().to_vec();
+        let emu = Emu {
+            model: emulator.model.clone(),
+            base: emulator.base.clone(),
+            fleet: None,
+            http: Some(http),
+            stopped: None,
+            webhook: None,
+            emulator,
+        };
+        wait_for(DEADLINE, "every HTTP device's boot report", || {
+            let booted = ids.iter().all(|id| emu.reported(id, "otau_in").is_some());
+            async move { booted }
+        })
+        .await;
+        emu
+    }
+
+    /// The HTTP fleet's summary (its action counters count actions handed to the devices'
+    /// I/O; the emulator's state says what landed).
+    pub fn http_summary(&self) -> FleetSummary {
+        match (&self.http, &self.stopped) {
+            (Some(h), _) => h.summary(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => panic!("no HTTP fleet"),
+        }
+    }
+
+    /// Stops the HTTP fleet: its devices stop where they are.
+    pub async fn stop_http(&mut self) -> FleetSummary {
+        let summary = self.http.take().expect("an HTTP fleet").stop().await;
+        self.stopped = Some(summary.clone());
+        summary
+    }
+
+    /// The value a device last wrote to `alias`.
+    pub fn reported(&self, identity: &str, alias: &str) -> Option<String> {
+        let state = self.conn().state(identity).ok()?;
+        state.get(alias).and_then(|s| s.reported.clone())
     }
 
     /// Sets the emulator's fault rules (an empty config turns them off).
@@ -154,9 +224,11 @@ impl Emu {
 
     /// The fleet's summary: runs finished with success.
     pub fn fleet_successes(&self) -> u64 {
-        self.fleet
-            .as_ref()
-            .map_or(0, |f| f.summary().finished.success)
+        match (&self.fleet, &self.http) {
+            (Some(f), _) => f.summary().finished.success,
+            (None, Some(h)) => h.summary().finished.success,
+            (None, None) => 0,
+        }
     }
 }
 
@@ -166,6 +238,8 @@ impl Drop for Emu {
         if let Some(f) = self.fleet.take() {
             f.stop();
         }
+        // Dropping the handle aborts the devices' tasks.
+        self.http.take();
     }
 }
 

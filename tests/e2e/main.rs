@@ -12,6 +12,7 @@ mod canary;
 mod complete;
 mod conflict;
 mod control;
+mod devices;
 mod equivalence;
 mod leader;
 mod listing;

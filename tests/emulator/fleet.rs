@@ -709,6 +709,231 @@ groups:
         );
         running.shutdown().await;
     }
+
+    /// An emulator with the firmware on its default connector, served on loopback.
+    async fn emulator() -> (
+        Arc<otau_operator::emulator::model::Connector>,
+        server::RunningServer,
+    ) {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let model = Model::new(
+            ModelConfig {
+                management_tokens: vec![TOKEN.into()],
+                ..ModelConfig::default()
+            },
+            clock.clone(),
+        );
+        let connector = model.add_connector(CONNECTOR).unwrap();
+        connector
+            .content()
+            .put(ContentItem {
+                id: "fw-2.0.0.bin".into(),
+                content_type: "application/octet-stream".into(),
+                data: axum::body::Bytes::from_static(FIRMWARE),
+                tags: Default::default(),
+                last_modified: clock.now_micros(),
+            })
+            .unwrap();
+        let app = AppState {
+            model,
+            options: Arc::new(ServerOptions {
+                default_connector: Some(CONNECTOR.into()),
+                ..ServerOptions::default()
+            }),
+        };
+        let running = server::start("127.0.0.1:0".parse().unwrap(), app)
+            .await
+            .unwrap();
+        (connector, running)
+    }
+
+    /// Whitelists the fleet's identities in the model (no registration over HTTP) and starts
+    /// the HTTP fleet against `base_url`.
+    fn start_fleet(
+        connector: &otau_operator::emulator::model::Connector,
+        base_url: &str,
+        profile: &str,
+        concurrency: usize,
+    ) -> otau_operator::emulator::fleet::HttpFleetHandle {
+        let core = FleetCore::new(&Profile::from_yaml(profile).unwrap(), None, None).unwrap();
+        let ids = (0..core.len() as u32).map(|i| (core.identity(i).to_string(), Vec::new()));
+        connector.add_identities_bulk(ids).unwrap();
+        let mut config = HttpFleetConfig::new(base_url);
+        config.poll_timeout_ms = 20_000;
+        config.concurrency = concurrency;
+        HttpFleet::start(core, config).unwrap()
+    }
+
+    fn reported(
+        connector: &otau_operator::emulator::model::Connector,
+        id: &str,
+        alias: &str,
+    ) -> (Option<String>, Option<String>) {
+        let state = connector.state(id).unwrap();
+        let v = state.get(alias);
+        (
+            v.and_then(|v| v.reported.clone()),
+            v.and_then(|v| v.set.clone()),
+        )
+    }
+
+    /// The HTTP fleet holds a long poll per device for a thousand devices on loopback (the
+    /// bench goes to 5,000), then each of them takes one cloud write through its poll to
+    /// `INSTALLED_VERSION` of the target, without a request failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_fleet_holds_a_thousand_long_polls_and_completes() {
+        const N: usize = 1000;
+        let limit = otau_operator::emulator::fleet::raise_open_files_limit().unwrap();
+        assert!(
+            limit >= 3 * N as u64,
+            "open files limit {limit}: raise the hard limit"
+        );
+        let (connector, running) = emulator().await;
+        let profile = format!(
+            "seed: 4\ngroups:\n  - name: many\n    count: {N}\n    identity_prefix: k-\n    version: '1.0.0'\n    behaviour:\n      durations: {{step: 20ms, test: 50ms, download: 50ms, install: 100ms, reboot: 50ms}}\n"
+        );
+        let mut fleet = start_fleet(&connector, &running.base_url, &profile, 64);
+        let ids = fleet.identities().to_vec();
+        eventually(
+            "a long poll per device",
+            Duration::from_secs(120),
+            || async { (connector.waiting_polls() >= N).then_some(()) },
+        )
+        .await;
+        let m = manifest("2.0.0").to_json();
+        for id in &ids {
+            connector
+                .set_state(id, &[(CONFIG_OTAU.into(), m.clone())], "test")
+                .unwrap();
+        }
+        let summary = fleet
+            .wait_for(|s| s.finished.success >= N as u64, Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|s| panic!("not every device finished: {s}"));
+        assert_eq!(summary.actions.errors, 0, "{summary}");
+        // The summary counts writes handed to the devices' I/O: wait for the last ones to land.
+        eventually("every final report", Duration::from_secs(60), || async {
+            ids.iter()
+                .all(|id| {
+                    classify(reported(&connector, id, OTAU_IN).0.as_deref(), "2.0.0")
+                        == Classification::Succeeded
+                })
+                .then_some(())
+        })
+        .await;
+        for id in &ids {
+            let (report, _) = reported(&connector, id, OTAU_IN);
+            assert_eq!(
+                classify(report.as_deref(), "2.0.0"),
+                Classification::Succeeded,
+                "{id}"
+            );
+            let (ack, set) = reported(&connector, id, CONFIG_OTAU);
+            assert_eq!(ack, set, "{id}: acked by echo");
+        }
+        // They poll again: the emulator holds a poll for every device once more.
+        eventually("the polls again", Duration::from_secs(60), || async {
+            (connector.waiting_polls() >= N).then_some(())
+        })
+        .await;
+        fleet.stop().await;
+        running.shutdown().await;
+    }
+
+    const BEHAVIOURS: &str = "
+seed: 9
+groups:
+  - {name: guide, count: 2, identity_prefix: b-guide-, version: '1.0.0', behaviour: {guide_loop: 1, durations: &fast {step: 20ms, test: 20ms, download: 20ms, install: 20ms, reboot: 20ms}}}
+  - {name: ack-fail, count: 2, identity_prefix: b-ackfail-, version: '1.0.0', behaviour: {ack: {echo_immediately: 0, echo_after_outcome: 1}, outcomes: {install_error: 1}, durations: *fast}}
+  - {name: drop, count: 2, identity_prefix: b-drop-, version: '1.0.0', behaviour: {outcomes: {offline_mid_download: 1}, offline: {mid_download_for: 300ms}, durations: *fast}}
+  - {name: order, count: 2, identity_prefix: b-order-, version: '1.0.0', behaviour: {outcomes: {out_of_order: 1}, durations: *fast}}
+  - {name: unknown-error, count: 2, identity_prefix: b-unkerr-, version: '1.0.0', behaviour: {outcomes: {unknown_error: 1}, durations: *fast}}
+  - {name: other-version, count: 2, identity_prefix: b-other-, version: '1.0.0', behaviour: {outcomes: {other_version: 1}, durations: *fast}}
+  - {name: out-of-band, count: 2, identity_prefix: b-oob-, version: '1.0.0', behaviour: {out_of_band: {fraction: 1, version: 1.5.0-oob, duration: 5s}, durations: *fast}}
+";
+
+    /// Every new behaviour over real HTTP, per device against the emulator's state: the guide
+    /// loop installs the same manifest again and again; an ack after a failed install; a drop
+    /// mid-download that ends on the target; out-of-order statuses leave `INSTALL_SUCCESS`
+    /// last; `VERIFY_ERROR`; reports naming `2.0.0-other`; an out-of-band install that holds
+    /// our manifest (no ack) until it is over, then runs it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_fleet_runs_every_field_behaviour() {
+        let (connector, running) = emulator().await;
+        let mut fleet = start_fleet(&connector, &running.base_url, BEHAVIOURS, 8);
+        let ids = fleet.identities().to_vec();
+        // Everyone booted (the out-of-band devices are installing their other package).
+        eventually("boot reports", Duration::from_secs(30), || async {
+            ids.iter()
+                .all(|id| {
+                    let report = reported(&connector, id, OTAU_IN).0.unwrap_or_default();
+                    !report.is_empty() && (!id.starts_with("b-oob-") || report.contains("oob"))
+                })
+                .then_some(())
+        })
+        .await;
+        let m = manifest("2.0.0").to_json();
+        for id in &ids {
+            connector
+                .set_state(id, &[(CONFIG_OTAU.into(), m.clone())], "test")
+                .unwrap();
+        }
+        // Out of band: the manifest waits while the other package installs.
+        for id in ids.iter().filter(|i| i.starts_with("b-oob-")) {
+            let (report, _) = reported(&connector, id, OTAU_IN);
+            assert!(report.unwrap().contains("1.5.0-oob"), "{id}");
+            assert_eq!(
+                reported(&connector, id, CONFIG_OTAU).0,
+                None,
+                "{id}: no ack yet"
+            );
+        }
+        let status_of = |id: &str| {
+            let raw = reported(&connector, id, OTAU_IN).0?;
+            let r = otau_operator::otau::Report::parse(&raw).ok()?;
+            Some((r.status.as_str().to_string(), r.version))
+        };
+        let expect = |prefix: &str| -> (&str, &str) {
+            match prefix {
+                "b-ackfail-" => ("INSTALL_ERROR", "2.0.0"),
+                "b-order-" => ("INSTALL_SUCCESS", "2.0.0"),
+                "b-unkerr-" => ("VERIFY_ERROR", "2.0.0"),
+                "b-other-" => ("INSTALLED_VERSION", "2.0.0-other"),
+                _ => ("INSTALLED_VERSION", "2.0.0"),
+            }
+        };
+        for id in &ids {
+            let prefix = &id[..id.rfind('-').unwrap() + 1];
+            let (status, version) = expect(prefix);
+            eventually(
+                &format!("last report of {id}"),
+                Duration::from_secs(30),
+                || async {
+                    (status_of(id) == Some((status.to_string(), version.to_string()))).then_some(())
+                },
+            )
+            .await;
+            let (ack, set) = reported(&connector, id, CONFIG_OTAU);
+            assert_eq!(ack.as_deref(), set.as_deref(), "{id}: acked by echo");
+        }
+        // The guide loop: more runs than devices, every one a success of the same manifest.
+        // Successes besides the guide devices': 2 runs again after the drop, 2 after out of
+        // band; so more than that plus two per guide device means a guide device ran again.
+        const GUIDE_RUNS_AT_LEAST: u64 = 2 + 2 + 2 * 2;
+        let summary = fleet
+            .wait_for(
+                |s| s.started.success > GUIDE_RUNS_AT_LEAST,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|s| panic!("the guide loop did not run again: {s}"));
+        assert_eq!(summary.finished.offline_mid_download, 2, "{summary}");
+        assert_eq!(summary.finished.install_error, 2, "{summary}");
+        assert_eq!(summary.finished.unknown_error, 2, "{summary}");
+        assert_eq!(summary.actions.errors, 0, "{summary}");
+        fleet.stop().await;
+        running.shutdown().await;
+    }
 }
 
 // ----- a device client not written in Rust -----
@@ -730,7 +955,7 @@ mod python {
     }
 
     /// Uploads a content item through the management API's two-step presigned POST.
-    async fn upload(
+    pub(super) async fn upload(
         client: &reqwest::Client,
         mgmt: &str,
         cid: &str,
@@ -882,5 +1107,149 @@ mod python {
         );
         assert!(same_json(set, acked), "ack: set == reported: {s}");
         assert_eq!(set, m);
+    }
+}
+
+// ----- the Python client as the OTA guide's example script -----
+
+mod python_guide {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use otau_operator::otau::{CONFIG_OTAU, Classification, OTAU_IN, classify};
+
+    use super::{FIRMWARE, manifest};
+
+    fn field(v: &serde_json::Value, key: &str) -> String {
+        v[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `{key}` in {v}"))
+            .to_string()
+    }
+
+    /// Runs the Python client to its end; returns (exit success, its JSON summary line).
+    async fn run_python(
+        device_url: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> (bool, serde_json::Value) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otau_device.py");
+        let out = tokio::process::Command::new("python3")
+            .args([
+                script,
+                "--url",
+                device_url,
+                "--identity",
+                identity,
+                "--version",
+                "1.0.0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(90), out)
+            .await
+            .expect("the Python device ends within its deadline")
+            .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary = serde_json::from_str(stdout.lines().last().unwrap_or("null"))
+            .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), summary)
+    }
+
+    fn count(summary: &serde_json::Value, status: &str) -> usize {
+        summary["statuses"]
+            .as_array()
+            .expect("statuses")
+            .iter()
+            .filter(|s| *s == status)
+            .count()
+    }
+
+    /// The guide-faithful Python device (If-Modified-Since: 0, no memory, ack before install)
+    /// gets the same manifest again at once after each update and installs it again: three
+    /// runs of one manifest written once. A device that remembers what it handled, on the same
+    /// emulator with the same manifest, runs it once and then waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guide_faithful_python_device_reinstalls_the_same_update() {
+        let (_emulator, ready) = crate::harness::start_binary(&[]);
+        let (device_url, mgmt, cid, token) = (
+            field(&ready, "device_url"),
+            field(&ready, "management_url"),
+            field(&ready, "connector"),
+            field(&ready, "management_token"),
+        );
+        let client = reqwest::Client::new();
+        super::python::upload(&client, &mgmt, &cid, &token, "fw-2.0.0.bin", FIRMWARE).await;
+        let m = manifest("2.0.0").to_json();
+        for identity in ["py-guide", "py-memory"] {
+            let base = format!("{mgmt}service/{cid}/device2/identity/{identity}");
+            let r = client
+                .put(&base)
+                .header("authorization", format!("token {token}"))
+                .json(&serde_json::json!({"auth": {"type": "token"}, "locked": false}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "whitelist: {}", r.status());
+            // The manifest is there before the device boots: written once, never again.
+            let r = client
+                .patch(format!("{base}/state"))
+                .header("authorization", format!("token {token}"))
+                .json(&serde_json::json!({ CONFIG_OTAU: m }))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "set state: {}", r.status());
+        }
+        let guide = [
+            "--guide",
+            "--updates",
+            "3",
+            "--deadline",
+            "60",
+            "--poll-ms",
+            "2000",
+        ];
+        let memory = ["--updates", "2", "--deadline", "4", "--poll-ms", "1000"];
+        let ((guide_ok, g), (memory_ok, n)) = tokio::join!(
+            run_python(&device_url, "py-guide", &guide),
+            run_python(&device_url, "py-memory", &memory),
+        );
+        assert!(guide_ok, "{g}");
+        assert_eq!(g["updates"], 3, "{g}");
+        assert_eq!(count(&g, "INIT"), 3, "{g}");
+        assert_eq!(
+            count(&g, "INSTALLED_VERSION"),
+            4,
+            "boot + three installs: {g}"
+        );
+        assert_eq!(g["downloaded"]["fw-2.0.0.bin"], FIRMWARE.len());
+        assert!(
+            !memory_ok,
+            "a device with memory never sees a second update: {n}"
+        );
+        assert_eq!(count(&n, "INIT"), 1, "{n}");
+        // The emulator's ground truth: the guide device ends on the target and its ack left
+        // set == reported.
+        let s: serde_json::Value = client
+            .get(format!(
+                "{mgmt}service/{cid}/device2/identity/py-guide/state"
+            ))
+            .header("authorization", format!("token {token}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            classify(s[OTAU_IN]["reported"].as_str(), "2.0.0"),
+            Classification::Succeeded,
+            "{s}"
+        );
+        assert_eq!(s[CONFIG_OTAU]["reported"].as_str(), Some(m.as_str()), "{s}");
     }
 }

@@ -15,6 +15,12 @@ It follows the device flow of exosite-platform.md §2.2 over the wire formats of
               links (with a host) are recorded, not fetched
 7. finish:    write otau_in = INSTALLED_VERSION with the new version
 
+With --guide it behaves the way the OTA guide's example script does: every long poll sends
+If-Modified-Since: 0, it keeps no memory of the manifests it handled, and it acks (echo) before
+the install. Under the long-poll rule of exosite-platform.md §3.9 such a device gets the same
+manifest again at once after each update, and installs it again: --updates N then counts N runs
+of the same update.
+
 It is a check that the wire format works for a client not written in Rust. Exit status 0 after
 --updates updates, 1 on error or timeout, 2 on bad usage. The last line on stdout is a JSON
 summary.
@@ -163,7 +169,13 @@ def main(argv):
     p.add_argument("--deadline", type=float, default=60.0, help="give up after this many seconds")
     p.add_argument("--poll-ms", type=int, default=5000, help="Request-Timeout of each long poll")
     p.add_argument("--ack", choices=["echo", "after-install", "literal"], default="echo")
+    p.add_argument("--guide", action="store_true",
+                   help="the OTA guide's example: If-Modified-Since: 0 always, no memory of "
+                        "handled manifests, ack (echo) before the install")
     args = p.parse_args(argv)
+    if args.guide and args.ack != "echo":
+        print("otau_device: --guide acks by echo before the install; leave --ack out", file=sys.stderr)
+        return 2
 
     try:
         device = Device(args.url, args.identity, args.version, args.host)
@@ -180,15 +192,17 @@ def main(argv):
         while done < args.updates:
             if time.monotonic() > deadline:
                 raise DeviceError(f"no update within {args.deadline} s")
-            value, since = device.poll(since, args.poll_ms)
+            value, since = device.poll("0" if args.guide else since, args.poll_ms)
             if value is None:
                 continue
             try:
                 manifest = json.loads(value)
                 key = (manifest["version"], manifest.get("attempt", 1))
             except (ValueError, KeyError, TypeError):
+                if args.guide:
+                    time.sleep(0.2)  # answered at once with the same value: do not spin
                 continue  # an ACK or junk: not a manifest
-            if key == handled:
+            if key == handled and not args.guide:
                 continue  # the same update (same version and attempt) again
             handled = key
             if args.ack == "echo":
@@ -207,6 +221,7 @@ def main(argv):
         "identity": args.identity,
         "ok": True,
         "version": device.version,
+        "updates": done,
         "statuses": device.statuses,
         "downloaded": device.downloaded,
         "links": device.links,

@@ -14,6 +14,10 @@
 //! ```
 //!
 //! Short-sequence devices send only `INIT`, failures, unknown statuses and `INSTALLED_VERSION`.
+//! Field behaviours beyond the happy path (the OTA guide's loop, an ack after a failure, a
+//! drop mid-download, statuses out of order, an unknown `*_ERROR`, reports for another
+//! version, an out-of-band install) are options of the profile (docs/fleet-profiles.md), so the
+//! in-process fleet, the HTTP fleet and `simulate` all get them from here.
 
 use std::sync::Arc;
 
@@ -47,12 +51,20 @@ pub enum Outcome {
     MalformedReports,
     /// Sends an undocumented status, then succeeds.
     UnknownStatus,
+    /// Goes offline after `DOWNLOAD`, comes back and runs the update again.
+    OfflineMidDownload,
+    /// Succeeds, with reports out of order (the last one is not final).
+    OutOfOrder,
+    /// Ends with an undocumented `*_ERROR` status.
+    UnknownError,
+    /// Installs the target but reports another version.
+    OtherVersion,
 }
 
 impl Outcome {
     /// All outcomes, in the order of [`crate::emulator::fleet::profile::Outcomes::named`] after
     /// `Success`.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Success,
         Outcome::TestError,
         Outcome::DownloadError,
@@ -62,6 +74,10 @@ impl Outcome {
         Outcome::RebootOldVersion,
         Outcome::MalformedReports,
         Outcome::UnknownStatus,
+        Outcome::OfflineMidDownload,
+        Outcome::OutOfOrder,
+        Outcome::UnknownError,
+        Outcome::OtherVersion,
     ];
 
     /// The profile's name for it.
@@ -76,6 +92,10 @@ impl Outcome {
             Outcome::RebootOldVersion => "reboot_old_version",
             Outcome::MalformedReports => "malformed_reports",
             Outcome::UnknownStatus => "unknown_status",
+            Outcome::OfflineMidDownload => "offline_mid_download",
+            Outcome::OutOfOrder => "out_of_order",
+            Outcome::UnknownError => "unknown_error",
+            Outcome::OtherVersion => "other_version",
         }
     }
 
@@ -93,7 +113,7 @@ impl Outcome {
     }
 }
 
-/// How a device acknowledges a `config_otau` value (§1.4).
+/// How a device acknowledges a `config_otau` value (exosite-platform.md §1.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum AckStyle {
@@ -105,14 +125,17 @@ pub enum AckStyle {
     LiteralAck,
     /// Never writes `config_otau`.
     Never,
+    /// Writes the value back after the run's final report, failures included.
+    EchoAfterOutcome,
 }
 
 impl AckStyle {
-    const ALL: [AckStyle; 4] = [
+    const ALL: [AckStyle; 5] = [
         AckStyle::EchoImmediately,
         AckStyle::EchoAfterInstall,
         AckStyle::LiteralAck,
         AckStyle::Never,
+        AckStyle::EchoAfterOutcome,
     ];
 
     fn draw<R: Rng + ?Sized>(behaviour: &Behaviour, rng: &mut R) -> AckStyle {
@@ -140,6 +163,25 @@ pub const LITERAL_ACK: &str = "ACK";
 /// The undocumented status an `unknown_status` device sends before installing.
 pub const UNKNOWN_STATUS: &str = "VERIFYING_SIGNATURE";
 
+/// The undocumented failure status an `unknown_error` device ends with.
+pub const UNKNOWN_ERROR: &str = "VERIFY_ERROR";
+
+/// What an `other_version` device appends to the target version in its reports.
+pub const OTHER_VERSION_SUFFIX: &str = "-other";
+
+/// Bits of [`DeviceState`]'s `flags`.
+mod flag {
+    /// Trait: follows the OTA guide's example loop (`behaviour.guide_loop`).
+    pub const GUIDE: u8 = 1;
+    /// Trait: installs a package out of band after its first boot.
+    pub const OUT_OF_BAND: u8 = 2;
+    /// The out-of-band install is over (or never was).
+    pub const OUT_OF_BAND_DONE: u8 = 4;
+    /// A manifest arrived during the out-of-band install: read `config_otau` at its end.
+    pub const PENDING: u8 = 8;
+    /// Back from going offline mid-download: the next run is the interrupted one again.
+    pub const RESUMED: u8 = 16;
+}
 /// What happened to a device.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
@@ -166,8 +208,13 @@ pub enum Action {
     Download(Arc<str>),
     /// An external link of the manifest: recorded, not fetched.
     FetchLink(Arc<str>),
-    /// Read `config_otau` and give it as [`Input::Config`] (at boot).
+    /// Read `config_otau` and give it as [`Input::Config`] (at boot); over HTTP, start the
+    /// device's long poll.
     ReadConfig,
+    /// Read `config_otau` once, the way the OTA guide polls (`If-Modified-Since: 0`: answered at
+    /// once when a value was ever set), and give it as [`Input::Config`], `""` when there is
+    /// none.
+    Poll,
     /// Fire [`Input::Timer`] with `seq` after `after_micros`.
     Schedule {
         /// Delay in µs.
@@ -203,6 +250,8 @@ pub enum Phase {
     Installing,
     /// Rebooting after the install.
     Rebooting,
+    /// Installing a package applied out of band, not ours.
+    OutOfBand,
 }
 
 /// The compact state of one device.
@@ -218,15 +267,16 @@ pub struct DeviceState {
     outcome: Outcome,
     ack: AckStyle,
     short: bool,
+    flags: u8,
 }
 
 /// Counters a fleet keeps about its devices' runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
     /// Runs started, by outcome (index = `Outcome as usize`).
-    pub started: [u64; 9],
+    pub started: [u64; 13],
     /// Runs finished (final report or silence), by outcome.
-    pub finished: [u64; 9],
+    pub finished: [u64; 13],
     /// Manifests skipped because they equal the last one handled.
     pub skipped: u64,
     /// `config_otau` values that are not manifests (e.g. `ACK`), ignored.
@@ -254,6 +304,16 @@ impl DeviceState {
         let mut rng = seed::rng(key, Purpose::Traits, 0);
         let ack = AckStyle::draw(behaviour, &mut rng);
         let short = rng.random::<f64>() < behaviour.short_sequence;
+        // Drawn after the older traits, so adding them changed none of those.
+        let mut flags = 0;
+        if rng.random::<f64>() < behaviour.guide_loop {
+            flags |= flag::GUIDE;
+        }
+        if rng.random::<f64>() < behaviour.out_of_band.fraction {
+            flags |= flag::OUT_OF_BAND;
+        } else {
+            flags |= flag::OUT_OF_BAND_DONE;
+        }
         DeviceState {
             key,
             seq: 0,
@@ -265,7 +325,18 @@ impl DeviceState {
             outcome: Outcome::Success,
             ack,
             short,
+            flags,
         }
+    }
+
+    /// Whether it follows the OTA guide's example loop (`behaviour.guide_loop`).
+    pub fn guide_loop(&self) -> bool {
+        self.flags & flag::GUIDE != 0
+    }
+
+    /// Whether it installs a package out of band after its first boot.
+    pub fn out_of_band(&self) -> bool {
+        self.flags & flag::OUT_OF_BAND != 0
     }
 
     /// The device's group index.
@@ -356,21 +427,106 @@ impl DeviceState {
         out.push(Action::Report(
             Report::new(version, Status::InstalledVersion, "boot").to_json(),
         ));
-        out.push(Action::ReadConfig);
+        // The guide's loop reads once at a time; a device back from a drop reads once (over
+        // HTTP its long poll kept running); the others start watching.
+        if self.flags & (flag::GUIDE | flag::RESUMED) != 0 {
+            out.push(Action::Poll);
+        } else {
+            out.push(Action::ReadConfig);
+        }
+        if self.flags & flag::OUT_OF_BAND_DONE == 0 {
+            self.start_out_of_band(ctx, out);
+        }
+    }
+
+    /// Starts installing the package applied out of band.
+    fn start_out_of_band(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        self.flags |= flag::OUT_OF_BAND_DONE;
+        self.phase = Phase::OutOfBand;
+        self.seq = self.seq.wrapping_add(1);
+        let oob = &self.behaviour(ctx).out_of_band;
+        let after = oob
+            .duration
+            .sample(&mut seed::rng(self.key, Purpose::OutOfBand, 0));
+        let version = oob.version.clone();
+        self.report_as(
+            &version,
+            Status::Install,
+            "installing a package applied out of band",
+            ctx,
+            out,
+        );
+        out.push(Action::Schedule {
+            after_micros: after,
+            seq: self.seq,
+        });
+    }
+
+    /// The out-of-band install is over: the device runs that version, and reads a manifest
+    /// that arrived meanwhile.
+    fn end_out_of_band(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        let version = self.behaviour(ctx).out_of_band.version.clone();
+        self.version = ctx.catalog.intern_version(&version);
+        self.phase = Phase::Idle;
+        self.report_as(&version, Status::InstalledVersion, "", ctx, out);
+        if self.flags & flag::PENDING != 0 {
+            self.flags &= !flag::PENDING;
+            out.push(Action::Poll);
+        }
+    }
+
+    /// A guide-loop device polls again after a pause of one step.
+    fn schedule_poll(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        if self.flags & flag::GUIDE == 0 {
+            return;
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.schedule_step(7, |d| &d.step, ctx, out);
+    }
+
+    /// Goes offline in the middle of the download; comes back later, boots, and runs the
+    /// update again from the start.
+    fn drop_mid_download(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        let salt = ctx.catalog.manifest(self.handled).map_or(0, |m| m.salt);
+        let after = self
+            .behaviour(ctx)
+            .offline
+            .mid_download_for
+            .sample(&mut seed::rng(self.key, Purpose::MidDownload, salt));
+        ctx.stats.finished[self.outcome as usize] += 1;
+        self.phase = Phase::Offline;
+        self.handled = NONE;
+        self.flags |= flag::RESUMED;
+        self.seq = self.seq.wrapping_add(1);
+        out.push(Action::Schedule {
+            after_micros: after,
+            seq: self.seq,
+        });
     }
 
     fn on_config(&mut self, raw: &str, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
         if matches!(self.phase, Phase::Unstarted | Phase::Offline) {
             return; // not connected: it reads config_otau when it boots
         }
+        if self.phase == Phase::OutOfBand {
+            self.flags |= flag::PENDING; // busy with another package: read it again at the end
+            return;
+        }
+        let guide = self.flags & flag::GUIDE != 0;
+        if guide && self.busy() {
+            ctx.stats.skipped += 1; // the guide's script does not listen while it installs
+            return;
+        }
         let id = match ctx.catalog.intern_manifest(raw) {
             Ok(id) => id,
             Err(_) => {
                 ctx.stats.ignored += 1;
+                self.schedule_poll(ctx, out);
                 return;
             }
         };
-        if self.handled != NONE && ctx.catalog.same_update(self.handled, id) {
+        // The guide's script keeps no memory of what it handled.
+        if !guide && self.handled != NONE && ctx.catalog.same_update(self.handled, id) {
             ctx.stats.skipped += 1;
             return;
         }
@@ -387,16 +543,24 @@ impl DeviceState {
         self.item = 0;
         let mut rng = seed::rng(self.key, Purpose::Outcome, salt);
         self.outcome = Outcome::draw(self.behaviour(ctx), &mut rng);
+        if self.flags & flag::RESUMED != 0 {
+            // The run it dropped, again: this time the download goes through.
+            self.flags &= !flag::RESUMED;
+            if self.outcome == Outcome::OfflineMidDownload {
+                self.outcome = Outcome::Success;
+            }
+        }
         ctx.stats.started[self.outcome as usize] += 1;
         if self.outcome == Outcome::Silence {
             self.phase = Phase::Idle;
             ctx.stats.finished[Outcome::Silence as usize] += 1;
+            self.schedule_poll(ctx, out);
             return;
         }
         match self.ack {
             AckStyle::EchoImmediately => out.push(Action::Ack(raw)),
             AckStyle::LiteralAck => out.push(Action::Ack(Arc::from(LITERAL_ACK))),
-            AckStyle::EchoAfterInstall | AckStyle::Never => {}
+            AckStyle::EchoAfterInstall | AckStyle::Never | AckStyle::EchoAfterOutcome => {}
         }
         self.phase = Phase::Init;
         self.report(Status::Init, "new OTAU received", ctx, out);
@@ -415,6 +579,12 @@ impl DeviceState {
                 }
                 (true, _) => {
                     self.phase = Phase::Downloading;
+                    self.schedule_step(1, |d| &d.test, ctx, out);
+                }
+                (false, Outcome::OutOfOrder) => {
+                    self.progress(Status::TestSuccess, "", ctx, out);
+                    self.progress(Status::Test, "running tests", ctx, out);
+                    self.phase = Phase::Testing;
                     self.schedule_step(1, |d| &d.test, ctx, out);
                 }
                 (false, _) => {
@@ -436,8 +606,10 @@ impl DeviceState {
                     ctx,
                     out,
                 ),
-                _ => {
-                    self.progress(Status::TestSuccess, "", ctx, out);
+                outcome => {
+                    if outcome != Outcome::OutOfOrder {
+                        self.progress(Status::TestSuccess, "", ctx, out);
+                    }
                     self.phase = Phase::Tested;
                     self.schedule_step(2, |d| &d.step, ctx, out);
                 }
@@ -448,6 +620,12 @@ impl DeviceState {
                 self.schedule_step(3, |d| &d.step, ctx, out);
             }
             Phase::Downloading => self.next_download(ctx, out),
+            Phase::Downloaded if self.outcome == Outcome::UnknownError => self.finish(
+                Status::Unknown(UNKNOWN_ERROR.into()),
+                "signature verification failed",
+                ctx,
+                out,
+            ),
             Phase::Downloaded => {
                 if self.outcome == Outcome::UnknownStatus {
                     self.report(
@@ -470,33 +648,50 @@ impl DeviceState {
                         out,
                     );
                 } else {
-                    self.progress(Status::InstallSuccess, "", ctx, out);
+                    if self.outcome != Outcome::OutOfOrder {
+                        self.progress(Status::InstallSuccess, "", ctx, out);
+                    }
                     self.phase = Phase::Rebooting;
                     self.schedule_step(6, |d| &d.reboot, ctx, out);
                 }
             }
-            Phase::Rebooting => {
-                if self.outcome != Outcome::RebootOldVersion
-                    && let Some(entry) = ctx.catalog.manifest(self.handled)
-                {
-                    self.version = entry.version;
-                }
-                let version = ctx.catalog.version(self.version).to_string();
-                let message = if self.outcome == Outcome::RebootOldVersion {
-                    "rebooted into the old image"
-                } else {
-                    ""
-                };
-                self.report_as(&version, Status::InstalledVersion, message, ctx, out);
-                if self.ack == AckStyle::EchoAfterInstall
-                    && let Some(entry) = ctx.catalog.manifest(self.handled)
-                {
-                    out.push(Action::Ack(entry.raw.clone()));
-                }
-                self.done(ctx);
-            }
+            Phase::Rebooting => self.rebooted(ctx, out),
+            Phase::OutOfBand => self.end_out_of_band(ctx, out),
+            Phase::Idle if self.flags & flag::GUIDE != 0 => out.push(Action::Poll),
             Phase::Unstarted | Phase::Idle | Phase::AwaitDownload => {}
         }
+    }
+
+    /// Back from the reboot after the install: the final `INSTALLED_VERSION`, then the run is
+    /// over.
+    fn rebooted(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        if self.outcome != Outcome::RebootOldVersion
+            && let Some(entry) = ctx.catalog.manifest(self.handled)
+        {
+            self.version = entry.version;
+        }
+        let version = ctx.catalog.version(self.version).to_string();
+        let message = if self.outcome == Outcome::RebootOldVersion {
+            "rebooted into the old image"
+        } else {
+            ""
+        };
+        self.report_as(&version, Status::InstalledVersion, message, ctx, out);
+        if self.outcome == Outcome::OutOfOrder {
+            // A progress report arrives late: the last value of otau_in is not final.
+            let late = if self.short {
+                Status::Init
+            } else {
+                Status::InstallSuccess
+            };
+            self.report(late, "", ctx, out);
+        }
+        if self.ack == AckStyle::EchoAfterInstall
+            && let Some(entry) = ctx.catalog.manifest(self.handled)
+        {
+            out.push(Action::Ack(entry.raw.clone()));
+        }
+        self.done(ctx, out);
     }
 
     fn next_download(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
@@ -505,6 +700,7 @@ impl DeviceState {
             .manifest(self.handled)
             .and_then(|m| m.items.get(usize::from(self.item)).cloned());
         match item {
+            _ if self.outcome == Outcome::OfflineMidDownload => self.drop_mid_download(ctx, out),
             Some(Item::Content(id)) => {
                 self.phase = Phase::AwaitDownload;
                 out.push(Action::Download(id));
@@ -562,12 +758,20 @@ impl DeviceState {
     /// A final report for the run, then idle.
     fn finish(&mut self, status: Status, message: &str, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
         self.report(status, message, ctx, out);
-        self.done(ctx);
+        self.done(ctx, out);
     }
 
-    fn done(&mut self, ctx: &mut Ctx<'_>) {
+    /// The run is over: ack if the device acks after any outcome, then idle (a guide-loop
+    /// device polls again).
+    fn done(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<Action>) {
+        if self.ack == AckStyle::EchoAfterOutcome
+            && let Some(entry) = ctx.catalog.manifest(self.handled)
+        {
+            out.push(Action::Ack(entry.raw.clone()));
+        }
         self.phase = Phase::Idle;
         ctx.stats.finished[self.outcome as usize] += 1;
+        self.schedule_poll(ctx, out);
     }
 
     /// A progress report that short-sequence devices leave out.
@@ -601,9 +805,12 @@ impl DeviceState {
         _ctx: &mut Ctx<'_>,
         out: &mut Vec<Action>,
     ) {
-        // Malformed devices garble the reports of their runs, never their boot reports.
+        // Malformed devices garble the reports of their runs, never their boot reports; other-
+        // version devices name another version in them.
         let value = if self.outcome == Outcome::MalformedReports && self.busy() {
             malformed_report(version, &status)
+        } else if self.outcome == Outcome::OtherVersion && self.busy() {
+            Report::new(format!("{version}{OTHER_VERSION_SUFFIX}"), status, message).to_json()
         } else {
             Report::new(version, status, message).to_json()
         };

@@ -1,11 +1,16 @@
-//! The HTTP fleet: K devices (K small, a few hundred at most) as real HTTP clients of the device
-//! API (exosite-platform.md §3): activate, long-poll `config_otau` with `If-Modified-Since` /
+//! The HTTP fleet: K devices (up to [`MAX_HTTP_DEVICES`]) as real HTTP clients of the device API
+//! (exosite-platform.md §3): activate, long-poll `config_otau` with `If-Modified-Since` /
 //! `Last-Modified`, acknowledge and report by writes, content info and download through
 //! `/provision/download`, with timeouts and retries.
 //!
-//! The devices' logic is the same pure [`FleetCore`] as in process: one central task owns it and
-//! its timer queue; each device has one I/O worker (its actions in order) and, once it has
-//! booted, one long-poll task. Requests other than long polls share a concurrency limit.
+//! The devices' logic is the same pure [`FleetCore`] as in process, so every behaviour of the
+//! profile works here too: one central task owns it and its timer queue; each device has one I/O
+//! worker (its actions in order) and, once it has booted, one long-poll task (guide-loop devices
+//! send one `If-Modified-Since: 0` poll at a time instead). Requests other than long polls share a
+//! concurrency limit.
+//!
+//! Every waiting long poll holds one connection, so a fleet of K devices with the emulator in the
+//! same process needs about 2K open files: call [`raise_open_files_limit`] first (or `ulimit -n`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,8 +93,25 @@ pub enum HttpFleetError {
     },
 }
 
-/// Most devices an HTTP fleet runs (each has its own tasks and connections).
-pub const MAX_HTTP_DEVICES: usize = 1000;
+/// Most devices an HTTP fleet runs (each has its own tasks and a long-poll connection).
+pub const MAX_HTTP_DEVICES: usize = 10_000;
+
+/// Raises the soft limit of open files (`RLIMIT_NOFILE`) to the hard limit, for HTTP fleets of
+/// thousands of long-polling devices; returns the soft limit now in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )?;
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
 
 /// What the I/O side tells the central task.
 #[derive(Debug)]
@@ -139,9 +161,12 @@ impl HttpFleet {
                 got: core.len(),
             });
         }
+        // Every long poll holds a connection; keep them all for reuse, so that a write waking
+        // thousands of polls does not make as many new connections.
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .pool_max_idle_per_host(config.concurrency.max(1) * 2)
+            .pool_max_idle_per_host(core.len() + config.concurrency.max(1) * 2)
+            .tcp_nodelay(true)
             .user_agent(concat!("otau-fleet/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -269,7 +294,17 @@ impl Central {
             tokio::select! {
                 _ = self.stop.changed() => return,
                 event = events.recv() => match event {
-                    Some(e) => self.on_event(e),
+                    Some(e) => {
+                        self.on_event(e);
+                        // Take what else is queued before publishing: the summary counts every
+                        // device, so one per event would cost K per event.
+                        for _ in 0..4096 {
+                            match events.try_recv() {
+                                Ok(e) => self.on_event(e),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => return,
                 },
                 _ = tokio::time::sleep(Duration::from_micros(wait as u64)) => {}
@@ -301,7 +336,7 @@ impl Central {
                 Action::Ack(_) => self.counters.acks += 1,
                 Action::Download(_) => self.counters.downloads += 1,
                 Action::FetchLink(_) => self.counters.links += 1,
-                Action::ReadConfig | Action::Schedule { .. } => {}
+                Action::ReadConfig | Action::Poll | Action::Schedule { .. } => {}
             }
             if let Some(w) = self.workers.get(index as usize) {
                 let _ = w.send(action);
@@ -443,6 +478,48 @@ impl DeviceIo {
             // Booted: from now on the long poll watches config_otau (If-Modified-Since 0 first,
             // so the current value is read at once).
             Action::ReadConfig => self.start_polling(),
+            Action::Poll => {
+                let value = self.poll_once().await;
+                let _ = self.shared.events.send(Event::Config(self.index, value));
+            }
+        }
+    }
+
+    /// One long poll the way the OTA guide's example sends it (`If-Modified-Since: 0`, so the
+    /// server answers at once when a value was ever set, exosite-platform.md §3.9); the value,
+    /// `""` when there is none or the poll failed.
+    async fn poll_once(&self) -> String {
+        let config = &self.shared.config;
+        let url = format!("{}/onep:v1/stack/alias?{CONFIG_OTAU}", config.device_url);
+        let timeout_ms = config.poll_timeout_ms.min(300_000);
+        let rb = self
+            .authed(self.shared.client.get(&url))
+            .header("accept", "application/x-www-form-urlencoded; charset=utf-8")
+            .header("request-timeout", timeout_ms.to_string())
+            .header("if-modified-since", "0")
+            .timeout(Duration::from_millis(timeout_ms) + config.request_timeout);
+        let mut stop = self.shared.stop.clone();
+        let result = tokio::select! {
+            _ = stop.changed() => return String::new(),
+            r = rb.send() => r,
+        };
+        match result {
+            Ok(resp) if resp.status() == StatusCode::OK => match resp.bytes().await {
+                Ok(body) => form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == CONFIG_OTAU)
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default(),
+                Err(_) => {
+                    self.count(Counter::Error);
+                    String::new()
+                }
+            },
+            Ok(resp) if resp.status() == StatusCode::NOT_MODIFIED => String::new(),
+            Ok(resp) if resp.status() == StatusCode::NO_CONTENT => String::new(),
+            Ok(_) | Err(_) => {
+                self.count(Counter::Error);
+                String::new()
+            }
         }
     }
 

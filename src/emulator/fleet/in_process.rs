@@ -233,6 +233,21 @@ impl InProcessFleet {
         }
     }
 
+    /// A read the way the OTA guide polls (`If-Modified-Since: 0`): the current value at once,
+    /// `""` when none was ever set.
+    fn poll_config(&mut self, index: u32) {
+        let identity = self.core.identity(index).to_string();
+        let value = match self.connector.read_set(&identity, CONFIG_OTAU) {
+            Ok(set) => set.map(|s| s.value.to_string()).unwrap_or_default(),
+            Err(_) => {
+                self.counters.errors += 1;
+                String::new()
+            }
+        };
+        let now = self.clock.now_micros();
+        self.give(index, Input::Config(&value), now);
+    }
+
     /// Gives `input` to device `index`, then carries out its actions.
     fn give(&mut self, index: u32, input: Input<'_>, now: i64) {
         let mut out = std::mem::take(&mut self.out);
@@ -261,6 +276,7 @@ impl InProcessFleet {
             }
             Action::FetchLink(_) => self.counters.links += 1,
             Action::ReadConfig => self.read_config(index),
+            Action::Poll => self.poll_config(index),
             // The core queues timers itself.
             Action::Schedule { .. } => {}
         }

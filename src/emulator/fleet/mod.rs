@@ -26,7 +26,10 @@ pub mod timers;
 
 pub use self::core::FleetCore;
 pub use device::{AckStyle, Action, Input, Outcome, Phase};
-pub use http::{HttpFleet, HttpFleetConfig, HttpFleetHandle, Registration};
+pub use http::{
+    HttpFleet, HttpFleetConfig, HttpFleetHandle, MAX_HTTP_DEVICES, Registration,
+    raise_open_files_limit,
+};
 pub use in_process::InProcessFleet;
 pub use profile::{Profile, ProfileError};
 pub use runner::{Fleet, FleetError, FleetHandle, FleetOptions};

@@ -45,6 +45,10 @@ pub enum Purpose {
     Outcome = 3,
     /// The duration of one step of one run (combined with the step number).
     Duration = 4,
+    /// How long the out-of-band install after the first boot takes.
+    OutOfBand = 5,
+    /// How long a device that dropped mid-download stays offline.
+    MidDownload = 6,
 }
 
 /// A generator for one decision.

@@ -43,10 +43,18 @@ pub struct OutcomeCounts {
     pub malformed_reports: u64,
     /// Sent an unknown status, then succeeded.
     pub unknown_status: u64,
+    /// Went offline in the middle of the download (the run it did again counts as another).
+    pub offline_mid_download: u64,
+    /// Succeeded with reports out of order.
+    pub out_of_order: u64,
+    /// Ended with an undocumented `*_ERROR` status.
+    pub unknown_error: u64,
+    /// Installed the target but reported another version.
+    pub other_version: u64,
 }
 
 impl OutcomeCounts {
-    fn from_array(a: &[u64; 9]) -> OutcomeCounts {
+    fn from_array(a: &[u64; 13]) -> OutcomeCounts {
         let at = |o: Outcome| a[o as usize];
         OutcomeCounts {
             success: at(Outcome::Success),
@@ -58,6 +66,10 @@ impl OutcomeCounts {
             reboot_old_version: at(Outcome::RebootOldVersion),
             malformed_reports: at(Outcome::MalformedReports),
             unknown_status: at(Outcome::UnknownStatus),
+            offline_mid_download: at(Outcome::OfflineMidDownload),
+            out_of_order: at(Outcome::OutOfOrder),
+            unknown_error: at(Outcome::UnknownError),
+            other_version: at(Outcome::OtherVersion),
         }
     }
 
@@ -72,6 +84,10 @@ impl OutcomeCounts {
             + self.reboot_old_version
             + self.malformed_reports
             + self.unknown_status
+            + self.offline_mid_download
+            + self.out_of_order
+            + self.unknown_error
+            + self.other_version
     }
 }
 
@@ -129,6 +145,10 @@ impl std::fmt::Display for OutcomeCounts {
             self.reboot_old_version,
             self.malformed_reports,
             self.unknown_status,
+            self.offline_mid_download,
+            self.out_of_order,
+            self.unknown_error,
+            self.other_version,
         ];
         let parts: Vec<String> = Outcome::ALL
             .iter()

@@ -16,6 +16,7 @@ enum Seen {
     Download(String),
     Link(String),
     Read,
+    Poll,
 }
 
 /// A tiny pure driver: virtual time, answers downloads from `content`, reads from `config`.
@@ -64,6 +65,11 @@ impl Bench {
                         self.input(device, Input::Config(&c));
                     }
                 }
+                Action::Poll => {
+                    self.log.push((device, Seen::Poll));
+                    let c = self.config.clone().unwrap_or_default();
+                    self.input(device, Input::Config(&c));
+                }
                 Action::Schedule { .. } => unreachable!("the core queues timers"),
             }
         }
@@ -78,6 +84,17 @@ impl Bench {
     /// Fires timers in order until none is left.
     fn run(&mut self) {
         while let Some(due) = self.core.next_due() {
+            self.now = self.now.max(due);
+            while let Some(t) = self.core.pop_due(self.now) {
+                self.input(t.device, Input::Timer(t.seq));
+            }
+        }
+    }
+
+    /// Fires timers in order until none is left before `until` (µs): for devices that never
+    /// go quiet (the guide's loop).
+    fn run_until(&mut self, until: i64) {
+        while let Some(due) = self.core.next_due().filter(|d| *d <= until) {
             self.now = self.now.max(due);
             while let Some(t) = self.core.pop_due(self.now) {
                 self.input(t.device, Input::Timer(t.seq));
@@ -491,7 +508,7 @@ fn a_newer_manifest_interrupts_a_run_and_stale_timers_are_ignored() {
 
 fn outcomes_of(seed: u64, n: u64, reverse: bool) -> Vec<(String, Vec<String>)> {
     let yaml = format!(
-        "seed: {seed}\ngroups:\n  - name: g\n    count: {n}\n    identity_prefix: d-\n    version: '1.0'\n    behaviour:\n      outcomes: {{test_error: 0.2, download_error: 0.1, install_aborted: 0.1, silence: 0.1, reboot_old_version: 0.1}}\n      short_sequence: 0.3\n      ack: {{echo_immediately: 1, literal_ack: 1, echo_after_install: 1}}\n      durations: {{test: {{uniform: {{min: 1s, max: 9s}}}}, install: {{exponential: {{mean: 5s, cap: 60s}}}}}}\n"
+        "seed: {seed}\ngroups:\n  - name: g\n    count: {n}\n    identity_prefix: d-\n    version: '1.0'\n    behaviour:\n      outcomes: {{test_error: 0.1, download_error: 0.1, install_aborted: 0.1, silence: 0.1, reboot_old_version: 0.1, offline_mid_download: 0.1, out_of_order: 0.1, unknown_error: 0.1, other_version: 0.1}}\n      short_sequence: 0.3\n      out_of_band: {{fraction: 0.2, duration: {{uniform: {{min: 1s, max: 30s}}}}}}\n      ack: {{echo_immediately: 1, literal_ack: 1, echo_after_install: 1, echo_after_outcome: 1}}\n      durations: {{test: {{uniform: {{min: 1s, max: 9s}}}}, install: {{exponential: {{mean: 5s, cap: 60s}}}}}}\n"
     );
     let mut b = Bench::new(&yaml);
     let order: Vec<u32> = if reverse {
@@ -545,4 +562,280 @@ fn outcome_shares_follow_the_profile() {
     );
     assert!((share(Outcome::Silence) - 0.05).abs() < 0.01, "{started:?}");
     assert!((share(Outcome::Success) - 0.70).abs() < 0.02, "{started:?}");
+}
+
+/// The OTA guide's example loop: it polls with `If-Modified-Since: 0`, which answers at once
+/// with the same manifest; with no memory of it, the device runs the update again, and again.
+#[test]
+fn guide_loop_devices_poll_again_and_rerun_the_update_they_installed() {
+    let mut b = Bench::one("{guide_loop: 1}");
+    b.start_all();
+    assert!(b.core.device(0).unwrap().guide_loop());
+    // At boot it polls once (nothing set: it polls again a step later), not a long poll.
+    assert_eq!(b.log[1].1, Seen::Poll);
+    assert!(!b.log.iter().any(|(_, s)| *s == Seen::Read));
+    let m = manifest("2.0").to_json();
+    b.config = Some(m.clone());
+    // One run lasts 0.5+2+0.5+0.5+5+0.5+10+5 s plus the 5 s of the link item; give it three.
+    b.run_until(3 * 30_000_000);
+    let statuses = b.statuses(0);
+    let installs = statuses
+        .iter()
+        .filter(|s| *s == "INSTALLED_VERSION:2.0")
+        .count();
+    assert!(installs >= 2, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "INIT:2.0").count(),
+        installs + usize::from(b.core.device(0).unwrap().busy()),
+        "every run starts with INIT: {statuses:?}"
+    );
+    let acks = b
+        .log
+        .iter()
+        .filter(|(_, s)| *s == Seen::Ack(m.clone()))
+        .count();
+    assert_eq!(
+        acks,
+        installs + usize::from(b.core.device(0).unwrap().busy())
+    );
+    assert_eq!(b.core.stats().skipped, 0);
+    assert!(b.core.stats().started[Outcome::Success as usize] >= 2);
+}
+
+/// The guide's script does not listen while it installs: a cloud write then is not seen, and
+/// the next poll after the run picks up the newest value.
+#[test]
+fn guide_loop_devices_do_not_listen_while_they_install() {
+    let mut b = Bench::one("{guide_loop: 1}");
+    b.start_all();
+    b.write_config(&manifest("2.0").to_json());
+    assert!(b.core.device(0).unwrap().busy());
+    b.write_config(&manifest("3.0").to_json());
+    assert_eq!(b.core.stats().interrupted, 0);
+    assert_eq!(b.core.stats().skipped, 1);
+    b.run_until(60_000_000);
+    let statuses = b.statuses(0);
+    assert!(statuses.contains(&"INSTALLED_VERSION:2.0".to_string()));
+    assert!(statuses.contains(&"INIT:3.0".to_string()), "{statuses:?}");
+}
+
+/// Acks after a failed install: the echo comes after `INSTALL_ERROR`.
+#[test]
+fn echo_after_outcome_acks_after_a_failed_install_too() {
+    let m = manifest("2.0").to_json();
+    let (statuses, b) = final_status(
+        "{ack: {echo_immediately: 0, echo_after_outcome: 1}, outcomes: {install_error: 1}}",
+    );
+    assert_eq!(statuses.last().unwrap(), "INSTALL_ERROR:2.0");
+    let n = b.log.len();
+    assert_eq!(b.log[n - 1].1, Seen::Ack(m.clone()), "{:?}", b.log);
+    assert!(matches!(&b.log[n - 2].1, Seen::Report(v) if v.contains("INSTALL_ERROR")));
+    assert_eq!(
+        b.log
+            .iter()
+            .filter(|(_, s)| matches!(s, Seen::Ack(_)))
+            .count(),
+        1
+    );
+    let (statuses, b) = final_status("{ack: {echo_immediately: 0, echo_after_outcome: 1}}");
+    assert_eq!(statuses.last().unwrap(), "INSTALLED_VERSION:2.0");
+    assert_eq!(b.log.last().unwrap().1, Seen::Ack(m));
+}
+
+/// Offline in the middle of the download: `DOWNLOAD`, silence for `mid_download_for`, a boot
+/// report of the old version, a read, and the whole update again, which succeeds.
+#[test]
+fn offline_mid_download_comes_back_and_runs_the_update_again() {
+    let (statuses, b) =
+        final_status("{outcomes: {offline_mid_download: 1}, offline: {mid_download_for: 1h}}");
+    assert_eq!(
+        statuses[..6],
+        [
+            "INSTALLED_VERSION:1.0",
+            "INIT:2.0",
+            "TEST:2.0",
+            "TEST_SUCCESS:2.0",
+            "DOWNLOAD:2.0",
+            "INSTALLED_VERSION:1.0"
+        ]
+    );
+    assert_eq!(statuses[6..], FULL_SUCCESS[1..11]);
+    assert!(b.now >= 3_600_000_000);
+    // No file was fetched before the drop: one download in all, by the second run.
+    let downloads = b
+        .log
+        .iter()
+        .filter(|(_, s)| matches!(s, Seen::Download(_)))
+        .count();
+    assert_eq!(downloads, 1);
+    assert!(
+        b.log.iter().any(|(_, s)| *s == Seen::Poll),
+        "it reads once on return"
+    );
+    let stats = b.core.stats();
+    assert_eq!(stats.finished[Outcome::OfflineMidDownload as usize], 1);
+    assert_eq!(stats.finished[Outcome::Success as usize], 1);
+    assert_eq!(
+        b.core
+            .catalog()
+            .version(b.core.device(0).unwrap().version()),
+        "2.0"
+    );
+}
+
+/// Statuses out of order: `TEST_SUCCESS` before `TEST`, `INSTALL_SUCCESS` after the final
+/// `INSTALLED_VERSION`; the device does run the target.
+#[test]
+fn out_of_order_statuses_leave_a_progress_report_last() {
+    let (statuses, b) = final_status("{outcomes: {out_of_order: 1}}");
+    assert_eq!(
+        statuses,
+        [
+            "INSTALLED_VERSION:1.0",
+            "INIT:2.0",
+            "TEST_SUCCESS:2.0",
+            "TEST:2.0",
+            "DOWNLOAD:2.0",
+            "DOWNLOAD_STEP:2.0",
+            "DOWNLOAD_STEP:2.0",
+            "DOWNLOAD_SUCCESS:2.0",
+            "INSTALL:2.0",
+            "INSTALLED_VERSION:2.0",
+            "INSTALL_SUCCESS:2.0",
+        ]
+    );
+    assert_eq!(
+        b.core
+            .catalog()
+            .version(b.core.device(0).unwrap().version()),
+        "2.0"
+    );
+    let (short, _) = final_status("{short_sequence: 1, outcomes: {out_of_order: 1}}");
+    assert_eq!(
+        short,
+        [
+            "INSTALLED_VERSION:1.0",
+            "INIT:2.0",
+            "INSTALLED_VERSION:2.0",
+            "INIT:2.0"
+        ]
+    );
+}
+
+/// An unknown `*_ERROR` status ends the run after the download; the device keeps its version.
+#[test]
+fn unknown_error_ends_with_an_undocumented_error_status() {
+    let (statuses, b) = final_status("{outcomes: {unknown_error: 1}}");
+    assert_eq!(statuses.last().unwrap(), &format!("{UNKNOWN_ERROR}:2.0"));
+    assert!(UNKNOWN_ERROR.ends_with("_ERROR"));
+    assert!(matches!(
+        crate::otau::Status::parse(UNKNOWN_ERROR),
+        crate::otau::Status::Unknown(_)
+    ));
+    assert_eq!(statuses[..8], FULL_SUCCESS[..8]);
+    assert_eq!(statuses.len(), 9, "{statuses:?}");
+    assert_eq!(
+        b.core
+            .catalog()
+            .version(b.core.device(0).unwrap().version()),
+        "1.0"
+    );
+    assert_eq!(b.core.stats().finished[Outcome::UnknownError as usize], 1);
+}
+
+/// Reports for another version: every report of the run names `<target>-other`, though the
+/// device runs the target (the ground truth); its boot reports stay truthful.
+#[test]
+fn other_version_reports_name_another_version_than_the_target() {
+    let (statuses, b) = final_status("{outcomes: {other_version: 1}}");
+    let expected: Vec<String> = std::iter::once("INSTALLED_VERSION:1.0".to_string())
+        .chain(
+            FULL_SUCCESS[1..11]
+                .iter()
+                .map(|s| s.replace("2.0", &format!("2.0{OTHER_VERSION_SUFFIX}"))),
+        )
+        .collect();
+    assert_eq!(statuses, expected);
+    assert_eq!(
+        b.core
+            .catalog()
+            .version(b.core.device(0).unwrap().version()),
+        "2.0"
+    );
+}
+
+/// Installing another package (applied out of band) when our manifest arrives: the manifest
+/// waits; at the end of that install the device reports the other version, reads
+/// `config_otau` once and runs our update.
+#[test]
+fn out_of_band_install_defers_our_manifest_until_it_is_over() {
+    let mut b = Bench::one("{out_of_band: {fraction: 1, version: '1.5-oob', duration: 1m}}");
+    b.start_all();
+    assert!(b.core.device(0).unwrap().out_of_band());
+    assert_eq!(b.core.device(0).unwrap().phase(), Phase::OutOfBand);
+    let m = manifest("2.0").to_json();
+    b.write_config(&m);
+    assert_eq!(b.statuses(0), ["INSTALLED_VERSION:1.0", "INSTALL:1.5-oob"]);
+    assert!(
+        !b.log.iter().any(|(_, s)| matches!(s, Seen::Ack(_))),
+        "no ack while busy"
+    );
+    b.run();
+    assert!(b.now >= 60_000_000);
+    let statuses = b.statuses(0);
+    assert_eq!(statuses[2], "INSTALLED_VERSION:1.5-oob");
+    assert_eq!(statuses[3..], FULL_SUCCESS[1..11]);
+    let poll = b.log.iter().position(|(_, s)| *s == Seen::Poll).unwrap();
+    assert!(matches!(&b.log[poll + 1].1, Seen::Ack(v) if *v == m));
+    // Only after the first boot.
+    assert_eq!(statuses.iter().filter(|s| s.contains("oob")).count(), 2);
+}
+
+/// The new traits are drawn after the old ones: a profile that leaves them at 0 gives every
+/// device the ack style and sequence style it had before they existed, and a guide-loop fleet
+/// repeats exactly under the same seed whatever the event order.
+#[test]
+fn new_traits_keep_old_draws_and_guide_loops_are_deterministic() {
+    let run = |behaviour: &str, reverse: bool| {
+        let yaml = format!(
+            "seed: 5\ngroups:\n  - name: g\n    count: 200\n    identity_prefix: d-\n    version: '1.0'\n    behaviour: {behaviour}\n"
+        );
+        let mut b = Bench::new(&yaml);
+        let mut order: Vec<u32> = (0..200).collect();
+        if reverse {
+            order.reverse();
+        }
+        for &i in &order {
+            b.input(i, Input::Start);
+        }
+        b.config = Some(manifest("2.0").to_json());
+        b.run_until(120_000_000);
+        let mut logs: Vec<Vec<String>> = vec![Vec::new(); 200];
+        for (d, s) in &b.log {
+            logs[*d as usize].push(format!("{s:?}"));
+        }
+        let traits: Vec<(AckStyle, bool)> = (0..200)
+            .map(|i| {
+                let d = b.core.device(i).unwrap();
+                (d.ack_style(), d.short_sequence())
+            })
+            .collect();
+        (traits, logs)
+    };
+    let styles = "{short_sequence: 0.5, ack: {echo_immediately: 1, literal_ack: 1}";
+    let plain = run(&format!("{styles}}}"), false);
+    let looping = run(
+        &format!("{styles}, guide_loop: 0.5, out_of_band: {{fraction: 0.3}}}}"),
+        false,
+    );
+    assert_eq!(plain.0, looping.0);
+    assert_eq!(
+        looping.1,
+        run(
+            &format!("{styles}, guide_loop: 0.5, out_of_band: {{fraction: 0.3}}}}"),
+            true
+        )
+        .1
+    );
+    assert_ne!(plain.1, looping.1);
 }

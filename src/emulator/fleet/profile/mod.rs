@@ -76,6 +76,50 @@ pub struct Behaviour {
     /// Step durations.
     #[serde(default)]
     pub durations: Durations,
+    /// Share of devices whose firmware follows the OTA guide's example script: it polls
+    /// `config_otau` with `If-Modified-Since: 0` (answered at once, exosite-platform.md §3.9),
+    /// keeps no memory of the manifests it handled, and polls again after each run, so it runs
+    /// the same update again and again. It does not listen while it runs an update.
+    #[serde(default)]
+    pub guide_loop: f64,
+    /// Devices busy installing another package (applied out of band) when they boot, so that
+    /// a manifest arriving meanwhile waits until that install is over.
+    #[serde(default)]
+    pub out_of_band: OutOfBand,
+}
+
+/// Devices that install another package, applied out of band, right after they first boot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutOfBand {
+    /// Share of the group that does it.
+    #[serde(default)]
+    pub fraction: f64,
+    /// The version of that other package; the device runs it afterwards.
+    #[serde(default = "OutOfBand::default_version")]
+    pub version: String,
+    /// How long that install takes; a manifest seen meanwhile is read again at its end.
+    #[serde(default = "OutOfBand::default_duration")]
+    pub duration: Distribution,
+}
+
+impl OutOfBand {
+    fn default_version() -> String {
+        "0.0.0-out-of-band".into()
+    }
+    fn default_duration() -> Distribution {
+        Distribution::Fixed(Micros(60_000_000))
+    }
+}
+
+impl Default for OutOfBand {
+    fn default() -> Self {
+        OutOfBand {
+            fraction: 0.0,
+            version: OutOfBand::default_version(),
+            duration: OutOfBand::default_duration(),
+        }
+    }
 }
 
 /// Probabilities of the outcomes of one update run. They must add up to at most 1; success is
@@ -107,6 +151,24 @@ pub struct Outcomes {
     /// The device also sends a status the schema does not define, then succeeds.
     #[serde(default)]
     pub unknown_status: f64,
+    /// The device goes offline in the middle of the download (after `DOWNLOAD`), comes back
+    /// after `offline.mid_download_for`, boots, reads `config_otau` and runs the update again
+    /// from the start (that second run succeeds).
+    #[serde(default)]
+    pub offline_mid_download: f64,
+    /// The update succeeds but its reports arrive out of order: `TEST_SUCCESS` before `TEST`,
+    /// and `INSTALL_SUCCESS` after the final `INSTALLED_VERSION` (`INIT` again for
+    /// short-sequence devices), so the last value of `otau_in` is not final.
+    #[serde(default)]
+    pub out_of_order: f64,
+    /// The update ends after the download with an undocumented failure status ending in
+    /// `_ERROR` (`VERIFY_ERROR`).
+    #[serde(default)]
+    pub unknown_error: f64,
+    /// The device installs the target, but every report of the run names another version
+    /// (the target with `-other` appended), the final `INSTALLED_VERSION` included.
+    #[serde(default)]
+    pub other_version: f64,
 }
 
 /// Weights of the acknowledgement styles (relative; they need not add up to 1).
@@ -125,6 +187,10 @@ pub struct AckWeights {
     /// Never acknowledge.
     #[serde(default)]
     pub never: f64,
+    /// Write the received value back after the run's final report, whatever it was: after
+    /// `INSTALLED_VERSION`, and also after a failure (`INSTALL_ERROR`, `TEST_ERROR`, ...).
+    #[serde(default)]
+    pub echo_after_outcome: f64,
 }
 
 impl Default for AckWeights {
@@ -134,6 +200,7 @@ impl Default for AckWeights {
             echo_after_install: 0.0,
             literal_ack: 0.0,
             never: 0.0,
+            echo_after_outcome: 0.0,
         }
     }
 }
@@ -148,11 +215,18 @@ pub struct Offline {
     /// When each comes back (then it boots and reads `config_otau`).
     #[serde(default = "Offline::default_back_after")]
     pub back_after: Distribution,
+    /// How long a device that goes offline in the middle of a download
+    /// (`outcomes.offline_mid_download`) stays away.
+    #[serde(default = "Offline::default_mid_download_for")]
+    pub mid_download_for: Distribution,
 }
 
 impl Offline {
     fn default_back_after() -> Distribution {
         Distribution::Fixed(Micros(600_000_000))
+    }
+    fn default_mid_download_for() -> Distribution {
+        Distribution::Fixed(Micros(30_000_000))
     }
 }
 
@@ -161,6 +235,7 @@ impl Default for Offline {
         Offline {
             fraction: 0.0,
             back_after: Offline::default_back_after(),
+            mid_download_for: Offline::default_mid_download_for(),
         }
     }
 }
@@ -263,7 +338,7 @@ const SUM_SLACK: f64 = 1e-9;
 
 impl Outcomes {
     /// The outcome probabilities with their YAML names, in a fixed order.
-    pub fn named(&self) -> [(&'static str, f64); 8] {
+    pub fn named(&self) -> [(&'static str, f64); 12] {
         [
             ("test_error", self.test_error),
             ("download_error", self.download_error),
@@ -273,18 +348,23 @@ impl Outcomes {
             ("reboot_old_version", self.reboot_old_version),
             ("malformed_reports", self.malformed_reports),
             ("unknown_status", self.unknown_status),
+            ("offline_mid_download", self.offline_mid_download),
+            ("out_of_order", self.out_of_order),
+            ("unknown_error", self.unknown_error),
+            ("other_version", self.other_version),
         ]
     }
 }
 
 impl AckWeights {
     /// The weights with their YAML names, in a fixed order.
-    pub fn named(&self) -> [(&'static str, f64); 4] {
+    pub fn named(&self) -> [(&'static str, f64); 5] {
         [
             ("echo_immediately", self.echo_immediately),
             ("echo_after_install", self.echo_after_install),
             ("literal_ack", self.literal_ack),
             ("never", self.never),
+            ("echo_after_outcome", self.echo_after_outcome),
         ]
     }
 }
@@ -320,6 +400,17 @@ impl Behaviour {
             ));
         }
         check_probability(format!("{at}.offline.fraction"), self.offline.fraction)?;
+        check_probability(format!("{at}.guide_loop"), self.guide_loop)?;
+        check_probability(
+            format!("{at}.out_of_band.fraction"),
+            self.out_of_band.fraction,
+        )?;
+        if self.out_of_band.version.trim().is_empty() {
+            return Err(invalid(
+                format!("{at}.out_of_band.version"),
+                "must not be empty",
+            ));
+        }
         Ok(())
     }
 }

@@ -1,0 +1,485 @@
+//! Field device behaviours end to end over the device HTTP API: the operator as a process, the
+//! apiserver, the emulator, and an HTTP fleet whose devices activate, long-poll `config_otau`,
+//! ack and report over loopback (docs/fleet-profiles.md). One test per behaviour, each with
+//! per-device checks against the emulator's ground truth. Expected outcomes follow the
+//! operator's classification rules of exosite-platform.md §2.5 as they stand: tests of the
+//! behaviours whose judgement is still open are named for what they show today.
+
+use kube::api::Api;
+use otau_operator::api::Rollout;
+use otau_operator::api::rollout::DeviceCounts;
+use otau_operator::emulator::fleet::Profile;
+use otau_operator::otau::Report;
+
+use crate::harness::{Emu, Operator, VERSION, apply, base_yaml, rollout_yaml, wait_rollout};
+use crate::support::ControlPlane;
+
+/// Devices of the behaviour under test, beside [`PLAIN`] plain ones.
+const N: u64 = 4;
+/// Plain devices that succeed, in every fleet.
+const PLAIN: u64 = 2;
+
+/// A profile of [`PLAIN`] plain devices `ok-` and [`N`] devices `dev-` with `behaviour` (YAML
+/// flow mapping content), tagged `fleet=e2e`, with short steps.
+fn fleet(seed: u64, behaviour: &str) -> Profile {
+    let durations =
+        "durations: {step: 20ms, test: 50ms, download: 50ms, install: 100ms, reboot: 50ms}";
+    let yaml = format!(
+        "seed: {seed}\ngroups:\n  - {{name: plain, count: {PLAIN}, identity_prefix: ok-, version: '1.0.0', tags: [{{name: fleet, value: e2e}}], behaviour: {{{durations}}}}}\n  - {{name: field, count: {N}, identity_prefix: dev-, version: '1.0.0', tags: [{{name: fleet, value: e2e}}], behaviour: {{{behaviour}, {durations}}}}}\n"
+    );
+    Profile::from_yaml(&yaml).unwrap_or_else(|e| panic!("profile: {e}\n{yaml}"))
+}
+
+/// The behaviour's devices.
+fn field_ids() -> Vec<String> {
+    (0..N).map(|i| format!("dev-{i:06}")).collect()
+}
+
+/// Runs one Rollout (one wave, 3 s device timeout, a threshold that never trips) of [`VERSION`]
+/// to the fleet over HTTP until `Complete`; returns the emulator and the final totals.
+async fn roll_out(name: &str, seed: u64, behaviour: &str) -> (Emu, DeviceCounts) {
+    roll_out_and(name, seed, behaviour, false).await
+}
+
+/// As [`roll_out`]; with `stop_loops`, the HTTP fleet stops (its devices where they are) once
+/// the plain devices succeeded and every field device ran its update at least twice.
+async fn roll_out_and(
+    name: &str,
+    seed: u64,
+    behaviour: &str,
+    stop_loops: bool,
+) -> (Emu, DeviceCounts) {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace(name).await;
+    let mut emu = Emu::start_http(&fleet(seed, behaviour)).await;
+    let _op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &base_yaml(&emu));
+    let spec = "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 3s\n    failureThreshold:\n      percent: 100\n";
+    apply(cp, &ns, &rollout_yaml("fw", spec));
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    if stop_loops {
+        wait_rollout(&api, "fw", "the plain devices succeeded", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.totals.succeeded >= PLAIN as i64)
+        })
+        .await;
+        crate::support::wait_for(
+            crate::harness::DEADLINE,
+            "every device's second run",
+            || {
+                let runs = emu.http_summary().started.success;
+                async move { runs > PLAIN + 2 * N }
+            },
+        )
+        .await;
+        emu.stop_http().await;
+    }
+    let r = wait_rollout(&api, "fw", "Complete", |r| {
+        crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let totals = r.status.expect("status").totals;
+    assert_eq!(totals.targeted, (N + PLAIN) as i64);
+    // The plain devices succeed, each written once.
+    let writes = emu.writes();
+    for id in ["ok-000000", "ok-000001"] {
+        assert_eq!(writes.get(id), Some(&vec![Some(1)]), "{id}");
+        assert_eq!(
+            status_of(&emu, id),
+            Some(("INSTALLED_VERSION".into(), VERSION.into()))
+        );
+    }
+    (emu, totals)
+}
+
+/// The status and version of a device's last `otau_in` report.
+fn status_of(emu: &Emu, id: &str) -> Option<(String, String)> {
+    let r = Report::parse(&emu.reported(id, "otau_in")?).ok()?;
+    Some((r.status.as_str().to_string(), r.version))
+}
+
+/// Whether the device's ack (`config_otau` reported) equals what the operator wrote.
+fn acked(emu: &Emu, id: &str) -> bool {
+    let state = emu.conn().state(id).expect("state");
+    let c = state.get("config_otau").expect("config_otau");
+    c.reported.is_some() && c.reported == c.set
+}
+
+fn counts(t: &DeviceCounts) -> (i64, i64, i64, i64) {
+    (
+        t.succeeded,
+        t.failed,
+        t.timed_out,
+        t.in_progress + t.notified + t.pending,
+    )
+}
+
+/// An ack after a failed install: the device reports `INSTALL_ERROR`, then echoes the
+/// manifest. The echo is a write of `config_otau`, whose one timestamp (last write of either
+/// value, exosite-platform.md §1.3) then comes after the report, which so looks older than
+/// the notification: today the failure is hidden and the device times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_after_a_failed_install_hides_the_failure_and_times_out() {
+    let (emu, t) = roll_out(
+        "e2e-dev-ackfail",
+        61,
+        "ack: {echo_immediately: 0, echo_after_outcome: 1}, outcomes: {install_error: 1}",
+    )
+    .await;
+    assert_eq!(counts(&t), (PLAIN as i64, 0, N as i64, 0), "{t:?}");
+    for id in field_ids() {
+        assert_eq!(
+            status_of(&emu, &id),
+            Some(("INSTALL_ERROR".into(), VERSION.into())),
+            "{id}"
+        );
+        assert!(acked(&emu, &id), "{id}: acked after the failure");
+        assert_eq!(emu.writes().get(&id), Some(&vec![Some(1)]), "{id}");
+    }
+}
+
+/// Offline in the middle of the download, back 500 ms later: the device boots, reads
+/// `config_otau` once and runs the update again to the target; the operator counts it
+/// succeeded without writing it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_mid_download_devices_come_back_and_succeed() {
+    let (emu, t) = roll_out(
+        "e2e-dev-drop",
+        62,
+        "outcomes: {offline_mid_download: 1}, offline: {mid_download_for: 500ms}",
+    )
+    .await;
+    assert_eq!(counts(&t), ((N + PLAIN) as i64, 0, 0, 0), "{t:?}");
+    for id in field_ids() {
+        assert_eq!(
+            status_of(&emu, &id),
+            Some(("INSTALLED_VERSION".into(), VERSION.into())),
+            "{id}"
+        );
+        assert_eq!(emu.writes().get(&id), Some(&vec![Some(1)]), "{id}");
+    }
+    let summary = emu.http_summary();
+    assert_eq!(summary.finished.offline_mid_download, N, "{summary}");
+}
+
+/// Statuses out of order: `INSTALL_SUCCESS` arrives after `INSTALLED_VERSION`, so the last
+/// report is a progress report; today the operator judges the last report and the device
+/// times out although it runs the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_statuses_time_out_on_a_late_progress_report() {
+    let (emu, t) = roll_out("e2e-dev-order", 63, "outcomes: {out_of_order: 1}").await;
+    assert_eq!(counts(&t), (PLAIN as i64, 0, N as i64, 0), "{t:?}");
+    for id in field_ids() {
+        assert_eq!(
+            status_of(&emu, &id),
+            Some(("INSTALL_SUCCESS".into(), VERSION.into())),
+            "{id}"
+        );
+    }
+}
+
+/// An unknown `*_ERROR` status (`VERIFY_ERROR`): unknown statuses count as in progress
+/// (exosite-platform.md §2.5), so today the device times out instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_error_status_times_out_as_in_progress() {
+    let (emu, t) = roll_out("e2e-dev-unkerr", 64, "outcomes: {unknown_error: 1}").await;
+    assert_eq!(counts(&t), (PLAIN as i64, 0, N as i64, 0), "{t:?}");
+    for id in field_ids() {
+        assert_eq!(
+            status_of(&emu, &id),
+            Some(("VERIFY_ERROR".into(), VERSION.into())),
+            "{id}"
+        );
+    }
+}
+
+/// Reports for another version: reports whose version is not the target are ignored
+/// (exosite-platform.md §2.5), so the device times out although it runs the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_for_another_version_time_out() {
+    let (emu, t) = roll_out("e2e-dev-other", 65, "outcomes: {other_version: 1}").await;
+    assert_eq!(counts(&t), (PLAIN as i64, 0, N as i64, 0), "{t:?}");
+    for id in field_ids() {
+        let other = format!("{VERSION}-other");
+        assert_eq!(
+            status_of(&emu, &id),
+            Some(("INSTALLED_VERSION".into(), other)),
+            "{id}"
+        );
+    }
+}
+
+/// A package applied out of band is installing when our manifest arrives: the device holds
+/// it (no ack) for 1 s, reports the other version, then runs ours to the end within the
+/// device timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_band_install_delays_our_update_which_succeeds() {
+    let (emu, t) = roll_out(
+        "e2e-dev-oob",
+        66,
+        "out_of_band: {fraction: 1, version: 1.5.0-oob, duration: 1s}",
+    )
+    .await;
+    assert_eq!(counts(&t), ((N + PLAIN) as i64, 0, 0, 0), "{t:?}");
+    for id in field_ids() {
+        assert_eq!(
+            status_of(&emu, &id),
+            Some(("INSTALLED_VERSION".into(), VERSION.into())),
+            "{id}"
+        );
+        assert!(acked(&emu, &id), "{id}");
+        assert_eq!(emu.writes().get(&id), Some(&vec![Some(1)]), "{id}");
+    }
+}
+
+/// The OTA guide's loop: after each install the device polls with `If-Modified-Since: 0`,
+/// gets the same manifest at once and installs it again. The operator writes it once; the
+/// device keeps reinstalling the target. Today a looping device counts as succeeded only if
+/// a listing happens to catch its `INSTALLED_VERSION`; otherwise it stays in flight while it
+/// loops (each rerun's ack moves `config_otau`'s timestamp, which starts the device timeout
+/// again), and only times out once it stops: the fleet is stopped after two runs each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guide_loop_devices_reinstall_are_written_once_and_end_when_they_stop() {
+    let (emu, t) = roll_out_and("e2e-dev-guide", 67, "guide_loop: 1", true).await;
+    assert_eq!(t.succeeded + t.timed_out, (N + PLAIN) as i64, "{t:?}");
+    assert!(t.succeeded >= PLAIN as i64, "{t:?}");
+    for id in field_ids() {
+        assert_eq!(emu.writes().get(&id), Some(&vec![Some(1)]), "{id}");
+        assert!(acked(&emu, &id), "{id}");
+    }
+    let summary = emu.http_summary();
+    assert!(
+        summary.started.success > N + PLAIN + N,
+        "reinstalled again and again: {summary}"
+    );
+}
+
+/// Groups of the mixed fleet: (identity prefix, count, behaviour). 200 HTTP devices.
+const MIXED: [(&str, u64, &str); 8] = [
+    ("ok-", 60, ""),
+    ("guide-", 20, "guide_loop: 1"),
+    (
+        "ackfail-",
+        20,
+        "ack: {echo_immediately: 0, echo_after_outcome: 1}, outcomes: {install_error: 1}",
+    ),
+    (
+        "drop-",
+        20,
+        "outcomes: {offline_mid_download: 1}, offline: {mid_download_for: 500ms}",
+    ),
+    ("order-", 20, "outcomes: {out_of_order: 1}"),
+    ("unkerr-", 20, "outcomes: {unknown_error: 1}"),
+    ("other-", 20, "outcomes: {other_version: 1}"),
+    (
+        "oob-",
+        20,
+        "out_of_band: {fraction: 1, version: 1.5.0-oob, duration: 1s}",
+    ),
+];
+
+/// The guide-faithful Python devices of the mixed fleet.
+const PYTHON: [&str; 2] = ["py-guide-0", "py-guide-1"];
+
+fn mixed_profile() -> Profile {
+    let durations =
+        "durations: {step: 20ms, test: 50ms, download: 50ms, install: 100ms, reboot: 50ms}";
+    let mut yaml = "seed: 70\ngroups:\n".to_string();
+    for (i, (prefix, count, behaviour)) in MIXED.iter().enumerate() {
+        let sep = if behaviour.is_empty() { "" } else { ", " };
+        yaml.push_str(&format!(
+            "  - {{name: g{i}, count: {count}, identity_prefix: {prefix}, version: '1.0.0', tags: [{{name: fleet, value: e2e}}], behaviour: {{{behaviour}{sep}{durations}}}}}\n"
+        ));
+    }
+    Profile::from_yaml(&yaml).unwrap_or_else(|e| panic!("profile: {e}\n{yaml}"))
+}
+
+/// Starts a guide-faithful Python device (tests/python/otau_device.py --guide) that installs
+/// the update three times and exits.
+fn python_guide(emu: &Emu, identity: &str) -> tokio::process::Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otau_device.py");
+    tokio::process::Command::new("python3")
+        .args([
+            script,
+            "--url",
+            &emu.base,
+            "--identity",
+            identity,
+            "--version",
+            "1.0.0",
+        ])
+        .args([
+            "--guide",
+            "--updates",
+            "3",
+            "--deadline",
+            "120",
+            "--poll-ms",
+            "5000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs")
+}
+
+/// Every behaviour at once: 200 HTTP devices in eight groups and two guide-faithful Python
+/// devices, one Rollout in two waves to its end. Today the guide-loop devices hold the
+/// Rollout open while they loop: each rerun's ack moves `config_otau`'s timestamp, which
+/// starts the device timeout again, so a device the listing sees mid-run never times out.
+/// Once every other device finished, the HTTP fleet stops (the loops with it) and the Rollout
+/// completes. Each device is written once; each group ends where its behaviour leads (the
+/// per-behaviour tests above say why), per device against the emulator's state; the totals
+/// add up to those groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_fleet_of_every_behaviour_and_python_guide_devices_runs_to_its_end() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-dev-mixed").await;
+    let emu = Emu::start_http(&mixed_profile()).await;
+    let tags = vec![otau_operator::emulator::model::Tag::new("fleet", "e2e")];
+    emu.conn()
+        .add_identities_bulk(PYTHON.iter().map(|id| (id.to_string(), tags.clone())))
+        .expect("whitelist");
+    let pythons: Vec<_> = PYTHON.iter().map(|id| python_guide(&emu, id)).collect();
+    let _op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &base_yaml(&emu));
+    let spec = "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 3s\n    failureThreshold:\n      percent: 100\n";
+    apply(cp, &ns, &rollout_yaml("fw", spec));
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    let all: u64 = MIXED.iter().map(|g| g.1).sum::<u64>() + PYTHON.len() as u64;
+    let guides = MIXED[1].1 as i64;
+    // Every device but the looping ones ends its run, in the emulator (so none is mid-run
+    // when the fleet stops below) and in the status.
+    let others: Vec<String> = MIXED
+        .iter()
+        .filter(|g| g.0 != "guide-")
+        .flat_map(|(prefix, count, _)| (0..*count).map(move |i| format!("{prefix}{i:06}")))
+        .collect();
+    let ended = |id: &str| match status_of(&emu, id) {
+        Some((status, version)) => match status.as_str() {
+            "INSTALL_ERROR" | "INSTALL_SUCCESS" | "VERIFY_ERROR" => true,
+            "INSTALLED_VERSION" => version.starts_with(VERSION),
+            _ => false,
+        },
+        None => false,
+    };
+    crate::support::wait_for(
+        crate::harness::DEADLINE,
+        "every other device's last report",
+        || {
+            let done = others.iter().all(|id| ended(id));
+            async move { done }
+        },
+    )
+    .await;
+    let r = wait_rollout(
+        &api,
+        "fw",
+        "every device but the guide loops finished",
+        |r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.totals.succeeded + s.totals.timed_out + s.totals.failed >= all as i64 - guides
+            })
+        },
+    )
+    .await;
+    if crate::harness::condition(&r, "Complete").is_none_or(|c| c.status != "True") {
+        // Still open: a looping device's ack moves config_otau's timestamp again.
+        let id = "guide-000000";
+        let stamp = || emu.conn().state(id).expect("state")["config_otau"].timestamp;
+        let before = stamp();
+        crate::support::wait_for(
+            crate::harness::DEADLINE,
+            "a guide device's next ack",
+            || {
+                let moved = stamp() > before;
+                async move { moved }
+            },
+        )
+        .await;
+    }
+    let mut emu = emu;
+    let summary = emu.stop_http().await;
+    // Successes of ok-, drop- (its second run) and oob-, and more than two per guide device.
+    assert!(
+        summary.started.success > MIXED[0].1 + MIXED[3].1 + MIXED[7].1 + 2 * MIXED[1].1,
+        "the guide devices reinstalled: {summary}"
+    );
+    let r = wait_rollout(&api, "fw", "Complete", |r| {
+        crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let t = r.status.expect("status").totals;
+    assert_eq!(t.targeted, all as i64, "{t:?}");
+
+    // The Python devices installed three times and exited.
+    for (id, child) in PYTHON.iter().zip(pythons) {
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            child.wait_with_output(),
+        )
+        .await
+        .expect("the Python device ends")
+        .expect("python3");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{id}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("\"updates\": 3"), "{id}: {stdout}");
+        assert_eq!(
+            status_of(&emu, id),
+            Some(("INSTALLED_VERSION".into(), VERSION.into())),
+            "{id}"
+        );
+    }
+
+    // Per device, against the emulator: one write each, and the end its behaviour leads to.
+    let writes = emu.writes();
+    assert_eq!(writes.len() as u64, all, "devices written");
+    assert!(
+        writes.values().all(|w| w == &vec![Some(1)]),
+        "one write of attempt 1 each"
+    );
+    let target = |status: &str| Some((status.to_string(), VERSION.to_string()));
+    let mut succeeded_at_least = PYTHON.len() as i64;
+    let mut timed_out_at_least = 0;
+    for (prefix, count, _) in MIXED {
+        for i in 0..count {
+            let id = format!("{prefix}{i:06}");
+            let last = status_of(&emu, &id);
+            match prefix {
+                "ok-" | "drop-" | "oob-" => assert_eq!(last, target("INSTALLED_VERSION"), "{id}"),
+                "ackfail-" => assert_eq!(last, target("INSTALL_ERROR"), "{id}"),
+                "order-" => assert_eq!(last, target("INSTALL_SUCCESS"), "{id}"),
+                "unkerr-" => assert_eq!(last, target("VERIFY_ERROR"), "{id}"),
+                "other-" => assert_eq!(
+                    last,
+                    Some(("INSTALLED_VERSION".into(), format!("{VERSION}-other"))),
+                    "{id}"
+                ),
+                // Guide loops are anywhere in their next run.
+                _ => assert_eq!(last.map(|l| l.1), Some(VERSION.to_string()), "{id}"),
+            }
+            if prefix != "order-" && prefix != "unkerr-" && prefix != "other-" {
+                assert!(acked(&emu, &id), "{id}");
+            }
+        }
+        match prefix {
+            "ok-" | "drop-" | "oob-" => succeeded_at_least += count as i64,
+            "ackfail-" | "order-" | "unkerr-" | "other-" => timed_out_at_least += count as i64,
+            _ => {}
+        }
+    }
+    assert!(t.succeeded >= succeeded_at_least, "{t:?}");
+    assert!(t.timed_out >= timed_out_at_least, "{t:?}");
+    assert_eq!(t.succeeded + t.timed_out, all as i64, "{t:?}");
+    assert_eq!(
+        (t.failed, t.pending, t.in_progress, t.notified),
+        (0, 0, 0, 0),
+        "{t:?}"
+    );
+}
