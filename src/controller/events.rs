@@ -254,7 +254,6 @@ mod tests {
         );
     }
 
-
     #[test]
     fn notes_are_capped_on_char_boundaries_and_show_no_control_character() {
         assert_eq!(note_text("short"), "short");

@@ -71,7 +71,12 @@ pub(super) async fn clear(State(state): State<AppState>, Path(cid): Path<String>
     Ok(json(serde_json::json!({})))
 }
 
-/// Parses `expires_in` (seconds, not negative).
+/// The longest lifetime a presigned URL may ask for: 7 days, as for S3 presigned URLs (the
+/// platform's content storage). A longer `expires_in` is refused, so the expiry time cannot
+/// overflow.
+pub(crate) const MAX_EXPIRES_IN_SECS: i64 = 7 * 24 * 3600;
+
+/// Parses `expires_in` (whole seconds, from 0 to [`MAX_EXPIRES_IN_SECS`]).
 pub(crate) fn expires_in(value: Option<&str>, default: i64) -> ApiResult<i64> {
     match value {
         None => Ok(default),
@@ -79,10 +84,10 @@ pub(crate) fn expires_in(value: Option<&str>, default: i64) -> ApiResult<i64> {
             .trim()
             .parse::<i64>()
             .ok()
-            .filter(|n| *n >= 0)
+            .filter(|n| (0..=MAX_EXPIRES_IN_SECS).contains(n))
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "expires_in must be a whole number of seconds, not {v:?}"
+                    "expires_in must be a whole number of seconds from 0 to {MAX_EXPIRES_IN_SECS}, not {v:?}"
                 ))
             }),
     }
@@ -222,4 +227,37 @@ pub(super) async fn download(
         &id,
         params.get("expires_in").map(String::as_str),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `emulator_management` fuzz target: `expires_in=60000000000000` overflowed
+    /// the expiry time (µs) of an upload form.
+    #[test]
+    fn expires_in_is_bounded_so_the_expiry_cannot_overflow() {
+        assert_eq!(expires_in(None, 30).ok(), Some(30));
+        assert_eq!(expires_in(Some(" 600 "), 30).ok(), Some(600));
+        assert_eq!(
+            expires_in(Some(&MAX_EXPIRES_IN_SECS.to_string()), 30).ok(),
+            Some(MAX_EXPIRES_IN_SECS)
+        );
+        for refused in [
+            "60000000000000",
+            "604801",
+            "-1",
+            "9223372036854775807",
+            "1.5",
+            "",
+        ] {
+            assert!(
+                expires_in(Some(refused), 30).is_err(),
+                "{refused:?} must be refused"
+            );
+        }
+        // The largest accepted value, added to a clock far in the future, still fits.
+        let far = 4_102_444_800_000_000i64; // 2100-01-01 in µs
+        assert!(far.checked_add(MAX_EXPIRES_IN_SECS * 1_000_000).is_some());
+    }
 }
