@@ -311,6 +311,19 @@ mod tests {
         )
     }
 
+    /// Found by the `manifest` fuzz target: with serde_json's default float parsing,
+    /// `1.52222222222222222` read, written and read again came back one unit in the last
+    /// place apart, so a device echoing a JSON manifest in another key order no longer matched.
+    #[test]
+    fn a_json_payload_with_long_floats_matches_after_a_round_trip() {
+        let text = r#"{"version":"0","name":"cfg","type":"JSON","payload":{"e&b":[true,null,1.52222222222222222],"c":{"d":"e"}}}"#;
+        let m = Manifest::parse(text).expect("manifest");
+        let again = Manifest::parse(&m.to_json()).expect("its own JSON");
+        assert_eq!(again, m);
+        let reordered = r#"{"payload":{"c":{"d":"e"},"e&b":[true,null,1.5222222222222221]},"type":"JSON","name":"cfg","version":"0"}"#;
+        assert!(m.matches(reordered));
+    }
+
     #[test]
     fn serialises_exactly_in_contract_order() {
         assert_eq!(
