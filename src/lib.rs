@@ -9,10 +9,12 @@
 //!   types for the one identity-to-observation mapping.
 //! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`]
 //!   only.
-//! - [`emulator`]: a local Exosite platform. Uses [`otau`], and the [`platform`] trait and its
-//!   types for the in-process adapter.
+//! - [`emulator`]: a local Exosite platform. Uses [`otau`], [`net`], and the [`platform`] trait
+//!   and its types for the in-process adapter.
 //! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`],
-//!   [`otau`], [`engine`], [`platform`].
+//!   [`otau`], [`engine`], [`platform`], [`net`].
+//! - [`net`]: the one accept loop of every HTTP listener, with its limits. Uses nothing else in
+//!   the crate; [`controller`] and [`emulator`] use it.
 //! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`]
 //!   (its identity-to-observation mapping, so `devices` names states exactly as the operator
 //!   counts them).
@@ -26,6 +28,7 @@ pub mod api;
 pub mod controller;
 pub mod emulator;
 pub mod engine;
+pub mod net;
 pub mod otau;
 pub mod platform;
 pub mod plugin;

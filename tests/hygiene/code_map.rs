@@ -13,9 +13,10 @@ const ARROWS: &[(&str, &[&str])] = &[
     ("api", &[]),
     ("otau", &[]),
     ("engine", &["api", "otau", "platform"]),
-    ("platform", &["otau"]),
-    ("controller", &["api", "otau", "engine", "platform"]),
-    ("emulator", &["otau", "platform"]),
+    ("platform", &["otau", "net"]),
+    ("net", &[]),
+    ("controller", &["api", "otau", "engine", "platform", "net"]),
+    ("emulator", &["otau", "platform", "net"]),
     ("plugin", &["api", "otau", "engine", "platform"]),
 ];
 
