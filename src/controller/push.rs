@@ -1,6 +1,6 @@
 //! The push receiver (docs/architecture.md §3, exosite-platform.md §6.3):
 //! `POST /hooks/device2?connector=<cid>` on its own listener (`--push-addr`), separate from
-//! `/metrics`.
+//! `/metrics`, served by the shared accept loop with its limits (`crate::net::server`).
 //!
 //! 1. The connector: the IoTConnectors with that product id that some Rollout uses and that
 //!    name a webhook Secret; none: `404`.
@@ -35,6 +35,7 @@ use sha2::Sha256;
 use super::poller::WebhookKey;
 use super::rollout::RolloutContext;
 use crate::engine::{PartialUpdate, normalize_timestamp};
+use crate::net::server::{self, Limits, ListenerMetrics, Setup};
 use crate::otau::{CONFIG_OTAU, OTAU_IN};
 
 /// The path of the receiver.
@@ -44,6 +45,8 @@ pub const SIGNATURE_HEADER: &str = "x-otau-signature";
 /// The largest body the receiver reads (a larger one is answered `413`); a follower
 /// forwarding to the leader uses the same limit.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// The listener's name in `otau_listener_*` metrics.
+pub const LISTENER: &str = "push";
 /// How long a webhook key read from its Secret is used before it is read again.
 pub const SECRET_TTL: Duration = Duration::from_secs(10);
 
@@ -152,22 +155,32 @@ pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAd
     Ok((listener, local))
 }
 
-/// Serves the receiver on `addr` until `stop`; logs the bound address ("push receiver
-/// listening", field `addr`) and returns it with the server.
+/// The push listener's setup: `limits` with [`BODY_LIMIT`] as its largest body.
+pub fn listener_setup(limits: Limits, metrics: &ListenerMetrics) -> Setup {
+    Setup {
+        name: LISTENER,
+        limits: limits.with_max_body_bytes(BODY_LIMIT as u64),
+        metrics: metrics.clone(),
+    }
+}
+
+/// Serves the receiver on `addr` until `stop`, with the listener `limits`; logs the bound
+/// address ("push receiver listening", field `addr`) and returns it with the server.
 pub async fn serve(
     ctx: Arc<RolloutContext>,
     addr: SocketAddr,
+    limits: Limits,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Serving, String> {
     let (listener, local) = bind(addr).await?;
     tracing::info!(addr = %local, path = PATH, "push receiver listening");
+    let setup = listener_setup(limits, &ctx.base.metrics.listeners);
     let app = router(ctx);
     Ok((
         local,
         Box::pin(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
+            server::serve_router(listener, setup, app, stop).await;
+            Ok(())
         }),
     ))
 }

@@ -10,5 +10,6 @@ mod control_plane;
 mod crd_skew;
 mod crds;
 mod events;
+mod listeners;
 mod operator;
 mod package;
