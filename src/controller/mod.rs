@@ -26,6 +26,7 @@ pub mod rollout;
 pub mod runtime;
 pub mod schedule;
 pub mod status_write;
+pub mod webhook_keys;
 pub mod write_gate;
 
 use std::path::PathBuf;

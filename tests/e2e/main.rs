@@ -17,5 +17,6 @@ mod leader;
 mod outage;
 mod policies;
 mod push;
+mod push_checks;
 mod readme;
 mod restart;
