@@ -11,10 +11,13 @@
 //!   nothing else in the crate.
 //! - [`platform`]: the Exosite platform client (trait + reqwest implementation). Uses [`otau`]
 //!   and [`net`].
-//! - [`emulator`]: a local Exosite platform. Uses [`otau`], and the [`platform`] trait and its
-//!   types for the in-process adapter.
+//! - [`emulator`]: a local Exosite platform. Uses [`otau`], [`net`], and the [`platform`] trait
+//!   and its types for the in-process adapter.
 //! - [`controller`]: the kube-runtime controllers and the operator runtime. Uses [`api`],
 //!   [`otau`], [`engine`], [`platform`], [`net`].
+//! - [`net`]: the outbound HTTP policy and the one accept loop of every HTTP listener, with its
+//!   limits. Uses nothing else in the crate; [`platform`], [`controller`], [`emulator`] and
+//!   [`plugin`] use it.
 //! - [`plugin`]: the `kubectl otau` plugin. Uses [`api`], [`otau`], [`platform`], [`engine`]
 //!   (its identity-to-observation mapping, so `devices` names states exactly as the operator
 //!   counts them).

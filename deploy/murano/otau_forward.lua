@@ -5,6 +5,12 @@
 -- Plain Lua 5.1 (Murano's dialect): no `bit` library, no `require`. Paste it at the top of the
 -- connector's device2 event handler (or the handler of an application subscribed to the
 -- connector) and call `otau_forward(event)` before the handler's own return. See docs/push.md.
+--
+-- Only the values the operator reads (`otau_in`, `config_otau`) are forwarded, so a body stays
+-- within the receiver's 260 KiB bound whatever else a device writes; an event without them is
+-- not sent. The receiver refuses events without a `timestamp` or more than 5 minutes away from
+-- its clock (exosite-platform.md §6.3): an event without one is stamped with this handler's
+-- clock.
 
 -- Configuration ---------------------------------------------------------------------------
 local OTAU = {
@@ -16,6 +22,8 @@ local OTAU = {
   key = "REPLACE-WITH-THE-WEBHOOK-KEY",
   -- Event types forwarded (the operator uses data_in; others are accepted and ignored).
   types = { data_in = true },
+  -- The aliases the operator reads; other values are left out.
+  aliases = { otau_in = true, config_otau = true },
 }
 
 -- 32-bit arithmetic without a bit library --------------------------------------------------
@@ -172,10 +180,38 @@ function otau_encode_json(value)
 end
 
 -- Forwarding --------------------------------------------------------------------------------
--- Posts `event` to the operator when its type is forwarded. Returns the HTTP status (or nil).
+-- A copy of `event` whose payload keeps only the forwarded aliases (entries left empty are
+-- dropped), stamped with this handler's clock (µs) when it has no timestamp; nil when no
+-- entry carries a forwarded alias.
+function otau_trim(event)
+  local payload = {}
+  for _, entry in ipairs(event.payload or {}) do
+    local values, any = {}, false
+    for alias, value in pairs(entry.values or {}) do
+      if OTAU.aliases[alias] then
+        values[alias] = value
+        any = true
+      end
+    end
+    if any then payload[#payload + 1] = { values = values, timestamp = entry.timestamp } end
+  end
+  if #payload == 0 then return nil end
+  local copy = {}
+  for k, v in pairs(event) do copy[k] = v end
+  copy.payload = payload
+  if copy.timestamp == nil and os and os.time then copy.timestamp = os.time() * 1000000 end
+  return copy
+end
+
+-- Posts `event` to the operator when its type is forwarded and it carries a value the operator
+-- reads. Returns the HTTP status (or nil). The operator answers 204 when it took the event,
+-- 401 for an unknown connector or a wrong key (alike), 400 for an event it cannot use (one
+-- more than 5 minutes away from its clock among them) and 413 for a body over its bound.
 -- Failures are logged and never stop the handler: the operator's poll repairs lost events.
 function otau_forward(event)
   if type(event) ~= "table" or not OTAU.types[event.type] then return nil end
+  event = otau_trim(event)
+  if event == nil then return nil end
   local body = otau_encode_json(event)
   local response = Http.post({
     url = OTAU.url .. "?connector=" .. OTAU.connector,

@@ -40,5 +40,23 @@ sent = nil
 check("other types are not sent", otau_forward({ type = "connect", identity = "x" }), nil)
 check("nothing posted", sent, nil)
 
+-- Only the aliases the operator reads are forwarded; an event without them is not sent.
+otau_forward({ type = "data_in", identity = "00AB02", timestamp = 1700000000000000,
+  payload = { { values = { otau_in = "r", big = string.rep("x", 100000) }, timestamp = 1700000000000000 },
+              { values = { other = "y" }, timestamp = 1700000000000001 } } })
+check("other aliases left out", sent.body,
+  '{"identity":"00AB02","payload":[{"timestamp":1700000000000000,"values":{"otau_in":"r"}}],"timestamp":1700000000000000,"type":"data_in"}')
+sent = nil
+check("no value the operator reads: not sent",
+  otau_forward({ type = "data_in", identity = "00AB03", timestamp = 1, payload = { { values = { other = "y" }, timestamp = 1 } } }), nil)
+check("nothing posted for it", sent, nil)
+
+-- An event without a timestamp is stamped with the handler's clock, in µs.
+local before = os.time() * 1000000
+otau_forward({ type = "data_in", identity = "00AB04",
+  payload = { { values = { config_otau = "{}" }, timestamp = 1700000000000000 } } })
+local stamped = tonumber(sent.body:match('"timestamp":(%d+),"type"'))
+check("stamped with the clock", stamped ~= nil and stamped >= before and stamped <= os.time() * 1000000, true)
+
 if failures > 0 then os.exit(1) end
 print("all passed")

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use otau_operator::emulator::admin::{EdgeArgs, Edges};
 use otau_operator::emulator::clock::SystemClock;
@@ -13,10 +14,11 @@ use otau_operator::emulator::model::{
     Account, DEFAULT_RESOURCE_MAX_BYTES, Model, ModelConfig, random_token,
 };
 use otau_operator::emulator::server::{
-    self, ADMIN_PREFIX, AppState, GRAPHQL_PATH, LastModifiedFormat, MANAGEMENT_PREFIX,
-    ServerOptions,
+    self, ADMIN_PREFIX, AppState, GRAPHQL_PATH, LastModifiedFormat, ListenerOptions,
+    MANAGEMENT_PREFIX, ServerOptions,
 };
 use otau_operator::emulator::tls::TlsListener;
+use otau_operator::net::server::{Limits, ListenerMetrics};
 
 /// The connector id used when `--connector` is not given.
 pub const DEFAULT_CONNECTOR: &str = "t41hp23nod8s00000";
@@ -81,9 +83,53 @@ pub struct Args {
     #[arg(long)]
     https_listen: Option<SocketAddr>,
 
+    /// Time a client has to send a request's complete headers (from the connection, the TLS
+    /// handshake included, or the end of the previous response); idle and half-sent
+    /// connections are closed after it. A long poll's wait is not limited by it.
+    #[arg(long, default_value = "30s", value_parser = duration, value_name = "DURATION")]
+    listener_header_timeout: Duration,
+
+    /// Time a request body has to arrive completely after its headers.
+    #[arg(long, default_value = "120s", value_parser = duration, value_name = "DURATION")]
+    listener_body_timeout: Duration,
+
+    /// Connections each listener holds open at once (one long poll per device); one more is
+    /// accepted and closed at once. The process needs as many file descriptors (ulimit -n).
+    #[arg(long, default_value_t = server::MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    listener_max_connections: u32,
+
+    /// Requests each listener receives a body from at once; one more is answered 503 before
+    /// its body is read.
+    #[arg(long, default_value_t = server::MAX_BODIES_IN_FLIGHT as u32, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    listener_max_bodies_in_flight: u32,
+
     /// Fault injection, rate limit and webhook push of device2 events.
     #[command(flatten)]
     edges: EdgeArgs,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    otau_operator::api::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// The listeners' limits and metrics: the `--listener-*` flags over the defaults of `model`,
+/// counted in the registry behind `/metrics`.
+fn listener_options(args: &Args, model: &Model, edges: &Edges) -> Result<ListenerOptions, String> {
+    let limits = Limits {
+        header_timeout: args.listener_header_timeout,
+        body_timeout: args.listener_body_timeout,
+        max_connections: args.listener_max_connections as usize,
+        max_bodies_in_flight: args.listener_max_bodies_in_flight as usize,
+        ..server::default_limits(model)
+    };
+    limits
+        .check()
+        .map_err(|e| format!("--listener-header-timeout, --listener-body-timeout: {e}"))?;
+    let metrics = ListenerMetrics::new("").map_err(|e| format!("metrics: {e}"))?;
+    metrics
+        .register(edges.admin.requests.registry())
+        .map_err(|e| format!("metrics: {e}"))?;
+    Ok(ListenerOptions { limits, metrics })
 }
 
 /// The one JSON line printed on stdout when the emulator is ready.
@@ -168,12 +214,13 @@ async fn serve(args: Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let app = edges.attach(server::router(state.clone()));
-    let running = server::start_with_router(args.listen, state, app.clone())
+    let listener = listener_options(&args, &model, &edges)?;
+    let running = server::start_with(args.listen, state, app.clone(), listener.clone())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let https = match args.https_listen {
         Some(addr) => Some(
-            TlsListener::start(addr, app, &[])
+            TlsListener::start_with(addr, app, &[], listener)
                 .await
                 .map_err(|e| format!("cannot serve HTTPS on {addr}: {e}"))?,
         ),

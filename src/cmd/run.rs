@@ -13,6 +13,7 @@ use otau_operator::controller::poller::PollIntervals;
 use otau_operator::controller::rollout::RolloutOptions;
 use otau_operator::controller::runtime::{self, RunOptions};
 use otau_operator::net::outbound::OutboundPolicy;
+use otau_operator::net::server::Limits;
 use otau_operator::platform::RetryPolicy;
 
 /// Log line format.
@@ -260,6 +261,29 @@ pub struct Args {
     /// free port, logged), or `off`.
     #[arg(long, env = "OTAU_PUSH_ADDR", default_value = "0.0.0.0:8081", value_parser = push_addr, value_name = "ADDR|off", help_heading = "Rollouts")]
     push_addr: PushAddr,
+
+    /// Time a client has to send a request's complete headers, on every listener (metrics and
+    /// health, push), counted from the connection (or the end of the previous response); idle
+    /// and half-sent connections are closed after it. The time a request is handled is not
+    /// limited.
+    #[arg(long, env = "OTAU_LISTENER_HEADER_TIMEOUT", default_value = "10s", value_parser = duration, value_name = "DURATION", help_heading = "Listeners")]
+    listener_header_timeout: Duration,
+
+    /// Time a request body has to arrive completely after its headers (later: 408 from the
+    /// push receiver).
+    #[arg(long, env = "OTAU_LISTENER_BODY_TIMEOUT", default_value = "10s", value_parser = duration, value_name = "DURATION", help_heading = "Listeners")]
+    listener_body_timeout: Duration,
+
+    /// Connections each listener holds open at once; one more is accepted and closed at once
+    /// (counted in otau_listener_refused_total{reason="connection_cap"}).
+    #[arg(long, env = "OTAU_LISTENER_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), value_name = "N", help_heading = "Listeners")]
+    listener_max_connections: u32,
+
+    /// Requests each listener receives a body from at once; one more is answered 503 before
+    /// its body is read. With the push receiver's largest body (260 KiB) this bounds the body
+    /// bytes held.
+    #[arg(long, env = "OTAU_LISTENER_MAX_BODIES_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), value_name = "N", help_heading = "Listeners")]
+    listener_max_bodies_in_flight: u32,
 
     /// Run the controllers only while this replica holds the leader Lease (for two or more
     /// replicas). Without it, run exactly one replica.
@@ -510,10 +534,26 @@ fn lease_config(args: &Args, instance: &str) -> Result<Option<LeaseConfig>, Stri
     .map(Some)
 }
 
+/// The listeners' limits from the `--listener-*` flags, checked.
+fn listener_limits(args: &Args) -> Result<Limits, String> {
+    let limits = Limits {
+        header_timeout: args.listener_header_timeout,
+        body_timeout: args.listener_body_timeout,
+        max_connections: args.listener_max_connections as usize,
+        max_bodies_in_flight: args.listener_max_bodies_in_flight as usize,
+        ..Limits::default()
+    };
+    limits
+        .check()
+        .map_err(|e| format!("--listener-header-timeout, --listener-body-timeout: {e}"))?;
+    Ok(limits)
+}
+
 async fn serve(args: Args) -> Result<(), String> {
     let leader = lease_config(&args, &instance(args.instance.clone()))?;
     check_work_dir_budget(&args)?;
     let outbound = outbound_policy(&args)?;
+    let listeners = listener_limits(&args)?;
     let client = client(&args).await?;
     let settings = Settings {
         instance: instance(args.instance.clone()),
@@ -564,6 +604,7 @@ async fn serve(args: Args) -> Result<(), String> {
         pod_ip: std::env::var("POD_IP")
             .ok()
             .filter(|ip| !ip.trim().is_empty()),
+        listeners,
     };
     runtime::run(client, settings, options, signals()).await
 }
@@ -638,6 +679,38 @@ mod tests {
         let mut argv = vec!["run"];
         argv.extend_from_slice(flags);
         Cli::try_parse_from(argv).expect("flags parse").args
+    }
+
+    #[test]
+    fn listener_flags_default_to_the_documented_limits_and_refuse_zero() {
+        assert_eq!(listener_limits(&parse(&[])), Ok(Limits::default()));
+        let set = listener_limits(&parse(&[
+            "--listener-header-timeout",
+            "3s",
+            "--listener-body-timeout",
+            "4s",
+            "--listener-max-connections",
+            "10",
+            "--listener-max-bodies-in-flight",
+            "2",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (
+                set.header_timeout,
+                set.body_timeout,
+                set.max_connections,
+                set.max_bodies_in_flight
+            ),
+            (Duration::from_secs(3), Duration::from_secs(4), 10, 2)
+        );
+        let zero = listener_limits(&parse(&["--listener-body-timeout", "0s"])).unwrap_err();
+        assert!(zero.contains("body timeout"), "{zero}");
+        use clap::Parser;
+        assert!(
+            Cli::try_parse_from(["run", "--listener-max-connections", "0"]).is_err(),
+            "a cap of zero is refused"
+        );
     }
 
     #[test]

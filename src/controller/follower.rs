@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::watch;
 
 use super::push::{BODY_LIMIT, SIGNATURE_HEADER};
+use crate::net::server::{self, Setup};
 
 /// The header a forwarding follower adds (its identity); a request carrying it is not
 /// forwarded again.
@@ -64,12 +65,14 @@ struct FollowerState {
     client: reqwest::Client,
 }
 
-/// Serves the follower's push receiver on `addr` until `stop` completes; the returned task
-/// ends once the port is closed. Logs the bound address ("push receiver listening as a
-/// follower", field `addr`).
+/// Serves the follower's push receiver on `addr` until `stop` completes, with the push
+/// listener's `setup` (its limits, the largest body [`BODY_LIMIT`]); the returned task ends
+/// once the port is closed. Logs the bound address ("push receiver listening as a follower",
+/// field `addr`).
 pub async fn serve_follower_push(
     addr: SocketAddr,
     forwarding: Forwarding,
+    setup: Setup,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let client = reqwest::Client::builder()
@@ -82,16 +85,11 @@ pub async fn serve_follower_push(
     tracing::info!(addr = %local, "push receiver listening as a follower");
     let app = axum::Router::new()
         .fallback(forward)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(Arc::new(FollowerState { forwarding, client }));
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(error = %e, "the follower push receiver failed");
-        }
-    }))
+    Ok(tokio::spawn(server::serve_router(
+        listener, setup, app, stop,
+    )))
 }
 
 /// `503` with `Retry-After: 1`.

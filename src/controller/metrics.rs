@@ -10,6 +10,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::net::server::ListenerMetrics;
 use crate::platform::PlatformMetrics;
 
 /// Controller label of the IoTConnector controller.
@@ -36,6 +37,9 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// The platform client's metrics, shared by every connector's client.
     pub platform: Arc<PlatformMetrics>,
+    /// `otau_listener_refused_total{listener, reason}` and `otau_listener_connections{listener}`
+    /// of the metrics and push listeners.
+    pub listeners: ListenerMetrics,
 }
 
 impl Metrics {
@@ -99,6 +103,8 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         let platform = Arc::new(PlatformMetrics::register(&registry)?);
+        let listeners = ListenerMetrics::new("otau")?;
+        listeners.register(&registry)?;
         Ok(Metrics {
             registry,
             reconciles,
@@ -108,6 +114,7 @@ impl Metrics {
             build_info,
             leader,
             platform,
+            listeners,
         })
     }
 

@@ -6,7 +6,8 @@
 //! - [`runtime`]: starts both controllers and the metrics/health server, and stops them as
 //!   one unit.
 //!
-//! Uses [`crate::api`], [`crate::otau`] and [`crate::platform`] (docs/architecture.md §4).
+//! Uses [`crate::api`], [`crate::otau`], [`crate::engine`], [`crate::platform`] and
+//! [`crate::net`] (docs/architecture.md §4).
 
 pub mod clients;
 pub mod connector;
@@ -26,6 +27,7 @@ pub mod rollout;
 pub mod runtime;
 pub mod schedule;
 pub mod status_write;
+pub mod webhook_keys;
 pub mod write_gate;
 
 use std::path::PathBuf;

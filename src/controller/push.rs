@@ -1,51 +1,84 @@
-//! The push receiver (docs/architecture.md §3, exosite-platform.md §6.3):
+//! The push receiver (docs/architecture.md §3, docs/push.md, exosite-platform.md §6.3):
 //! `POST /hooks/device2?connector=<cid>` on its own listener (`--push-addr`), separate from
-//! `/metrics`.
+//! `/metrics`, served by the shared accept loop with its limits (`crate::net::server`).
 //!
-//! 1. The connector: the IoTConnectors with that product id that some Rollout uses and that
-//!    name a webhook Secret; none: `404`.
-//! 2. The signature: `X-Otau-Signature: sha256=<hex>`, HMAC-SHA256 over the raw body bytes
-//!    with the key from the connector's Secret (read with `get`, cached for a few seconds),
-//!    compared in constant time before anything is parsed; missing or wrong: `401`, nothing
-//!    applied. An empty key disables push for that connector.
-//! 3. The body: one device2 event; not JSON or not an event: `400`. A `data_in` event's
-//!    `otau_in` and `config_otau` values are folded into the index of every Rollout that holds
-//!    the device, newest timestamp wins (events may come twice or out of order), and those
-//!    Rollouts reconcile at once. Anything else is accepted and ignored. Answer: `204`.
+//! The checks, in order; everything up to the body is decided from the request line and
+//! headers, before a byte of the body is read:
 //!
-//! Lost events are harmless: the poll keeps running and repairs the index.
+//! 1. `connector=` present, else `400`.
+//! 2. The connector: the IoTConnectors with that product id that some Rollout uses and that
+//!    name a webhook Secret. None: refused like a bad signature (step 3), so that the answer
+//!    does not tell which product ids the operator serves.
+//! 3. The signature header: `X-Otau-Signature: sha256=<64 hex digits>`; missing or malformed:
+//!    `401` with [`NOT_ACCEPTED`].
+//! 4. The body: at most [`BODY_LIMIT`] bytes (a larger declared length is answered `413`
+//!    without reading), within the listener's body timeout (`408` after it).
+//! 5. The signature: HMAC-SHA256 over the raw body bytes, compared in constant time, with
+//!    each candidate connector's key ([`super::webhook_keys`]: kept, read again only after a
+//!    failure, at most once per interval per key). Wrong: `401` with [`NOT_ACCEPTED`], the
+//!    same answer as steps 2 and 3.
+//! 6. The event: one device2 event with a `timestamp`; not JSON, not an event or no
+//!    timestamp: `400`.
+//! 7. The time window: an event whose `timestamp` is more than [`EVENT_WINDOW`] away from
+//!    the operator's clock is refused with `400` (a replay, or a clock that far off).
+//! 8. A `data_in` event's `otau_in` and `config_otau` values are folded into the index of
+//!    every Rollout that holds the device, newest timestamp wins (events may come twice or out
+//!    of order), and those Rollouts reconcile at once. Anything else is accepted and ignored.
+//!    Answer: `204`.
+//!
+//! Lost and refused events are harmless: the poll keeps running and repairs the index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::poller::WebhookKey;
 use super::rollout::RolloutContext;
+use super::webhook_keys::WebhookKeys;
 use crate::engine::{PartialUpdate, normalize_timestamp};
-use crate::otau::{CONFIG_OTAU, OTAU_IN};
+use crate::net::server::{self, BodyRefusal, Limits, ListenerMetrics, Setup, body_refusal};
+use crate::otau::{CONFIG_OTAU, MAX_MANIFEST_BYTES, OTAU_IN};
 
 /// The path of the receiver.
 pub const PATH: &str = "/hooks/device2";
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-otau-signature";
-/// The largest body the receiver reads (a larger one is answered `413`); a follower
-/// forwarding to the leader uses the same limit.
-pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
-/// How long a webhook key read from its Secret is used before it is read again.
-pub const SECRET_TTL: Duration = Duration::from_secs(10);
+/// The largest body the receiver reads; a follower forwarding to the leader uses the same
+/// limit. The largest legitimate event is one device write of both aliases the operator reads:
+/// `config_otau` (an acknowledged manifest, at most [`MAX_MANIFEST_BYTES`]) and `otau_in` (at
+/// most the platform's strict resource value size, the same 64 KiB, exosite-platform.md §8),
+/// each at most doubled by JSON string escaping, plus 4 KiB for the rest of the event: 260 KiB.
+pub const BODY_LIMIT: usize = 2 * 2 * MAX_MANIFEST_BYTES + 4096;
+/// How far an event's `timestamp` may be from the operator's clock, either way. Longer than
+/// any delivery retry (the emulator's four tries end within 40 s, the Murano forwarder does
+/// not retry), with room for queueing and clock skew (exosite-platform.md §6.3).
+pub const EVENT_WINDOW: Duration = Duration::from_secs(300);
+/// The answer (`401`) to an unknown product id, a missing or malformed signature header and a
+/// wrong signature alike.
+pub const NOT_ACCEPTED: &str =
+    "not accepted: unknown connector, or a missing or wrong X-Otau-Signature\n";
+/// The listener's name in `otau_listener_*` metrics.
+pub const LISTENER: &str = "push";
+/// The `reason` labels of `otau_push_refused_total`.
+pub const REFUSAL_REASONS: [&str; 7] = [
+    "no_connector",
+    "unknown_connector",
+    "bad_signature",
+    "too_large",
+    "unreadable",
+    "bad_event",
+    "outside_window",
+];
 
 /// One device2 event as the receiver reads it (exosite-platform.md §6.1); unknown fields
 /// are ignored.
@@ -56,6 +89,10 @@ pub struct DeviceEvent {
     pub kind: String,
     /// The device identity.
     pub identity: String,
+    /// When the event happened, µs (seconds and milliseconds are accepted too); required by
+    /// the receiver's time window.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
     /// For `data_in`: the writes.
     #[serde(default)]
     pub payload: Vec<EventPayload>,
@@ -90,6 +127,17 @@ impl DeviceEvent {
         }
         update
     }
+
+    /// Whether the event's timestamp is within [`EVENT_WINDOW`] of `now_micros`; an event
+    /// without one is not.
+    pub fn within_window(&self, now_micros: i64) -> bool {
+        let window = i64::try_from(EVENT_WINDOW.as_micros()).unwrap_or(i64::MAX);
+        self.timestamp.is_some_and(|t| {
+            normalize_timestamp(t)
+                .checked_sub(now_micros)
+                .is_some_and(|d| d.abs() <= window)
+        })
+    }
 }
 
 /// `sha256=<lowercase hex>` of HMAC-SHA256(`key`, `body`).
@@ -99,12 +147,17 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The digest a signature header claims: `sha256=` and 64 hex digits, else `None`.
+pub fn claimed_digest(header: &str) -> Option<[u8; 32]> {
+    let hex_digest = header.trim().strip_prefix("sha256=")?;
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut digest).ok()?;
+    Some(digest)
+}
+
 /// Whether `header` is the signature of `body` under `key`, compared in constant time.
 pub fn verify(key: &[u8], body: &[u8], header: &str) -> bool {
-    let Some(hex_digest) = header.trim().strip_prefix("sha256=") else {
-        return false;
-    };
-    let Ok(digest) = hex::decode(hex_digest) else {
+    let Some(digest) = claimed_digest(header) else {
         return false;
     };
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
@@ -112,26 +165,19 @@ pub fn verify(key: &[u8], body: &[u8], header: &str) -> bool {
     mac.verify_slice(&digest).is_ok()
 }
 
-/// Webhook keys read from Secrets, kept for [`SECRET_TTL`].
-#[derive(Default)]
-struct SecretCache {
-    keys: Mutex<HashMap<WebhookKey, (Vec<u8>, Instant)>>,
-}
-
 #[derive(Clone)]
 struct PushState {
     ctx: Arc<RolloutContext>,
-    secrets: Arc<SecretCache>,
+    keys: Arc<WebhookKeys>,
 }
 
 /// The receiver's routes.
 pub fn router(ctx: Arc<RolloutContext>) -> Router {
     Router::new()
         .route(PATH, post(receive))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(PushState {
             ctx,
-            secrets: Arc::default(),
+            keys: Arc::default(),
         })
 }
 
@@ -152,22 +198,32 @@ pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAd
     Ok((listener, local))
 }
 
-/// Serves the receiver on `addr` until `stop`; logs the bound address ("push receiver
-/// listening", field `addr`) and returns it with the server.
+/// The push listener's setup: `limits` with [`BODY_LIMIT`] as its largest body.
+pub fn listener_setup(limits: Limits, metrics: &ListenerMetrics) -> Setup {
+    Setup {
+        name: LISTENER,
+        limits: limits.with_max_body_bytes(BODY_LIMIT as u64),
+        metrics: metrics.clone(),
+    }
+}
+
+/// Serves the receiver on `addr` until `stop`, with the listener `limits`; logs the bound
+/// address ("push receiver listening", field `addr`) and returns it with the server.
 pub async fn serve(
     ctx: Arc<RolloutContext>,
     addr: SocketAddr,
+    limits: Limits,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Serving, String> {
     let (listener, local) = bind(addr).await?;
     tracing::info!(addr = %local, path = PATH, "push receiver listening");
+    let setup = listener_setup(limits, &ctx.base.metrics.listeners);
     let app = router(ctx);
     Ok((
         local,
         Box::pin(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
+            server::serve_router(listener, setup, app, stop).await;
+            Ok(())
         }),
     ))
 }
@@ -177,140 +233,192 @@ struct PushQuery {
     connector: Option<String>,
 }
 
-fn answer(state: &PushState, code: StatusCode, message: &str) -> Response {
+/// Why a push was refused: its answer, and the `reason` of `otau_push_refused_total`.
+#[derive(Debug)]
+enum Refused {
+    NoConnector,
+    UnknownConnector,
+    BadSignature,
+    TooLarge,
+    BodyTimeout,
+    Unreadable,
+    BadEvent(String),
+    OutsideWindow,
+}
+
+impl Refused {
+    fn reason(&self) -> &'static str {
+        match self {
+            Refused::NoConnector => "no_connector",
+            Refused::UnknownConnector => "unknown_connector",
+            Refused::BadSignature => "bad_signature",
+            Refused::TooLarge => "too_large",
+            Refused::BodyTimeout | Refused::Unreadable => "unreadable",
+            Refused::BadEvent(_) => "bad_event",
+            Refused::OutsideWindow => "outside_window",
+        }
+    }
+
+    fn answer(&self) -> (StatusCode, String) {
+        match self {
+            Refused::NoConnector => (
+                StatusCode::BAD_REQUEST,
+                "the query parameter connector=<product id> is missing\n".into(),
+            ),
+            Refused::UnknownConnector | Refused::BadSignature => {
+                (StatusCode::UNAUTHORIZED, NOT_ACCEPTED.into())
+            }
+            Refused::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {BODY_LIMIT} bytes\n"),
+            ),
+            Refused::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time\n".into(),
+            ),
+            Refused::Unreadable => (
+                StatusCode::BAD_REQUEST,
+                "the body could not be read\n".into(),
+            ),
+            Refused::BadEvent(why) => (
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a device2 event: {why}\n"),
+            ),
+            Refused::OutsideWindow => (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the event's timestamp is more than {} s away from the operator's clock\n",
+                    EVENT_WINDOW.as_secs()
+                ),
+            ),
+        }
+    }
+}
+
+fn count(state: &PushState, code: StatusCode) {
     state
         .ctx
         .metrics
         .push_requests
         .with_label_values(&[code.as_str()])
         .inc();
-    if code == StatusCode::NO_CONTENT {
-        code.into_response()
-    } else {
-        (code, format!("{message}\n")).into_response()
-    }
 }
 
 async fn receive(
     State(state): State<PushState>,
     Query(query): Query<PushQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let Some(cid) = query.connector.filter(|c| !c.is_empty()) else {
-        return answer(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "the query parameter connector=<product id> is missing",
-        );
-    };
-    let targets = state.ctx.pollers.push_targets(&cid);
-    if targets.is_empty() {
-        return answer(
-            &state,
-            StatusCode::NOT_FOUND,
-            "unknown connector: no Rollout uses an IoTConnector with this product id and a webhook Secret",
-        );
-    }
-    let Some(header) = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        return answer(&state, StatusCode::UNAUTHORIZED, "missing X-Otau-Signature");
-    };
-    let mut verified = Vec::new();
-    for (connector_key, key) in &targets {
-        let secret = match webhook_key(&state, key, false).await {
-            Some(s) => s,
-            None => continue,
-        };
-        if verify(&secret, &body, &header) {
-            verified.push(connector_key.clone());
-            continue;
+    match accept(&state, query, &headers, body).await {
+        Ok(()) => {
+            count(&state, StatusCode::NO_CONTENT);
+            StatusCode::NO_CONTENT.into_response()
         }
-        // The key may have been rotated: read it again once.
-        if let Some(fresh) = webhook_key(&state, key, true).await
-            && fresh != secret
-            && verify(&fresh, &body, &header)
-        {
-            verified.push(connector_key.clone());
+        Err(refused) => {
+            let (code, message) = refused.answer();
+            count(&state, code);
+            state
+                .ctx
+                .metrics
+                .push_refused
+                .with_label_values(&[refused.reason()])
+                .inc();
+            (code, message).into_response()
         }
     }
-    if verified.is_empty() {
-        return answer(&state, StatusCode::UNAUTHORIZED, "bad signature");
-    }
-    let event: DeviceEvent = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(e) => {
-            return answer(
-                &state,
-                StatusCode::BAD_REQUEST,
-                &format!("the body is not a device2 event: {e}"),
-            );
-        }
-    };
-    if event.kind == "data_in" {
-        let update = event.update();
-        if update.otau_in.is_some() || update.config_otau.is_some() {
-            let changed = state.ctx.pollers.apply(&verified, &event.identity, &update);
-            if update.otau_in.is_some() {
-                for rollout in changed {
-                    let namespace = rollout.namespace.clone().unwrap_or_default();
-                    state
-                        .ctx
-                        .metrics
-                        .reports
-                        .with_label_values(&[&namespace, &rollout.name, "push"])
-                        .inc();
-                }
-            }
-        }
-    }
-    answer(&state, StatusCode::NO_CONTENT, "")
 }
 
-/// The webhook key of a connector (`None` when its Secret or key is missing or empty: push
-/// is then off for it).
-async fn webhook_key(state: &PushState, key: &WebhookKey, refresh: bool) -> Option<Vec<u8>> {
-    if !refresh
-        && let Some((bytes, at)) = state
-            .secrets
-            .keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        && at.elapsed() < SECRET_TTL
-    {
-        return (!bytes.is_empty()).then(|| bytes.clone());
+/// Steps 1 to 8 of the module docs; `Ok` once the event is applied (or ignored).
+async fn accept(
+    state: &PushState,
+    query: PushQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), Refused> {
+    let cid = query
+        .connector
+        .filter(|c| !c.is_empty())
+        .ok_or(Refused::NoConnector)?;
+    let targets = state.ctx.pollers.push_targets(&cid);
+    if targets.is_empty() {
+        return Err(Refused::UnknownConnector);
     }
-    let api: Api<Secret> = Api::namespaced(state.ctx.base.client.clone(), &key.namespace);
-    let bytes = match api.get_opt(&key.secret).await {
-        // Only a Secret that opted in is used (src/controller/credentials.rs); the connector
-        // shows CredentialNotAllowed for one that did not.
-        Ok(Some(secret)) if !super::credentials::labelled(&secret.metadata) => Vec::new(),
-        Ok(Some(secret)) => secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&key.key))
-            .map(|b| b.0.clone())
-            .unwrap_or_default(),
-        Ok(None) => Vec::new(),
-        Err(e) => {
-            tracing::warn!(namespace = %key.namespace, secret = %key.secret, error = %e, "cannot read the webhook Secret");
-            return None;
-        }
-    };
-    if bytes.is_empty() {
-        tracing::warn!(namespace = %key.namespace, secret = %key.secret, key = %key.key, "the webhook Secret is missing or not labelled otau.dev/connector-credential=true, or its key is empty: pushed events are refused");
-    }
-    state
-        .secrets
+    let digest = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(claimed_digest)
+        .ok_or(Refused::BadSignature)?;
+    let bytes = read_body(headers, body).await?;
+    let verified = state
         .keys
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.clone(), (bytes.clone(), Instant::now()));
-    (!bytes.is_empty()).then_some(bytes)
+        .verified(&state.ctx.base.client, &targets, &bytes, &digest)
+        .await;
+    if verified.is_empty() {
+        return Err(Refused::BadSignature);
+    }
+    let event: DeviceEvent =
+        serde_json::from_slice(&bytes).map_err(|e| Refused::BadEvent(e.to_string()))?;
+    if event.timestamp.is_none() {
+        return Err(Refused::BadEvent("no timestamp".into()));
+    }
+    if !event.within_window(now_micros()) {
+        return Err(Refused::OutsideWindow);
+    }
+    apply(state, &verified, &event);
+    Ok(())
+}
+
+/// The body, at most [`BODY_LIMIT`] bytes: a larger declared length is refused before a byte
+/// is read.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, Refused> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(Refused::TooLarge);
+    }
+    match axum::body::to_bytes(body, BODY_LIMIT + 1).await {
+        Ok(bytes) if bytes.len() > BODY_LIMIT => Err(Refused::TooLarge),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(match body_refusal(&e) {
+            Some(BodyRefusal::Timeout) => Refused::BodyTimeout,
+            Some(BodyRefusal::TooLarge) => Refused::TooLarge,
+            None => Refused::Unreadable,
+        }),
+    }
+}
+
+/// The wall clock, µs since the epoch.
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// Folds a `data_in` event into the verified connectors' indexes and counts the reports.
+fn apply(state: &PushState, verified: &[String], event: &DeviceEvent) {
+    if event.kind != "data_in" {
+        return;
+    }
+    let update = event.update();
+    if update.otau_in.is_none() && update.config_otau.is_none() {
+        return;
+    }
+    let changed = state.ctx.pollers.apply(verified, &event.identity, &update);
+    if update.otau_in.is_some() {
+        for rollout in changed {
+            let namespace = rollout.namespace.clone().unwrap_or_default();
+            state
+                .ctx
+                .metrics
+                .reports
+                .with_label_values(&[&namespace, &rollout.name, "push"])
+                .inc();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +449,88 @@ mod tests {
             Some((true, 1_700_000_000_000_000))
         );
         assert!(update.config_otau.is_none());
+    }
+
+    #[test]
+    fn a_signature_header_claims_a_digest_only_when_well_formed() {
+        let good = format!("sha256={}", "ab".repeat(32));
+        assert_eq!(claimed_digest(&good), Some([0xab; 32]));
+        assert_eq!(claimed_digest(&format!(" {good} ")), Some([0xab; 32]));
+        let bad = [
+            String::new(),
+            "ab".repeat(32),
+            "sha256=".to_string(),
+            "sha256=abab".to_string(),
+            format!("sha256={}", "ab".repeat(33)),
+            format!("sha256={}", "zz".repeat(32)),
+            format!("sha1={}", "ab".repeat(32)),
+        ];
+        for bad in &bad {
+            assert_eq!(claimed_digest(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_events_within_the_window_either_way_are_current() {
+        let now = 1_800_000_000_000_000i64;
+        let window = EVENT_WINDOW.as_micros() as i64;
+        let at = |timestamp: Option<i64>| DeviceEvent {
+            kind: "data_in".into(),
+            identity: "d".into(),
+            timestamp,
+            payload: Vec::new(),
+        };
+        assert!(at(Some(now)).within_window(now));
+        assert!(at(Some(now - window)).within_window(now));
+        assert!(at(Some(now + window)).within_window(now));
+        assert!(!at(Some(now - window - 1)).within_window(now), "a replay");
+        assert!(
+            !at(Some(now + window + 1)).within_window(now),
+            "from the future"
+        );
+        assert!(at(Some(now / 1000)).within_window(now), "milliseconds");
+        assert!(at(Some(now / 1_000_000)).within_window(now), "seconds");
+        assert!(!at(None).within_window(now), "no timestamp");
+        assert!(!at(Some(i64::MIN)).within_window(now));
+    }
+
+    #[test]
+    fn the_body_limit_holds_the_largest_legitimate_event() {
+        // One write of both aliases at their largest, every byte a quote (escaped to two).
+        let value = "\"".repeat(MAX_MANIFEST_BYTES);
+        let body = serde_json::json!({
+            "type": "data_in",
+            "identity": "i".repeat(128),
+            "timestamp": 1_700_000_000_000_000i64,
+            "ip": "2001:db8::1",
+            "connection_id": "c".repeat(64),
+            "payload": [{"values": {"config_otau": value, "otau_in": value},
+                         "timestamp": 1_700_000_000_000_000i64}],
+        })
+        .to_string();
+        assert!(body.len() <= BODY_LIMIT, "{} > {BODY_LIMIT}", body.len());
+        assert_eq!(BODY_LIMIT, 266_240);
+    }
+
+    #[test]
+    fn every_refusal_has_a_counted_reason_and_unknown_answers_as_bad_signature() {
+        let all = [
+            Refused::NoConnector,
+            Refused::UnknownConnector,
+            Refused::BadSignature,
+            Refused::TooLarge,
+            Refused::BodyTimeout,
+            Refused::Unreadable,
+            Refused::BadEvent(String::new()),
+            Refused::OutsideWindow,
+        ];
+        for refused in &all {
+            assert!(REFUSAL_REASONS.contains(&refused.reason()), "{refused:?}");
+        }
+        assert_eq!(
+            Refused::UnknownConnector.answer(),
+            Refused::BadSignature.answer()
+        );
     }
 
     #[test]

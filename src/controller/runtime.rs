@@ -38,6 +38,7 @@ use super::{
     report_results,
 };
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
+use crate::net::server::{self, DEFAULT_MAX_BODY_BYTES, Limits, ListenerMetrics, Setup};
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -57,6 +58,9 @@ pub struct RunOptions {
     pub push_advertise_url: Option<String>,
     /// `$POD_IP`, for the advertised push URL when the receiver binds to 0.0.0.0 or ::.
     pub pod_ip: Option<String>,
+    /// The limits of every listener (metrics and health, push); each listener sets its own
+    /// largest body.
+    pub listeners: Limits,
 }
 
 type Stop = Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
@@ -111,13 +115,13 @@ pub async fn run(
     let ctx = Context::new(client.clone(), settings, metrics.clone());
     let rollouts = super::rollout::RolloutContext::new(ctx.clone(), options.rollouts.clone())?;
     let (stop_rx, stop_requested) = stop_on(shutdown);
-    let mut server = serve_http(listener, &metrics, &health, &stop_rx);
+    let mut server = serve_http(listener, options.listeners, &metrics, &health, &stop_rx);
 
     if let Some(leading) = election.as_mut() {
         let waited = wait_to_lead(
             leading,
             &options,
-            forwarded,
+            forwarded.map(|f| (f, metrics.listeners.clone())),
             &stop_rx,
             &mut server,
             &stop_requested,
@@ -189,19 +193,28 @@ fn stop_on(
     (stop_rx, stop_requested)
 }
 
-/// Serves `/metrics`, `/livez` and `/readyz` on `listener` until the stop signal.
+/// The metrics listener's name in `otau_listener_*` metrics.
+pub const METRICS_LISTENER: &str = "metrics";
+
+/// Serves `/metrics`, `/livez` and `/readyz` on `listener` until the stop signal, with the
+/// listener `limits` (its requests carry no body of their own).
 fn serve_http(
     listener: TcpListener,
+    limits: Limits,
     metrics: &Metrics,
     health: &Arc<Health>,
     stop_rx: &watch::Receiver<bool>,
 ) -> Server {
     let app = router(metrics.clone(), health.clone());
     let stop = stop_signal(stop_rx);
+    let setup = Setup {
+        name: METRICS_LISTENER,
+        limits: limits.with_max_body_bytes(DEFAULT_MAX_BODY_BYTES),
+        metrics: metrics.listeners.clone(),
+    };
     async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
+        server::serve_router(listener, setup, app, stop).await;
+        Ok(())
     }
     .boxed()
 }
@@ -234,14 +247,14 @@ enum Leadership {
 async fn wait_to_lead(
     leading: &mut LeaderElection,
     options: &RunOptions,
-    forwarded: Option<IntCounterVec>,
+    forwarded: Option<(IntCounterVec, ListenerMetrics)>,
     stop_rx: &watch::Receiver<bool>,
     server: &mut Server,
     stop_requested: &AtomicBool,
 ) -> Result<Leadership, String> {
     let (push_stop_tx, push_stop_rx) = watch::channel(false);
     let follower_push = match (options.rollouts.push_addr, forwarded) {
-        (Some(addr), Some(forwarded)) => {
+        (Some(addr), Some((forwarded, leading_listeners))) => {
             let forwarding = Forwarding {
                 identity: options
                     .leader
@@ -251,7 +264,8 @@ async fn wait_to_lead(
                 leader_url: leading.leader_push_url(),
                 forwarded,
             };
-            Some(serve_follower_push(addr, forwarding, stop_signal(&push_stop_rx)).await?)
+            let setup = super::push::listener_setup(options.listeners, &leading_listeners);
+            Some(serve_follower_push(addr, forwarding, setup, stop_signal(&push_stop_rx)).await?)
         }
         _ => None,
     };
@@ -315,7 +329,13 @@ async fn start_push(
     advertise: Option<&watch::Sender<Option<String>>>,
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<BoxFuture<'static, ()>, String> {
-    let (bound, push) = super::push::serve(rollouts.clone(), addr, stop_signal(stop_rx)).await?;
+    let (bound, push) = super::push::serve(
+        rollouts.clone(),
+        addr,
+        options.listeners,
+        stop_signal(stop_rx),
+    )
+    .await?;
     if let Some(advertise) = advertise {
         let url = advertise_url(
             options.push_advertise_url.as_deref(),

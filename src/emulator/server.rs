@@ -2,29 +2,33 @@
 //! management API under `/api:1/`, the object store under `/objectstore/`, and the places
 //! where ExoSense GraphQL (`/api/graphql`), the admin endpoints and `/metrics` plug in.
 //!
-//! The accept loop is hyper's, not `axum::serve`, for one reason: a handler (or a middleware
-//! such as fault injection) can ask for the connection to be closed without any response, as
-//! the platform does for an unknown host (exosite-platform.md §3.1). It does so by putting a
-//! [`CloseConnection`] marker in the response extensions; the loop then fails the request, and
-//! hyper drops the connection without writing a byte.
+//! The accept loop is the shared one (`crate::net::server`, with the emulator's limits:
+//! [`default_limits`]), not `axum::serve`, for two reasons: its limits (header and body
+//! timeouts that never cut a long poll, a connection cap of at least 10,000 devices, a cap on
+//! bodies in flight, a backoff on accept errors), and because a handler (or a middleware such
+//! as fault injection) can ask for the connection to be closed without any response, as the
+//! platform does for an unknown host (exosite-platform.md §3.1). It does so by putting a
+//! [`CloseConnection`] marker in the response extensions; the service then fails the request,
+//! and hyper drops the connection without writing a byte.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::model::Model;
+use crate::net::server::{self as net, Handshake, Limits, ListenerMetrics, Plain, Setup};
 
 /// Format of the long poll's `Last-Modified` header (exosite-platform.md §3.9, flag
 /// `last_modified_format`).
@@ -112,8 +116,62 @@ impl RunningServer {
     }
 }
 
-/// How long open connections may run on after a stop is asked for.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Header timeout of the emulator's listeners: a device sends its request at once; an idle
+/// keep-alive connection is closed after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Body timeout of the emulator's listeners: room for the largest upload over loopback.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connections the emulator's listeners hold at once: a simulated or real fleet of 10,000
+/// devices each holding a long poll, with room to spare (the process needs as many file
+/// descriptors: raise `ulimit -n`).
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// Request bodies received at once (device writes are small and quick).
+pub const MAX_BODIES_IN_FLIGHT: usize = 1_024;
+/// The listener name (`listener` label) of the plain HTTP listener.
+pub const HTTP_LISTENER: &str = "http";
+
+/// The emulator listeners' default limits; the largest body is the largest upload of
+/// `model` (its content limit plus 1 MiB of form fields).
+pub fn default_limits(model: &Model) -> Limits {
+    limits_for_uploads(model.config().content_max_bytes)
+}
+
+/// The emulator listeners' default limits for uploads of at most `content_max_bytes`.
+pub fn limits_for_uploads(content_max_bytes: usize) -> Limits {
+    Limits {
+        header_timeout: HEADER_TIMEOUT,
+        body_timeout: BODY_TIMEOUT,
+        max_connections: MAX_CONNECTIONS,
+        max_bodies_in_flight: MAX_BODIES_IN_FLIGHT,
+        max_body_bytes: content_max_bytes.saturating_add(1 << 20) as u64,
+        ..Limits::default()
+    }
+}
+
+/// How a listener of the emulator is set up: its limits and where it counts refusals.
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// The limits.
+    pub limits: Limits,
+    /// `otau_emulator_listener_refused_total` and `otau_emulator_listener_connections` once
+    /// registered (see [`crate::emulator::admin::RequestMetrics::registry`]).
+    pub metrics: ListenerMetrics,
+}
+
+impl ListenerOptions {
+    /// [`default_limits`] of `model`, counted in metrics no registry shows.
+    pub fn defaults(model: &Model) -> ListenerOptions {
+        ListenerOptions::with_limits(default_limits(model))
+    }
+
+    /// `limits`, counted in metrics no registry shows.
+    pub fn with_limits(limits: Limits) -> ListenerOptions {
+        ListenerOptions {
+            limits,
+            metrics: ListenerMetrics::new("").expect("the listener metrics' names are valid"),
+        }
+    }
+}
 
 /// Binds `addr` (port 0 picks a free port), sets the model's public URL and serves
 /// [`router`] in a background task.
@@ -128,12 +186,28 @@ pub async fn start_with_router(
     state: AppState,
     app: Router,
 ) -> std::io::Result<RunningServer> {
+    let listener = ListenerOptions::defaults(&state.model);
+    start_with(addr, state, app, listener).await
+}
+
+/// Like [`start_with_router`], with the listener's limits and metrics.
+pub async fn start_with(
+    addr: SocketAddr,
+    state: AppState,
+    app: Router,
+    listener_options: ListenerOptions,
+) -> std::io::Result<RunningServer> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let base_url = format!("http://{local_addr}");
     state.model.set_public_url(&base_url);
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, app, wait_true(stopped)));
+    let setup = Setup {
+        name: HTTP_LISTENER,
+        limits: listener_options.limits,
+        metrics: listener_options.metrics,
+    };
+    let task = tokio::spawn(serve(listener, setup, Plain, app, wait_true(stopped)));
     Ok(RunningServer {
         local_addr,
         base_url,
@@ -147,36 +221,24 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains open connections.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let service = connection_service(app.clone(), remote);
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %remote, "connection ended");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+/// Serves `app` on `listener` (after `handshake`, e.g. TLS) with the limits of `setup` until
+/// `shutdown` completes, then drains open connections for a grace period (long polls are cut
+/// after it).
+pub async fn serve<H: Handshake>(
+    listener: TcpListener,
+    setup: Setup,
+    handshake: H,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    net::serve(
+        listener,
+        setup,
+        handshake,
+        move |remote| connection_service(app.clone(), remote),
+        shutdown,
+    )
+    .await;
 }
 
 /// The error that makes hyper close a connection without a response.
@@ -190,13 +252,15 @@ pub(crate) fn connection_service(
     app: Router,
     remote: SocketAddr,
 ) -> impl hyper::service::Service<
-    Request<Incoming>,
+    Request<Body>,
     Response = Response,
     Error = ClosedWithoutResponse,
     Future = impl Future<Output = Result<Response, ClosedWithoutResponse>> + Send,
-> + Clone {
+> + Clone
++ Send
++ 'static {
     let inner = TowerToHyperService::new(app);
-    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+    hyper::service::service_fn(move |mut req: Request<Body>| {
         req.extensions_mut().insert(ConnectInfo(remote));
         let fut = hyper::service::Service::call(&inner, req);
         async move {

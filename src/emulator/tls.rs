@@ -1,7 +1,8 @@
 //! Optional HTTPS listener with a self-signed certificate generated at start, for device
-//! clients that insist on TLS. It serves the same router as the plain
-//! listener, with the same connection rules (a [`CloseConnection`] marker closes the
-//! connection without a response).
+//! clients that insist on TLS. It serves the same router as the plain listener, on the same
+//! accept loop with the same limits (the TLS handshake counts against the header timeout) and
+//! the same connection rules (a [`CloseConnection`] marker closes the connection without a
+//! response).
 //!
 //! The certificate names `localhost`, `127.0.0.1`, `*.m2.localhost` and whatever extra names
 //! the caller gives; clients trust it by adding [`TlsListener::certificate_der`] (or
@@ -9,22 +10,33 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use base64::Engine;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::server::connection_service;
+use super::model::DEFAULT_CONTENT_MAX_BYTES;
+use super::server::{ListenerOptions, limits_for_uploads};
+use crate::net::server::{Handshake, Setup};
 
-/// Time a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The listener name (`listener` label) of the HTTPS listener.
+pub const HTTPS_LISTENER: &str = "https";
+
+/// The TLS handshake of each accepted connection.
+#[derive(Clone)]
+struct Tls(TlsAcceptor);
+
+impl Handshake for Tls {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    async fn handshake(&self, stream: TcpStream) -> std::io::Result<Self::Io> {
+        self.0.accept(stream).await
+    }
+}
 
 /// Names every generated certificate carries.
 pub const DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "*.m2.localhost"];
@@ -88,11 +100,22 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Binds `addr` (port 0 picks a free port) and serves `app` over TLS with a fresh
-    /// self-signed certificate (see [`self_signed`]).
+    /// self-signed certificate (see [`self_signed`]), with the emulator's default limits.
     pub async fn start(
         addr: SocketAddr,
         app: Router,
         extra_names: &[String],
+    ) -> Result<TlsListener, TlsError> {
+        let options = ListenerOptions::with_limits(limits_for_uploads(DEFAULT_CONTENT_MAX_BYTES));
+        Self::start_with(addr, app, extra_names, options).await
+    }
+
+    /// Like [`TlsListener::start`], with the listener's limits and metrics.
+    pub async fn start_with(
+        addr: SocketAddr,
+        app: Router,
+        extra_names: &[String],
+        options: ListenerOptions,
     ) -> Result<TlsListener, TlsError> {
         let cert = self_signed(extra_names)?;
         let mut config = ServerConfig::builder()
@@ -109,9 +132,20 @@ impl TlsListener {
         let local_addr = listener
             .local_addr()
             .map_err(|source| TlsError::Bind { addr, source })?;
-        let (stop, stopped) = watch::channel(false);
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let task = tokio::spawn(serve(listener, acceptor, app, stopped));
+        let (stop, mut stopped) = watch::channel(false);
+        let handshake = Tls(TlsAcceptor::from(Arc::new(config)));
+        let setup = Setup {
+            name: HTTPS_LISTENER,
+            limits: options.limits,
+            metrics: options.metrics,
+        };
+        let shutdown = async move {
+            // An error means the sender is gone: stop as well.
+            let _ = stopped.wait_for(|v| *v).await;
+        };
+        let task = tokio::spawn(super::server::serve(
+            listener, setup, handshake, app, shutdown,
+        ));
         Ok(TlsListener {
             local_addr,
             base_url: format!("https://{local_addr}"),
@@ -142,52 +176,6 @@ impl TlsListener {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: Router,
-    mut stopped: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "https accept failed");
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, app) = (acceptor.clone(), app.clone());
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %remote, "tls handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%remote, "tls handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), connection_service(app, remote));
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %remote, "https connection ended");
-                    }
-                });
-            }
-            changed = stopped.changed() => {
-                if changed.is_err() || *stopped.borrow() {
-                    break;
-                }
-            }
-        }
     }
 }
 

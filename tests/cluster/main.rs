@@ -10,6 +10,7 @@ mod control_plane;
 mod crd_skew;
 mod crds;
 mod events;
+mod listeners;
 mod operator;
 mod outbound;
 mod package;

@@ -359,6 +359,73 @@ fn watch_namespaces_turn_the_cluster_role_into_roles_and_flags() {
     assert!(args.contains(&"--watch-namespace=team-b"), "{args:?}");
 }
 
+/// The `--listener-*` flags of the deployment: the chart's defaults are the binary's
+/// (`otau-operator run --help`), values reach the flags (large numbers as integers), and the
+/// schema refuses a zero cap or a duration it cannot parse.
+#[test]
+fn listener_limits_render_as_flags_with_the_binarys_defaults() {
+    let args_of = |yaml: &str| -> Vec<String> {
+        let docs = documents(yaml);
+        of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect()
+    };
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_otau-operator"))
+        .args(["run", "--help"])
+        .output()
+        .expect("otau-operator run --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let defaults = args_of(&render(DEPLOY_NAMESPACE, &[]));
+    for flag in [
+        "--listener-header-timeout",
+        "--listener-body-timeout",
+        "--listener-max-connections",
+        "--listener-max-bodies-in-flight",
+    ] {
+        let rendered = defaults
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("{flag}=")))
+            .unwrap_or_else(|| panic!("{flag} missing from {defaults:?}"));
+        let start = help
+            .find(&format!("{flag} <"))
+            .unwrap_or_else(|| panic!("{flag} missing from run --help"));
+        let section = &help[start..];
+        let section = &section[..section[2..]
+            .find("\n      --")
+            .map_or(section.len(), |i| i + 2)];
+        assert!(
+            section.contains(&format!("[default: {rendered}]")),
+            "the chart passes {flag}={rendered}, the binary's default differs:\n{section}"
+        );
+    }
+    let set = args_of(&render(
+        DEPLOY_NAMESPACE,
+        &[
+            "--set",
+            "listeners.maxConnections=1000000",
+            "--set",
+            "listeners.headerTimeout=3s",
+        ],
+    ));
+    assert!(
+        set.contains(&"--listener-max-connections=1000000".to_string()),
+        "{set:?}"
+    );
+    assert!(
+        set.contains(&"--listener-header-timeout=3s".to_string()),
+        "{set:?}"
+    );
+    let chart = chart_dir().display().to_string();
+    for bad in ["listeners.maxConnections=0", "listeners.bodyTimeout=ten"] {
+        let error = helm(&["template", RELEASE, &chart, "--set", bad])
+            .expect_err(&format!("helm template accepted {bad}"));
+        assert!(error.contains("listeners"), "{bad}: {error}");
+    }
+}
+
 #[test]
 fn values_schema_rejects_unknown_keys_with_a_clear_message() {
     let chart = chart_dir();

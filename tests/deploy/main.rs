@@ -17,5 +17,6 @@ mod argocd;
 mod chart;
 mod gitops;
 mod image;
+mod murano;
 mod prometheus;
 mod rbac;

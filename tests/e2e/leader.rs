@@ -70,13 +70,13 @@ async fn the_follower_forwards_pushes(cp: &ControlPlane, ns: &str, a: &Operator,
         async move { now.as_deref() == Some(advertised.as_str()) }
     })
     .await;
-    // Unsigned: without a connector the leader answers 400, for an unknown one 404.
+    // Unsigned: without a connector the leader answers 400, for an unknown one 401.
     let no_connector = "/hooks/device2";
     let unknown = "/hooks/device2?connector=nosuchcid";
     let from_a = post(a.push_addr, no_connector, None).await;
     let from_a_unknown = post(a.push_addr, unknown, None).await;
     assert_eq!(from_a.0, 400, "{from_a:?}");
-    assert_eq!(from_a_unknown.0, 404, "{from_a_unknown:?}");
+    assert_eq!(from_a_unknown.0, 401, "{from_a_unknown:?}");
     // B learns the URL at its next Lease read (a retry period).
     wait_for(DEADLINE, "B to forward to A", || {
         let expected = &from_a;

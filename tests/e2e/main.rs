@@ -19,5 +19,6 @@ mod listing;
 mod outage;
 mod policies;
 mod push;
+mod push_checks;
 mod readme;
 mod restart;

@@ -1,6 +1,6 @@
 //! Push: with the poll interval far longer than the test, only pushed device2 events can
 //! bring the devices' final reports into the Rollout's status; a request with a bad signature
-//! is refused with 401 and changes nothing.
+//! or for an unknown product id is refused with 401 and changes nothing.
 
 use kube::api::Api;
 use otau_operator::api::Rollout;
@@ -91,7 +91,11 @@ async fn pushed_reports_complete_a_rollout_and_bad_signatures_are_refused() {
         .send()
         .await
         .expect("POST");
-    assert_eq!(unknown.status().as_u16(), 404);
+    assert_eq!(
+        unknown.status().as_u16(),
+        401,
+        "an unknown product id answers as a bad signature"
+    );
     let garbage = "not json";
     let unparsable = http
         .post(&url)
@@ -106,8 +110,12 @@ async fn pushed_reports_complete_a_rollout_and_bad_signatures_are_refused() {
     assert_eq!(unparsable.status().as_u16(), 400);
     // Let any (wrongly) triggered reconcile run: a correctly signed no-op event is accepted
     // and reconciles the same Rollout, after which the status must still be the same.
-    let noop =
-        serde_json::json!({"type": "connect", "identity": "dev-000000", "payload": []}).to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros() as i64;
+    let noop = serde_json::json!({"type": "connect", "identity": "dev-000000", "timestamp": now, "payload": []})
+        .to_string();
     let accepted = http
         .post(&url)
         .header(

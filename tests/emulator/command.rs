@@ -177,3 +177,17 @@ fn sigterm_stops_it_with_a_fleet_summary_for_people() {
     );
     assert!(!stderr.contains("FleetSummary {"), "{stderr}");
 }
+
+/// `/metrics` answers before any device exists: a gauge with no series is left out instead of
+/// failing the whole scrape.
+#[tokio::test]
+async fn metrics_answer_with_no_devices() {
+    let (_emu, ready) = start_binary(&[]);
+    let r = reqwest::get(url(&ready, "metrics_url")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("otau_emulator_config_otau_writes_total"),
+        "{text}"
+    );
+}

@@ -352,3 +352,47 @@ async fn download_urls_expire_and_items_delete() {
         .unwrap();
     assert_eq!(ids, json!([]));
 }
+
+/// The object store checks the form before it reads the file (exosite-platform.md §5.5): a
+/// form with a wrong signature is refused with `403` while most of the declared file is still
+/// to come, so an unauthenticated upload costs no buffer.
+#[tokio::test]
+async fn an_upload_with_a_bad_form_is_refused_before_its_file_is_read() {
+    use crate::raw_http::{read_response, send};
+
+    let emu = Emu::start().await;
+    let form = upload_form(&emu, "big.bin", &sha_hex(b"anything"), 30, None).await;
+    let mut inputs = form["inputs"].as_object().unwrap().clone();
+    inputs.insert("x-amz-signature".into(), json!("00".repeat(32)));
+    let boundary = "otau-test-boundary";
+    let mut parts = String::new();
+    for (name, value) in &inputs {
+        parts.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{}\r\n",
+            value.as_str().unwrap()
+        ));
+    }
+    parts.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ));
+    let file_len = 8 << 20;
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let url = url::Url::parse(form["url"].as_str().unwrap()).unwrap();
+    let addr = url.socket_addrs(|| None).unwrap()[0];
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{parts}",
+        url.path(),
+        url.host_str().unwrap(),
+        parts.len() + file_len + tail.len()
+    )
+    .into_bytes();
+    // The first KiB of an 8 MiB file, and no more.
+    request.extend_from_slice(&[0u8; 1024]);
+    let mut stream = send(addr, &request).await;
+    let answer = read_response(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(
+        answer.as_ref().map(|a| a.status),
+        Some(403),
+        "no 403 while the file was still to come: {answer:?}"
+    );
+}

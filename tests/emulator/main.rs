@@ -1,10 +1,15 @@
 //! Emulator tests: one test binary, one module per area (real loopback HTTP where HTTP is
 //! involved).
 
+#[path = "../support/raw_http.rs"]
+#[allow(dead_code)]
+mod raw_http;
+
 mod command;
 mod content;
 mod device_api;
 mod fleet;
+mod listeners;
 mod management;
 
 // Edge parts (GraphQL, webhook, faults, admin + metrics).
@@ -21,6 +26,7 @@ pub mod harness {
     use otau_operator::emulator::clock::{Clock, ManualClock, SystemClock};
     use otau_operator::emulator::model::{Connector, Model, ModelConfig};
     use otau_operator::emulator::server::{self, AppState, RunningServer, ServerOptions};
+    use otau_operator::net::server::Limits;
     use reqwest::{Method, RequestBuilder, StatusCode};
 
     /// The connector every test uses.
@@ -59,6 +65,19 @@ pub mod harness {
             clock: Option<Arc<ManualClock>>,
             tweak: impl FnOnce(&mut ServerOptions),
         ) -> Emu {
+            Self::start_listening(clock, tweak, None).await
+        }
+
+        /// On the system clock, default options, the listener's limits `limits`.
+        pub async fn start_with_limits(limits: Limits) -> Emu {
+            Self::start_listening(None, |_| {}, Some(limits)).await
+        }
+
+        async fn start_listening(
+            clock: Option<Arc<ManualClock>>,
+            tweak: impl FnOnce(&mut ServerOptions),
+            limits: Option<Limits>,
+        ) -> Emu {
             let dyn_clock: Arc<dyn Clock> = match &clock {
                 Some(c) => c.clone(),
                 None => Arc::new(SystemClock),
@@ -82,9 +101,16 @@ pub mod harness {
                 model: model.clone(),
                 options: Arc::new(options),
             };
-            let server = server::start("127.0.0.1:0".parse().unwrap(), state)
-                .await
-                .unwrap();
+            let addr = "127.0.0.1:0".parse().unwrap();
+            let server = match limits {
+                Some(limits) => {
+                    let app = server::router(state.clone());
+                    let listener = server::ListenerOptions::with_limits(limits);
+                    server::start_with(addr, state, app, listener).await
+                }
+                None => server::start(addr, state).await,
+            }
+            .unwrap();
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()

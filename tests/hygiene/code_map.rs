@@ -16,7 +16,7 @@ const ARROWS: &[(&str, &[&str])] = &[
     ("net", &[]),
     ("platform", &["otau", "net"]),
     ("controller", &["api", "otau", "engine", "platform", "net"]),
-    ("emulator", &["otau", "platform"]),
+    ("emulator", &["otau", "platform", "net"]),
     ("plugin", &["api", "otau", "engine", "platform", "net"]),
 ];
 

@@ -19,6 +19,7 @@
 
 pub mod emulator;
 pub mod process;
+pub mod raw_http;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;

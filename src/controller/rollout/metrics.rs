@@ -65,6 +65,8 @@ pub struct RolloutMetrics {
     pub reports: IntCounterVec,
     /// `otau_push_requests_total{code}`.
     pub push_requests: IntCounterVec,
+    /// `otau_push_refused_total{reason}`.
+    pub push_refused: IntCounterVec,
     /// `otau_rollout_status_writes_total{result}`.
     pub status_writes: IntCounterVec,
 }
@@ -92,6 +94,23 @@ fn values(c: &DeviceCounts) -> [i64; 10] {
         c.skipped,
         c.invalid,
     ]
+}
+
+/// `otau_push_refused_total{reason}`, every reason at 0 from the start.
+fn push_refused_counter() -> Result<IntCounterVec, prometheus::Error> {
+    let counter = IntCounterVec::new(
+        Opts::new(
+            "otau_push_refused_total",
+            "Pushes refused by reason: no_connector, unknown_connector, bad_signature \
+             (missing, malformed or wrong), too_large, unreadable (late or broken body), \
+             bad_event, outside_window.",
+        ),
+        &["reason"],
+    )?;
+    for reason in crate::controller::push::REFUSAL_REASONS {
+        counter.with_label_values(&[reason]);
+    }
+    Ok(counter)
 }
 
 impl RolloutMetrics {
@@ -163,10 +182,11 @@ impl RolloutMetrics {
         let push_requests = IntCounterVec::new(
             Opts::new(
                 "otau_push_requests_total",
-                "Requests to POST /hooks/device2 by answer code (204, 400, 401, 404).",
+                "Requests to POST /hooks/device2 by answer code (204, 400, 401, 408, 413).",
             ),
             &["code"],
         )?;
+        let push_refused = push_refused_counter()?;
         let status_writes = IntCounterVec::new(
             Opts::new(
                 "otau_rollout_status_writes_total",
@@ -184,6 +204,7 @@ impl RolloutMetrics {
         registry.register(Box::new(notifications.clone()))?;
         registry.register(Box::new(reports.clone()))?;
         registry.register(Box::new(push_requests.clone()))?;
+        registry.register(Box::new(push_refused.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         Ok(RolloutMetrics {
             devices,
@@ -196,6 +217,7 @@ impl RolloutMetrics {
             notifications,
             reports,
             push_requests,
+            push_refused,
             status_writes,
         })
     }

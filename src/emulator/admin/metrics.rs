@@ -54,6 +54,8 @@ pub async fn render(State(state): State<AdminState>) -> Response {
 pub fn encode(state: &AdminState) -> Result<String, prometheus::Error> {
     let mut families = state.requests.registry().gather();
     families.extend(scrape_time_families(state)?);
+    // A gauge with no series yet (no devices) is left out: the encoder refuses empty families.
+    families.retain(|f| !f.get_metric().is_empty());
     families.sort_by(|a, b| a.name().cmp(b.name()));
     TextEncoder::new().encode_to_string(&families)
 }
