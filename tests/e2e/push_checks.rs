@@ -22,6 +22,7 @@ use crate::harness::{
     CID, DEADLINE, Emu, Operator, WEBHOOK_KEY, apply, base_yaml, has, kubectl, metric_value,
     profile, rollout_yaml, wait_rollout,
 };
+use crate::support::process::CREDENTIAL_OPT_IN;
 use crate::support::raw_http::{Answer, read_response, send};
 use crate::support::{ControlPlane, wait_for};
 
@@ -391,7 +392,7 @@ async fn bad_signatures_cost_at_most_one_secret_read_per_key_per_interval() {
         cp,
         &namespaces[0],
         &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: webhook\ntype: Opaque\nstringData:\n  hmacKey: {rotated}\n"
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: webhook\n{CREDENTIAL_OPT_IN}type: Opaque\nstringData:\n  hmacKey: {rotated}\n"
         ),
     );
     wait_for(
