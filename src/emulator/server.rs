@@ -127,6 +127,10 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_CONNECTIONS: usize = 16_384;
 /// Request bodies received at once (device writes are small and quick).
 pub const MAX_BODIES_IN_FLIGHT: usize = 1_024;
+/// Largest request head of the emulator's listeners: the operator's upload-form request
+/// carries a package's tags in its query, one per targeted device (1,000 by default), up to
+/// the 64 KiB a URI may have, plus its headers.
+pub const MAX_HEADER_BYTES: usize = 128 * 1024;
 /// The listener name (`listener` label) of the plain HTTP listener.
 pub const HTTP_LISTENER: &str = "http";
 
@@ -144,7 +148,7 @@ pub fn limits_for_uploads(content_max_bytes: usize) -> Limits {
         max_connections: MAX_CONNECTIONS,
         max_bodies_in_flight: MAX_BODIES_IN_FLIGHT,
         max_body_bytes: content_max_bytes.saturating_add(1 << 20) as u64,
-        ..Limits::default()
+        max_header_bytes: MAX_HEADER_BYTES,
     }
 }
 

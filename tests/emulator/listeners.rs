@@ -185,3 +185,20 @@ async fn the_device_listener_holds_ten_thousand_connections_by_default() {
         .count();
     assert_eq!(closed, 0, "{closed} connections were closed");
 }
+
+/// A request head far over the operator listeners' 16 KiB is served: the operator's
+/// upload-form request carries a package's device tags in its query (a URI, at most 64 KiB).
+#[tokio::test]
+async fn a_request_head_with_a_query_of_device_tags_is_served() {
+    let emu = Emu::start().await;
+    let tag = format!("%22t41hp23nod8s00000.{}%22:%221%22,", "d".repeat(100));
+    let tags = tag.repeat(60 * 1024 / tag.len());
+    let r = emu
+        .http
+        .get(format!("{}/timestamp?tags={tags}", emu.base))
+        .send()
+        .await
+        .map_err(|e| e.without_url())
+        .expect("an answer");
+    assert_eq!(r.status(), StatusCode::OK, "a {} byte query", tags.len());
+}
