@@ -11,6 +11,11 @@
 //!
 //! Every waiting long poll holds one connection, so a fleet of K devices with the emulator in the
 //! same process needs about 2K open files: call [`raise_open_files_limit`] first (or `ulimit -n`).
+//!
+//! Devices whose group puts them on MQTT (`transport.mqtt`, [`FleetCore::protocol`]) provision,
+//! report and ack over MQTT instead, and receive `config_otau` as pushes rather than by long
+//! poll (see [`super::mqtt`]); they read `config_otau` at boot and download content over HTTP
+//! like the others (exosite-platform.md §4.4). They need [`HttpFleetConfig::mqtt`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +26,9 @@ use tokio::task::JoinSet;
 
 use crate::otau::{CONFIG_OTAU, OTAU_IN};
 
-use super::core::FleetCore;
+use super::core::{FleetCore, Protocol};
 use super::device::{Action, Input};
+use super::mqtt::{self, Fault, FaultDraws, MqttDeviceConfig, MqttError, MqttLink};
 use super::summary::{DriverCounters, FleetSummary};
 
 /// Registration of the devices through the management API before they activate
@@ -57,6 +63,9 @@ pub struct HttpFleetConfig {
     pub max_tries: u32,
     /// First retry delay; doubles on each try.
     pub retry_delay: Duration,
+    /// The emulator's device MQTT listener, for the devices on MQTT; `None` when the profile
+    /// puts none there.
+    pub mqtt: Option<MqttDeviceConfig>,
 }
 
 impl HttpFleetConfig {
@@ -71,6 +80,7 @@ impl HttpFleetConfig {
             request_timeout: Duration::from_secs(10),
             max_tries: 5,
             retry_delay: Duration::from_millis(100),
+            mqtt: None,
         }
     }
 }
@@ -91,6 +101,17 @@ pub enum HttpFleetError {
         /// The profile's size.
         got: usize,
     },
+    /// The profile puts devices on MQTT but no MQTT listener was given.
+    #[error(
+        "the profile puts {devices} devices on MQTT (transport.mqtt) but the fleet has no MQTT listener to reach"
+    )]
+    NoMqttListener {
+        /// Devices on MQTT.
+        devices: usize,
+    },
+    /// The MQTT fault setting is not usable.
+    #[error("{0}")]
+    MqttFaults(String),
 }
 
 /// Most devices an HTTP fleet runs (each has its own tasks and a long-poll connection).
@@ -125,6 +146,9 @@ enum Event {
 enum Counter {
     Download { bytes: u64 },
     Error,
+    MqttWrite,
+    MqttPush,
+    MqttReconnect,
 }
 
 /// A running HTTP fleet.
@@ -160,6 +184,15 @@ impl HttpFleet {
                 max: MAX_HTTP_DEVICES,
                 got: core.len(),
             });
+        }
+        let protocols: Vec<Protocol> = (0..core.len() as u32).map(|i| core.protocol(i)).collect();
+        let on_mqtt = protocols.iter().filter(|p| **p == Protocol::Mqtt).count();
+        match &config.mqtt {
+            None if on_mqtt > 0 => {
+                return Err(HttpFleetError::NoMqttListener { devices: on_mqtt });
+            }
+            Some(m) => m.faults.validate().map_err(HttpFleetError::MqttFaults)?,
+            None => {}
         }
         // Every long poll holds a connection; keep them all for reuse, so that a write waking
         // thousands of polls does not make as many new connections.
@@ -202,12 +235,20 @@ impl HttpFleet {
         for (i, identity) in identities.iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             workers.push(tx);
+            let mqtt = match (protocols[i], &shared.config.mqtt) {
+                (Protocol::Mqtt, Some(m)) => Some(MqttSide {
+                    link: None,
+                    faults: FaultDraws::new(&m.faults, i as u32),
+                }),
+                _ => None,
+            };
             let device = DeviceIo {
                 index: i as u32,
                 identity: identity.clone(),
                 tags: tags[i].clone(),
                 token: None,
                 polling: None,
+                mqtt,
                 shared: shared.clone(),
             };
             tasks.spawn(device.run(rx));
@@ -215,7 +256,10 @@ impl HttpFleet {
         let central = Central {
             core,
             workers,
-            counters: DriverCounters::default(),
+            counters: DriverCounters {
+                mqtt_devices: on_mqtt as u64,
+                ..DriverCounters::default()
+            },
             summary: summary_tx,
             stop: shared.stop.clone(),
         };
@@ -324,6 +368,9 @@ impl Central {
             Event::Downloaded(i, ok) => self.give(i, Input::Downloaded(ok), now),
             Event::Counted(Counter::Download { bytes }) => self.counters.bytes += bytes,
             Event::Counted(Counter::Error) => self.counters.errors += 1,
+            Event::Counted(Counter::MqttWrite) => self.counters.mqtt_writes += 1,
+            Event::Counted(Counter::MqttPush) => self.counters.mqtt_pushes += 1,
+            Event::Counted(Counter::MqttReconnect) => self.counters.mqtt_reconnects += 1,
         }
     }
 
@@ -357,14 +404,31 @@ impl Central {
     }
 }
 
-/// The HTTP side of one device: its actions in order, and its long poll.
+/// The I/O side of one device: its actions in order, and its long poll (HTTP) or its MQTT
+/// session.
 struct DeviceIo {
     index: u32,
     identity: String,
     tags: Vec<(String, String)>,
     token: Option<Arc<str>>,
     polling: Option<tokio::task::JoinHandle<()>>,
+    /// `Some` for a device on MQTT.
+    mqtt: Option<MqttSide>,
     shared: Arc<Shared>,
+}
+
+/// The MQTT session of a device on MQTT (connected once it has a token) and its fault draws.
+struct MqttSide {
+    link: Option<MqttLink>,
+    faults: FaultDraws,
+}
+
+/// The next `config_otau` push of a connected MQTT device; never for the others.
+async fn next_push(side: &mut Option<MqttSide>) -> Result<String, MqttError> {
+    match side.as_mut().and_then(|s| s.link.as_mut()) {
+        Some(link) => link.next_push().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Outcome of one request after retries.
@@ -380,6 +444,10 @@ impl DeviceIo {
             let action = tokio::select! {
                 _ = stop.changed() => break,
                 a = actions.recv() => match a { Some(a) => a, None => break },
+                pushed = next_push(&mut self.mqtt) => {
+                    self.on_push(pushed).await;
+                    continue;
+                }
             };
             if self.token.is_none() && !self.connect().await {
                 self.count(Counter::Error);
@@ -396,7 +464,139 @@ impl DeviceIo {
         let _ = self.shared.events.send(Event::Counted(c));
     }
 
-    /// Registers (if configured) and activates; keeps the token.
+    /// A push (or the loss of the MQTT session, which is made again at once: the pushes missed
+    /// meanwhile arrive on reconnect).
+    async fn on_push(&mut self, pushed: Result<String, MqttError>) {
+        match pushed {
+            Ok(value) => {
+                self.count(Counter::MqttPush);
+                let _ = self.shared.events.send(Event::Config(self.index, value));
+            }
+            Err(_) => {
+                if let Some(side) = self.mqtt.as_mut() {
+                    side.link = None;
+                }
+                self.count(Counter::MqttReconnect);
+                if !self.ensure_mqtt_link().await {
+                    self.count(Counter::Error);
+                }
+            }
+        }
+    }
+
+    /// Connects the MQTT session if it is not (retrying with a doubling delay); false when it
+    /// could not.
+    async fn ensure_mqtt_link(&mut self) -> bool {
+        let (Some(config), Some(token)) = (self.shared.config.mqtt.clone(), self.token.clone())
+        else {
+            return false;
+        };
+        if self.mqtt.as_ref().is_some_and(|s| s.link.is_some()) {
+            return true;
+        }
+        let timeout = self.shared.config.request_timeout;
+        let mut delay = self.shared.config.retry_delay;
+        let mut stop = self.shared.stop.clone();
+        for attempt in 1..=self.shared.config.max_tries.max(1) {
+            match MqttLink::connect(&config, &token, timeout).await {
+                Ok(link) => {
+                    if let Some(side) = self.mqtt.as_mut() {
+                        side.link = Some(link);
+                    }
+                    return true;
+                }
+                // Bad credentials: trying again cannot help (murano-client stops too, §4.1).
+                Err(MqttError::Refused(_)) => return false,
+                Err(_) if attempt < self.shared.config.max_tries => {
+                    tokio::select! {
+                        _ = stop.changed() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Publishes `value` to `$resource/<alias>` and waits for its PUBACK, after this write's
+    /// fault (if any); on a lost connection, connects again and sends it again.
+    async fn mqtt_write(&mut self, alias: &str, value: &str) {
+        let fault = self
+            .mqtt
+            .as_mut()
+            .map_or(Fault::None, |side| side.faults.next());
+        if fault != Fault::None
+            && let Some(link) = self.mqtt.as_mut().and_then(|side| side.link.take())
+        {
+            match fault {
+                Fault::Drop => link.drop_connection(),
+                Fault::Disconnect | Fault::None => link.disconnect().await,
+            }
+            self.count(Counter::MqttReconnect);
+        }
+        let timeout = self.shared.config.request_timeout;
+        let mut delay = self.shared.config.retry_delay;
+        for attempt in 1..=self.shared.config.max_tries.max(1) {
+            if self.ensure_mqtt_link().await {
+                let mut pushed = Vec::new();
+                let result = match self.mqtt.as_mut().and_then(|s| s.link.as_mut()) {
+                    Some(link) => link.write(alias, value, timeout, &mut pushed).await,
+                    None => Err(MqttError::Connection("not connected".into())),
+                };
+                for v in pushed {
+                    self.count(Counter::MqttPush);
+                    let _ = self.shared.events.send(Event::Config(self.index, v));
+                }
+                match result {
+                    Ok(()) => {
+                        self.count(Counter::MqttWrite);
+                        return;
+                    }
+                    Err(_) => {
+                        if let Some(side) = self.mqtt.as_mut() {
+                            side.link = None;
+                        }
+                        self.count(Counter::MqttReconnect);
+                    }
+                }
+            }
+            if attempt < self.shared.config.max_tries {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+        self.count(Counter::Error);
+    }
+
+    /// Reads `config_otau` once over HTTP without waiting (MQTT has no read); the value, if one
+    /// is set.
+    async fn read_once(&self) -> Option<String> {
+        let url = format!(
+            "{}/onep:v1/stack/alias?{CONFIG_OTAU}",
+            self.shared.config.device_url
+        );
+        match self
+            .send(|c| {
+                self.authed(c.get(&url))
+                    .header("accept", "application/x-www-form-urlencoded; charset=utf-8")
+            })
+            .await
+        {
+            Reply::Ok(StatusCode::OK, body) => form_urlencoded::parse(&body)
+                .find(|(k, _)| k == CONFIG_OTAU)
+                .map(|(_, v)| v.into_owned()),
+            Reply::Ok(StatusCode::NO_CONTENT, _) => None,
+            _ => {
+                self.count(Counter::Error);
+                None
+            }
+        }
+    }
+
+    /// Registers (if configured) and activates (over MQTT for a device on MQTT, then connects its
+    /// session); keeps the token.
     async fn connect(&mut self) -> bool {
         if let Some(reg) = self.shared.config.register.clone() {
             let url = format!(
@@ -425,6 +625,9 @@ impl DeviceIo {
                 return false;
             }
         }
+        if self.mqtt.is_some() {
+            return self.activate_over_mqtt().await;
+        }
         let body = form(&[("id", &self.identity)]);
         let url = format!("{}/provision/activate", self.shared.config.device_url);
         match self
@@ -450,6 +653,31 @@ impl DeviceIo {
         }
     }
 
+    /// Provisioning over an anonymous MQTT session (exosite-platform.md §4.3), then the
+    /// device's own session.
+    async fn activate_over_mqtt(&mut self) -> bool {
+        let Some(config) = self.shared.config.mqtt.clone() else {
+            return false;
+        };
+        let timeout = self.shared.config.request_timeout;
+        let mut delay = self.shared.config.retry_delay;
+        for attempt in 1..=self.shared.config.max_tries.max(1) {
+            match mqtt::provision(&config, &self.identity, timeout).await {
+                Ok(token) => {
+                    self.token = Some(Arc::from(token));
+                    return self.ensure_mqtt_link().await;
+                }
+                Err(MqttError::Refused(_)) | Err(MqttError::BadToken) => return false,
+                Err(_) if attempt < self.shared.config.max_tries => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     fn host(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.shared.config.host {
             Some(h) => rb.header("host", h),
@@ -466,6 +694,9 @@ impl DeviceIo {
     }
 
     async fn act(&mut self, action: Action) {
+        if self.mqtt.is_some() {
+            return self.act_over_mqtt(action).await;
+        }
         match action {
             Action::Report(value) => self.write(OTAU_IN, &value).await,
             Action::Ack(value) => self.write(CONFIG_OTAU, &value).await,
@@ -481,6 +712,29 @@ impl DeviceIo {
             Action::Poll => {
                 let value = self.poll_once().await;
                 let _ = self.shared.events.send(Event::Config(self.index, value));
+            }
+        }
+    }
+
+    /// An action of a device on MQTT: writes are publishes; `config_otau` arrives as pushes, and
+    /// a read (at boot, or the guide's poll) is one HTTP read that does not wait.
+    async fn act_over_mqtt(&mut self, action: Action) {
+        match action {
+            Action::Report(value) => self.mqtt_write(OTAU_IN, &value).await,
+            Action::Ack(value) => self.mqtt_write(CONFIG_OTAU, &value).await,
+            Action::Download(id) => {
+                let ok = self.download(&id).await;
+                let _ = self.shared.events.send(Event::Downloaded(self.index, ok));
+            }
+            Action::FetchLink(_) | Action::Schedule { .. } => {}
+            Action::ReadConfig | Action::Poll => {
+                if !self.ensure_mqtt_link().await {
+                    self.count(Counter::Error);
+                }
+                // Nothing set yet: the value comes as a push when the cloud sets it.
+                if let Some(value) = self.read_once().await {
+                    let _ = self.shared.events.send(Event::Config(self.index, value));
+                }
             }
         }
     }
