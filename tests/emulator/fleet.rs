@@ -715,6 +715,16 @@ groups:
         Arc<otau_operator::emulator::model::Connector>,
         server::RunningServer,
     ) {
+        let (_, connector, running) = emulator_with_model().await;
+        (connector, running)
+    }
+
+    /// As [`emulator`], with the model.
+    pub(super) async fn emulator_with_model() -> (
+        Arc<Model>,
+        Arc<otau_operator::emulator::model::Connector>,
+        server::RunningServer,
+    ) {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let model = Model::new(
             ModelConfig {
@@ -735,7 +745,7 @@ groups:
             })
             .unwrap();
         let app = AppState {
-            model,
+            model: model.clone(),
             options: Arc::new(ServerOptions {
                 default_connector: Some(CONNECTOR.into()),
                 ..ServerOptions::default()
@@ -744,7 +754,7 @@ groups:
         let running = server::start("127.0.0.1:0".parse().unwrap(), app)
             .await
             .unwrap();
-        (connector, running)
+        (model, connector, running)
     }
 
     /// Whitelists the fleet's identities in the model (no registration over HTTP) and starts
@@ -764,7 +774,7 @@ groups:
         HttpFleet::start(core, config).unwrap()
     }
 
-    fn reported(
+    pub(super) fn reported(
         connector: &otau_operator::emulator::model::Connector,
         id: &str,
         alias: &str,
@@ -840,7 +850,7 @@ groups:
         running.shutdown().await;
     }
 
-    const BEHAVIOURS: &str = "
+    pub(super) const BEHAVIOURS: &str = "
 seed: 9
 groups:
   - {name: guide, count: 2, identity_prefix: b-guide-, version: '1.0.0', behaviour: {guide_loop: 1, durations: &fast {step: 20ms, test: 20ms, download: 20ms, install: 20ms, reboot: 20ms}}}
@@ -933,6 +943,193 @@ groups:
         assert_eq!(summary.actions.errors, 0, "{summary}");
         fleet.stop().await;
         running.shutdown().await;
+    }
+}
+
+// ----- over real loopback MQTT -----
+
+mod mqtt {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use otau_operator::emulator::fleet::{
+        FleetCore, HttpFleet, HttpFleetConfig, HttpFleetHandle, MqttDeviceConfig, MqttFaults,
+        Profile,
+    };
+    use otau_operator::emulator::model::{Connector, Model};
+    use otau_operator::emulator::mqtt::{
+        Close, MQTT_LISTENER, MqttListener, MqttMetrics, MqttOptions, MqttService,
+    };
+    use otau_operator::otau::{CONFIG_OTAU, OTAU_IN, Report};
+
+    use super::http::{BEHAVIOURS, emulator_with_model, eventually, reported};
+    use super::{CONNECTOR, manifest};
+
+    /// The behaviours' profile with every group on MQTT, and two plain HTTP devices beside.
+    fn profile() -> String {
+        let mqtt = BEHAVIOURS.replace("behaviour: {", "transport: {mqtt: 1}, behaviour: {");
+        format!(
+            "{mqtt}  - {{name: http, count: 2, identity_prefix: b-http-, version: '1.0.0', behaviour: {{durations: *fast}}}}\n"
+        )
+    }
+
+    /// The emulator's plain MQTT listener on `model`.
+    async fn listener(model: &Arc<Model>) -> (Arc<MqttService>, MqttListener) {
+        let options = MqttOptions::defaults(model, Some(CONNECTOR.to_string()));
+        let service = MqttService::new(model.clone(), options, MqttMetrics::new());
+        let plain = MqttListener::start_plain("127.0.0.1:0".parse().unwrap(), service.clone())
+            .await
+            .unwrap();
+        (service, plain)
+    }
+
+    fn start(
+        connector: &Connector,
+        base_url: &str,
+        mqtt: std::net::SocketAddr,
+        faults: MqttFaults,
+    ) -> HttpFleetHandle {
+        let core = FleetCore::new(&Profile::from_yaml(&profile()).unwrap(), None, None).unwrap();
+        let ids = (0..core.len() as u32).map(|i| (core.identity(i).to_string(), Vec::new()));
+        connector.add_identities_bulk(ids).unwrap();
+        let mut config = HttpFleetConfig::new(base_url);
+        config.poll_timeout_ms = 20_000;
+        config.concurrency = 8;
+        let mut m = MqttDeviceConfig::new(mqtt);
+        m.faults = faults;
+        config.mqtt = Some(m);
+        HttpFleet::start(core, config).unwrap()
+    }
+
+    /// Runs the behaviours' fleet on MQTT (with `faults`) through one cloud write each; checks
+    /// per device that each ends where its behaviour leads, as over HTTP; returns the summary
+    /// and the server's metrics.
+    async fn run(faults: MqttFaults) -> (otau_operator::emulator::fleet::FleetSummary, [u64; 3]) {
+        let (model, connector, running) = emulator_with_model().await;
+        let (service, plain) = listener(&model).await;
+        let mut fleet = start(&connector, &running.base_url, plain.local_addr, faults);
+        let ids = fleet.identities().to_vec();
+        let mqtt_ids: Vec<&String> = ids.iter().filter(|i| !i.starts_with("b-http-")).collect();
+        eventually("boot reports", Duration::from_secs(30), || async {
+            ids.iter()
+                .all(|id| {
+                    let report = reported(&connector, id, OTAU_IN).0.unwrap_or_default();
+                    !report.is_empty() && (!id.starts_with("b-oob-") || report.contains("oob"))
+                })
+                .then_some(())
+        })
+        .await;
+        // Every MQTT device holds its session: the cloud write below reaches it as a push.
+        eventually(
+            "a session per MQTT device",
+            Duration::from_secs(30),
+            || async { (service.connected_devices() >= mqtt_ids.len()).then_some(()) },
+        )
+        .await;
+        let m = manifest("2.0.0").to_json();
+        for id in &ids {
+            connector
+                .set_state(id, &[(CONFIG_OTAU.into(), m.clone())], "test")
+                .unwrap();
+        }
+        let status_of = |id: &str| {
+            let raw = reported(&connector, id, OTAU_IN).0?;
+            let r = Report::parse(&raw).ok()?;
+            Some((r.status.as_str().to_string(), r.version))
+        };
+        for id in &ids {
+            let prefix = &id[..id.rfind('-').unwrap() + 1];
+            let (status, version) = match prefix {
+                "b-ackfail-" => ("INSTALL_ERROR", "2.0.0"),
+                "b-order-" => ("INSTALL_SUCCESS", "2.0.0"),
+                "b-unkerr-" => ("VERIFY_ERROR", "2.0.0"),
+                "b-other-" => ("INSTALLED_VERSION", "2.0.0-other"),
+                _ => ("INSTALLED_VERSION", "2.0.0"),
+            };
+            eventually(
+                &format!("last report of {id}"),
+                Duration::from_secs(30),
+                || async {
+                    (status_of(id) == Some((status.to_string(), version.to_string()))).then_some(())
+                },
+            )
+            .await;
+            let (ack, set) = reported(&connector, id, CONFIG_OTAU);
+            assert_eq!(ack.as_deref(), set.as_deref(), "{id}: acked by echo");
+        }
+        // The guide loop over MQTT: its poll is one HTTP read of the same manifest, so it
+        // runs again (see the HTTP test for the count).
+        let summary = fleet
+            .wait_for(
+                |s| s.started.success > 2 + 2 + 2 + 2 * 2,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|s| panic!("the guide loop did not run again: {s}"));
+        let summary_text = summary.to_string();
+        assert_eq!(summary.finished.offline_mid_download, 2, "{summary_text}");
+        assert_eq!(summary.finished.install_error, 2, "{summary_text}");
+        assert_eq!(summary.actions.errors, 0, "{summary_text}");
+        assert_eq!(
+            summary.actions.mqtt_devices,
+            mqtt_ids.len() as u64,
+            "{summary_text}"
+        );
+        // Pushes reached every MQTT device but the guide loops' (they read; a push may come
+        // while they run and is then ignored, as the guide's script does).
+        assert!(
+            summary.actions.mqtt_pushes >= mqtt_ids.len() as u64 - 2,
+            "{summary_text}"
+        );
+        let metrics = service.metrics().clone();
+        // Each MQTT device provisioned over an anonymous session, then held its own.
+        assert_eq!(
+            metrics.connects(MQTT_LISTENER, "anonymous"),
+            mqtt_ids.len() as u64
+        );
+        assert!(metrics.connects(MQTT_LISTENER, "accepted") >= mqtt_ids.len() as u64);
+        assert_eq!(metrics.messages("in", "provision"), mqtt_ids.len() as u64);
+        assert!(metrics.messages("in", "resource") >= summary.actions.mqtt_writes);
+        // Sessions the server saw end before the fleet stops (then every socket closes).
+        let closed = [Close::Disconnect, Close::PeerClosed, Close::TakenOver]
+            .map(|c| metrics.closed_count(MQTT_LISTENER, c));
+        eprintln!("closed before the stop (disconnect, peer closed, taken over): {closed:?}");
+        fleet.stop().await;
+        plain.shutdown().await;
+        service.stop();
+        running.shutdown().await;
+        (summary, closed)
+    }
+
+    /// Every field behaviour over MQTT, per device against the emulator's state, as over HTTP
+    /// (exosite-platform.md §4.4): provisioning on `$provision/<identity>`, reports and acks
+    /// by publish, `config_otau` as a push, content over HTTP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_fleet_runs_every_field_behaviour() {
+        let (summary, [disconnect, peer_closed, taken_over]) = run(MqttFaults::default()).await;
+        assert_eq!(summary.actions.mqtt_reconnects, 0, "{summary}");
+        // Only the provisioning sessions ended, each with DISCONNECT.
+        assert_eq!((disconnect, peer_closed, taken_over), (14, 0, 0));
+    }
+
+    /// The same with faults on the devices' side: a fifth of the writes first lose the
+    /// connection (no DISCONNECT: the server sees the socket close) and a tenth disconnect
+    /// cleanly; every device reconnects, writes again and still ends where its behaviour
+    /// leads, the pushes it missed meanwhile replayed on reconnect (§4.4 step 5).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_fleet_survives_dropped_and_closed_connections() {
+        let faults = MqttFaults {
+            drop_rate: 0.2,
+            disconnect_rate: 0.1,
+            seed: 5,
+        };
+        let (summary, [disconnect, peer_closed, taken_over]) = run(faults).await;
+        assert!(summary.actions.mqtt_reconnects >= 10, "{summary}");
+        assert!(disconnect >= 14 + 3, "{disconnect} DISCONNECTs");
+        assert!(
+            peer_closed + taken_over >= 5,
+            "{peer_closed} + {taken_over} lost"
+        );
     }
 }
 

@@ -209,12 +209,24 @@ pub async fn provision(
     let token = tokio::time::timeout(timeout, reply)
         .await
         .map_err(|_| MqttError::Timeout(timeout))??;
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+    disconnect(&client, &mut events).await;
     if token.len() != 40 || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(MqttError::BadToken);
     }
     Ok(token)
+}
+
+/// Sends DISCONNECT and polls until it is written (at most 500 ms).
+async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(event) = events.poll().await {
+            if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn wait_connack(events: &mut EventLoop) -> Result<(), MqttError> {
@@ -316,15 +328,8 @@ impl MqttLink {
 
     /// Sends DISCONNECT and closes.
     pub async fn disconnect(mut self) {
-        let _ = self.client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(event) = self.events().poll().await {
-                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
-                    break;
-                }
-            }
-        })
-        .await;
+        let client = self.client.clone();
+        disconnect(&client, self.events()).await;
     }
 
     /// Closes the socket without DISCONNECT (a lost connection, as the server sees it).
