@@ -954,20 +954,28 @@ mod mqtt {
 
     use otau_operator::emulator::fleet::{
         FleetCore, HttpFleet, HttpFleetConfig, HttpFleetHandle, MqttDeviceConfig, MqttFaults,
-        Profile,
+        MqttTlsPort, Profile,
     };
     use otau_operator::emulator::model::{Connector, Model};
     use otau_operator::emulator::mqtt::{
         Close, MQTT_LISTENER, MqttListener, MqttMetrics, MqttOptions, MqttService,
     };
+    use otau_operator::emulator::server::{self, AppState, ServerOptions};
+    use otau_operator::emulator::tls::self_signed;
     use otau_operator::otau::{CONFIG_OTAU, OTAU_IN, Report};
 
     use super::http::{BEHAVIOURS, emulator_with_model, eventually, reported};
     use super::{CONNECTOR, manifest};
 
-    /// The behaviours' profile with every group on MQTT, and two plain HTTP devices beside.
-    fn profile() -> String {
-        let mqtt = BEHAVIOURS.replace("behaviour: {", "transport: {mqtt: 1}, behaviour: {");
+    /// The behaviours' profile with every group on MQTT (their HTTP to the MQTT TLS port with
+    /// `one_port`), and two plain HTTP devices beside.
+    fn profile(one_port: bool) -> String {
+        let transport = if one_port {
+            "transport: {mqtt: 1, http_on_mqtt_port: 1}, behaviour: {"
+        } else {
+            "transport: {mqtt: 1}, behaviour: {"
+        };
+        let mqtt = BEHAVIOURS.replace("behaviour: {", transport);
         format!(
             "{mqtt}  - {{name: http, count: 2, identity_prefix: b-http-, version: '1.0.0', behaviour: {{durations: *fast}}}}\n"
         )
@@ -988,8 +996,10 @@ mod mqtt {
         base_url: &str,
         mqtt: std::net::SocketAddr,
         faults: MqttFaults,
+        http_port: Option<MqttTlsPort>,
     ) -> HttpFleetHandle {
-        let core = FleetCore::new(&Profile::from_yaml(&profile()).unwrap(), None, None).unwrap();
+        let profile = profile(http_port.is_some());
+        let core = FleetCore::new(&Profile::from_yaml(&profile).unwrap(), None, None).unwrap();
         let ids = (0..core.len() as u32).map(|i| (core.identity(i).to_string(), Vec::new()));
         connector.add_identities_bulk(ids).unwrap();
         let mut config = HttpFleetConfig::new(base_url);
@@ -997,17 +1007,59 @@ mod mqtt {
         config.concurrency = 8;
         let mut m = MqttDeviceConfig::new(mqtt);
         m.faults = faults;
+        m.http_port = http_port;
         config.mqtt = Some(m);
         HttpFleet::start(core, config).unwrap()
     }
 
-    /// Runs the behaviours' fleet on MQTT (with `faults`) through one cloud write each; checks
-    /// per device that each ends where its behaviour leads, as over HTTP; returns the summary
-    /// and the server's metrics.
-    async fn run(faults: MqttFaults) -> (otau_operator::emulator::fleet::FleetSummary, [u64; 3]) {
+    /// The MQTT TLS listener of `service`, serving the emulator's HTTP router by ALPN.
+    async fn tls_listener(
+        model: &Arc<Model>,
+        service: &Arc<MqttService>,
+    ) -> (MqttListener, MqttTlsPort) {
+        let cert = self_signed(&[]).unwrap();
+        let app = server::router(AppState {
+            model: model.clone(),
+            options: Arc::new(ServerOptions {
+                default_connector: Some(CONNECTOR.into()),
+                ..ServerOptions::default()
+            }),
+        });
+        let tls =
+            MqttListener::start_tls("127.0.0.1:0".parse().unwrap(), service.clone(), &cert, app)
+                .await
+                .unwrap();
+        let port = MqttTlsPort {
+            address: tls.local_addr,
+            host: format!("{CONNECTOR}.m2.localhost"),
+            certificate_pem: cert.certificate_pem(),
+        };
+        (tls, port)
+    }
+
+    /// Runs the behaviours' fleet on MQTT (with `faults`; with `one_port`, the MQTT devices'
+    /// HTTP goes to the MQTT TLS port) through one cloud write each; checks per device that
+    /// each ends where its behaviour leads, as over HTTP; returns the summary, the sessions
+    /// the server saw end before the stop (DISCONNECT, closed, taken over) and the HTTP
+    /// connections served on the MQTT TLS port.
+    async fn run(
+        faults: MqttFaults,
+        one_port: bool,
+    ) -> (otau_operator::emulator::fleet::FleetSummary, [u64; 3], u64) {
         let (model, connector, running) = emulator_with_model().await;
         let (service, plain) = listener(&model).await;
-        let mut fleet = start(&connector, &running.base_url, plain.local_addr, faults);
+        let tls = match one_port {
+            true => Some(tls_listener(&model, &service).await),
+            false => None,
+        };
+        let port = tls.as_ref().map(|t| t.1.clone());
+        let mut fleet = start(
+            &connector,
+            &running.base_url,
+            plain.local_addr,
+            faults,
+            port,
+        );
         let ids = fleet.identities().to_vec();
         let mqtt_ids: Vec<&String> = ids.iter().filter(|i| !i.starts_with("b-http-")).collect();
         eventually("boot reports", Duration::from_secs(30), || async {
@@ -1094,11 +1146,15 @@ mod mqtt {
         let closed = [Close::Disconnect, Close::PeerClosed, Close::TakenOver]
             .map(|c| metrics.closed_count(MQTT_LISTENER, c));
         eprintln!("closed before the stop (disconnect, peer closed, taken over): {closed:?}");
+        let http_on_port = metrics.http_connections();
         fleet.stop().await;
         plain.shutdown().await;
+        if let Some((tls, _)) = tls {
+            tls.shutdown().await;
+        }
         service.stop();
         running.shutdown().await;
-        (summary, closed)
+        (summary, closed, http_on_port)
     }
 
     /// Every field behaviour over MQTT, per device against the emulator's state, as over HTTP
@@ -1106,10 +1162,23 @@ mod mqtt {
     /// by publish, `config_otau` as a push, content over HTTP.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mqtt_fleet_runs_every_field_behaviour() {
-        let (summary, [disconnect, peer_closed, taken_over]) = run(MqttFaults::default()).await;
+        let (summary, [disconnect, peer_closed, taken_over], _) =
+            run(MqttFaults::default(), false).await;
         assert_eq!(summary.actions.mqtt_reconnects, 0, "{summary}");
         // Only the provisioning sessions ended, each with DISCONNECT.
         assert_eq!((disconnect, peer_closed, taken_over), (14, 0, 0));
+    }
+
+    /// Devices with one port (exosite-platform.md §3.1, "Content over the MQTT port"): the
+    /// MQTT devices read `config_otau` and download their content with HTTP on the MQTT TLS
+    /// port, selected by ALPN `http/1.1`, trusting that port's certificate only; every
+    /// behaviour ends as over the HTTP port.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_fleet_downloads_content_over_the_mqtt_tls_port_by_alpn() {
+        let (summary, _, http_on_port) = run(MqttFaults::default(), true).await;
+        assert!(http_on_port >= 1, "HTTP connections on the MQTT TLS port");
+        assert_eq!(summary.failed_downloads, 0, "{summary}");
+        assert!(summary.actions.downloads >= 12, "{summary}");
     }
 
     /// The same with faults on the devices' side: a fifth of the writes first lose the
@@ -1123,7 +1192,7 @@ mod mqtt {
             disconnect_rate: 0.1,
             seed: 5,
         };
-        let (summary, [disconnect, peer_closed, taken_over]) = run(faults).await;
+        let (summary, [disconnect, peer_closed, taken_over], _) = run(faults, false).await;
         assert!(summary.actions.mqtt_reconnects >= 10, "{summary}");
         assert!(disconnect >= 14 + 3, "{disconnect} DISCONNECTs");
         assert!(

@@ -25,6 +25,8 @@ pub struct GroupInfo {
     pub width: usize,
     /// Share of its devices on MQTT in a socket fleet (`transport.mqtt`).
     pub mqtt: f64,
+    /// Share of those whose HTTP goes to the MQTT TLS port (`transport.http_on_mqtt_port`).
+    pub http_on_mqtt_port: f64,
 }
 
 /// The device protocol a device speaks in a socket fleet.
@@ -100,6 +102,7 @@ impl FleetCore {
                 count: size.count as u32,
                 width,
                 mqtt: g.transport.mqtt,
+                http_on_mqtt_port: g.transport.http_on_mqtt_port,
             });
         }
         if arena.len() > u32::MAX as usize {
@@ -175,6 +178,18 @@ impl FleetCore {
         } else {
             Protocol::Http
         }
+    }
+
+    /// Whether device `index`, if on MQTT, sends its HTTP to the MQTT TLS port (its group's
+    /// `transport.http_on_mqtt_port` share, drawn from the device's key).
+    pub fn http_on_mqtt_port(&self, index: u32) -> bool {
+        let (Some(device), Some(group)) = (self.devices.get(index as usize), self.group_of(index))
+        else {
+            return false;
+        };
+        group.http_on_mqtt_port > 0.0
+            && rand::Rng::random::<f64>(&mut seed::rng(device.key(), seed::Purpose::Transport, 1))
+                < group.http_on_mqtt_port
     }
 
     /// The groups, in order.

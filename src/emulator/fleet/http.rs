@@ -109,6 +109,17 @@ pub enum HttpFleetError {
         /// Devices on MQTT.
         devices: usize,
     },
+    /// The profile sends devices' HTTP to the MQTT TLS port but no such port was given.
+    #[error(
+        "the profile sends {devices} devices' HTTP to the MQTT TLS port (transport.http_on_mqtt_port) but the fleet has no MQTT TLS port to reach"
+    )]
+    NoMqttTlsPort {
+        /// Devices that would use it.
+        devices: usize,
+    },
+    /// The MQTT TLS port's certificate is not usable.
+    #[error("the certificate of the MQTT TLS port: {0}")]
+    Certificate(String),
     /// The MQTT fault setting is not usable.
     #[error("{0}")]
     MqttFaults(String),
@@ -160,6 +171,16 @@ pub struct HttpFleetHandle {
     identities: Vec<String>,
 }
 
+/// Where a device's HTTP requests go: the device HTTP API, or HTTP on the MQTT TLS port
+/// (ALPN `http/1.1`, exosite-platform.md §3.1).
+struct HttpRoute {
+    client: Client,
+    /// Base URL without a trailing slash.
+    base: String,
+    /// `Host` header to send, if not the URL's.
+    host: Option<String>,
+}
+
 /// Shared by every task of one fleet.
 struct Shared {
     client: Client,
@@ -206,6 +227,23 @@ impl HttpFleet {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (summary_tx, summary_rx) =
             watch::channel(FleetSummary::new(&core, &DriverCounters::default()));
+        let plain = Arc::new(HttpRoute {
+            client: client.clone(),
+            base: config.device_url.clone(),
+            host: config.host.clone(),
+        });
+        let on_mqtt_port = match config.mqtt.as_ref().and_then(|m| m.http_port.as_ref()) {
+            Some(port) => Some(Arc::new(http_on_mqtt_port(port, core.len())?)),
+            None => None,
+        };
+        let wants_mqtt_port = (0..core.len() as u32)
+            .filter(|i| protocols[*i as usize] == Protocol::Mqtt && core.http_on_mqtt_port(*i))
+            .count();
+        if wants_mqtt_port > 0 && on_mqtt_port.is_none() {
+            return Err(HttpFleetError::NoMqttTlsPort {
+                devices: wants_mqtt_port,
+            });
+        }
         let shared = Arc::new(Shared {
             client,
             limit: Semaphore::new(config.concurrency.max(1)),
@@ -242,7 +280,12 @@ impl HttpFleet {
                 }),
                 _ => None,
             };
+            let http = match &on_mqtt_port {
+                Some(route) if mqtt.is_some() && core.http_on_mqtt_port(i as u32) => route.clone(),
+                _ => plain.clone(),
+            };
             let device = DeviceIo {
+                http,
                 index: i as u32,
                 identity: identity.clone(),
                 tags: tags[i].clone(),
@@ -407,6 +450,8 @@ impl Central {
 /// The I/O side of one device: its actions in order, and its long poll (HTTP) or its MQTT
 /// session.
 struct DeviceIo {
+    /// Where its HTTP requests go.
+    http: Arc<HttpRoute>,
     index: u32,
     identity: String,
     tags: Vec<(String, String)>,
@@ -573,10 +618,7 @@ impl DeviceIo {
     /// Reads `config_otau` once over HTTP without waiting (MQTT has no read); the value, if one
     /// is set.
     async fn read_once(&self) -> Option<String> {
-        let url = format!(
-            "{}/onep:v1/stack/alias?{CONFIG_OTAU}",
-            self.shared.config.device_url
-        );
+        let url = format!("{}/onep:v1/stack/alias?{CONFIG_OTAU}", self.http.base);
         match self
             .send(|c| {
                 self.authed(c.get(&url))
@@ -629,7 +671,7 @@ impl DeviceIo {
             return self.activate_over_mqtt().await;
         }
         let body = form(&[("id", &self.identity)]);
-        let url = format!("{}/provision/activate", self.shared.config.device_url);
+        let url = format!("{}/provision/activate", self.http.base);
         match self
             .send(|c| {
                 self.host(c.post(&url))
@@ -679,7 +721,7 @@ impl DeviceIo {
     }
 
     fn host(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.shared.config.host {
+        match &self.http.host {
             Some(h) => rb.header("host", h),
             None => rb,
         }
@@ -744,10 +786,10 @@ impl DeviceIo {
     /// `""` when there is none or the poll failed.
     async fn poll_once(&self) -> String {
         let config = &self.shared.config;
-        let url = format!("{}/onep:v1/stack/alias?{CONFIG_OTAU}", config.device_url);
+        let url = format!("{}/onep:v1/stack/alias?{CONFIG_OTAU}", self.http.base);
         let timeout_ms = config.poll_timeout_ms.min(300_000);
         let rb = self
-            .authed(self.shared.client.get(&url))
+            .authed(self.http.client.get(&url))
             .header("accept", "application/x-www-form-urlencoded; charset=utf-8")
             .header("request-timeout", timeout_ms.to_string())
             .header("if-modified-since", "0")
@@ -779,7 +821,7 @@ impl DeviceIo {
 
     async fn write(&mut self, alias: &str, value: &str) {
         let body = form(&[(alias, value)]);
-        let url = format!("{}/onep:v1/stack/alias", self.shared.config.device_url);
+        let url = format!("{}/onep:v1/stack/alias", self.http.base);
         let reply = self
             .send(|c| {
                 self.authed(c.post(&url))
@@ -799,7 +841,7 @@ impl DeviceIo {
     async fn download(&mut self, id: &str) -> bool {
         let base = format!(
             "{}/provision/download?id={}",
-            self.shared.config.device_url,
+            self.http.base,
             encode_query(id)
         );
         let info_url = format!("{base}&info=true");
@@ -844,12 +886,13 @@ impl DeviceIo {
     /// Sends a request built by `build`, retrying connection errors, timeouts, 429 and 5xx with
     /// a doubling delay (a `Retry-After` in seconds wins).
     async fn send(&self, build: impl Fn(&Client) -> reqwest::RequestBuilder) -> Reply {
-        send_with_retries(&self.shared, build).await
+        send_with_retries(&self.shared, &self.http.client, build).await
     }
 }
 
 async fn send_with_retries(
     shared: &Shared,
+    client: &Client,
     build: impl Fn(&Client) -> reqwest::RequestBuilder,
 ) -> Reply {
     let config = &shared.config;
@@ -859,11 +902,7 @@ async fn send_with_retries(
             let Ok(_permit) = shared.limit.acquire().await else {
                 return Reply::Failed;
             };
-            match build(&shared.client)
-                .timeout(config.request_timeout)
-                .send()
-                .await
-            {
+            match build(client).timeout(config.request_timeout).send().await {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
@@ -975,6 +1014,30 @@ impl Poller {
             }
         }
     }
+}
+
+/// The HTTP route over the MQTT TLS port: a client that offers only ALPN `http/1.1`, trusts the
+/// port's certificate only, and reaches the port's host name at its address.
+fn http_on_mqtt_port(
+    port: &mqtt::MqttTlsPort,
+    devices: usize,
+) -> Result<HttpRoute, HttpFleetError> {
+    let certificate = reqwest::Certificate::from_pem(port.certificate_pem.as_bytes())
+        .map_err(|e| HttpFleetError::Certificate(e.to_string()))?;
+    let client = Client::builder()
+        .http1_only()
+        .tls_certs_only([certificate])
+        .resolve(&port.host, port.address)
+        .connect_timeout(Duration::from_secs(3))
+        .pool_max_idle_per_host(devices.max(1))
+        .tcp_nodelay(true)
+        .user_agent(concat!("otau-fleet/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    Ok(HttpRoute {
+        client,
+        base: format!("https://{}:{}", port.host, port.address.port()),
+        host: None,
+    })
 }
 
 /// An `application/x-www-form-urlencoded` body.

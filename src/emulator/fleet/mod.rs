@@ -33,7 +33,7 @@ pub use http::{
     raise_open_files_limit,
 };
 pub use in_process::InProcessFleet;
-pub use mqtt::{MqttDeviceConfig, MqttFaults};
+pub use mqtt::{MqttDeviceConfig, MqttFaults, MqttTlsPort};
 pub use profile::{Profile, ProfileError};
 pub use runner::{Fleet, FleetError, FleetHandle, FleetOptions};
 pub use summary::FleetSummary;

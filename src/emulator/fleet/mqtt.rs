@@ -37,6 +37,20 @@ pub struct MqttDeviceConfig {
     pub keep_alive: Duration,
     /// Device-side faults.
     pub faults: MqttFaults,
+    /// The MQTT TLS port where HTTP is served by ALPN `http/1.1` (exosite-platform.md §3.1),
+    /// for the devices whose group sends their HTTP there (`transport.http_on_mqtt_port`).
+    pub http_port: Option<MqttTlsPort>,
+}
+
+/// The emulator's MQTT TLS port, as an HTTP client reaches it by ALPN `http/1.1`.
+#[derive(Debug, Clone)]
+pub struct MqttTlsPort {
+    /// Its address.
+    pub address: SocketAddr,
+    /// The host name for SNI and `Host`, naming the connector: `<cid>.m2.localhost`.
+    pub host: String,
+    /// The port's certificate (PEM), the only one the devices trust there.
+    pub certificate_pem: String,
 }
 
 impl MqttDeviceConfig {
@@ -46,6 +60,7 @@ impl MqttDeviceConfig {
             address,
             keep_alive: Duration::from_secs(60),
             faults: MqttFaults::default(),
+            http_port: None,
         }
     }
 }

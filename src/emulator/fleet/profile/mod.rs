@@ -62,11 +62,17 @@ pub struct Transport {
     /// content over HTTP (§4.4).
     #[serde(default)]
     pub mqtt: f64,
+    /// Share of those MQTT devices that send their HTTP (the boot read of `config_otau`,
+    /// content downloads) to the MQTT TLS port instead, selected there by TLS ALPN `http/1.1`
+    /// (exosite-platform.md §3.1, "Content over the MQTT port": devices with one port).
+    #[serde(default)]
+    pub http_on_mqtt_port: f64,
 }
 
 impl Transport {
     fn validate(&self, at: &str) -> Result<(), ProfileError> {
-        check_probability(format!("{at}.mqtt"), self.mqtt)
+        check_probability(format!("{at}.mqtt"), self.mqtt)?;
+        check_probability(format!("{at}.http_on_mqtt_port"), self.http_on_mqtt_port)
     }
 }
 
