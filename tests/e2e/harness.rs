@@ -14,10 +14,12 @@ use otau_operator::api::Rollout;
 use otau_operator::emulator::faults::FaultConfig;
 use otau_operator::emulator::fleet::{
     Fleet, FleetCore, FleetHandle, FleetOptions, FleetSummary, HttpFleet, HttpFleetConfig,
-    HttpFleetHandle, MqttDeviceConfig, MqttFaults, Profile,
+    HttpFleetHandle, MqttDeviceConfig, MqttFaults, MqttTlsPort, Profile,
 };
 use otau_operator::emulator::model::{Connector, Model, Tag};
 use otau_operator::emulator::mqtt::{MqttListener, MqttMetrics, MqttOptions, MqttService};
+use otau_operator::emulator::server::{self, AppState, ServerOptions};
+use otau_operator::emulator::tls::self_signed;
 use otau_operator::emulator::webhook::{
     WebhookConfig, WebhookDelivery, WebhookSecret, WebhookTarget,
 };
@@ -51,8 +53,8 @@ pub struct Emu {
     /// The HTTP fleet's last summary once it stopped.
     stopped: Option<FleetSummary>,
     webhook: Option<WebhookDelivery>,
-    /// The device MQTT server and its plain listener, when started with one.
-    mqtt: Option<(Arc<MqttService>, MqttListener)>,
+    /// The device MQTT server, its plain listener and its TLS listener, when started with one.
+    mqtt: Option<(Arc<MqttService>, MqttListener, MqttListener)>,
     emulator: TestEmulator,
 }
 
@@ -100,7 +102,9 @@ impl Emu {
 
     /// As [`Emu::start_http`], with the device MQTT server on a plain listener (default
     /// connector [`CID`]) for the devices the profile puts on MQTT (`transport.mqtt`), which
-    /// inject `mqtt_faults` on their connections. `None`: no MQTT server.
+    /// inject `mqtt_faults` on their connections, and on a TLS listener whose HTTP by ALPN
+    /// serves the devices that send their HTTP there (`transport.http_on_mqtt_port`). `None`:
+    /// no MQTT server.
     pub async fn start_sockets(profile: &Profile, mqtt_faults: Option<MqttFaults>) -> Emu {
         let emulator = TestEmulator::start(EmulatorSetup {
             connector_id: CID.to_string(),
@@ -126,10 +130,31 @@ impl Emu {
                 MqttListener::start_plain("127.0.0.1:0".parse().expect("addr"), service.clone())
                     .await
                     .expect("MQTT listener");
+            let cert = self_signed(&[]).expect("certificate");
+            let app = server::router(AppState {
+                model: emulator.model.clone(),
+                options: Arc::new(ServerOptions {
+                    default_connector: Some(CID.to_string()),
+                    ..ServerOptions::default()
+                }),
+            });
+            let tls = MqttListener::start_tls(
+                "127.0.0.1:0".parse().expect("addr"),
+                service.clone(),
+                &cert,
+                app,
+            )
+            .await
+            .expect("MQTT TLS listener");
             let mut device = MqttDeviceConfig::new(plain.local_addr);
             device.faults = faults;
+            device.http_port = Some(MqttTlsPort {
+                address: tls.local_addr,
+                host: format!("{CID}.m2.localhost"),
+                certificate_pem: cert.certificate_pem(),
+            });
             config.mqtt = Some(device);
-            mqtt = Some((service, plain));
+            mqtt = Some((service, plain, tls));
         }
         let http = HttpFleet::start(core, config).expect("socket fleet");
         let ids = http.identities().to_vec();
@@ -275,7 +300,7 @@ impl Drop for Emu {
         }
         // Dropping the handle aborts the devices' tasks.
         self.http.take();
-        if let Some((service, _)) = &self.mqtt {
+        if let Some((service, _, _)) = &self.mqtt {
             service.stop();
         }
     }

@@ -2,6 +2,7 @@
 //! process, the apiserver, the emulator with its device MQTT server on a plain listener, a
 //! socket fleet whose devices on MQTT provision on `$provision/<identity>`, report and ack by
 //! publish, receive `config_otau` as a push and drop or close their connections now and then,
+//! half of them reading `config_otau` (and any content) over HTTP on the MQTT TLS port (ALPN),
 //! HTTP devices beside them with the same behaviours, and stock paho-mqtt devices
 //! (tests/python/otau_device.py --mqtt). Per-device checks against the emulator's ground truth;
 //! the expected ends are those of the HTTP behaviours (tests/e2e/devices.rs says why).
@@ -66,7 +67,11 @@ fn profile() -> Profile {
     let mut yaml = "seed: 80\ngroups:\n".to_string();
     for (name, behaviour, on_mqtt, on_http) in GROUPS {
         let sep = if behaviour.is_empty() { "" } else { ", " };
-        for (prefix, count, share) in [("m", on_mqtt, 1), ("h", on_http, 0)] {
+        // Half the MQTT devices send their HTTP to the MQTT TLS port (ALPN http/1.1).
+        for (prefix, count, share) in [
+            ("m", on_mqtt, "1, http_on_mqtt_port: 0.5"),
+            ("h", on_http, "0"),
+        ] {
             yaml.push_str(&format!(
                 "  - {{name: {prefix}-{name}, count: {count}, identity_prefix: {prefix}-{name}-, version: '1.0.0', tags: [{{name: fleet, value: e2e}}], transport: {{mqtt: {share}}}, behaviour: {{{behaviour}{sep}{durations}}}}}\n"
             ));
@@ -211,6 +216,7 @@ async fn a_rollout_to_a_fleet_on_mqtt_and_http_with_paho_devices_runs_to_its_end
         on_mqtt + PAHO.len() as u64
     );
     assert!(metrics.messages("out", "set") >= on_mqtt);
+    assert!(metrics.http_connections() > 0, "HTTP on the MQTT TLS port");
 
     // Per device, against the emulator: one write each, and the end its behaviour leads to.
     let writes = emu.writes();
