@@ -188,10 +188,9 @@ where
         return close;
     }
     let keep_alive = protocol::keep_alive_limit(connect.keep_alive, service.options.idle_timeout);
-    let close = session
+    session
         .serve_peer(peer, keep_alive, &mut stop, &connect)
-        .await;
-    close
+        .await
 }
 
 /// The connection before its CONNECT.
