@@ -595,3 +595,121 @@ async fn mqtt_new_connection_of_a_device_takes_over_and_receives_the_cloud_write
     assert!(topic.starts_with("$resource/config_otau/"));
     assert_eq!(m.service.connected_devices(), 1);
 }
+
+/// The Python with paho-mqtt: `PYTHON_TEST`, else the tools venv that `hack/tools.sh`
+/// fills (`OTAU_TOOLS_DIR` or `~/.cache/otau-operator/tools`).
+fn paho_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PYTHON_TEST").filter(|v| !v.is_empty()) {
+        return p.into();
+    }
+    let tools = std::env::var_os("OTAU_TOOLS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/otau-operator/tools"))
+        })
+        .expect("HOME or OTAU_TOOLS_DIR");
+    let python = tools.join("venv/bin/python3");
+    assert!(
+        python.is_file(),
+        "no Python with paho-mqtt at {}: run `hack/tools.sh python`",
+        python.display()
+    );
+    python
+}
+
+/// paho-mqtt against both MQTT listeners, and content over HTTP on the TLS MQTT port by ALPN
+/// with Python's `ssl` + `http.client` (tests/python/mqtt_checks.py).
+#[tokio::test]
+async fn mqtt_paho_device_and_alpn_http_download_on_the_mqtt_tls_port() {
+    use otau_operator::emulator::model::ContentItem;
+    use otau_operator::emulator::server::{self, AppState, ServerOptions};
+    use sha2::Digest;
+
+    let m = MqttEmu::start().await;
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let sha = hex::encode(sha2::Sha256::digest(&data));
+    m.emu
+        .conn()
+        .content()
+        .put(ContentItem {
+            id: "fw-1.1.0.bin".into(),
+            content_type: "application/octet-stream".into(),
+            data: data.into(),
+            tags: Default::default(),
+            last_modified: 1_700_000_000_000_000,
+        })
+        .unwrap();
+    let cert = otau_operator::emulator::tls::self_signed(&[]).unwrap();
+    let state = AppState {
+        model: m.emu.model.clone(),
+        options: Arc::new(ServerOptions {
+            default_connector: Some(CID.to_string()),
+            ..ServerOptions::default()
+        }),
+    };
+    let tls = MqttListener::start_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        m.service.clone(),
+        &cert,
+        server::router(state),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cafile = dir.path().join("cert.pem");
+    std::fs::write(&cafile, cert.certificate_pem()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mqtt_checks.py");
+    let run = tokio::process::Command::new(paho_python())
+        .arg(script)
+        .args(["--mqtt", &m.listener.local_addr.to_string()])
+        .args(["--management", &format!("{}/api:1", m.emu.base)])
+        .args(["--management-token", crate::harness::MTOKEN])
+        .args(["--connector", CID, "--identity", "paho1"])
+        .args(["--mqtts", &tls.local_addr.to_string()])
+        .arg("--cafile")
+        .arg(&cafile)
+        .args(["--content-id", "fw-1.1.0.bin", "--content-sha256", &sha])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the script ends in time")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "ok paho_provision_without_subscribe",
+        "ok paho_bad_credentials_connack_4",
+        "ok paho_cloud_write_published_without_subscribe",
+        "ok paho_ack_and_otau_in_reported",
+        "ok paho_batch_in_seconds",
+        "ok paho_subscribe_granted_qos1",
+        "ok paho_replay_on_reconnect_clean_session",
+        "ok paho_mqtt_over_tls_without_alpn",
+        "ok alpn_http_download_on_the_mqtt_tls_port",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == check),
+            "{check} missing:\n{stdout}"
+        );
+    }
+    // Ground truth from the model: the device's last reports, over TLS MQTT.
+    let state = m.emu.conn().state("paho1").unwrap();
+    assert_eq!(
+        state["otau_in"].reported.as_deref(),
+        Some(r#"{"status":"TLS"}"#)
+    );
+    let metrics = m.service.metrics();
+    assert_eq!(
+        metrics.http_connections(),
+        1,
+        "one ALPN http/1.1 connection"
+    );
+    assert_eq!(metrics.connects("mqtts", "accepted"), 1);
+    tls.shutdown().await;
+}
