@@ -579,21 +579,29 @@ async fn mqtt_other_protocol_levels_get_connack_1_and_garbage_is_closed() {
 }
 
 #[tokio::test]
-async fn mqtt_new_connection_of_a_device_takes_over_and_receives_the_cloud_writes() {
+async fn mqtt_every_session_of_a_device_receives_its_cloud_writes() {
     let m = MqttEmu::start().await;
     let token = m.emu.device("mq12").await;
     let credentials = Credentials::Token(token);
-    let (first, _) = m.raw(&credentials, 30).await;
+    let (mut first, _) = m.raw(&credentials, 30).await;
     let (mut second, _) = m.raw(&credentials, 30).await;
-    let mut stream = first.into_inner();
-    assert!(read_to_close(&mut stream).await.is_empty());
+    assert_eq!(m.service.connected_devices(), 1);
     m.emu.cloud_set("mq12", "config_otau", "{}").await;
-    let (topic, _) = tokio::time::timeout(WAIT, second.next_message())
+    for device in [&mut first, &mut second] {
+        let (topic, value) = tokio::time::timeout(WAIT, device.next_message())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(topic.starts_with("$resource/config_otau/"), "{topic}");
+        assert_eq!(value, b"{}");
+    }
+    first.disconnect().await.unwrap();
+    m.emu.cloud_set("mq12", "config_otau", "{\"v\":2}").await;
+    let (_, value) = tokio::time::timeout(WAIT, second.next_message())
         .await
         .unwrap()
         .unwrap();
-    assert!(topic.starts_with("$resource/config_otau/"));
-    assert_eq!(m.service.connected_devices(), 1);
+    assert_eq!(value, b"{\"v\":2}");
 }
 
 /// The Python with paho-mqtt: `PYTHON_TEST`, else the tools venv that `hack/tools.sh`

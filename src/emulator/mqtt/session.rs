@@ -389,9 +389,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Session<Io> {
                         break close;
                     }
                 }
-                Event::Hub(Some(ToSession::TakenOver)) | Event::Hub(None) => {
-                    break Close::TakenOver;
-                }
+                // The hub is gone: the service stops.
+                Event::Hub(None) => break Close::Stopping,
                 Event::KeepAlive => break Close::KeepAliveTimeout,
                 Event::Stop => break Close::Stopping,
             }
