@@ -1,10 +1,12 @@
 //! Which MQTT session holds which device, and the routing of cloud writes to it: one task per
 //! connector reads the connector's cloud-write notices ([`Connector::subscribe_cloud_writes`])
 //! and hands each to the session of the device written, at once, whether or not the device
-//! subscribed (exosite-platform.md §4.2). A device has at most one session: a newer connection
-//! takes over and the older one is closed.
+//! subscribed (exosite-platform.md §4.2). A device may hold several sessions at once (the
+//! contract has no client id to tell them apart, and a developer's `mosquitto_sub` and
+//! `mosquitto_pub` with the same token must not close each other): each receives every cloud
+//! write; a half-open old session ends at its keep-alive.
 //!
-//! Cost: one map entry (connector id, device slot → channel) per connected device, nothing for
+//! Cost: one map entry (connector id, device slot → channels) per connected device, nothing for
 //! a device that is not connected; nothing is remembered across a restart (a reconnecting
 //! device gets its unsynced set values from the model, §4.4).
 
@@ -26,8 +28,6 @@ pub(crate) enum ToSession {
         /// When, µs (the topic suffix).
         at: i64,
     },
-    /// A newer connection of the same device took over: close.
-    TakenOver,
 }
 
 type Key = (Arc<str>, u32);
@@ -39,7 +39,7 @@ struct Entry {
 
 /// The sessions of every MQTT listener of one model.
 pub(crate) struct Hub {
-    sessions: Mutex<HashMap<Key, Entry>>,
+    sessions: Mutex<HashMap<Key, Vec<Entry>>>,
     dispatched: Mutex<HashSet<String>>,
     next_session: AtomicU64,
     stop: watch::Receiver<bool>,
@@ -49,8 +49,7 @@ fn poisoned<T>(e: std::sync::PoisonError<T>) -> T {
     e.into_inner()
 }
 
-/// A session's place in the hub; leaving it (drop) removes the device's entry unless a newer
-/// session took it over.
+/// A session's place in the hub; leaving it (drop) removes it.
 pub(crate) struct Registration {
     hub: Arc<Hub>,
     key: Key,
@@ -61,11 +60,11 @@ pub(crate) struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut sessions = self.hub.sessions.lock().unwrap_or_else(poisoned);
-        if sessions
-            .get(&self.key)
-            .is_some_and(|e| e.session == self.session)
-        {
-            sessions.remove(&self.key);
+        if let Some(entries) = sessions.get_mut(&self.key) {
+            entries.retain(|e| e.session != self.session);
+            if entries.is_empty() {
+                sessions.remove(&self.key);
+            }
         }
     }
 }
@@ -85,13 +84,12 @@ impl Hub {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Devices connected now.
+    /// Devices with at least one session now.
     pub(crate) fn connected(&self) -> usize {
         self.sessions.lock().unwrap_or_else(poisoned).len()
     }
 
-    /// Registers `session` as the holder of `device` of `connector`; an older holder is told
-    /// it was taken over.
+    /// Registers `session` as one holder of `device` of `connector`.
     pub(crate) fn register(
         self: &Arc<Hub>,
         connector: &Arc<Connector>,
@@ -101,14 +99,12 @@ impl Hub {
         self.ensure_dispatcher(connector);
         let key: Key = (Arc::from(connector.id()), device.0);
         let (tx, rx) = mpsc::unbounded_channel();
-        let older = self
-            .sessions
+        self.sessions
             .lock()
             .unwrap_or_else(poisoned)
-            .insert(key.clone(), Entry { session, tx });
-        if let Some(older) = older {
-            let _ = older.tx.send(ToSession::TakenOver);
-        }
+            .entry(key.clone())
+            .or_default()
+            .push(Entry { session, tx });
         Registration {
             hub: self.clone(),
             key,
@@ -134,9 +130,13 @@ impl Hub {
 
     fn deliver(&self, cid: &Arc<str>, notice: CloudWriteNotice) {
         let sessions = self.sessions.lock().unwrap_or_else(poisoned);
-        if let Some(entry) = sessions.get(&(cid.clone(), notice.device.0)) {
+        for entry in sessions
+            .get(&(cid.clone(), notice.device.0))
+            .into_iter()
+            .flatten()
+        {
             let _ = entry.tx.send(ToSession::CloudWrite {
-                alias: notice.alias,
+                alias: notice.alias.clone(),
                 at: notice.at,
             });
         }

@@ -38,8 +38,6 @@ pub enum Close {
     /// An anonymous session published something other than `$provision/<identity>`, or its
     /// activation failed.
     ProvisionRefused,
-    /// A newer connection of the same device took over.
-    TakenOver,
     /// The device did not read what the server sent in time.
     WriteTimeout,
     /// The listener stops.
@@ -48,7 +46,7 @@ pub enum Close {
 
 impl Close {
     /// Every reason, in label order.
-    pub const ALL: [Close; 14] = [
+    pub const ALL: [Close; 13] = [
         Close::Disconnect,
         Close::PeerClosed,
         Close::ConnectionCap,
@@ -60,7 +58,6 @@ impl Close {
         Close::Qos2,
         Close::ValueRefused,
         Close::ProvisionRefused,
-        Close::TakenOver,
         Close::WriteTimeout,
         Close::Stopping,
     ];
@@ -79,7 +76,6 @@ impl Close {
             Close::Qos2 => "qos2",
             Close::ValueRefused => "value_refused",
             Close::ProvisionRefused => "provision_refused",
-            Close::TakenOver => "taken_over",
             Close::WriteTimeout => "write_timeout",
             Close::Stopping => "stopping",
         }

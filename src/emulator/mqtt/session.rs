@@ -188,10 +188,9 @@ where
         return close;
     }
     let keep_alive = protocol::keep_alive_limit(connect.keep_alive, service.options.idle_timeout);
-    let close = session
+    session
         .serve_peer(peer, keep_alive, &mut stop, &connect)
-        .await;
-    close
+        .await
 }
 
 /// The connection before its CONNECT.
@@ -390,9 +389,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Session<Io> {
                         break close;
                     }
                 }
-                Event::Hub(Some(ToSession::TakenOver)) | Event::Hub(None) => {
-                    break Close::TakenOver;
-                }
+                // The hub is gone: the service stops.
+                Event::Hub(None) => break Close::Stopping,
                 Event::KeepAlive => break Close::KeepAliveTimeout,
                 Event::Stop => break Close::Stopping,
             }
