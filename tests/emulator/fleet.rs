@@ -952,6 +952,7 @@ mod mqtt {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use otau_operator::emulator::faults::{FaultConfig, FaultRule, Faults};
     use otau_operator::emulator::fleet::{
         FleetCore, HttpFleet, HttpFleetConfig, HttpFleetHandle, MqttDeviceConfig, MqttFaults,
         MqttTlsPort, Profile,
@@ -981,9 +982,20 @@ mod mqtt {
         )
     }
 
-    /// The emulator's plain MQTT listener on `model`.
-    async fn listener(model: &Arc<Model>) -> (Arc<MqttService>, MqttListener) {
-        let options = MqttOptions::defaults(model, Some(CONNECTOR.to_string()));
+    /// The emulator's plain MQTT listener on `model`, with server-side fault `rules`.
+    async fn listener(
+        model: &Arc<Model>,
+        rules: Vec<FaultRule>,
+    ) -> (Arc<MqttService>, MqttListener) {
+        let mut options = MqttOptions::defaults(model, Some(CONNECTOR.to_string()));
+        options.faults = Arc::new(
+            Faults::new(FaultConfig {
+                seed: 3,
+                rules,
+                rate_limit: None,
+            })
+            .unwrap(),
+        );
         let service = MqttService::new(model.clone(), options, MqttMetrics::new());
         let plain = MqttListener::start_plain("127.0.0.1:0".parse().unwrap(), service.clone())
             .await
@@ -1045,9 +1057,10 @@ mod mqtt {
     async fn run(
         faults: MqttFaults,
         one_port: bool,
+        server_rules: Vec<FaultRule>,
     ) -> (otau_operator::emulator::fleet::FleetSummary, [u64; 3], u64) {
         let (model, connector, running) = emulator_with_model().await;
-        let (service, plain) = listener(&model).await;
+        let (service, plain) = listener(&model, server_rules).await;
         let tls = match one_port {
             true => Some(tls_listener(&model, &service).await),
             false => None,
@@ -1143,9 +1156,9 @@ mod mqtt {
         assert_eq!(metrics.messages("in", "provision"), mqtt_ids.len() as u64);
         assert!(metrics.messages("in", "resource") >= summary.actions.mqtt_writes);
         // Sessions the server saw end before the fleet stops (then every socket closes).
-        let closed = [Close::Disconnect, Close::PeerClosed, Close::TakenOver]
+        let closed = [Close::Disconnect, Close::PeerClosed, Close::Fault]
             .map(|c| metrics.closed_count(MQTT_LISTENER, c));
-        eprintln!("closed before the stop (disconnect, peer closed, taken over): {closed:?}");
+        eprintln!("closed before the stop (disconnect, peer closed, fault): {closed:?}");
         let http_on_port = metrics.http_connections();
         fleet.stop().await;
         plain.shutdown().await;
@@ -1162,11 +1175,10 @@ mod mqtt {
     /// by publish, `config_otau` as a push, content over HTTP.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mqtt_fleet_runs_every_field_behaviour() {
-        let (summary, [disconnect, peer_closed, taken_over], _) =
-            run(MqttFaults::default(), false).await;
+        let (summary, closed, _) = run(MqttFaults::default(), false, Vec::new()).await;
         assert_eq!(summary.actions.mqtt_reconnects, 0, "{summary}");
         // Only the provisioning sessions ended, each with DISCONNECT.
-        assert_eq!((disconnect, peer_closed, taken_over), (14, 0, 0));
+        assert_eq!(closed, [14, 0, 0]);
     }
 
     /// Devices with one port (exosite-platform.md §3.1, "Content over the MQTT port"): the
@@ -1175,7 +1187,7 @@ mod mqtt {
     /// behaviour ends as over the HTTP port.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mqtt_fleet_downloads_content_over_the_mqtt_tls_port_by_alpn() {
-        let (summary, _, http_on_port) = run(MqttFaults::default(), true).await;
+        let (summary, _, http_on_port) = run(MqttFaults::default(), true, Vec::new()).await;
         assert!(http_on_port >= 1, "HTTP connections on the MQTT TLS port");
         assert_eq!(summary.failed_downloads, 0, "{summary}");
         assert!(summary.actions.downloads >= 12, "{summary}");
@@ -1192,13 +1204,32 @@ mod mqtt {
             disconnect_rate: 0.1,
             seed: 5,
         };
-        let (summary, [disconnect, peer_closed, taken_over], _) = run(faults, false).await;
+        let (summary, [disconnect, peer_closed, _], _) = run(faults, false, Vec::new()).await;
         assert!(summary.actions.mqtt_reconnects >= 10, "{summary}");
         assert!(disconnect >= 14 + 3, "{disconnect} DISCONNECTs");
-        assert!(
-            peer_closed + taken_over >= 5,
-            "{peer_closed} + {taken_over} lost"
-        );
+        assert!(peer_closed >= 5, "{peer_closed} lost");
+    }
+
+    /// Faults on the server's side, from the emulator's fault rules: a tenth of the device
+    /// publishes are dropped (connection closed, nothing written, no PUBACK), a fifth of the
+    /// CONNECTs are refused with CONNACK 3, and pushes come 50 ms late. The devices reconnect,
+    /// write again and every one still ends where its behaviour leads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_fleet_survives_the_servers_injected_faults() {
+        let mut publish = FaultRule::new("mqtt.publish");
+        publish.drop_rate = 0.1;
+        let mut connect = FaultRule::new("mqtt.connect");
+        connect.error_rate = 0.2;
+        let mut deliver = FaultRule::new("mqtt.deliver");
+        deliver.latency_ms = 50;
+        let (summary, [_, _, fault], _) = run(
+            MqttFaults::default(),
+            false,
+            vec![publish, connect, deliver],
+        )
+        .await;
+        assert!(summary.actions.mqtt_reconnects >= 5, "{summary}");
+        assert!(fault >= 10, "{fault} sessions closed by a fault");
     }
 }
 

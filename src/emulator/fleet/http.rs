@@ -551,7 +551,7 @@ impl DeviceIo {
                     return true;
                 }
                 // Bad credentials: trying again cannot help (murano-client stops too, §4.1).
-                Err(MqttError::Refused(_)) => return false,
+                Err(e) if e.is_final() => return false,
                 Err(_) if attempt < self.shared.config.max_tries => {
                     tokio::select! {
                         _ = stop.changed() => return false,
@@ -709,7 +709,7 @@ impl DeviceIo {
                     self.token = Some(Arc::from(token));
                     return self.ensure_mqtt_link().await;
                 }
-                Err(MqttError::Refused(_)) | Err(MqttError::BadToken) => return false,
+                Err(e) if e.is_final() => return false,
                 Err(_) if attempt < self.shared.config.max_tries => {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

@@ -162,6 +162,20 @@ pub enum MqttError {
     BadToken,
 }
 
+impl MqttError {
+    /// Whether trying again cannot help: the credentials were refused (CONNACK 4 or 5), or the
+    /// provisioning reply was not a token. A server that is unavailable (CONNACK 3), a lost
+    /// connection or a timeout may pass.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            MqttError::Refused(
+                ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+            ) | MqttError::BadToken
+        )
+    }
+}
+
 impl From<ConnectionError> for MqttError {
     fn from(e: ConnectionError) -> Self {
         match e {

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::MqttService;
+use super::faults::{Injected, inject};
 use super::hub::{Registration, ToSession};
 use super::metrics::Close;
 use super::protocol::{self, ConnectAuth, DeviceTopic, PublishQos};
@@ -127,6 +128,20 @@ where
             .connect(accepted.listener, "unknown_connector");
         return Close::ConnectRefused;
     };
+    match inject(
+        &service.options.faults,
+        "mqtt.connect",
+        accepted.connector.as_deref(),
+    )
+    .await
+    {
+        Injected::Pass => {}
+        Injected::Drop => return Close::Fault,
+        Injected::Refuse => {
+            let _ = pre.refuse(ConnectReturnCode::ServiceUnavailable).await;
+            return Close::Fault;
+        }
+    }
     let session_number = service.hub.session_number();
     let origin = WriteOrigin {
         ip: accepted.remote.ip().to_string(),
@@ -284,6 +299,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Session<Io> {
         }
     }
 
+    /// The fault decision for MQTT step `name` of this session (see [`super::faults`]).
+    async fn inject(&self, name: &'static str) -> Injected {
+        let faults = self.service.options.faults.clone();
+        inject(&faults, name, self.accepted.connector.as_deref()).await
+    }
+
     /// Publishes the current set value of `alias` on `$resource/<alias>/<at>`.
     async fn publish_set(
         &mut self,
@@ -292,6 +313,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Session<Io> {
         at: i64,
         kind: &str,
     ) -> Result<(), Close> {
+        match self.inject("mqtt.deliver").await {
+            Injected::Pass => {}
+            Injected::Drop => return Ok(()),
+            Injected::Refuse => return Err(Close::Fault),
+        }
         let value = match self.connector.read_set(identity, alias) {
             Ok(Some(v)) => v.value,
             Ok(None) => return Ok(()),
@@ -436,6 +462,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Session<Io> {
     }
 
     async fn handle_publish(&mut self, peer: &Peer, publish: Publish) -> Result<(), Close> {
+        if self.inject("mqtt.publish").await != Injected::Pass {
+            return Err(Close::Fault);
+        }
         let ack = match protocol::publish_qos(publish.qos) {
             PublishQos::Refuse => return Err(Close::Qos2),
             PublishQos::Handle => false,
