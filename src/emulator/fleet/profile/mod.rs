@@ -703,6 +703,19 @@ groups:
     }
 
     #[test]
+    fn the_mqtt_example_profile_is_valid() {
+        let p = Profile::from_yaml(include_str!("../../../../examples/fleet-profile-mqtt.yaml"))
+            .unwrap();
+        let shares: Vec<(f64, f64)> = p
+            .groups
+            .iter()
+            .map(|g| (g.transport.mqtt, g.transport.http_on_mqtt_port))
+            .collect();
+        assert_eq!(shares, [(0.5, 0.0), (1.0, 0.5)]);
+        assert_eq!(p.groups[1].behaviour.outcomes.install_error, 0.01);
+    }
+
+    #[test]
     fn prefixes_must_not_overlap() {
         let text = format!(
             "{MINIMAL}  - name: b\n    count: 1\n    identity_prefix: a-x\n    version: '1'\n"
