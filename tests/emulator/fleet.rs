@@ -953,6 +953,7 @@ mod mqtt {
     use std::time::Duration;
 
     use otau_operator::emulator::faults::{FaultConfig, FaultRule, Faults};
+    use otau_operator::emulator::fleet::mqtt::{MqttError, MqttLink};
     use otau_operator::emulator::fleet::{
         FleetCore, HttpFleet, HttpFleetConfig, HttpFleetHandle, MqttDeviceConfig, MqttFaults,
         MqttTlsPort, Profile,
@@ -1208,6 +1209,34 @@ mod mqtt {
         assert!(summary.actions.mqtt_reconnects >= 10, "{summary}");
         assert!(disconnect >= 14 + 3, "{disconnect} DISCONNECTs");
         assert!(peer_closed >= 5, "{peer_closed} lost");
+    }
+
+    /// The emulator command's `--fault` rules reach its MQTT listener: with every CONNECT
+    /// refused, a device's session gets CONNACK 3 (server unavailable), which the fleet's
+    /// devices retry rather than take as bad credentials.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_emulator_commands_fault_flags_reach_mqtt() {
+        let (_emulator, ready) = crate::harness::start_binary(&[
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--fault",
+            "mqtt.connect:error_rate=1",
+        ]);
+        let url = ready["mqtt_url"].as_str().expect("mqtt_url");
+        let address = url.trim_start_matches("mqtt://").parse().unwrap();
+        let config = MqttDeviceConfig::new(address);
+        let token = "0123456789012345678901234567890123456789";
+        let refused = MqttLink::connect(&config, token, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                MqttError::Refused(rumqttc::ConnectReturnCode::ServiceUnavailable)
+            ),
+            "{refused}"
+        );
+        assert!(!refused.is_final(), "a device tries again");
     }
 
     /// Faults on the server's side, from the emulator's fault rules: a tenth of the device
