@@ -1156,6 +1156,11 @@ mod mqtt {
         assert!(metrics.connects(MQTT_LISTENER, "accepted") >= mqtt_ids.len() as u64);
         assert_eq!(metrics.messages("in", "provision"), mqtt_ids.len() as u64);
         assert!(metrics.messages("in", "resource") >= summary.actions.mqtt_writes);
+        // Their reports and acks went over MQTT: a boot report, ten or so per run, an ack.
+        assert!(
+            summary.actions.mqtt_writes >= 5 * mqtt_ids.len() as u64,
+            "{summary_text}"
+        );
         // Sessions the server saw end before the fleet stops (then every socket closes).
         let closed = [Close::Disconnect, Close::PeerClosed, Close::Fault]
             .map(|c| metrics.closed_count(MQTT_LISTENER, c));
