@@ -571,7 +571,7 @@ impl DeviceIo {
         let fault = self
             .mqtt
             .as_mut()
-            .map_or(Fault::None, |side| side.faults.next());
+            .map_or(Fault::None, |side| side.faults.before_write());
         if fault != Fault::None
             && let Some(link) = self.mqtt.as_mut().and_then(|side| side.link.take())
         {

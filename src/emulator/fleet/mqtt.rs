@@ -130,7 +130,7 @@ impl FaultDraws {
     }
 
     /// The fault before the next write.
-    pub fn next(&mut self) -> Fault {
+    pub fn before_write(&mut self) -> Fault {
         if self.faults.is_off() {
             return Fault::None;
         }
@@ -226,12 +226,10 @@ pub async fn provision(
             .await
             .map_err(|e| MqttError::Connection(e.to_string()))?;
         loop {
-            if let Event::Incoming(Packet::Publish(p)) = events.poll().await? {
-                if p.topic == topic {
-                    return Ok::<_, MqttError>(
-                        String::from_utf8_lossy(&p.payload).trim().to_string(),
-                    );
-                }
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await?
+                && p.topic == topic
+            {
+                return Ok::<_, MqttError>(String::from_utf8_lossy(&p.payload).trim().to_string());
             }
         }
     };
@@ -394,7 +392,7 @@ mod tests {
         };
         let draw = |index| {
             let mut d = FaultDraws::new(&faults, index);
-            (0..1000).map(|_| d.next()).collect::<Vec<_>>()
+            (0..1000).map(|_| d.before_write()).collect::<Vec<_>>()
         };
         let a = draw(3);
         assert_eq!(a, draw(3));
@@ -404,7 +402,7 @@ mod tests {
         assert!((150..250).contains(&drops), "{drops}");
         assert!((60..140).contains(&disconnects), "{disconnects}");
         let mut off = FaultDraws::new(&MqttFaults::default(), 3);
-        assert!((0..100).all(|_| off.next() == Fault::None));
+        assert!((0..100).all(|_| off.before_write() == Fault::None));
         assert!(
             MqttFaults {
                 drop_rate: 0.7,
