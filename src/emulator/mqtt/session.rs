@@ -128,19 +128,8 @@ where
             .connect(accepted.listener, "unknown_connector");
         return Close::ConnectRefused;
     };
-    match inject(
-        &service.options.faults,
-        "mqtt.connect",
-        accepted.connector.as_deref(),
-    )
-    .await
-    {
-        Injected::Pass => {}
-        Injected::Drop => return Close::Fault,
-        Injected::Refuse => {
-            let _ = pre.refuse(ConnectReturnCode::ServiceUnavailable).await;
-            return Close::Fault;
-        }
+    if let Some(close) = connect_fault(&service, &accepted, &mut pre).await {
+        return close;
     }
     let session_number = service.hub.session_number();
     let origin = WriteOrigin {
@@ -206,6 +195,27 @@ where
     session
         .serve_peer(peer, keep_alive, &mut stop, &connect)
         .await
+}
+
+/// The fault rules' decision on a CONNECT (`mqtt.connect`, see [`super::faults`]): `Some` when
+/// the session ends here, closed without CONNACK or refused with CONNACK 3.
+async fn connect_fault<Io>(
+    service: &MqttService,
+    accepted: &Accepted,
+    pre: &mut Preface<Io>,
+) -> Option<Close>
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let faults = &service.options.faults;
+    match inject(faults, "mqtt.connect", accepted.connector.as_deref()).await {
+        Injected::Pass => None,
+        Injected::Drop => Some(Close::Fault),
+        Injected::Refuse => {
+            let _ = pre.refuse(ConnectReturnCode::ServiceUnavailable).await;
+            Some(Close::Fault)
+        }
+    }
 }
 
 /// The connection before its CONNECT.
