@@ -721,3 +721,80 @@ async fn mqtt_paho_device_and_alpn_http_download_on_the_mqtt_tls_port() {
     assert_eq!(metrics.connects("mqtts", "accepted"), 1);
     tls.shutdown().await;
 }
+
+/// The binary's flags: both MQTT listeners start, the ready line names them and the
+/// certificate, and a device activated over HTTP connects to `mqtt_url` with its token.
+#[tokio::test]
+async fn mqtt_binary_listens_on_the_flags_and_names_the_listeners_in_the_ready_line() {
+    let (_emulator, ready) = crate::harness::start_binary(&[
+        "--mqtt-listen",
+        "127.0.0.1:0",
+        "--mqtts-listen",
+        "127.0.0.1:0",
+        "--management-token",
+        crate::harness::MTOKEN,
+    ]);
+    let url = |field: &str| {
+        ready[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} in {ready}"))
+            .to_string()
+    };
+    let plain = url("mqtt_url");
+    let tls = url("mqtts_url");
+    assert!(plain.starts_with("mqtt://127.0.0.1:"), "{plain}");
+    assert!(tls.starts_with("mqtts://127.0.0.1:"), "{tls}");
+    assert!(url("tls_certificate_pem").starts_with("-----BEGIN CERTIFICATE-----\n"));
+    let base = url("device_url");
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{base}/api:1/service/{CID}/device2/identity/bin1"))
+        .header("authorization", format!("token {}", crate::harness::MTOKEN))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = http
+        .post(format!("{base}/provision/activate"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("id=bin1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stream = TcpStream::connect(plain.trim_start_matches("mqtt://"))
+        .await
+        .unwrap();
+    let (mut device, refused) = DeviceClient::connect(stream, &Credentials::Token(token), 30)
+        .await
+        .unwrap();
+    assert_eq!(refused, None);
+    device
+        .publish("$resource/otau_in", b"{}", true)
+        .await
+        .unwrap();
+    let ack = tokio::time::timeout(WAIT, device.next_packet())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ack, rumqttc::mqttbytes::v4::Packet::PubAck(_)),
+        "{ack:?}"
+    );
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"otau_emulator_mqtt_connects_total{listener="mqtt",result="accepted"} 1"#),
+        "{metrics}"
+    );
+}

@@ -160,6 +160,27 @@ impl MqttService {
         self.hub.connected()
     }
 
+    /// Serves one already-connected stream (plain MQTT, the default connector) until it ends,
+    /// and tells why: for in-memory streams (fuzzing, tests) and callers with their own
+    /// accept loop. It counts under the `mqtt` listener and holds no slot of it.
+    pub async fn serve_stream<Io>(
+        self: &Arc<Self>,
+        io: Io,
+        remote: SocketAddr,
+        stop: watch::Receiver<bool>,
+    ) -> Close
+    where
+        Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    {
+        let accepted = session::Accepted {
+            listener: MQTT_LISTENER,
+            remote,
+            connector: self.options.default_connector.clone(),
+            connect_deadline: Instant::now() + self.options.connect_timeout,
+        };
+        session::run(io, self.clone(), accepted, stop).await
+    }
+
     /// Stops the cloud-write routing (listeners stop with [`MqttListener::shutdown`]).
     pub fn stop(&self) {
         let _ = self.stop.send(true);

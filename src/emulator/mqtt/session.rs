@@ -65,18 +65,20 @@ enum Read {
     Closed(Close),
 }
 
-/// Serves one connection until it ends; counts how it ended.
+/// Serves one connection until it ends; counts how it ended and tells it.
 pub(crate) async fn run<Io>(
     io: Io,
     service: Arc<MqttService>,
     accepted: Accepted,
     stop: watch::Receiver<bool>,
-) where
+) -> Close
+where
     Io: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let listener = accepted.listener;
     let close = serve(io, service.clone(), accepted, stop).await;
     service.metrics.closed(listener, close);
+    close
 }
 
 async fn serve<Io>(
