@@ -1216,6 +1216,35 @@ mod mqtt {
         assert!(peer_closed >= 5, "{peer_closed} lost");
     }
 
+    /// A profile that puts devices on MQTT needs the MQTT listener, and one that sends their
+    /// HTTP to the MQTT TLS port needs that port: the fleet refuses to start without, naming
+    /// how many devices need it; the same profile with both starts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fleet_with_devices_on_mqtt_needs_the_listeners_they_use() {
+        let core = |one_port| {
+            FleetCore::new(&Profile::from_yaml(&profile(one_port)).unwrap(), None, None).unwrap()
+        };
+        let base = "http://127.0.0.1:9";
+        let e = HttpFleet::start(core(false), HttpFleetConfig::new(base)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the profile puts 14 devices on MQTT (transport.mqtt) but the fleet has no MQTT listener to reach"
+        );
+        let mut config = HttpFleetConfig::new(base);
+        config.mqtt = Some(MqttDeviceConfig::new("127.0.0.1:9".parse().unwrap()));
+        let e = HttpFleet::start(core(true), config.clone()).unwrap_err();
+        assert!(e.to_string().contains("14 devices' HTTP"), "{e}");
+        let cert = self_signed(&[]).unwrap();
+        config.mqtt.as_mut().unwrap().http_port = Some(MqttTlsPort {
+            address: "127.0.0.1:9".parse().unwrap(),
+            host: format!("{CONNECTOR}.m2.localhost"),
+            certificate_pem: cert.certificate_pem(),
+        });
+        let fleet = HttpFleet::start(core(true), config).unwrap();
+        assert_eq!(fleet.summary().actions.mqtt_devices, 14);
+        fleet.stop().await;
+    }
+
     /// The emulator command's `--fault` rules reach its MQTT listener: with every CONNECT
     /// refused, a device's session gets CONNACK 3 (server unavailable), which the fleet's
     /// devices retry rather than take as bad credentials.

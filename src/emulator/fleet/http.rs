@@ -225,8 +225,11 @@ impl HttpFleet {
             .build()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (summary_tx, summary_rx) =
-            watch::channel(FleetSummary::new(&core, &DriverCounters::default()));
+        let counters = DriverCounters {
+            mqtt_devices: on_mqtt as u64,
+            ..DriverCounters::default()
+        };
+        let (summary_tx, summary_rx) = watch::channel(FleetSummary::new(&core, &counters));
         let plain = Arc::new(HttpRoute {
             client: client.clone(),
             base: config.device_url.clone(),
@@ -299,10 +302,7 @@ impl HttpFleet {
         let central = Central {
             core,
             workers,
-            counters: DriverCounters {
-                mqtt_devices: on_mqtt as u64,
-                ..DriverCounters::default()
-            },
+            counters,
             summary: summary_tx,
             stop: shared.stop.clone(),
         };
