@@ -440,3 +440,109 @@ async fn accept_loop<F, Fut>(
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+    use rumqttc::mqttbytes::QoS;
+    use rumqttc::mqttbytes::v4::{Connect, Login, Packet, Publish, Subscribe};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{MqttMetrics, MqttOptions, MqttService};
+    use crate::emulator::clock::SystemClock;
+    use crate::emulator::model::{Model, ModelConfig, NewIdentity};
+
+    fn encode(packet: Packet) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        packet.write(&mut out, usize::MAX).unwrap();
+        out.to_vec()
+    }
+
+    /// One piece of what a device sends: a well-formed packet of any kind a device may send,
+    /// or raw bytes.
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        let topic = prop_oneof![
+            Just("$resource/otau_in".to_string()),
+            Just("$resource/config_otau".to_string()),
+            Just("$resource.batch".to_string()),
+            Just("$provision/dev2".to_string()),
+            "[a-z$/.#+]{0,12}",
+        ];
+        let payload = prop_oneof![
+            Just(br#"[{"timestamp":1526046488,"values":{"otau_in":"x"}}]"#.to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ];
+        prop_oneof![
+            (topic, payload, 0u8..3, 1u16..5).prop_map(|(t, p, q, id)| {
+                let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][q as usize];
+                let mut publish = Publish::new(t, qos, p);
+                publish.pkid = if q == 0 { 0 } else { id };
+                encode(Packet::Publish(publish))
+            }),
+            Just(encode(Packet::Subscribe(Subscribe::new(
+                "#",
+                QoS::ExactlyOnce
+            )))),
+            Just(encode(Packet::PingReq)),
+            Just(encode(Packet::Disconnect)),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever a device sends after a valid CONNECT, the session ends when the stream
+        /// does, and every byte the server sent decodes as packets a server sends.
+        #[test]
+        fn any_device_byte_stream_ends_the_session_with_well_formed_answers(
+            pieces in proptest::collection::vec(piece(), 0..12),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let model = Model::new(
+                    ModelConfig { resource_max_bytes: 64, ..ModelConfig::default() },
+                    Arc::new(SystemClock),
+                );
+                let conn = model.add_connector("c1").unwrap();
+                conn.add_identity("dev1", NewIdentity::default()).unwrap();
+                conn.add_identity("dev2", NewIdentity::default()).unwrap();
+                let token = conn.activate("dev1").unwrap();
+                let service = MqttService::new(
+                    model.clone(),
+                    MqttOptions::defaults(&model, Some("c1".into())),
+                    MqttMetrics::new(),
+                );
+                let mut connect = Connect::new("");
+                connect.login = Some(Login::new("", token));
+                let mut input = encode(Packet::Connect(connect));
+                input.extend(pieces.concat());
+                let (device, server) = tokio::io::duplex(1 << 16);
+                let (mut from_server, mut to_server) = tokio::io::split(device);
+                let (_stop, stop) = tokio::sync::watch::channel(false);
+                let session = tokio::spawn({
+                    let service = service.clone();
+                    async move { service.serve_stream(server, "127.0.0.1:9".parse().unwrap(), stop).await }
+                });
+                to_server.write_all(&input).await.unwrap();
+                to_server.shutdown().await.unwrap();
+                let mut sent = Vec::new();
+                tokio::time::timeout(std::time::Duration::from_secs(10), from_server.read_to_end(&mut sent))
+                    .await
+                    .expect("the session ends")
+                    .unwrap();
+                session.await.unwrap();
+                let mut buf = BytesMut::from(&sent[..]);
+                let first = Packet::read(&mut buf, usize::MAX).unwrap();
+                assert!(matches!(first, Packet::ConnAck(ref a) if a.code == rumqttc::mqttbytes::v4::ConnectReturnCode::Success), "{first:?}");
+                while !buf.is_empty() {
+                    let p = Packet::read(&mut buf, usize::MAX).unwrap();
+                    assert!(matches!(p, Packet::Publish(_) | Packet::PubAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp), "{p:?}");
+                }
+            });
+        }
+    }
+}
