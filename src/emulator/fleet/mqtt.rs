@@ -243,10 +243,11 @@ pub async fn provision(
     Ok(token)
 }
 
-/// Sends DISCONNECT and polls until it is written (at most 500 ms).
+/// Sends DISCONNECT and polls until it is written (at most 5 s: it is written at once unless
+/// the machine is very busy).
 async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
     let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Ok(event) = events.poll().await {
             if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = event {
                 break;
