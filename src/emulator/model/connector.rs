@@ -1277,3 +1277,67 @@ fn validate_identity(identity: &str) -> Result<(), ModelError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::emulator::clock::ManualClock;
+    use crate::emulator::model::{Model, ModelConfig, NewIdentity, WriteOrigin};
+
+    fn connector() -> Arc<super::Connector> {
+        let model = Model::new(
+            ModelConfig::default(),
+            Arc::new(ManualClock::new(1_700_000_000_000_000)),
+        );
+        let conn = model.add_connector("c1").unwrap();
+        conn.add_identity("d1", NewIdentity::default()).unwrap();
+        conn
+    }
+
+    #[test]
+    fn unsynced_set_values_are_the_cloud_writes_not_reported_back() {
+        let conn = connector();
+        let origin = WriteOrigin::default();
+        assert!(conn.unsynced_set_values("d1").unwrap().is_empty());
+        conn.set_state("d1", &[("config_otau".into(), "m1".into())], "t")
+            .unwrap();
+        conn.device_write("d1", &[("otau_in", "r")], &origin)
+            .unwrap();
+        let pending = conn.unsynced_set_values("d1").unwrap();
+        assert_eq!(pending.len(), 1, "a device write is synced by definition");
+        assert_eq!(&*pending[0].0, "config_otau");
+        assert_eq!(&*pending[0].1.value, "m1");
+        conn.device_write("d1", &[("config_otau", "m1")], &origin)
+            .unwrap();
+        assert!(conn.unsynced_set_values("d1").unwrap().is_empty(), "acked");
+        assert!(conn.unsynced_set_values("nobody").is_err());
+    }
+
+    #[test]
+    fn a_batch_stores_the_newest_value_of_each_alias() {
+        let conn = connector();
+        let entries = vec![
+            (20, vec![("otau_in".to_string(), "late".to_string())]),
+            (10, vec![("otau_in".to_string(), "early".to_string())]),
+            (
+                20,
+                vec![("otau_in".to_string(), "late-same-time".to_string())],
+            ),
+        ];
+        conn.device_write_batch("d1", &entries, &WriteOrigin::default())
+            .unwrap();
+        let state = conn.state("d1").unwrap();
+        assert_eq!(state["otau_in"].reported.as_deref(), Some("late-same-time"));
+        let too_big = vec![(1, vec![("otau_in".to_string(), "x".repeat(2 << 20))])];
+        assert!(
+            conn.device_write_batch("d1", &too_big, &WriteOrigin::default())
+                .is_err()
+        );
+        assert_eq!(
+            conn.state("d1").unwrap()["otau_in"].reported.as_deref(),
+            Some("late-same-time"),
+            "nothing of a refused batch is written"
+        );
+    }
+}

@@ -193,7 +193,7 @@ pub fn granted_qos(qos: QoS) -> QoS {
     }
 }
 
-/// The keep-alive a session is held to: 1.5 × the CONNECT's keep-alive (MQTT 3.1.1 §3.1.2.10);
+/// The keep-alive a session is held to: 1.5 × the CONNECT's keep-alive (MQTT 3.1.1, section 3.1.2.10);
 /// a keep-alive of 0 (none) gets `idle_limit`, so an idle connection cannot hold its slot
 /// forever.
 pub fn keep_alive_limit(
