@@ -706,7 +706,7 @@ pub fn wave_progress(current_wave: i32, total_waves: usize) -> String {
     format!("{current_wave}/{total_waves}")
 }
 
-/// The `successRate` text: succeeded / (succeeded + failed + aborted + timed out), with one
+/// The `successRate` text: succeeded / finished ([`DeviceCounts::finished`]), with one
 /// decimal as [`percent_text`] rounds it (`"97.5%"`; 99.96% shows as 99.9%, never 100.0%);
 /// `None` while nothing finished.
 pub fn success_rate(counts: &DeviceCounts) -> Option<String> {

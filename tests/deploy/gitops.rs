@@ -168,6 +168,9 @@ fn rollout_status(rollout: &Rollout, case: &str) -> RolloutStatus {
                 .into(),
         ),
         "AllWavesSucceeded" => Overall::Complete("3/3 waves: 100 updated, 0 failed".into()),
+        "CompletedWithFailures" => Overall::CompletedWithFailures(
+            "all 3 waves complete: 95/100 succeeded, 5 aborted; success rate 95.0%".into(),
+        ),
         other => panic!("docs/gitops.md names a Rollout state the test does not know: {other}"),
     };
     let mut conditions: Vec<Condition> = Vec::new();

@@ -120,7 +120,7 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The six alerts of the chart pass `promtool check rules`, and the unit tests in
+/// The seven alerts of the chart pass `promtool check rules`, and the unit tests in
 /// tests/fixtures/prometheus/alerts.test.yaml (a firing and a non-firing case for every alert,
 /// checked here) pass `promtool test rules`; every runbook link names a heading of
 /// docs/alerts.md.
@@ -131,6 +131,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let wanted: BTreeSet<String> = [
         "RolloutAutoPaused",
         "RolloutFailureRateHigh",
+        "RolloutCompletedWithFailures",
         "RolloutStalled",
         "PlatformErrorsHigh",
         "ConnectorTokenExpiringSoon",
