@@ -158,7 +158,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
             .args(["check", "rules", "rules.yaml"]),
         "promtool check rules",
     );
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
     let tested = run(
         Command::new(tool("promtool"))
             .current_dir(dir.path())
@@ -692,7 +692,7 @@ async fn prometheus_scrapes_a_rollout_and_answers_every_dashboard_and_alert_quer
             assert_eq!(rule["health"], "ok", "rule {}: {rule}", rule["name"]);
         }
     }
-    assert_eq!(loaded, 6, "{groups}");
+    assert_eq!(loaded, 7, "{groups}");
     let started = Instant::now();
     loop {
         let alerts = prometheus.api("alerts", &[]).await;
