@@ -597,7 +597,7 @@ fn check_metrics(text: &str) {
 ///   tests check; here the whole expression is also evaluated where this run decides the
 ///   answer: RolloutAutoPaused and RolloutFailureRateHigh must return the paused rollout,
 ///   RolloutStalled (a paused rollout is not stalled) and OperatorDown must return nothing;
-/// - Prometheus loaded all six rules without errors and holds RolloutAutoPaused for the
+/// - Prometheus loaded all seven rules without errors and holds RolloutAutoPaused for the
 ///   rollout as pending or firing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_a_rollout_and_answers_every_dashboard_and_alert_query() {
