@@ -80,6 +80,10 @@ pub mod reason {
     /// the update (`INSTALL_ABORTED`), timed out or sent an unreadable report; the message
     /// gives the counts and the success rate.
     pub const COMPLETED_WITH_FAILURES: &str = "CompletedWithFailures";
+    /// SoftwarePackage: a content item the package put on the platform is gone (found before a
+    /// wave started); the package uploads it again. Rollout: the wave about to start holds
+    /// until the package is Ready again. The message names the item.
+    pub const CONTENT_MISSING: &str = "ContentMissing";
     /// Rollout: an older active Rollout targets the same devices; this one waits before its
     /// first write.
     pub const TARGET_CONFLICT: &str = "TargetConflict";

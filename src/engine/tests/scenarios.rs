@@ -662,6 +662,34 @@ fn blocked_steps_write_nothing_and_say_why() {
     assert_eq!(cond(&d, READY).0, "True");
 }
 
+/// A missing content item holds the wave about to start: nothing is written, the conditions
+/// name the item, one Warning is emitted (not again while it holds), and once the content is
+/// back the wave starts.
+#[test]
+fn missing_content_holds_the_next_wave_and_warns_once() {
+    let mut run = Run::new(spec(&[50, 100]), Fleet::ordered(4, SEED, |_, _| {}));
+    run.step();
+    run.wait(2 * MINUTE);
+    let missing = "content item ns_fw_fw.img (file fw.img) of SoftwarePackage fw is missing";
+    let d = run.step_blocked(Blocker::ContentMissing(missing.into()));
+    assert!(d.notifications.is_empty());
+    assert_eq!(
+        cond(&d, READY),
+        ("False", conditions::reason::CONTENT_MISSING)
+    );
+    assert_eq!(
+        cond(&d, PROGRESSING),
+        ("False", conditions::reason::CONTENT_MISSING)
+    );
+    let ready = find_condition(&d.status.conditions, READY).unwrap();
+    assert!(ready.message.contains("ns_fw_fw.img"), "{ready:?}");
+    assert_eq!(reasons(&d), vec![reason::CONTENT_MISSING]);
+    let d = run.step_blocked(Blocker::ContentMissing(missing.into()));
+    assert!(d.events.is_empty(), "warned once: {:?}", reasons(&d));
+    let d = run.step();
+    assert_eq!(d.notifications.len(), 2, "wave 2 starts once the content is back");
+}
+
 /// A first visit before the devices are listed: every condition Unknown, `Initializing`; a
 /// condition already there is left as it is.
 #[test]
