@@ -77,7 +77,10 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
             set(READY, FALSE, r, m);
             set(PROGRESSING, FALSE, r, m);
             if !was_held_by(prev, r) {
-                events.push(EngineEvent::warning(event_reason::CONTENT_MISSING, m.clone()));
+                events.push(EngineEvent::warning(
+                    event_reason::CONTENT_MISSING,
+                    m.clone(),
+                ));
             }
         }
         Blocker::PackageNotReady(m) | Blocker::ConnectorNotReady(m) if !aborted => {
@@ -88,7 +91,9 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
             set(READY, FALSE, r, m);
             set(PROGRESSING, FALSE, r, m);
         }
-        Blocker::PackageNotReady(_) | Blocker::ConnectorNotReady(_) | Blocker::ContentMissing(_) => {
+        Blocker::PackageNotReady(_)
+        | Blocker::ConnectorNotReady(_)
+        | Blocker::ContentMissing(_) => {
             let cause = input
                 .memory
                 .aborted

@@ -276,8 +276,9 @@ async fn content_gate(
     let platform = ready.platform.as_ref();
     match content::check_before_wave(&ctx.base, platform, &ready.package, wave).await? {
         content::Verdict::Go => {
-            ctx.tracked
-                .update(&pass.uid, |t| t.content_verified = t.content_verified.max(wave));
+            ctx.tracked.update(&pass.uid, |t| {
+                t.content_verified = t.content_verified.max(wave)
+            });
             Ok(None)
         }
         content::Verdict::Hold(blocker) => Ok(Some(Held {

@@ -687,7 +687,11 @@ fn missing_content_holds_the_next_wave_and_warns_once() {
     let d = run.step_blocked(Blocker::ContentMissing(missing.into()));
     assert!(d.events.is_empty(), "warned once: {:?}", reasons(&d));
     let d = run.step();
-    assert_eq!(d.notifications.len(), 2, "wave 2 starts once the content is back");
+    assert_eq!(
+        d.notifications.len(),
+        2,
+        "wave 2 starts once the content is back"
+    );
 }
 
 /// A first visit before the devices are listed: every condition Unknown, `Initializing`; a
