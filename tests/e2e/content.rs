@@ -3,6 +3,8 @@
 //! platform between two waves holds the next wave, with the Rollout saying so, until the
 //! package has uploaded it again; one content listing per wave start.
 
+use std::collections::BTreeSet;
+
 use tokio::time::Instant;
 
 use kube::api::Api;
@@ -131,21 +133,46 @@ async fn a_content_item_deleted_between_waves_holds_the_next_wave_until_it_is_ba
     );
     assert!(events.contains(&item), "the event names the item: {events}");
     // The item is back, uploaded again by the package, and every wave 2 write came after
-    // its upload: no device of wave 2 was sent to a missing file.
-    assert!(content_ids(&emu).contains(&item));
-    let reupload = received(&emu, |m, p| m == "POST" && p.starts_with("/objectstore/"))
-        .into_iter()
-        .filter(|at| *at > deleted_at)
-        .max()
-        .expect("the item was uploaded again");
-    let wave2_writes: Vec<Instant> = received(&emu, |m, p| m != "GET" && p.ends_with("/state"))
-        .into_iter()
-        .filter(|at| *at > deleted_at)
+    // that upload (both times on the emulator's clock): no device of wave 2 was sent to a
+    // missing file.
+    let uploaded_again = emu
+        .conn()
+        .content()
+        .get(&item)
+        .expect("the item was uploaded again")
+        .last_modified;
+    let records = emu.write_records();
+    let wave1: BTreeSet<&String> = records
+        .iter()
+        .filter(|(_, w)| w[0].at < uploaded_again)
+        .map(|(id, _)| id)
         .collect();
-    assert_eq!(wave2_writes.len(), 30, "each wave 2 device written once");
+    assert_eq!(
+        wave1.len(),
+        10,
+        "only wave 1 was written before the item was back"
+    );
+    let wave2: Vec<i64> = records
+        .iter()
+        .filter(|(id, _)| !wave1.contains(id))
+        .map(|(_, w)| {
+            assert_eq!(w.len(), 1, "written once");
+            w[0].at
+        })
+        .collect();
+    assert_eq!(wave2.len(), 30);
+    let first_wave2 = wave2.iter().min().copied().unwrap_or_default();
     assert!(
-        wave2_writes.iter().all(|at| *at > reupload),
-        "a wave 2 device was written before the item was back"
+        first_wave2 >= uploaded_again,
+        "{first_wave2} < {uploaded_again}"
+    );
+    assert!(
+        received(&emu, |m, p| m != "GET" && p.ends_with("/state"))
+            .into_iter()
+            .filter(|at| *at > deleted_at)
+            .count()
+            == 30,
+        "only wave 2 was written after the deletion"
     );
     // One listing found the item missing, one found it back: two for wave 2, three in all.
     assert_eq!(content_listings(&emu), 3);
