@@ -144,6 +144,12 @@ fn rollout_status(rollout: &Rollout, case: &str) -> RolloutStatus {
         "PackageNotReady" => {
             return blocked(Blocker::PackageNotReady("package demo is not Ready".into()));
         }
+        "ContentMissing" => {
+            return blocked(Blocker::ContentMissing(
+                "content item ns_demo_fw.bin (file fw.bin) of SoftwarePackage demo is missing"
+                    .into(),
+            ));
+        }
         "ConnectorNotReady" => {
             return blocked(Blocker::ConnectorNotReady("connector is not Ready".into()));
         }
@@ -257,6 +263,14 @@ fn package_status(generation: Option<i64>, case: &str) -> SoftwarePackageStatus 
             FALSE,
             reason::REGISTERED,
             "registered".to_owned(),
+        ),
+        "ContentMissing" => (
+            FALSE,
+            FALSE,
+            FALSE,
+            reason::CONTENT_MISSING,
+            "content item ns_demo_fw.bin (file fw.bin) is missing on the platform; uploading it again"
+                .to_owned(),
         ),
         other => {
             let error = match other {
