@@ -6,6 +6,12 @@
 //! the same decisions, so the same writes, which the test checks against the fixture), then
 //! hands it the previous release's status and memory and the stored spec as this release reads
 //! it (the new switches defaulted to true), and takes one step.
+//!
+//! How the fixtures were made: at the previous release's commit, a test calling
+//! `drive(kind, spec(&[25, 100]))` (the code of `upgrade_drive.rs`, unchanged) for each of
+//! `KINDS` wrote `{spec, generation, status, memory, now, writes}` as JSON to
+//! `fixture_path(kind)`. Running that against this release would write this release's
+//! statuses, so the generator is not kept here.
 
 use std::collections::BTreeMap;
 
