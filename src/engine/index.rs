@@ -68,6 +68,8 @@ pub enum ReportCode {
     DownloadError,
     /// `INSTALL_ERROR` for the target.
     InstallError,
+    /// An undocumented status ending in `_ERROR` for the target (a failure all the same).
+    OtherError,
     /// `INSTALL_ABORTED` for the target.
     Aborted,
     /// Not a report (not JSON, or no `version`/`status`).
@@ -79,7 +81,10 @@ impl ReportCode {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            ReportCode::TestError | ReportCode::DownloadError | ReportCode::InstallError
+            ReportCode::TestError
+                | ReportCode::DownloadError
+                | ReportCode::InstallError
+                | ReportCode::OtherError
         )
     }
 
@@ -89,6 +94,7 @@ impl ReportCode {
             ReportCode::TestError => "TEST_ERROR",
             ReportCode::DownloadError => "DOWNLOAD_ERROR",
             ReportCode::InstallError => "INSTALL_ERROR",
+            ReportCode::OtherError => "OtherError",
             ReportCode::Aborted => "INSTALL_ABORTED",
             ReportCode::Malformed => "InvalidReport",
             ReportCode::Succeeded => "INSTALLED_VERSION",
@@ -112,13 +118,24 @@ pub struct Notified {
 
 /// Flag: the device was seen since [`DeviceIndex::begin_full_listing`].
 const SEEN: u8 = 1;
+/// Flag: the device acknowledged the `config_otau` value it holds (its `reported` value is the
+/// `set` one, exosite-platform.md §1.4): the timestamp then is the ack's, not the write's.
+const ACKED: u8 = 2;
+/// Flag: [`DeviceEntry::set_at`] is the time the value was *written*: the index saw it before
+/// any ack (our own write, or a listing of it unacknowledged) and kept that time through the
+/// ack. Without it, an acknowledged value's time is only an upper bound of the write.
+const WRITE_KNOWN: u8 = 4;
+/// Flag: the device reported `INSTALLED_VERSION` of the target while holding this rollout's
+/// notification: it stays succeeded for this rollout whatever it reports later.
+const INSTALLED: u8 = 8;
 
 /// One device in scope: 40 bytes, no heap data (the identity is in the index's arena).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceEntry {
     /// The order key (see [`super::order::order_key`]).
     pub order_key: u64,
-    /// Timestamp (µs) of the `config_otau` value: starts the device timeout.
+    /// Timestamp (µs) of the `config_otau` value: its write when [`Self::write_time_known`]
+    /// (an ack of the same value does not move it), else the last write of either value.
     pub set_at: Micros,
     /// Timestamp (µs) of the `otau_in` value.
     pub report_at: Micros,
@@ -134,6 +151,74 @@ pub struct DeviceEntry {
 }
 
 impl DeviceEntry {
+    /// Whether the device acknowledged the `config_otau` value it holds.
+    pub fn acked(&self) -> bool {
+        self.flags & ACKED != 0
+    }
+
+    /// Whether [`Self::set_at`] is the time the value was written (seen before any ack).
+    pub fn write_time_known(&self) -> bool {
+        self.flags & WRITE_KNOWN != 0 || self.flags & ACKED == 0
+    }
+
+    /// Whether the device installed the target while holding this rollout's notification.
+    pub fn installed_target(&self) -> bool {
+        self.flags & INSTALLED != 0
+    }
+
+    /// The same entry, acknowledged or not, with its write time known or not (tests).
+    #[cfg(test)]
+    pub(crate) fn with_ack(mut self, acked: bool, write_known: bool) -> Self {
+        self.flags &= !(ACKED | WRITE_KNOWN);
+        if acked {
+            self.flags |= ACKED;
+        }
+        if write_known {
+            self.flags |= WRITE_KNOWN;
+        }
+        self
+    }
+
+    /// The same entry, marked as having installed the target (tests).
+    #[cfg(test)]
+    pub(crate) fn with_installed(mut self) -> Self {
+        self.flags |= INSTALLED;
+        self
+    }
+
+    /// Folds a new `config_otau` state (value kind, attempt, timestamp, acknowledged): an ack
+    /// of the value the entry holds keeps the write time the entry knows; any other value
+    /// starts again from its timestamp, which is the write's unless it is acknowledged.
+    fn fold_set(&mut self, kind: SetKind, attempt: u8, at: Micros, acked: bool) {
+        let same_value = kind == self.set_kind && attempt == self.attempt;
+        let keep_write = same_value && acked && self.write_time_known() && at >= self.set_at;
+        if !keep_write {
+            self.set_at = at;
+            self.flags &= !WRITE_KNOWN;
+            if !acked {
+                self.flags |= WRITE_KNOWN;
+            }
+        }
+        if acked {
+            self.flags |= ACKED;
+        } else {
+            self.flags &= !ACKED;
+        }
+        self.set_kind = kind;
+        self.attempt = attempt;
+    }
+
+    /// Folds a new report: `INSTALLED_VERSION` of the target while the device holds a
+    /// notification (this manifest, or a value that replaced it) is remembered for good.
+    fn fold_report(&mut self, report: ReportCode, at: Micros) {
+        self.report = report;
+        self.report_at = at;
+        let holds_notification = matches!(self.set_kind, SetKind::Ours | SetKind::Foreign);
+        if report == ReportCode::Succeeded && holds_notification {
+            self.flags |= INSTALLED;
+        }
+    }
+
     /// An entry with no identity, for tests of the per-device rules.
     #[cfg(test)]
     pub(crate) fn bare(
@@ -164,6 +249,7 @@ struct Folded {
     set_kind: SetKind,
     attempt: u8,
     set_at: Micros,
+    acked: bool,
     report: ReportCode,
     report_at: Micros,
     note: Option<String>,
@@ -506,11 +592,8 @@ impl DeviceIndex {
             match (found, folded.in_scope) {
                 (Some(i), true) => {
                     let e = &mut self.entries[i as usize];
-                    e.set_kind = folded.set_kind;
-                    e.attempt = folded.attempt;
-                    e.set_at = folded.set_at;
-                    e.report = folded.report;
-                    e.report_at = folded.report_at;
+                    e.fold_set(folded.set_kind, folded.attempt, folded.set_at, folded.acked);
+                    e.fold_report(folded.report, folded.report_at);
                     e.flags |= SEEN;
                 }
                 (Some(i), false) => self.remove_at(i),
@@ -537,7 +620,8 @@ impl DeviceIndex {
 
     /// Folds what changed about one device the index holds (our own write, a pushed report):
     /// each part newer than (or as new as) what the entry holds is classified and replaces
-    /// that part only. Returns false, changing nothing, when the device is not in the index
+    /// that part only. A `config_otau` value equal to the one held is the device's ack (our
+    /// own writes change the value: a retry carries its attempt), so it keeps the write time. Returns false, changing nothing, when the device is not in the index
     /// or every part is older (pushed events may arrive late or twice). Marks the device seen
     /// for a full listing in progress.
     pub fn apply_partial(&mut self, identity: &str, update: &PartialUpdate) -> bool {
@@ -563,13 +647,11 @@ impl DeviceIndex {
         let e = &mut self.entries[i as usize];
         e.flags |= SEEN;
         if let Some(((kind, attempt), at)) = set {
-            e.set_kind = kind;
-            e.attempt = attempt;
-            e.set_at = at;
+            let ack = kind == e.set_kind && attempt == e.attempt && kind != SetKind::Absent;
+            e.fold_set(kind, attempt, at, ack);
         }
         if let Some(((code, note), at)) = report {
-            e.report = code;
-            e.report_at = at;
+            e.fold_report(code, at);
             if let Some(note) = note {
                 self.remember_note(identity, at, &note);
             }
@@ -652,7 +734,7 @@ impl DeviceIndex {
         }
         self.arena.push_str(identity);
         let index = self.entries.len() as u32;
-        self.entries.push(DeviceEntry {
+        let mut entry = DeviceEntry {
             order_key: key,
             set_at: folded.set_at,
             report_at: folded.report_at,
@@ -660,9 +742,12 @@ impl DeviceIndex {
             identity_len: identity.len() as u16,
             attempt: folded.attempt,
             set_kind: folded.set_kind,
-            report: folded.report,
+            report: ReportCode::None,
             flags: SEEN,
-        });
+        };
+        entry.fold_set(folded.set_kind, folded.attempt, folded.set_at, folded.acked);
+        entry.fold_report(folded.report, folded.report_at);
+        self.entries.push(entry);
         match self.by_key.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => self.collisions.push(index),
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -754,14 +839,15 @@ impl DeviceIndex {
     }
 
     fn fold(&self, obs: &DeviceObservation) -> Folded {
-        let (set_kind, attempt, set_at) = match &obs.config_otau {
-            None => (SetKind::Absent, 0, 0),
+        let (set_kind, attempt, set_at, acked) = match &obs.config_otau {
+            None => (SetKind::Absent, 0, 0, false),
             Some(state) => {
                 let (kind, attempt) = self.set_kind(state.set.as_deref());
                 (
                     kind,
                     attempt,
                     normalize_timestamp(state.timestamp.unwrap_or(0)),
+                    self.acknowledged(state, kind, attempt),
                 )
             }
         };
@@ -784,9 +870,28 @@ impl DeviceIndex {
             set_kind,
             attempt,
             set_at,
+            acked,
             report,
             report_at,
             note,
+        }
+    }
+
+    /// Whether a listed `config_otau` is acknowledged: its `reported` value is its `set` value,
+    /// byte for byte or, for a manifest, as the same manifest and attempt (a device may
+    /// re-serialise it, exosite-platform.md §1.4).
+    fn acknowledged(
+        &self,
+        state: &super::observation::ResourceState,
+        kind: SetKind,
+        attempt: u8,
+    ) -> bool {
+        match (state.set.as_deref(), state.reported.as_deref()) {
+            (Some(set), Some(reported)) if set == reported => kind != SetKind::Absent,
+            (Some(_), Some(reported)) => {
+                kind == SetKind::Ours && self.set_kind(Some(reported)) == (kind, attempt)
+            }
+            _ => false,
         }
     }
 
@@ -826,7 +931,8 @@ impl DeviceIndex {
                 let code = match status.as_ref().map(|s| s.as_str()) {
                     Some("TEST_ERROR") => ReportCode::TestError,
                     Some("DOWNLOAD_ERROR") => ReportCode::DownloadError,
-                    _ => ReportCode::InstallError,
+                    Some("INSTALL_ERROR") => ReportCode::InstallError,
+                    _ => ReportCode::OtherError,
                 };
                 (code, report_message(raw))
             }

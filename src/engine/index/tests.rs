@@ -376,8 +376,9 @@ fn a_partial_update_folds_like_the_full_observation() {
         r#"{"version":"9","name":"n","type":"URL_LIST","payload":[]}"#.to_owned(),
         "  ".to_owned(),
     ];
+    // Not one of `sets`: each update is a new value, not an ack of the one held.
     let before = with_report(
-        with_set(device("d"), "ACK", 1_000_000_000_000_000),
+        with_set(device("d"), "", 1_000_000_000_000_000),
         "1.0",
         "INIT",
         1_000_000_000_000_000,
