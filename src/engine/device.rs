@@ -205,7 +205,13 @@ pub fn evaluate(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
     }
     let fresh = report_belongs_to_attempt(entry, ctx);
     let next_attempt = match notified {
-        Notification::Attempt(k) if ctx.retries_allowed && k < ctx.max_attempts => Some(k + 1),
+        Notification::Attempt(k)
+            if ctx.retries_allowed
+                && k < ctx.max_attempts
+                && !entry.excluded_after_notification() =>
+        {
+            Some(k + 1)
+        }
         _ => None,
     };
     let failed = |final_state| match next_attempt {

@@ -6,11 +6,14 @@
 //! the sorted order 4 bytes. About 80-110 bytes per device at a million devices, well under
 //! the 200 bytes of docs/architecture.md §6 (measured by `engine-bench`, asserted by a test).
 //!
-//! A device is in scope when the targets select it now; everything else is dropped at once, so
-//! a rollout of 1,000 devices on a connector of a million keeps 1,000 entries. Holding this
-//! package's manifest does not bring a device in: two Rollouts of one package to disjoint
-//! targets (say one per region) each count only their own devices, and a device that an edit
-//! of the targets leaves out stops counting (its `config_otau` stays as written).
+//! A device is in scope when the targets' identities or tags select it now, and either no
+//! exclusion removes it or it holds this package's manifest (an exclusion stops future writes
+//! only: a notified device it removes keeps counting, flagged so that it is never written
+//! again). Everything else is dropped at once, so a rollout of 1,000 devices on a connector of
+//! a million keeps 1,000 entries. Holding this package's manifest does not bring an unselected
+//! device in: two Rollouts of one package to disjoint targets (say one per region) each count
+//! only their own devices, and a device the identities or tags no longer select stops counting
+//! (its `config_otau` stays as written).
 
 use std::borrow::{Borrow, Cow};
 use std::collections::{HashMap, HashSet};
@@ -128,6 +131,9 @@ const WRITE_KNOWN: u8 = 4;
 /// Flag: the device reported `INSTALLED_VERSION` of the target while holding this rollout's
 /// notification: it stays succeeded for this rollout whatever it reports later.
 const INSTALLED: u8 = 8;
+/// Flag: `targets.exclude` removes the device, which holds this rollout's manifest: it keeps
+/// counting (an exclusion stops future writes only) and gets no retry.
+const EXCLUDED: u8 = 16;
 
 /// One device in scope: 40 bytes, no heap data (the identity is in the index's arena).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +170,19 @@ impl DeviceEntry {
     /// Whether the device installed the target while holding this rollout's notification.
     pub fn installed_target(&self) -> bool {
         self.flags & INSTALLED != 0
+    }
+
+    /// Whether `targets.exclude` removes the device after it was notified: it keeps counting
+    /// and is never written again.
+    pub fn excluded_after_notification(&self) -> bool {
+        self.flags & EXCLUDED != 0
+    }
+
+    /// The same entry, excluded after its notification (tests).
+    #[cfg(test)]
+    pub(crate) fn with_excluded(mut self) -> Self {
+        self.flags |= EXCLUDED;
+        self
     }
 
     /// The same entry, acknowledged or not, with its write time known or not (tests).
@@ -595,6 +614,10 @@ impl DeviceIndex {
                     e.fold_set(folded.set_kind, folded.attempt, folded.set_at, folded.acked);
                     e.fold_report(folded.report, folded.report_at);
                     e.flags |= SEEN;
+                    e.flags &= !EXCLUDED;
+                    if folded.excluded {
+                        e.flags |= EXCLUDED;
+                    }
                 }
                 (Some(i), false) => self.remove_at(i),
                 (None, true) => self.insert(key, &obs.identity, &folded),
@@ -747,6 +770,9 @@ impl DeviceIndex {
         };
         entry.fold_set(folded.set_kind, folded.attempt, folded.set_at, folded.acked);
         entry.fold_report(folded.report, folded.report_at);
+        if folded.excluded {
+            entry.flags |= EXCLUDED;
+        }
         self.entries.push(entry);
         match self.by_key.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => self.collisions.push(index),
@@ -864,8 +890,11 @@ impl DeviceIndex {
             }
         };
         let scope = self.matcher.scope(obs);
+        // An exclusion stops future writes only: a device it removes that holds this rollout's
+        // manifest was notified, and keeps counting.
+        let kept = scope == Scope::Excluded && set_kind == SetKind::Ours;
         Folded {
-            in_scope: scope == Scope::In,
+            in_scope: scope == Scope::In || kept,
             excluded: scope == Scope::Excluded,
             set_kind,
             attempt,
