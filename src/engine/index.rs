@@ -658,12 +658,23 @@ impl DeviceIndex {
             .map(|(value, at)| (value, normalize_timestamp(*at)))
             .filter(|(_, at)| *at >= entry.set_at)
             .map(|(value, at)| (self.set_kind(Some(value)), at));
-        let report = update
+        let pushed = update
             .otau_in
             .as_ref()
-            .map(|(value, at)| (value, normalize_timestamp(*at)))
+            .map(|(value, at)| (value, normalize_timestamp(*at)));
+        let report = pushed
             .filter(|(_, at)| *at >= entry.report_at)
             .map(|(value, at)| (self.report_code(Some(value)), at));
+        if report.is_none()
+            && let Some((value, at)) = pushed
+            && self.late_install(&entry, value, at)
+        {
+            // Pushed events may arrive out of order: an install overtaken by a later report
+            // still happened.
+            let e = &mut self.entries[i as usize];
+            e.flags |= INSTALLED | SEEN;
+            return true;
+        }
         if set.is_none() && report.is_none() {
             return false;
         }
@@ -680,6 +691,15 @@ impl DeviceIndex {
             }
         }
         true
+    }
+
+    /// Whether a report older than the one an entry holds is the target's install during the
+    /// entry's notification (written after it, as far as the index knows the write).
+    fn late_install(&self, entry: &DeviceEntry, value: &str, at: Micros) -> bool {
+        matches!(entry.set_kind, SetKind::Ours | SetKind::Foreign)
+            && !entry.installed_target()
+            && (at > entry.set_at || !entry.write_time_known())
+            && self.report_code(Some(value)).0 == ReportCode::Succeeded
     }
 
     /// Keeps a device the index holds through a full listing in progress as it is (what the

@@ -612,3 +612,32 @@ fn undocumented_error_statuses_fold_to_a_failure_code_with_their_message() {
     assert!(e.report.is_failure());
     assert_eq!(index.note("d", T + 10), Some("disk full"));
 }
+
+#[test]
+fn a_pushed_install_overtaken_by_a_later_report_is_still_remembered() {
+    let ours = manifest().to_json();
+    let mut index = DeviceIndex::new(config(tag_targets()));
+    index.upsert([with_ack(device("d"), &ours, T + 100)]);
+    let report = |status: &str, at: i64| PartialUpdate {
+        config_otau: None,
+        otau_in: Some((Report::new("2.0", Status::parse(status), "").to_json(), at)),
+    };
+    // INSTALL_SUCCESS (written last) arrives first, then INSTALLED_VERSION.
+    assert!(index.apply_partial("d", &report("INSTALL_SUCCESS", T + 300)));
+    assert!(index.apply_partial("d", &report("INSTALLED_VERSION", T + 200)));
+    let e = *index.get("d").unwrap();
+    assert_eq!((e.report, e.report_at), (ReportCode::InProgress, T + 300));
+    assert!(e.installed_target());
+    // An older report of anything else changes nothing.
+    assert!(!index.apply_partial("d", &report("INSTALL_ERROR", T + 250)));
+    // Nor does an install older than the write of the value held.
+    let mut other = DeviceIndex::new(config(tag_targets()));
+    other.upsert([with_report(
+        with_set(device("d"), &ours, T + 100),
+        "2.0",
+        "INIT",
+        T + 150,
+    )]);
+    assert!(!other.apply_partial("d", &report("INSTALLED_VERSION", T + 50)));
+    assert!(!other.get("d").unwrap().installed_target());
+}
