@@ -610,3 +610,28 @@ fn progress_restarts_the_device_timeout_up_to_the_total_cap() {
     let acked = progress(0).with_ack(true, true);
     assert_eq!(times_out_at(&acked, &c), SET_AT + TIMEOUT);
 }
+
+#[test]
+fn a_device_excluded_after_its_notification_keeps_its_outcome_and_gets_no_retry() {
+    let failed = DeviceEntry::bare(
+        SetKind::Ours,
+        1,
+        SET_AT,
+        ReportCode::InstallError,
+        SET_AT + 10,
+    );
+    assert_eq!(
+        state(failed, SET_AT + 20, 3, None),
+        DeviceState::RetryDue { next: 2 }
+    );
+    assert_eq!(
+        state(failed.with_excluded(), SET_AT + 20, 3, None),
+        DeviceState::Failed
+    );
+    let silent = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, ReportCode::None, 0).with_excluded();
+    assert_eq!(state(silent, SET_AT + 1, 3, None), DeviceState::Notified);
+    assert_eq!(
+        state(silent, SET_AT + TIMEOUT, 3, None),
+        DeviceState::TimedOut
+    );
+}
