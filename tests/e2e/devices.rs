@@ -40,12 +40,18 @@ fn field_ids() -> Vec<String> {
 /// Runs one Rollout (one wave, 3 s device timeout, a threshold that never trips) of [`VERSION`]
 /// to the fleet over HTTP until `Complete`; returns the emulator and the final totals.
 async fn roll_out(name: &str, seed: u64, behaviour: &str) -> (Emu, DeviceCounts) {
-    roll_out_and(name, seed, behaviour, false).await
+    let (emu, totals, _) = roll_out_and(name, seed, behaviour, false).await;
+    (emu, totals)
 }
 
 /// As [`roll_out`]; with `push`, the emulator also delivers every device write to the
 /// operator's push receiver (so it sees each report, not only those a listing catches).
-async fn roll_out_and(name: &str, seed: u64, behaviour: &str, push: bool) -> (Emu, DeviceCounts) {
+async fn roll_out_and(
+    name: &str,
+    seed: u64,
+    behaviour: &str,
+    push: bool,
+) -> (Emu, DeviceCounts, Api<Rollout>) {
     let cp = ControlPlane::get();
     let ns = cp.namespace(name).await;
     let mut emu = Emu::start_http(&fleet(seed, behaviour)).await;
@@ -72,7 +78,7 @@ async fn roll_out_and(name: &str, seed: u64, behaviour: &str, push: bool) -> (Em
             Some(("INSTALLED_VERSION".into(), VERSION.into()))
         );
     }
-    (emu, totals)
+    (emu, totals, api)
 }
 
 /// The status and version of a device's last `otau_in` report.
@@ -151,7 +157,7 @@ async fn offline_mid_download_devices_come_back_and_succeed() {
 /// stays succeeded, shown as a re-run, and does not time out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_statuses_stay_succeeded_as_reruns() {
-    let (emu, t) = roll_out_and("e2e-dev-order", 63, "outcomes: {out_of_order: 1}", true).await;
+    let (emu, t, _) = roll_out_and("e2e-dev-order", 63, "outcomes: {out_of_order: 1}", true).await;
     assert_eq!(counts(&t), ((N + PLAIN) as i64, 0, 0, 0), "{t:?}");
     assert_eq!(t.reruns, N as i64, "{t:?}");
     for id in field_ids() {
@@ -224,8 +230,19 @@ async fn out_of_band_install_delays_our_update_which_succeeds() {
 /// long before the device timeout would have ended them, and the later runs show as re-runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guide_loop_devices_count_succeeded_at_their_first_install_and_rerun_after() {
-    let (mut emu, t) = roll_out_and("e2e-dev-guide", 67, "guide_loop: 1", true).await;
+    let (mut emu, t, api) = roll_out_and("e2e-dev-guide", 67, "guide_loop: 1", true).await;
     assert_eq!(counts(&t), ((N + PLAIN) as i64, 0, 0, 0), "{t:?}");
+    // Mid-run later, they are shown as re-runs and still counted succeeded, Complete stays.
+    let r = wait_rollout(&api, "fw", "re-runs shown", |r| {
+        r.status.as_ref().is_some_and(|s| s.totals.reruns >= 1)
+    })
+    .await;
+    let later = r.status.as_ref().expect("status").totals.clone();
+    assert_eq!(counts(&later), ((N + PLAIN) as i64, 0, 0, 0), "{later:?}");
+    assert!(
+        crate::harness::condition(&r, "Complete").is_some_and(|c| c.status == "True"),
+        "still Complete"
+    );
     // Still looping after Complete: every device keeps running the update again.
     let runs = emu.http_summary().started.success;
     crate::support::wait_for(crate::harness::DEADLINE, "more runs after Complete", || {
