@@ -6,3 +6,4 @@ mod fleet;
 mod properties;
 mod scenarios;
 mod status_size;
+mod upgrade;
