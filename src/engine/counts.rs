@@ -42,7 +42,7 @@ pub fn held_by_wave(states: &[DeviceState], sizes: &[u64], started: usize) -> Ve
         match state {
             DeviceState::Pending | DeviceState::Skipped => {}
             DeviceState::Notified | DeviceState::InProgress => h.in_flight += 1,
-            DeviceState::Succeeded => h.succeeded += 1,
+            DeviceState::Succeeded | DeviceState::Rerun => h.succeeded += 1,
             DeviceState::Failed
             | DeviceState::Aborted
             | DeviceState::TimedOut
@@ -89,6 +89,7 @@ pub fn sum_counts(buckets: &[DeviceCounts]) -> DeviceCounts {
         t.in_progress += c.in_progress;
         t.succeeded += c.succeeded;
         t.failed += c.failed;
+        t.reruns += c.reruns;
         t.aborted += c.aborted;
         t.timed_out += c.timed_out;
         t.skipped += c.skipped;

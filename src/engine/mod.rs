@@ -59,7 +59,9 @@ use crate::api::rollout::{RolloutSpec, RolloutStatus};
 
 pub use blocked::{WriteShortfall, reconcile_blocked, writes_failed};
 pub use control::ResumeRequest;
-pub use device::{DeviceState, EvalContext, evaluate};
+pub use device::{
+    DeviceState, EvalContext, attempt_written_at, evaluate, report_belongs_to_attempt, times_out_at,
+};
 pub use events::{EngineEvent, EventType, MAX_EVENT_MESSAGE_BYTES, ThresholdTrip, reason};
 pub use index::{
     DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, Notified, ReportCode, SetKind,

@@ -12,7 +12,7 @@ use crate::api::rollout::{
 
 use super::control::{Control, paused_by, read_control, user_pause_events};
 use super::counts::{attributed_counts, held_by_wave, held_in_plan, sum_counts};
-use super::device::{DeviceState, EvalContext, evaluate};
+use super::device::{DeviceState, EvalContext, evaluate, times_out_at};
 use super::events::EngineEvent;
 use super::failures::recent_failures;
 use super::index::DeviceIndex;
@@ -72,7 +72,7 @@ fn evaluate_all(
         }
         if state.is_in_flight() {
             pass.in_flight += 1;
-            let at = entry.set_at.saturating_add(ctx.timeout);
+            let at = times_out_at(entry, &ctx);
             pass.earliest_timeout = Some(pass.earliest_timeout.map_or(at, |e| e.min(at)));
         }
         pass.states.push(state);
@@ -161,6 +161,7 @@ fn begin_step<'i>(
     let ctx = EvalContext {
         now,
         timeout: policy.timeout,
+        timeout_total: policy.timeout_total,
         max_attempts: policy.max_attempts,
         retries_allowed: !control.aborted(),
         rollout_started_at: None,

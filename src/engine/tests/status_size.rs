@@ -135,6 +135,7 @@ fn fill_per_wave_lists(status: &mut crate::api::rollout::RolloutStatus) {
         in_progress: max,
         succeeded: max,
         failed: max,
+        reruns: max,
         aborted: max,
         timed_out: max,
         skipped: max,
