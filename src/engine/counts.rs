@@ -40,7 +40,11 @@ pub fn held_by_wave(states: &[DeviceState], sizes: &[u64], started: usize) -> Ve
         }
         let h = &mut held[wave];
         match state {
-            DeviceState::Pending | DeviceState::Skipped => {}
+            DeviceState::Pending
+            | DeviceState::Skipped
+            | DeviceState::Busy
+            | DeviceState::Foreign
+            | DeviceState::ForeignSkipped => {}
             DeviceState::Notified | DeviceState::InProgress => h.in_flight += 1,
             DeviceState::Succeeded => h.succeeded += 1,
             DeviceState::Failed
@@ -93,6 +97,9 @@ pub fn sum_counts(buckets: &[DeviceCounts]) -> DeviceCounts {
         t.timed_out += c.timed_out;
         t.skipped += c.skipped;
         t.invalid += c.invalid;
+        t.busy += c.busy;
+        t.foreign += c.foreign;
+        t.reruns += c.reruns;
     }
     t
 }

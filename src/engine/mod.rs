@@ -38,6 +38,7 @@ mod counts;
 mod device;
 mod events;
 mod failures;
+mod foreign;
 mod index;
 mod memory;
 mod notify;
@@ -59,8 +60,9 @@ use crate::api::rollout::{RolloutSpec, RolloutStatus};
 
 pub use blocked::{WriteShortfall, reconcile_blocked, writes_failed};
 pub use control::ResumeRequest;
-pub use device::{DeviceState, EvalContext, evaluate};
+pub use device::{DeviceState, EvalContext, busy_until, evaluate};
 pub use events::{EngineEvent, EventType, MAX_EVENT_MESSAGE_BYTES, ThresholdTrip, reason};
+pub use foreign::connector_manifests;
 pub use index::{
     DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, Notified, ReportCode, SetKind,
 };

@@ -59,6 +59,8 @@ pub fn count(counts: &mut DeviceCounts, state: DeviceState) {
         DeviceState::TimedOut => counts.timed_out += 1,
         DeviceState::Skipped => counts.skipped += 1,
         DeviceState::Invalid => counts.invalid += 1,
+        DeviceState::Busy => counts.busy += 1,
+        DeviceState::Foreign | DeviceState::ForeignSkipped => counts.foreign += 1,
     }
 }
 

@@ -12,16 +12,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 use crate::api::iot_connector::{AuthScheme as SpecAuthScheme, IoTConnector};
-use crate::api::rollout::Rollout;
+use crate::api::rollout::{BusyDevices, ForeignManifests, Rollout};
 use crate::api::software_package::SoftwarePackage;
 use crate::engine::{
     DeviceIndex, DeviceObservation, DeviceState, EvalContext, IndexConfig, ParsedPolicy, SetKind,
-    cumulative_sizes, evaluate, order_key, order_seed, positional_wave,
+    connector_manifests, cumulative_sizes, evaluate, order_key, order_seed, positional_wave,
 };
 use crate::net::outbound::OutboundPolicy;
 use crate::otau::{Manifest, Report};
@@ -87,6 +87,8 @@ pub fn state_name(state: DeviceState) -> &'static str {
         DeviceState::TimedOut => "timedOut",
         DeviceState::Skipped => "skipped",
         DeviceState::Invalid => "invalid",
+        DeviceState::Busy => "busy",
+        DeviceState::Foreign | DeviceState::ForeignSkipped => "foreign",
     }
 }
 
@@ -102,6 +104,8 @@ pub fn filter_name(filter: StateFilter) -> &'static str {
         StateFilter::TimedOut => "timedOut",
         StateFilter::Skipped => "skipped",
         StateFilter::Invalid => "invalid",
+        StateFilter::Busy => "busy",
+        StateFilter::Foreign => "foreign",
     }
 }
 
@@ -114,6 +118,7 @@ fn rfc3339_of_micros(us: i64) -> Option<String> {
 pub fn device_rows(
     rollout: &Rollout,
     manifest: &Manifest,
+    connector_manifests: &[Manifest],
     identities: &[Identity],
     now: i64,
 ) -> Result<Vec<DeviceRow>, PluginError> {
@@ -125,6 +130,7 @@ pub fn device_rows(
             seed: seed.clone(),
             targets: rollout.spec.targets.clone(),
             manifest: manifest.clone(),
+            connector_manifests: connector_manifests.to_vec(),
         },
         identities.iter().map(DeviceObservation::from),
     );
@@ -145,6 +151,8 @@ pub fn device_rows(
             .find(|w| w.number == 1)
             .and_then(|w| w.started_at.as_ref())
             .map(|t| t.0.as_microsecond()),
+        take_over_busy: rollout.spec.policy.busy_devices == BusyDevices::TakeOver,
+        skip_foreign: rollout.spec.policy.foreign_manifests == ForeignManifests::Skip,
     };
     let mut in_scope: Vec<(u64, &Identity)> = identities
         .iter()
@@ -459,7 +467,21 @@ pub async fn run(
     }
     let identities: Vec<Identity> = by_identity.into_values().collect();
     let now = Timestamp::now().as_microsecond();
-    let mut rows = device_rows(&rollout, &manifest, &identities, now)?;
+    let packages: Api<SoftwarePackage> = Api::namespaced(target.client.clone(), ns);
+    let listed = packages.list(&ListParams::default()).await.map_err(|e| {
+        Subject {
+            kind: "SoftwarePackage",
+            resource: "softwarepackages",
+            otau: true,
+            namespace: Some(ns),
+            name: None,
+            verb: "list",
+        }
+        .explain(e)
+    })?;
+    let connector_manifests =
+        connector_manifests(&listed.items, ns, &package.spec.connector_ref.name);
+    let mut rows = device_rows(&rollout, &manifest, &connector_manifests, &identities, now)?;
     if let Some(filter) = args.state {
         let wanted = filter_name(filter);
         rows.retain(|r| r.state == wanted);

@@ -645,6 +645,7 @@ mod tests {
                     ..Targets::default()
                 },
                 manifest: Manifest::url_list("2.0", "fw", "", vec![]),
+                connector_manifests: Vec::new(),
             }),
             epoch: 0,
             ready: true,

@@ -125,6 +125,9 @@ struct Held {
 /// What a Rollout needs before it can deliver.
 struct Prerequisites {
     manifest: Manifest,
+    /// The manifests of the SoftwarePackages of the connector (which other manifests in
+    /// `config_otau` are not foreign).
+    connector_manifests: Vec<Manifest>,
     package: SoftwarePackage,
     connector: IoTConnector,
     platform: Arc<dyn Platform>,
@@ -199,6 +202,7 @@ fn subscribe(
             seed: order_seed(&pass.rollout.spec, &pass.namespace, &pass.name),
             targets: pass.rollout.spec.targets.clone(),
             manifest: ready.manifest.clone(),
+            connector_manifests: ready.connector_manifests.clone(),
         },
     });
     (sub, connector_key)
@@ -566,12 +570,32 @@ async fn prerequisites(
             &connector,
         )
         .await?;
+    let connector_manifests = packages_of_connector(&packages, &namespace, connector_name).await?;
     Ok(Ok(Prerequisites {
         manifest,
+        connector_manifests,
         package,
         connector,
         platform: client.platform.clone(),
     }))
+}
+
+/// The manifests of the SoftwarePackages of the connector `connector` (one list of the
+/// namespace's packages per pass, like the get of the Rollout's own package).
+async fn packages_of_connector(
+    packages: &Api<SoftwarePackage>,
+    namespace: &str,
+    connector: &str,
+) -> Result<Vec<Manifest>, Error> {
+    let listed = packages
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::kube("list SoftwarePackages"))?;
+    Ok(engine::connector_manifests(
+        &listed.items,
+        namespace,
+        connector,
+    ))
 }
 
 fn not_ready_text(kind: &str, name: &str, conds: &[Condition]) -> String {

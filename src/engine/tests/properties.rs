@@ -244,7 +244,9 @@ fn check_step(
         + t.aborted
         + t.timed_out
         + t.skipped
-        + t.invalid;
+        + t.invalid
+        + t.busy
+        + t.foreign;
     prop_assert_eq!(sum, t.targeted);
     for w in &s.waves {
         let c = &w.counts;
@@ -256,7 +258,9 @@ fn check_step(
             + c.aborted
             + c.timed_out
             + c.skipped
-            + c.invalid;
+            + c.invalid
+            + c.busy
+            + c.foreign;
         prop_assert_eq!(wsum, c.targeted);
     }
     prop_assert!(s.waves.iter().map(|w| w.counts.targeted).sum::<i64>() <= t.targeted);
@@ -453,6 +457,7 @@ fn run_case(
         seed,
         targets: run.spec.targets.clone(),
         manifest: manifest(),
+        connector_manifests: vec![manifest()],
     });
     let mut raw_status = run.status.clone();
     let mut raw_memory = run.memory.clone();
