@@ -196,6 +196,8 @@ pub fn counts_text(c: &DeviceCounts) -> String {
         (c.aborted, "aborted"),
         (c.invalid, "invalid"),
         (c.skipped, "skipped"),
+        (c.busy, "busy"),
+        (c.foreign, "foreign"),
         (c.notified + c.in_progress, "in flight"),
         (c.pending, "pending"),
     ];
