@@ -141,6 +141,7 @@ fn bench(n: usize) {
         seed: order_seed(&spec, "bench", "ro"),
         targets: spec.targets.clone(),
         connector_manifests: vec![manifest.clone()],
+        newer_rollout_manifests: Vec::new(),
         manifest,
     });
     let mut page = Vec::with_capacity(PAGE);

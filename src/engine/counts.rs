@@ -44,7 +44,8 @@ pub fn held_by_wave(states: &[DeviceState], sizes: &[u64], started: usize) -> Ve
             | DeviceState::Skipped
             | DeviceState::Busy
             | DeviceState::Foreign
-            | DeviceState::ForeignSkipped => {}
+            | DeviceState::ForeignSkipped
+            | DeviceState::Superseded => {}
             DeviceState::Notified | DeviceState::InProgress => h.in_flight += 1,
             DeviceState::Succeeded => h.succeeded += 1,
             DeviceState::Failed

@@ -39,6 +39,9 @@ pub enum DeviceState {
     Foreign,
     /// Holding such a manifest with `policy.foreignManifests: Skip`: never notified, finished.
     ForeignSkipped,
+    /// Holding the manifest of a package a newer Rollout on the connector rolls out: that
+    /// Rollout's device now, never written by this one; finished, counted `skipped`.
+    Superseded,
 }
 
 impl DeviceState {
@@ -53,6 +56,7 @@ impl DeviceState {
                 | DeviceState::Skipped
                 | DeviceState::Invalid
                 | DeviceState::ForeignSkipped
+                | DeviceState::Superseded
         )
     }
 
@@ -70,6 +74,7 @@ impl DeviceState {
                 | DeviceState::Busy
                 | DeviceState::Foreign
                 | DeviceState::ForeignSkipped
+                | DeviceState::Superseded
         )
     }
 
@@ -171,6 +176,9 @@ pub fn busy_until(entry: &DeviceEntry, ctx: &EvalContext) -> Option<Micros> {
 fn not_notified_state(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
     if entry.report == ReportCode::Succeeded {
         return DeviceState::Skipped;
+    }
+    if entry.holds_newer_rollouts_manifest() {
+        return DeviceState::Superseded;
     }
     let foreign = entry.holds_foreign_manifest();
     if foreign && ctx.skip_foreign {

@@ -115,6 +115,9 @@ const SEEN: u8 = 1;
 /// Flag: the [`SetKind::OtherManifest`] value is the manifest of a SoftwarePackage of the
 /// connector ([`IndexConfig::connector_manifests`]).
 const CONNECTOR_MANIFEST: u8 = 2;
+/// Flag: the [`SetKind::OtherManifest`] value is the manifest of a package that a newer
+/// Rollout on the connector rolls out ([`IndexConfig::newer_rollout_manifests`]).
+const NEWER_ROLLOUT_MANIFEST: u8 = 4;
 
 /// A 16-bit hash of a version string, never 0 (0 means "none" in [`DeviceEntry`]). Two
 /// versions share a hash about once in 65,535 pairs; the only effect is that a device whose
@@ -177,6 +180,12 @@ impl DeviceEntry {
     pub fn holds_foreign_manifest(&self) -> bool {
         self.set_kind == SetKind::OtherManifest && self.flags & CONNECTOR_MANIFEST == 0
     }
+
+    /// Whether `config_otau` holds the manifest of a package that a newer Rollout on the
+    /// connector rolls out: the device is that Rollout's now.
+    pub fn holds_newer_rollouts_manifest(&self) -> bool {
+        self.set_kind == SetKind::OtherManifest && self.flags & NEWER_ROLLOUT_MANIFEST != 0
+    }
 }
 
 impl DeviceEntry {
@@ -224,6 +233,7 @@ impl DeviceEntry {
         OtherManifest {
             version: version_hash(version),
             produced,
+            newer_rollout: false,
         }
         .apply(&mut self);
         self.running_version = running.map_or(0, version_hash);
@@ -252,15 +262,19 @@ struct OtherManifest {
     version: u16,
     /// Whether a SoftwarePackage of the connector produced it.
     produced: bool,
+    /// Whether a newer Rollout on the connector rolls it out.
+    newer_rollout: bool,
 }
 
 impl OtherManifest {
     fn apply(self, entry: &mut DeviceEntry) {
         entry.other_version = self.version;
+        entry.flags &= !(CONNECTOR_MANIFEST | NEWER_ROLLOUT_MANIFEST);
         if self.produced {
             entry.flags |= CONNECTOR_MANIFEST;
-        } else {
-            entry.flags &= !CONNECTOR_MANIFEST;
+        }
+        if self.newer_rollout {
+            entry.flags |= NEWER_ROLLOUT_MANIFEST;
         }
     }
 }
@@ -363,6 +377,10 @@ pub struct IndexConfig {
     /// may be among them): another manifest in `config_otau` that is none of these is
     /// foreign (docs/rollouts.md, "Busy and foreign devices").
     pub connector_manifests: Vec<Manifest>,
+    /// The manifests of the packages that Rollouts newer than this one (on the same
+    /// connector) roll out: a device holding one is theirs now, never written by this one
+    /// (the newest Rollout wins, as with `TargetConflict`).
+    pub newer_rollout_manifests: Vec<Manifest>,
 }
 
 /// The devices of one rollout, folded from platform observations. Build it with
@@ -376,6 +394,8 @@ pub struct DeviceIndex {
     manifest: Manifest,
     /// [`IndexConfig::connector_manifests`] at attempt 1.
     connector_manifests: Vec<Manifest>,
+    /// [`IndexConfig::newer_rollout_manifests`] at attempt 1.
+    newer_rollout_manifests: Vec<Manifest>,
     /// The exact `config_otau` string for attempt k at `attempt_values[k - 1]`.
     attempt_values: Vec<String>,
     matcher: TargetMatcher,
@@ -413,10 +433,16 @@ impl DeviceIndex {
             .iter()
             .map(|m| m.with_attempt(1))
             .collect();
+        let newer_rollout_manifests = config
+            .newer_rollout_manifests
+            .iter()
+            .map(|m| m.with_attempt(1))
+            .collect();
         Self {
             matcher: TargetMatcher::new(&config.targets),
             manifest,
             connector_manifests,
+            newer_rollout_manifests,
             attempt_values,
             config,
             arena: String::new(),
@@ -930,6 +956,7 @@ impl DeviceIndex {
                 OtherManifest {
                     version: version_hash(&m.version),
                     produced: self.connector_manifests.contains(&m),
+                    newer_rollout: self.newer_rollout_manifests.contains(&m),
                 }
             }
             _ => OtherManifest::default(),

@@ -62,7 +62,9 @@ pub use blocked::{WriteShortfall, reconcile_blocked, writes_failed};
 pub use control::ResumeRequest;
 pub use device::{DeviceState, EvalContext, busy_until, evaluate};
 pub use events::{EngineEvent, EventType, MAX_EVENT_MESSAGE_BYTES, ThresholdTrip, reason};
-pub use foreign::connector_manifests;
+pub use foreign::{
+    connector_manifests, created_before, newer_rollout_manifests, newer_rollout_packages,
+};
 pub use index::{
     DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, Notified, ReportCode, SetKind,
 };

@@ -22,3 +22,4 @@ mod push;
 mod push_checks;
 mod readme;
 mod restart;
+mod upgrade;

@@ -386,6 +386,7 @@ async fn run_once(
         manifest: manifest.clone(),
         // The simulated connector holds this package only.
         connector_manifests: vec![manifest.clone()],
+        newer_rollout_manifests: Vec::new(),
     });
     let mut status = RolloutStatus::default();
     let mut memory = EngineMemory::default();

@@ -646,6 +646,7 @@ mod tests {
                 },
                 manifest: Manifest::url_list("2.0", "fw", "", vec![]),
                 connector_manifests: Vec::new(),
+                newer_rollout_manifests: Vec::new(),
             }),
             epoch: 0,
             ready: true,

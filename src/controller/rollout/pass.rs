@@ -126,8 +126,8 @@ struct Held {
 struct Prerequisites {
     manifest: Manifest,
     /// The manifests of the SoftwarePackages of the connector (which other manifests in
-    /// `config_otau` are not foreign).
-    connector_manifests: Vec<Manifest>,
+    /// `config_otau` are not foreign), and those of them newer Rollouts roll out.
+    others: OtherManifests,
     package: SoftwarePackage,
     connector: IoTConnector,
     platform: Arc<dyn Platform>,
@@ -202,7 +202,8 @@ fn subscribe(
             seed: order_seed(&pass.rollout.spec, &pass.namespace, &pass.name),
             targets: pass.rollout.spec.targets.clone(),
             manifest: ready.manifest.clone(),
-            connector_manifests: ready.connector_manifests.clone(),
+            connector_manifests: ready.others.connector.clone(),
+            newer_rollout_manifests: ready.others.newer_rollouts.clone(),
         },
     });
     (sub, connector_key)
@@ -570,32 +571,52 @@ async fn prerequisites(
             &connector,
         )
         .await?;
-    let connector_manifests = packages_of_connector(&packages, &namespace, connector_name).await?;
+    let others = other_manifests(rollout, ctx, &packages, connector_name).await?;
     Ok(Ok(Prerequisites {
         manifest,
-        connector_manifests,
+        others,
         package,
         connector,
         platform: client.platform.clone(),
     }))
 }
 
+/// The other manifests a device of the Rollout may hold that the engine tells apart.
+struct OtherManifests {
+    /// Of every SoftwarePackage of the connector.
+    connector: Vec<Manifest>,
+    /// Of the packages of the Rollouts created after this one (the cached Rollouts of the
+    /// namespace).
+    newer_rollouts: Vec<Manifest>,
+}
+
 /// The manifests of the SoftwarePackages of the connector `connector` (one list of the
-/// namespace's packages per pass, like the get of the Rollout's own package).
-async fn packages_of_connector(
+/// namespace's packages per pass, like the get of the Rollout's own package), and of those
+/// that newer Rollouts roll out.
+async fn other_manifests(
+    rollout: &Rollout,
+    ctx: &RolloutContext,
     packages: &Api<SoftwarePackage>,
-    namespace: &str,
     connector: &str,
-) -> Result<Vec<Manifest>, Error> {
+) -> Result<OtherManifests, Error> {
+    let namespace = rollout.namespace().unwrap_or_default();
     let listed = packages
         .list(&kube::api::ListParams::default())
         .await
         .map_err(Error::kube("list SoftwarePackages"))?;
-    Ok(engine::connector_manifests(
-        &listed.items,
-        namespace,
-        connector,
-    ))
+    let cached = ctx.rollouts();
+    let newer =
+        engine::newer_rollout_packages(rollout, cached.iter().filter_map(|r| r.0.as_ref().ok()));
+    Ok(OtherManifests {
+        connector: engine::connector_manifests(&listed.items, &namespace, connector),
+        newer_rollouts: engine::newer_rollout_manifests(
+            &listed.items,
+            &namespace,
+            connector,
+            &rollout.spec.package_ref.name,
+            &newer,
+        ),
+    })
 }
 
 fn not_ready_text(kind: &str, name: &str, conds: &[Condition]) -> String {

@@ -18,6 +18,7 @@ fn config(targets: Targets) -> IndexConfig {
         targets,
         manifest: manifest(),
         connector_manifests: Vec::new(),
+        newer_rollout_manifests: Vec::new(),
     }
 }
 

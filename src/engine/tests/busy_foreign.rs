@@ -317,3 +317,31 @@ proptest! {
         check_busy_and_foreign(n, states, percents, take_over, skip, waits)?;
     }
 }
+
+#[test]
+fn a_complete_rollout_never_writes_the_devices_a_newer_rollout_took_over() {
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(8, SEED, |_, _| {}));
+    run_to_completion(&mut run, 30);
+    assert!(completed(&run), "{:?}", run.status.conditions);
+    // A newer Rollout of the next version wrote every device, and they installed it.
+    let next = Manifest::url_list("3.0", "Firmware", "", vec!["fw-3.0.bin".into()]);
+    let done = Report::new("3.0", Status::parse("INSTALLED_VERSION"), "").to_json();
+    let now = run.fleet.now;
+    for d in &mut run.fleet.devices {
+        d.config = Some(crate::engine::ResourceState::set(next.to_json(), now));
+        d.report = Some(crate::engine::ResourceState::written_by_device(
+            done.clone(),
+            now + 1,
+        ));
+    }
+    run.wait(MINUTE);
+    run.connector_manifests = vec![manifest(), next.clone()];
+    // Without knowing the newer Rollout, the complete one would take every device back.
+    assert_eq!(run.decide().notifications.len(), 8);
+    run.newer_rollout_manifests = vec![next];
+    let d = run.step();
+    assert!(d.notifications.is_empty(), "{:?}", d.notifications);
+    assert_eq!(d.status.totals.skipped, 8, "{:?}", d.status.totals);
+    assert!(completed(&run), "{:?}", run.status.conditions);
+    assert!(run.fleet.devices.iter().all(|d| d.writes == vec![1]));
+}

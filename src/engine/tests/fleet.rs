@@ -268,6 +268,8 @@ pub struct Run {
     pub max_notifications: Option<usize>,
     /// The manifests of the connector's packages (this package's by default).
     pub connector_manifests: Vec<Manifest>,
+    /// The manifests of the packages of newer Rollouts on the connector (none by default).
+    pub newer_rollout_manifests: Vec<Manifest>,
 }
 
 fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
@@ -286,6 +288,7 @@ impl Run {
             fleet,
             max_notifications: None,
             connector_manifests: vec![manifest()],
+            newer_rollout_manifests: Vec::new(),
         }
     }
 
@@ -303,6 +306,7 @@ impl Run {
                 targets: self.spec.targets.clone(),
                 manifest: manifest(),
                 connector_manifests: self.connector_manifests.clone(),
+                newer_rollout_manifests: self.newer_rollout_manifests.clone(),
             },
             self.fleet.observations(),
         )

@@ -458,6 +458,7 @@ fn run_case(
         targets: run.spec.targets.clone(),
         manifest: manifest(),
         connector_manifests: vec![manifest()],
+        newer_rollout_manifests: Vec::new(),
     });
     let mut raw_status = run.status.clone();
     let mut raw_memory = run.memory.clone();
