@@ -64,6 +64,12 @@ pub const DEVICE_TIMEOUT: DurationRange = DurationRange {
     field: "deviceTimeout",
     min_seconds: 1,
 };
+/// `Rollout.spec.policy.deviceTimeoutTotal`: 1s to 8760h, and never shorter than
+/// `deviceTimeout` ([`not_shorter_rule`]).
+pub const DEVICE_TIMEOUT_TOTAL: DurationRange = DurationRange {
+    field: "deviceTimeoutTotal",
+    min_seconds: 1,
+};
 /// `Rollout.spec.waves[].soak`: 0s to 8760h.
 pub const SOAK: DurationRange = DurationRange {
     field: "soak",
@@ -95,6 +101,25 @@ impl DurationRange {
         ))
         .message(self.message().as_str())
     }
+}
+
+/// The CEL rule, on the object holding both fields, that the optional duration `longer` is not
+/// shorter than the duration `shorter` (camelCase field names). It passes when `longer` is
+/// absent (objects stored before the field existed keep validating) or when either string is
+/// not a duration within range (the fields' own rules refuse those with their messages), so
+/// `duration()` is only called where it cannot fail.
+pub fn not_shorter_rule(longer: &str, shorter: &str) -> kube::core::Rule {
+    let usable = |f: &str| {
+        format!(
+            "has(self.{f}) && self.{f}.matches('{DURATION_PATTERN}') && !self.{f}.matches('{DURATION_HUGE_PATTERN}')"
+        )
+    };
+    kube::core::Rule::new(format!(
+        "!({}) || !({}) || duration(self.{longer}) >= duration(self.{shorter})",
+        usable(longer),
+        usable(shorter)
+    ))
+    .message(format!("{longer} must not be shorter than {shorter}").as_str())
 }
 
 /// A duration written the Go way (`"90s"`, `"1h30m"`), kept as the user wrote it so that a

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{DeviceTag, LocalRef, identity_list_schema};
 use super::conditions::conditions_schema;
-use super::duration::{DEVICE_TIMEOUT, GoDuration, SOAK};
+use super::duration::{DEVICE_TIMEOUT, DEVICE_TIMEOUT_TOTAL, GoDuration, SOAK, not_shorter_rule};
 use super::rollout_decisions::RolloutDecisions;
 
 /// One-shot pause: any new nonce value pauses the Rollout (like `spec.paused`, but resumed by
@@ -45,6 +45,8 @@ pub const MAX_NONCE_LENGTH: usize = 128;
 
 /// Default device timeout.
 pub const DEFAULT_DEVICE_TIMEOUT: &str = "1h";
+/// The default `deviceTimeoutTotal`, as a multiple of `deviceTimeout`.
+pub const DEFAULT_DEVICE_TIMEOUT_TOTAL_FACTOR: u32 = 4;
 /// Default failure threshold, percent of finished devices in the current wave.
 pub const DEFAULT_FAILURE_PERCENT: i32 = 10;
 /// Default minimum number of finished devices in a wave before the threshold is judged.
@@ -294,15 +296,24 @@ pub struct Wave {
 
 /// How devices are judged and what happens when too many fail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = not_shorter_rule("deviceTimeoutTotal", "deviceTimeout"))]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
-    /// How long a notified device may take to report a final status before it counts as timed
-    /// out (Go duration, from 1s to 8760h). The clock starts at the platform's timestamp of the
-    /// `config_otau` value, so it survives operator restarts; a device's acknowledgement
-    /// rewrites that value and restarts the clock from the ack.
+    /// How long a notified device may stay silent before it counts as timed out (Go duration,
+    /// from 1s to 8760h): the clock starts when its notification is written and starts again
+    /// at each progress report for that notification, up to `deviceTimeoutTotal`. Both come
+    /// from the platform's timestamps, so they survive operator restarts; a device's
+    /// acknowledgement does not restart it.
     #[serde(default = "default_device_timeout")]
     #[x_kube(validation = DEVICE_TIMEOUT.rule())]
     pub device_timeout: GoDuration,
+
+    /// The most time a notified device may take in all, however often it reports progress
+    /// (Go duration, from 1s to 8760h, not shorter than `deviceTimeout`). Default: 4 times
+    /// `deviceTimeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = DEVICE_TIMEOUT_TOTAL.rule())]
+    pub device_timeout_total: Option<GoDuration>,
 
     /// How many more times a failed (or timed-out) device is notified, 0..10. Each retry writes
     /// the manifest with `"attempt": k`.
@@ -370,6 +381,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             device_timeout: default_device_timeout(),
+            device_timeout_total: None,
             retries: 0,
             max_in_flight: None,
             failure_threshold: FailureThreshold::default(),
@@ -536,6 +548,11 @@ pub struct DeviceCounts {
     /// Reported an error (after all retries).
     #[serde(default)]
     pub failed: i64,
+    /// Of `succeeded`: devices that installed the version and have reported about it again
+    /// since (they run the update again, or a progress report came late). Still succeeded; not
+    /// one of the states `targeted` adds up.
+    #[serde(default)]
+    pub reruns: i64,
     /// Reported `INSTALL_ABORTED`.
     #[serde(default)]
     pub aborted: i64,
@@ -556,10 +573,6 @@ pub struct DeviceCounts {
     /// manifest no SoftwarePackage of the connector produced.
     #[serde(default)]
     pub foreign: i64,
-    /// Devices that succeeded with this Rollout's version and later re-ran the update
-    /// (reported progress or a failure again); they stay counted succeeded.
-    #[serde(default)]
-    pub reruns: i64,
 }
 
 /// Per-wave progress.

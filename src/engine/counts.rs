@@ -47,7 +47,7 @@ pub fn held_by_wave(states: &[DeviceState], sizes: &[u64], started: usize) -> Ve
             | DeviceState::ForeignSkipped
             | DeviceState::Superseded => {}
             DeviceState::Notified | DeviceState::InProgress => h.in_flight += 1,
-            DeviceState::Succeeded => h.succeeded += 1,
+            DeviceState::Succeeded | DeviceState::Rerun => h.succeeded += 1,
             DeviceState::Failed
             | DeviceState::Aborted
             | DeviceState::TimedOut
@@ -94,13 +94,13 @@ pub fn sum_counts(buckets: &[DeviceCounts]) -> DeviceCounts {
         t.in_progress += c.in_progress;
         t.succeeded += c.succeeded;
         t.failed += c.failed;
+        t.reruns += c.reruns;
         t.aborted += c.aborted;
         t.timed_out += c.timed_out;
         t.skipped += c.skipped;
         t.invalid += c.invalid;
         t.busy += c.busy;
         t.foreign += c.foreign;
-        t.reruns += c.reruns;
     }
     t
 }

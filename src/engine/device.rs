@@ -1,5 +1,8 @@
 //! The state of one device, computed afresh at every step from its index entry, the policy
-//! and the time (nothing per device is remembered between steps: the platform is the ledger).
+//! and the time. The entry holds what the platform lists (values, acks, timestamps) plus two
+//! facts the index keeps while it runs (a value's write time through its ack, and that the
+//! device installed the target); docs/rollouts.md "Where each fact lives" says what a restart
+//! recomputes.
 
 use super::index::{DeviceEntry, ReportCode, SetKind};
 use super::observation::Micros;
@@ -21,6 +24,10 @@ pub enum DeviceState {
     InProgress,
     /// `INSTALLED_VERSION` of the target after a notification.
     Succeeded,
+    /// Installed the target after a notification, and has reported about the target again
+    /// since (it runs the update again, or a progress report arrived late): still succeeded,
+    /// counted in `succeeded` and in `reruns`.
+    Rerun,
     /// Its last allowed attempt failed.
     Failed,
     /// Reported `INSTALL_ABORTED` (never retried: the device refused on purpose).
@@ -50,6 +57,7 @@ impl DeviceState {
         matches!(
             self,
             DeviceState::Succeeded
+                | DeviceState::Rerun
                 | DeviceState::Failed
                 | DeviceState::Aborted
                 | DeviceState::TimedOut
@@ -89,8 +97,11 @@ impl DeviceState {
 pub struct EvalContext {
     /// The time of this step (µs).
     pub now: Micros,
-    /// The device timeout (µs).
+    /// The device timeout (µs): the most time between the attempt's write (or its latest
+    /// progress report) and the next report.
     pub timeout: Micros,
+    /// The total cap (µs) from the attempt's write, however often it reports progress.
+    pub timeout_total: Micros,
     /// `retries + 1`.
     pub max_attempts: u8,
     /// False once aborted: nothing more is written, so no attempt is followed by another.
@@ -124,6 +135,7 @@ fn report_is_about_target(report: ReportCode) -> bool {
             | ReportCode::TestError
             | ReportCode::DownloadError
             | ReportCode::InstallError
+            | ReportCode::OtherError
             | ReportCode::Aborted
     )
 }
@@ -144,14 +156,65 @@ fn notification(entry: &DeviceEntry, ctx: &EvalContext) -> Option<Notification> 
     }
 }
 
-/// Whether the device's last report can judge its current attempt: only a report written
-/// strictly after the `config_otau` value does. A report older than the value is about an
-/// earlier attempt (or from before this rollout). A report with the very same timestamp is
-/// taken as older too: the operator writes a retry only after it has read the failure that
-/// called for it, so counting that failure again would fail the new attempt at once; a
-/// genuine report at the same microsecond is still caught by the device timeout.
-pub fn report_is_fresh(entry: &DeviceEntry) -> bool {
-    entry.report_at > entry.set_at
+/// When the device's current attempt was written (µs), as far as the platform and the index
+/// tell: the `config_otau` timestamp while the value is not acknowledged, or the write time the
+/// index kept through the ack. An ack moves the one platform timestamp (exosite-platform.md
+/// §1.3), so for a value first seen acknowledged (after an operator restart) the write lies
+/// somewhere between the rollout's start and the ack:
+/// - attempt 1 (or a non-manifest ack): the rollout's start is taken. Exact: no earlier attempt
+///   of this rollout can have reported, so every report since the start is about it.
+/// - a retry: the ack is taken. A report between the two may be the failure that called for
+///   the retry (the device acked the retry and reported nothing since) or the retry's own
+///   failure acked late; the platform cannot tell them apart, and counting the first again
+///   would spend an attempt on a report already acted on. So it counts for the earlier
+///   attempt, and the retry's late-acked failure is caught by the device timeout instead.
+pub fn attempt_written_at(entry: &DeviceEntry, ctx: &EvalContext) -> Micros {
+    if entry.write_time_known() || (entry.set_kind == SetKind::Ours && entry.attempt > 1) {
+        return entry.set_at;
+    }
+    ctx.rollout_started_at
+        .map_or(entry.set_at, |started| started.min(entry.set_at))
+}
+
+/// Whether the device's last report belongs to its current attempt: it was written strictly
+/// after the attempt (whatever an ack did to the `config_otau` timestamp since). A report
+/// older than the attempt is about an earlier attempt (or from before this rollout). A report
+/// with the very same timestamp is taken as older too: the operator writes a retry only after
+/// it has read the failure that called for it, so counting that failure again would fail the
+/// new attempt at once; a genuine report at the same microsecond is still caught by the device
+/// timeout. Each report so belongs to exactly one attempt: the latest written before it.
+pub fn report_belongs_to_attempt(entry: &DeviceEntry, ctx: &EvalContext) -> bool {
+    entry.report_at > attempt_written_at(entry, ctx)
+}
+
+/// When the device's current attempt times out (µs): [`EvalContext::timeout`] after its write
+/// or after its latest progress report for this attempt, whichever is later, and never later
+/// than [`EvalContext::timeout_total`] after the write. Both from platform timestamps, so a
+/// restarted operator computes the same time.
+pub fn times_out_at(entry: &DeviceEntry, ctx: &EvalContext) -> Micros {
+    let written = attempt_written_at(entry, ctx);
+    let progress = matches!(
+        entry.report,
+        ReportCode::InProgress | ReportCode::InProgressUnknown
+    ) && report_belongs_to_attempt(entry, ctx);
+    let clock = if progress {
+        written.max(entry.set_at).max(entry.report_at)
+    } else {
+        written.max(entry.set_at)
+    };
+    // The cap runs from the value's own timestamp: the write, or (first seen acknowledged)
+    // the ack, which is never earlier, so a restart never shortens it.
+    let cap = entry
+        .set_at
+        .saturating_add(ctx.timeout_total.max(ctx.timeout));
+    clock.saturating_add(ctx.timeout).min(cap)
+}
+
+/// Whether an installed device's latest report is about the target again (a re-run, or a
+/// late progress report): it stays succeeded, shown as a re-run.
+fn reports_again(report: ReportCode) -> bool {
+    (report != ReportCode::Succeeded && report_is_about_target(report))
+        || report == ReportCode::Malformed
 }
 
 /// Until when (µs, exclusive) a device not notified by this rollout counts as busy with
@@ -199,18 +262,30 @@ pub fn evaluate(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
     let Some(notified) = notification(entry, ctx) else {
         return not_notified_state(entry, ctx);
     };
-    let fresh = report_is_fresh(entry);
+    if entry.installed_target() || entry.report == ReportCode::Succeeded {
+        return if entry.installed_target() && reports_again(entry.report) {
+            DeviceState::Rerun
+        } else {
+            DeviceState::Succeeded
+        };
+    }
+    let fresh = report_belongs_to_attempt(entry, ctx);
     let next_attempt = match notified {
-        Notification::Attempt(k) if ctx.retries_allowed && k < ctx.max_attempts => Some(k + 1),
+        Notification::Attempt(k)
+            if ctx.retries_allowed
+                && k < ctx.max_attempts
+                && !entry.excluded_after_notification() =>
+        {
+            Some(k + 1)
+        }
         _ => None,
     };
     let failed = |final_state| match next_attempt {
         Some(next) => DeviceState::RetryDue { next },
         None => final_state,
     };
-    let timed_out = ctx.now >= entry.set_at.saturating_add(ctx.timeout);
+    let timed_out = ctx.now >= times_out_at(entry, ctx);
     match entry.report {
-        ReportCode::Succeeded => DeviceState::Succeeded,
         r if r.is_failure() && fresh => failed(DeviceState::Failed),
         ReportCode::Aborted if fresh => DeviceState::Aborted,
         ReportCode::Malformed if fresh => DeviceState::Invalid,

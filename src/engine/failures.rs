@@ -5,7 +5,7 @@
 use crate::api::rollout::DeviceFailure;
 use crate::otau::safe_text;
 
-use super::device::{DeviceState, EvalContext, report_is_fresh};
+use super::device::{DeviceState, EvalContext, report_belongs_to_attempt, times_out_at};
 use super::index::{DeviceIndex, ReportCode, SetKind};
 use super::observation::Micros;
 use super::policy::ParsedPolicy;
@@ -25,13 +25,13 @@ pub fn recent_failures(
     let mut recent = RecentFailures::default();
     let failure_time = |p: usize| -> Option<Micros> {
         let e = index.entry(order[p]);
-        let by_report =
-            (e.report.is_failure() || e.report == ReportCode::Malformed) && report_is_fresh(e);
+        let by_report = (e.report.is_failure() || e.report == ReportCode::Malformed)
+            && report_belongs_to_attempt(e, ctx);
         match states[p] {
             DeviceState::Failed | DeviceState::Invalid => Some(e.report_at),
-            DeviceState::TimedOut => Some(e.set_at.saturating_add(ctx.timeout)),
+            DeviceState::TimedOut => Some(times_out_at(e, ctx)),
             DeviceState::RetryDue { .. } if by_report => Some(e.report_at),
-            DeviceState::RetryDue { .. } => Some(e.set_at.saturating_add(ctx.timeout)),
+            DeviceState::RetryDue { .. } => Some(times_out_at(e, ctx)),
             _ => None,
         }
     };
@@ -52,7 +52,7 @@ pub fn recent_failures(
             let identity = index.identity(e);
             let timed_out = matches!(states[p], DeviceState::TimedOut)
                 || (matches!(states[p], DeviceState::RetryDue { .. })
-                    && !(e.report.is_failure() && report_is_fresh(e)));
+                    && !(e.report.is_failure() && report_belongs_to_attempt(e, ctx)));
             let attempt = match e.set_kind {
                 SetKind::Ours => {
                     format!("attempt {} of {}", e.attempt, policy.max_attempts)

@@ -6,11 +6,14 @@
 //! the sorted order 4 bytes. About 80-110 bytes per device at a million devices, well under
 //! the 200 bytes of docs/architecture.md §6 (measured by `engine-bench`, asserted by a test).
 //!
-//! A device is in scope when the targets select it now; everything else is dropped at once, so
-//! a rollout of 1,000 devices on a connector of a million keeps 1,000 entries. Holding this
-//! package's manifest does not bring a device in: two Rollouts of one package to disjoint
-//! targets (say one per region) each count only their own devices, and a device that an edit
-//! of the targets leaves out stops counting (its `config_otau` stays as written).
+//! A device is in scope when the targets' identities or tags select it now, and either no
+//! exclusion removes it or it holds this package's manifest (an exclusion stops future writes
+//! only: a notified device it removes keeps counting, flagged so that it is never written
+//! again). Everything else is dropped at once, so a rollout of 1,000 devices on a connector of
+//! a million keeps 1,000 entries. Holding this package's manifest does not bring an unselected
+//! device in: two Rollouts of one package to disjoint targets (say one per region) each count
+//! only their own devices, and a device the identities or tags no longer select stops counting
+//! (its `config_otau` stays as written).
 
 use std::borrow::{Borrow, Cow};
 use std::collections::{HashMap, HashSet};
@@ -68,6 +71,8 @@ pub enum ReportCode {
     DownloadError,
     /// `INSTALL_ERROR` for the target.
     InstallError,
+    /// An undocumented status ending in `_ERROR` for the target (a failure all the same).
+    OtherError,
     /// `INSTALL_ABORTED` for the target.
     Aborted,
     /// Not a report (not JSON, or no `version`/`status`).
@@ -79,7 +84,10 @@ impl ReportCode {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            ReportCode::TestError | ReportCode::DownloadError | ReportCode::InstallError
+            ReportCode::TestError
+                | ReportCode::DownloadError
+                | ReportCode::InstallError
+                | ReportCode::OtherError
         )
     }
 
@@ -89,6 +97,7 @@ impl ReportCode {
             ReportCode::TestError => "TEST_ERROR",
             ReportCode::DownloadError => "DOWNLOAD_ERROR",
             ReportCode::InstallError => "INSTALL_ERROR",
+            ReportCode::OtherError => "OtherError",
             ReportCode::Aborted => "INSTALL_ABORTED",
             ReportCode::Malformed => "InvalidReport",
             ReportCode::Succeeded => "INSTALLED_VERSION",
@@ -112,12 +121,25 @@ pub struct Notified {
 
 /// Flag: the device was seen since [`DeviceIndex::begin_full_listing`].
 const SEEN: u8 = 1;
+/// Flag: the device acknowledged the `config_otau` value it holds (its `reported` value is the
+/// `set` one, exosite-platform.md §1.4): the timestamp then is the ack's, not the write's.
+const ACKED: u8 = 2;
+/// Flag: [`DeviceEntry::set_at`] is the time the value was *written*: the index saw it before
+/// any ack (our own write, or a listing of it unacknowledged) and kept that time through the
+/// ack. Without it, an acknowledged value's time is only an upper bound of the write.
+const WRITE_KNOWN: u8 = 4;
+/// Flag: the device reported `INSTALLED_VERSION` of the target while holding this rollout's
+/// notification: it stays succeeded for this rollout whatever it reports later.
+const INSTALLED: u8 = 8;
+/// Flag: `targets.exclude` removes the device, which holds this rollout's manifest: it keeps
+/// counting (an exclusion stops future writes only) and gets no retry.
+const EXCLUDED: u8 = 16;
 /// Flag: the [`SetKind::OtherManifest`] value is the manifest of a SoftwarePackage of the
 /// connector ([`IndexConfig::connector_manifests`]).
-const CONNECTOR_MANIFEST: u8 = 2;
+const CONNECTOR_MANIFEST: u8 = 32;
 /// Flag: the [`SetKind::OtherManifest`] value is the manifest of a package that a newer
 /// Rollout on the connector rolls out ([`IndexConfig::newer_rollout_manifests`]).
-const NEWER_ROLLOUT_MANIFEST: u8 = 4;
+const NEWER_ROLLOUT_MANIFEST: u8 = 64;
 
 /// A 16-bit hash of a version string, never 0 (0 means "none" in [`DeviceEntry`]). Two
 /// versions share a hash about once in 65,535 pairs; the only effect is that a device whose
@@ -147,7 +169,8 @@ fn running_version(raw: Option<&str>) -> u16 {
 pub struct DeviceEntry {
     /// The order key (see [`super::order::order_key`]).
     pub order_key: u64,
-    /// Timestamp (µs) of the `config_otau` value: starts the device timeout.
+    /// Timestamp (µs) of the `config_otau` value: its write when [`Self::write_time_known`]
+    /// (an ack of the same value does not move it), else the last write of either value.
     pub set_at: Micros,
     /// Timestamp (µs) of the `otau_in` value.
     pub report_at: Micros,
@@ -189,6 +212,87 @@ impl DeviceEntry {
 }
 
 impl DeviceEntry {
+    /// Whether the device acknowledged the `config_otau` value it holds.
+    pub fn acked(&self) -> bool {
+        self.flags & ACKED != 0
+    }
+
+    /// Whether [`Self::set_at`] is the time the value was written (seen before any ack).
+    pub fn write_time_known(&self) -> bool {
+        self.flags & WRITE_KNOWN != 0 || self.flags & ACKED == 0
+    }
+
+    /// Whether the device installed the target while holding this rollout's notification.
+    pub fn installed_target(&self) -> bool {
+        self.flags & INSTALLED != 0
+    }
+
+    /// Whether `targets.exclude` removes the device after it was notified: it keeps counting
+    /// and is never written again.
+    pub fn excluded_after_notification(&self) -> bool {
+        self.flags & EXCLUDED != 0
+    }
+
+    /// The same entry, excluded after its notification (tests).
+    #[cfg(test)]
+    pub(crate) fn with_excluded(mut self) -> Self {
+        self.flags |= EXCLUDED;
+        self
+    }
+
+    /// The same entry, acknowledged or not, with its write time known or not (tests).
+    #[cfg(test)]
+    pub(crate) fn with_ack(mut self, acked: bool, write_known: bool) -> Self {
+        self.flags &= !(ACKED | WRITE_KNOWN);
+        if acked {
+            self.flags |= ACKED;
+        }
+        if write_known {
+            self.flags |= WRITE_KNOWN;
+        }
+        self
+    }
+
+    /// The same entry, marked as having installed the target (tests).
+    #[cfg(test)]
+    pub(crate) fn with_installed(mut self) -> Self {
+        self.flags |= INSTALLED;
+        self
+    }
+
+    /// Folds a new `config_otau` state (value kind, attempt, timestamp, acknowledged): an ack
+    /// of the value the entry holds keeps the write time the entry knows; any other value
+    /// starts again from its timestamp, which is the write's unless it is acknowledged.
+    fn fold_set(&mut self, kind: SetKind, attempt: u8, at: Micros, acked: bool) {
+        let same_value = kind == self.set_kind && attempt == self.attempt;
+        let keep_write = same_value && acked && self.write_time_known() && at >= self.set_at;
+        if !keep_write {
+            self.set_at = at;
+            self.flags &= !WRITE_KNOWN;
+            if !acked {
+                self.flags |= WRITE_KNOWN;
+            }
+        }
+        if acked {
+            self.flags |= ACKED;
+        } else {
+            self.flags &= !ACKED;
+        }
+        self.set_kind = kind;
+        self.attempt = attempt;
+    }
+
+    /// Folds a new report: `INSTALLED_VERSION` of the target while the device holds a
+    /// notification (this manifest, or a value that replaced it) is remembered for good.
+    fn fold_report(&mut self, report: ReportCode, at: Micros) {
+        self.report = report;
+        self.report_at = at;
+        let holds_notification = matches!(self.set_kind, SetKind::Ours | SetKind::Foreign);
+        if report == ReportCode::Succeeded && holds_notification {
+            self.flags |= INSTALLED;
+        }
+    }
+
     /// An entry with no identity, for tests of the per-device rules.
     #[cfg(test)]
     pub(crate) fn bare(
@@ -249,6 +353,7 @@ struct Folded {
     attempt: u8,
     set_at: Micros,
     other: OtherManifest,
+    acked: bool,
     report: ReportCode,
     report_at: Micros,
     running_version: u16,
@@ -640,14 +745,15 @@ impl DeviceIndex {
             match (found, folded.in_scope) {
                 (Some(i), true) => {
                     let e = &mut self.entries[i as usize];
-                    e.set_kind = folded.set_kind;
-                    e.attempt = folded.attempt;
-                    e.set_at = folded.set_at;
+                    e.fold_set(folded.set_kind, folded.attempt, folded.set_at, folded.acked);
                     folded.other.apply(e);
-                    e.report = folded.report;
-                    e.report_at = folded.report_at;
+                    e.fold_report(folded.report, folded.report_at);
                     e.running_version = folded.running_version;
                     e.flags |= SEEN;
+                    e.flags &= !EXCLUDED;
+                    if folded.excluded {
+                        e.flags |= EXCLUDED;
+                    }
                 }
                 (Some(i), false) => self.remove_at(i),
                 (None, true) => self.insert(key, &obs.identity, &folded),
@@ -673,7 +779,8 @@ impl DeviceIndex {
 
     /// Folds what changed about one device the index holds (our own write, a pushed report):
     /// each part newer than (or as new as) what the entry holds is classified and replaces
-    /// that part only. Returns false, changing nothing, when the device is not in the index
+    /// that part only. A `config_otau` value equal to the one held is the device's ack (our
+    /// own writes change the value: a retry carries its attempt), so it keeps the write time. Returns false, changing nothing, when the device is not in the index
     /// or every part is older (pushed events may arrive late or twice). Marks the device seen
     /// for a full listing in progress.
     pub fn apply_partial(&mut self, identity: &str, update: &PartialUpdate) -> bool {
@@ -690,35 +797,53 @@ impl DeviceIndex {
                 let kind = self.set_kind(Some(value));
                 (kind, self.other_manifest(kind.0, Some(value)), at)
             });
-        let report = update
+        let pushed = update
             .otau_in
             .as_ref()
-            .map(|(value, at)| (value, normalize_timestamp(*at)))
+            .map(|(value, at)| (value, normalize_timestamp(*at)));
+        let report = pushed
             .filter(|(_, at)| *at >= entry.report_at)
             .map(|(value, at)| {
                 let running = running_version(Some(value));
                 (self.report_code(Some(value)), running, at)
             });
+        if report.is_none()
+            && let Some((value, at)) = pushed
+            && self.late_install(&entry, value, at)
+        {
+            // Pushed events may arrive out of order: an install overtaken by a later report
+            // still happened.
+            let e = &mut self.entries[i as usize];
+            e.flags |= INSTALLED | SEEN;
+            return true;
+        }
         if set.is_none() && report.is_none() {
             return false;
         }
         let e = &mut self.entries[i as usize];
         e.flags |= SEEN;
         if let Some(((kind, attempt), other, at)) = set {
-            e.set_kind = kind;
-            e.attempt = attempt;
-            e.set_at = at;
+            let ack = kind == e.set_kind && attempt == e.attempt && kind != SetKind::Absent;
+            e.fold_set(kind, attempt, at, ack);
             other.apply(e);
         }
         if let Some(((code, note), running, at)) = report {
-            e.report = code;
-            e.report_at = at;
+            e.fold_report(code, at);
             e.running_version = running;
             if let Some(note) = note {
                 self.remember_note(identity, at, &note);
             }
         }
         true
+    }
+
+    /// Whether a report older than the one an entry holds is the target's install during the
+    /// entry's notification (written after it, as far as the index knows the write).
+    fn late_install(&self, entry: &DeviceEntry, value: &str, at: Micros) -> bool {
+        matches!(entry.set_kind, SetKind::Ours | SetKind::Foreign)
+            && !entry.installed_target()
+            && (at > entry.set_at || !entry.write_time_known())
+            && self.report_code(Some(value)).0 == ReportCode::Succeeded
     }
 
     /// Keeps a device the index holds through a full listing in progress as it is (what the
@@ -796,7 +921,7 @@ impl DeviceIndex {
         }
         self.arena.push_str(identity);
         let index = self.entries.len() as u32;
-        self.entries.push(DeviceEntry {
+        let mut entry = DeviceEntry {
             order_key: key,
             set_at: folded.set_at,
             report_at: folded.report_at,
@@ -804,14 +929,19 @@ impl DeviceIndex {
             identity_len: identity.len() as u16,
             attempt: folded.attempt,
             set_kind: folded.set_kind,
-            report: folded.report,
+            report: ReportCode::None,
             flags: SEEN,
             other_version: 0,
-            running_version: folded.running_version,
-        });
-        if let Some(e) = self.entries.last_mut() {
-            folded.other.apply(e);
+            running_version: 0,
+        };
+        entry.fold_set(folded.set_kind, folded.attempt, folded.set_at, folded.acked);
+        folded.other.apply(&mut entry);
+        entry.fold_report(folded.report, folded.report_at);
+        entry.running_version = folded.running_version;
+        if folded.excluded {
+            entry.flags |= EXCLUDED;
         }
+        self.entries.push(entry);
         match self.by_key.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => self.collisions.push(index),
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -903,14 +1033,15 @@ impl DeviceIndex {
     }
 
     fn fold(&self, obs: &DeviceObservation) -> Folded {
-        let (set_kind, attempt, set_at, other) = match &obs.config_otau {
-            None => (SetKind::Absent, 0, 0, OtherManifest::default()),
+        let (set_kind, attempt, set_at, acked, other) = match &obs.config_otau {
+            None => (SetKind::Absent, 0, 0, false, OtherManifest::default()),
             Some(state) => {
                 let (kind, attempt) = self.set_kind(state.set.as_deref());
                 (
                     kind,
                     attempt,
                     normalize_timestamp(state.timestamp.unwrap_or(0)),
+                    self.acknowledged(state, kind, attempt),
                     self.other_manifest(kind, state.set.as_deref()),
                 )
             }
@@ -929,12 +1060,16 @@ impl DeviceIndex {
             }
         };
         let scope = self.matcher.scope(obs);
+        // An exclusion stops future writes only: a device it removes that holds this rollout's
+        // manifest was notified, and keeps counting.
+        let kept = scope == Scope::Excluded && set_kind == SetKind::Ours;
         Folded {
-            in_scope: scope == Scope::In,
+            in_scope: scope == Scope::In || kept,
             excluded: scope == Scope::Excluded,
             set_kind,
             attempt,
             set_at,
+            acked,
             other,
             report,
             report_at,
@@ -960,6 +1095,24 @@ impl DeviceIndex {
                 }
             }
             _ => OtherManifest::default(),
+        }
+    }
+
+    /// Whether a listed `config_otau` is acknowledged: its `reported` value is its `set` value,
+    /// byte for byte or, for a manifest, as the same manifest and attempt (a device may
+    /// re-serialise it, exosite-platform.md §1.4).
+    fn acknowledged(
+        &self,
+        state: &super::observation::ResourceState,
+        kind: SetKind,
+        attempt: u8,
+    ) -> bool {
+        match (state.set.as_deref(), state.reported.as_deref()) {
+            (Some(set), Some(reported)) if set == reported => kind != SetKind::Absent,
+            (Some(_), Some(reported)) => {
+                kind == SetKind::Ours && self.set_kind(Some(reported)) == (kind, attempt)
+            }
+            _ => false,
         }
     }
 
@@ -999,7 +1152,8 @@ impl DeviceIndex {
                 let code = match status.as_ref().map(|s| s.as_str()) {
                     Some("TEST_ERROR") => ReportCode::TestError,
                     Some("DOWNLOAD_ERROR") => ReportCode::DownloadError,
-                    _ => ReportCode::InstallError,
+                    Some("INSTALL_ERROR") => ReportCode::InstallError,
+                    _ => ReportCode::OtherError,
                 };
                 (code, report_message(raw))
             }

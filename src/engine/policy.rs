@@ -3,8 +3,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::conditions;
-use crate::api::duration::{DEVICE_TIMEOUT, SOAK};
-use crate::api::rollout::{DeviceCounts, FailureAction, FailureThreshold, PauseInfo, RolloutSpec};
+use crate::api::duration::{DEVICE_TIMEOUT, DEVICE_TIMEOUT_TOTAL, SOAK};
+use crate::api::rollout::{
+    DEFAULT_DEVICE_TIMEOUT_TOTAL_FACTOR, DeviceCounts, FailureAction, FailureThreshold, PauseInfo,
+    RolloutSpec,
+};
 
 use super::EngineError;
 use super::control::ResumeRequest;
@@ -19,6 +22,8 @@ use super::observation::Micros;
 pub struct ParsedPolicy {
     /// Device timeout (µs).
     pub timeout: Micros,
+    /// The total cap of one attempt (µs): `deviceTimeoutTotal`, by default 4 × the timeout.
+    pub timeout_total: Micros,
     /// `retries + 1`, the most notifications one device gets.
     pub max_attempts: u8,
     /// The in-flight cap, if any.
@@ -46,6 +51,17 @@ impl ParsedPolicy {
             .device_timeout
             .to_std_in(&DEVICE_TIMEOUT)
             .map_err(|e| EngineError::InvalidSpec(format!("spec.policy.deviceTimeout: {e}")))?;
+        let timeout_total = match &policy.device_timeout_total {
+            None => timeout.saturating_mul(DEFAULT_DEVICE_TIMEOUT_TOTAL_FACTOR),
+            Some(d) => d.to_std_in(&DEVICE_TIMEOUT_TOTAL).map_err(|e| {
+                EngineError::InvalidSpec(format!("spec.policy.deviceTimeoutTotal: {e}"))
+            })?,
+        };
+        if timeout_total < timeout {
+            return Err(EngineError::InvalidSpec(
+                "spec.policy.deviceTimeoutTotal: must not be shorter than deviceTimeout".into(),
+            ));
+        }
         let mut soaks = Vec::with_capacity(spec.waves.len());
         for (i, wave) in spec.waves.iter().enumerate() {
             let soak = match &wave.soak {
@@ -63,6 +79,7 @@ impl ParsedPolicy {
         }
         Ok(Self {
             timeout: micros(timeout),
+            timeout_total: micros(timeout_total),
             max_attempts: (policy.retries.clamp(0, 10) + 1) as u8,
             max_in_flight: policy.max_in_flight.map(|m| m.max(1) as u64),
             threshold: policy.failure_threshold.clone(),

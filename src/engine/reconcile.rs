@@ -13,7 +13,7 @@ use crate::api::rollout::{
 
 use super::control::{Control, paused_by, read_control, user_pause_events};
 use super::counts::{attributed_counts, held_by_wave, held_in_plan, sum_counts};
-use super::device::{DeviceState, EvalContext, busy_until, evaluate};
+use super::device::{DeviceState, EvalContext, busy_until, evaluate, times_out_at};
 use super::events::EngineEvent;
 use super::failures::recent_failures;
 use super::index::DeviceIndex;
@@ -73,7 +73,7 @@ fn evaluate_all(
         }
         let due_by_time = if state.is_in_flight() {
             pass.in_flight += 1;
-            Some(entry.set_at.saturating_add(ctx.timeout))
+            Some(times_out_at(entry, &ctx))
         } else if state == DeviceState::Busy {
             busy_until(entry, &ctx)
         } else {
@@ -168,6 +168,7 @@ fn begin_step<'i>(
     let ctx = EvalContext {
         now,
         timeout: policy.timeout,
+        timeout_total: policy.timeout_total,
         max_attempts: policy.max_attempts,
         retries_allowed: !control.aborted(),
         rollout_started_at: None,

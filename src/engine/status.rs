@@ -54,6 +54,10 @@ pub fn count(counts: &mut DeviceCounts, state: DeviceState) {
         DeviceState::Notified => counts.notified += 1,
         DeviceState::InProgress => counts.in_progress += 1,
         DeviceState::Succeeded => counts.succeeded += 1,
+        DeviceState::Rerun => {
+            counts.succeeded += 1;
+            counts.reruns += 1;
+        }
         DeviceState::Failed => counts.failed += 1,
         DeviceState::Aborted => counts.aborted += 1,
         DeviceState::TimedOut => counts.timed_out += 1,

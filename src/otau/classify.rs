@@ -12,11 +12,13 @@ pub enum Classification {
     Malformed(ReportError),
     /// `INSTALLED_VERSION` with the target version.
     Succeeded,
-    /// A `*_ERROR` status for the target version.
+    /// A `*_ERROR` status for the target version, documented or not (any status ending in
+    /// `_ERROR` is a failure).
     Failed,
     /// `INSTALL_ABORTED` for the target version.
     Aborted,
-    /// Any other status for the target version; `known` is false for undocumented statuses.
+    /// Any other status for the target version; `known` is false for undocumented statuses
+    /// (none of which ends in `_ERROR`).
     InProgress {
         /// Whether the status is one of the fifteen documented ones.
         known: bool,
@@ -100,6 +102,28 @@ mod tests {
             c("2.0", "WARMING_UP"),
             Classification::InProgress { known: false }
         );
+    }
+
+    #[test]
+    fn undocumented_statuses_ending_in_error_are_failures() {
+        for s in ["VERIFY_ERROR", "FLASH_ERROR", "X_ERROR"] {
+            assert_eq!(c("2.0", s), Classification::Failed, "{s}");
+        }
+        // Only the suffix counts, and it needs a name before it.
+        for s in [
+            "_ERROR",
+            "ERROR",
+            "ERRORS",
+            "VERIFY_ERROR_RETRY",
+            "verify_error",
+        ] {
+            assert_eq!(
+                c("2.0", s),
+                Classification::InProgress { known: false },
+                "{s}"
+            );
+        }
+        assert_eq!(c("1.9", "VERIFY_ERROR"), Classification::OtherVersion);
     }
 
     #[test]

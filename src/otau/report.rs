@@ -55,9 +55,9 @@ pub enum Status {
 /// How a status counts toward a rollout, before the version is considered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusClass {
-    /// Still working (includes `INSTALL_SUCCESS` and unknown statuses).
+    /// Still working (includes `INSTALL_SUCCESS` and unknown statuses not ending in `_ERROR`).
     InProgress,
-    /// A `*_ERROR` status.
+    /// A `*_ERROR` status, documented or not.
     Failed,
     /// `INSTALL_ABORTED`.
     Aborted,
@@ -110,12 +110,14 @@ impl Status {
         }
     }
 
-    /// The class of exosite-platform.md §2.5.
+    /// The class of exosite-platform.md §2.5: every status ending in `_ERROR`, documented or
+    /// not, is a failure.
     pub fn class(&self) -> StatusClass {
         match self {
             Status::TestError | Status::DownloadError | Status::InstallError => StatusClass::Failed,
             Status::InstallAborted => StatusClass::Aborted,
             Status::InstalledVersion => StatusClass::Installed,
+            Status::Unknown(s) if is_error_name(s) => StatusClass::Failed,
             _ => StatusClass::InProgress,
         }
     }
@@ -124,6 +126,12 @@ impl Status {
     pub fn is_known(&self) -> bool {
         !matches!(self, Status::Unknown(_))
     }
+}
+
+/// Whether an undocumented status names a failure: it ends in `_ERROR` (the schema's three
+/// failures do, exosite-platform.md §2.5) after something.
+fn is_error_name(status: &str) -> bool {
+    status.len() > "_ERROR".len() && status.ends_with("_ERROR")
 }
 
 impl fmt::Display for Status {

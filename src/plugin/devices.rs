@@ -82,7 +82,8 @@ pub fn state_name(state: DeviceState) -> &'static str {
         DeviceState::Pending | DeviceState::RetryDue { .. } => "pending",
         DeviceState::Notified => "notified",
         DeviceState::InProgress => "inProgress",
-        DeviceState::Succeeded => "succeeded",
+        // A re-run stays succeeded (it is a subset count, `reruns`).
+        DeviceState::Succeeded | DeviceState::Rerun => "succeeded",
         DeviceState::Failed => "failed",
         DeviceState::Aborted => "aborted",
         DeviceState::TimedOut => "timedOut",
@@ -188,6 +189,7 @@ pub fn device_rows(
     let ctx = EvalContext {
         now,
         timeout: policy.timeout,
+        timeout_total: policy.timeout_total,
         max_attempts: policy.max_attempts,
         retries_allowed: !aborted,
         rollout_started_at: status

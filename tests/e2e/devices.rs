@@ -2,8 +2,8 @@
 //! apiserver, the emulator, and an HTTP fleet whose devices activate, long-poll `config_otau`,
 //! ack and report over loopback (docs/fleet-profiles.md). One test per behaviour, each with
 //! per-device checks against the emulator's ground truth. Expected outcomes follow the
-//! operator's classification rules of exosite-platform.md §2.5 as they stand: tests of the
-//! behaviours whose judgement is still open are named for what they show today.
+//! operator's rules of docs/rollouts.md ("How each device behaviour is counted", whose table
+//! names these tests) and exosite-platform.md §1.4, §2.5.
 
 use kube::api::Api;
 use otau_operator::api::Rollout;
@@ -11,7 +11,9 @@ use otau_operator::api::rollout::DeviceCounts;
 use otau_operator::emulator::fleet::Profile;
 use otau_operator::otau::{CONFIG_OTAU, Manifest, Report};
 
-use crate::harness::{Emu, Operator, VERSION, apply, base_yaml, rollout_yaml, wait_rollout};
+use crate::harness::{
+    Emu, Operator, VERSION, WEBHOOK_KEY, apply, base_yaml, rollout_yaml, wait_rollout,
+};
 use crate::support::ControlPlane;
 
 /// Devices of the behaviour under test, beside [`PLAIN`] plain ones.
@@ -38,43 +40,29 @@ fn field_ids() -> Vec<String> {
 /// Runs one Rollout (one wave, 3 s device timeout, a threshold that never trips) of [`VERSION`]
 /// to the fleet over HTTP until `Complete`; returns the emulator and the final totals.
 async fn roll_out(name: &str, seed: u64, behaviour: &str) -> (Emu, DeviceCounts) {
-    roll_out_and(name, seed, behaviour, false).await
+    let (emu, totals, _) = roll_out_and(name, seed, behaviour, false).await;
+    (emu, totals)
 }
 
-/// As [`roll_out`]; with `stop_loops`, the HTTP fleet stops (its devices where they are) once
-/// the plain devices succeeded and every field device ran its update at least twice.
+/// As [`roll_out`]; with `push`, the emulator also delivers every device write to the
+/// operator's push receiver (so it sees each report, not only those a listing catches).
 async fn roll_out_and(
     name: &str,
     seed: u64,
     behaviour: &str,
-    stop_loops: bool,
-) -> (Emu, DeviceCounts) {
+    push: bool,
+) -> (Emu, DeviceCounts, Api<Rollout>) {
     let cp = ControlPlane::get();
     let ns = cp.namespace(name).await;
     let mut emu = Emu::start_http(&fleet(seed, behaviour)).await;
-    let _op = Operator::start(cp, &ns, &[]).await;
+    let op = Operator::start(cp, &ns, &[]).await;
+    if push {
+        emu.push_to(op.push_addr, WEBHOOK_KEY);
+    }
     apply(cp, &ns, &base_yaml(&emu));
     let spec = "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 3s\n    failureThreshold:\n      percent: 100\n";
     apply(cp, &ns, &rollout_yaml("fw", spec));
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
-    if stop_loops {
-        wait_rollout(&api, "fw", "the plain devices succeeded", |r| {
-            r.status
-                .as_ref()
-                .is_some_and(|s| s.totals.succeeded >= PLAIN as i64)
-        })
-        .await;
-        crate::support::wait_for(
-            crate::harness::DEADLINE,
-            "every device's second run",
-            || {
-                let runs = emu.http_summary().started.success;
-                async move { runs > PLAIN + 2 * N }
-            },
-        )
-        .await;
-        emu.stop_http().await;
-    }
     let r = wait_rollout(&api, "fw", "Complete", |r| {
         crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
     })
@@ -90,7 +78,7 @@ async fn roll_out_and(
             Some(("INSTALLED_VERSION".into(), VERSION.into()))
         );
     }
-    (emu, totals)
+    (emu, totals, api)
 }
 
 /// The status and version of a device's last `otau_in` report.
@@ -116,18 +104,19 @@ fn counts(t: &DeviceCounts) -> (i64, i64, i64, i64) {
 }
 
 /// An ack after a failed install: the device reports `INSTALL_ERROR`, then echoes the
-/// manifest. The echo is a write of `config_otau`, whose one timestamp (last write of either
-/// value, exosite-platform.md §1.3) then comes after the report, which so looks older than
-/// the notification: today the failure is hidden and the device times out.
+/// manifest. The echo moves `config_otau`'s one timestamp (last write of either value,
+/// exosite-platform.md §1.3) past the report; the report still belongs to the attempt it was
+/// written after (the write time the operator kept through the ack), so the device is
+/// counted failed, not timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ack_after_a_failed_install_hides_the_failure_and_times_out() {
+async fn ack_after_a_failed_install_counts_the_failure() {
     let (emu, t) = roll_out(
         "e2e-dev-ackfail",
         61,
         "ack: {echo_immediately: 0, echo_after_outcome: 1}, outcomes: {install_error: 1}",
     )
     .await;
-    assert_eq!(counts(&t), (PLAIN as i64, 0, N as i64, 0), "{t:?}");
+    assert_eq!(counts(&t), (PLAIN as i64, N as i64, 0, 0), "{t:?}");
     for id in field_ids() {
         assert_eq!(
             status_of(&emu, &id),
@@ -164,12 +153,13 @@ async fn offline_mid_download_devices_come_back_and_succeed() {
 }
 
 /// Statuses out of order: `INSTALL_SUCCESS` arrives after `INSTALLED_VERSION`, so the last
-/// report is a progress report; today the operator judges the last report and the device
-/// times out although it runs the target.
+/// report is a progress report. The operator saw the `INSTALLED_VERSION` (pushed): the device
+/// stays succeeded, shown as a re-run, and does not time out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_order_statuses_time_out_on_a_late_progress_report() {
-    let (emu, t) = roll_out("e2e-dev-order", 63, "outcomes: {out_of_order: 1}").await;
-    assert_eq!(counts(&t), (PLAIN as i64, 0, N as i64, 0), "{t:?}");
+async fn out_of_order_statuses_stay_succeeded_as_reruns() {
+    let (emu, t, _) = roll_out_and("e2e-dev-order", 63, "outcomes: {out_of_order: 1}", true).await;
+    assert_eq!(counts(&t), ((N + PLAIN) as i64, 0, 0, 0), "{t:?}");
+    assert_eq!(t.reruns, N as i64, "{t:?}");
     for id in field_ids() {
         assert_eq!(
             status_of(&emu, &id),
@@ -179,12 +169,12 @@ async fn out_of_order_statuses_time_out_on_a_late_progress_report() {
     }
 }
 
-/// An unknown `*_ERROR` status (`VERIFY_ERROR`): unknown statuses count as in progress
-/// (exosite-platform.md §2.5), so today the device times out instead of failing.
+/// An undocumented `*_ERROR` status (`VERIFY_ERROR`) is a failure (exosite-platform.md
+/// §2.5): the device is counted failed at once, not timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_error_status_times_out_as_in_progress() {
+async fn unknown_error_status_counts_as_failed() {
     let (emu, t) = roll_out("e2e-dev-unkerr", 64, "outcomes: {unknown_error: 1}").await;
-    assert_eq!(counts(&t), (PLAIN as i64, 0, N as i64, 0), "{t:?}");
+    assert_eq!(counts(&t), (PLAIN as i64, N as i64, 0, 0), "{t:?}");
     for id in field_ids() {
         assert_eq!(
             status_of(&emu, &id),
@@ -293,20 +283,41 @@ async fn a_busy_device_waits_counted_busy_then_succeeds() {
 
 /// The OTA guide's loop: after each install the device polls with `If-Modified-Since: 0`,
 /// gets the same manifest at once and installs it again. The operator writes it once; the
-/// device keeps reinstalling the target. Today a looping device counts as succeeded only if
-/// a listing happens to catch its `INSTALLED_VERSION`; otherwise it stays in flight while it
-/// loops (each rerun's ack moves `config_otau`'s timestamp, which starts the device timeout
-/// again), and only times out once it stops: the fleet is stopped after two runs each.
+/// device keeps reinstalling the target. It is counted succeeded at its first install (seen
+/// pushed) and stays so while it loops: the Rollout completes with the loops still running,
+/// long before the device timeout would have ended them, and the later runs show as re-runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guide_loop_devices_reinstall_are_written_once_and_end_when_they_stop() {
-    let (emu, t) = roll_out_and("e2e-dev-guide", 67, "guide_loop: 1", true).await;
-    assert_eq!(t.succeeded + t.timed_out, (N + PLAIN) as i64, "{t:?}");
-    assert!(t.succeeded >= PLAIN as i64, "{t:?}");
+async fn guide_loop_devices_count_succeeded_at_their_first_install_and_rerun_after() {
+    let (mut emu, t, api) = roll_out_and("e2e-dev-guide", 67, "guide_loop: 1", true).await;
+    assert_eq!(counts(&t), ((N + PLAIN) as i64, 0, 0, 0), "{t:?}");
+    // Mid-run later, they are shown as re-runs and still counted succeeded, Complete stays.
+    let r = wait_rollout(&api, "fw", "re-runs shown", |r| {
+        r.status.as_ref().is_some_and(|s| s.totals.reruns >= 1)
+    })
+    .await;
+    let later = r.status.as_ref().expect("status").totals.clone();
+    assert_eq!(counts(&later), ((N + PLAIN) as i64, 0, 0, 0), "{later:?}");
+    assert!(
+        crate::harness::condition(&r, "Complete").is_some_and(|c| c.status == "True"),
+        "still Complete"
+    );
+    // Still looping after Complete: every device keeps running the update again.
+    let runs = emu.http_summary().started.success;
+    crate::support::wait_for(crate::harness::DEADLINE, "more runs after Complete", || {
+        let now = emu.http_summary().started.success;
+        async move { now > runs + N }
+    })
+    .await;
+    let summary = emu.stop_http().await;
     for id in field_ids() {
         assert_eq!(emu.writes().get(&id), Some(&vec![Some(1)]), "{id}");
         assert!(acked(&emu, &id), "{id}");
+        assert_eq!(
+            status_of(&emu, &id).map(|s| s.1),
+            Some(VERSION.to_string()),
+            "{id}"
+        );
     }
-    let summary = emu.http_summary();
     assert!(
         summary.started.success > N + PLAIN + N,
         "reinstalled again and again: {summary}"
@@ -384,93 +395,41 @@ fn python_guide(emu: &Emu, identity: &str) -> tokio::process::Child {
 }
 
 /// Every behaviour at once: 200 HTTP devices in eight groups and two guide-faithful Python
-/// devices, one Rollout in two waves to its end. Today the guide-loop devices hold the
-/// Rollout open while they loop: each rerun's ack moves `config_otau`'s timestamp, which
-/// starts the device timeout again, so a device the listing sees mid-run never times out.
-/// Once every other device finished, the HTTP fleet stops (the loops with it) and the Rollout
-/// completes. Each device is written once; each group ends where its behaviour leads (the
-/// per-behaviour tests above say why), per device against the emulator's state; the totals
-/// add up to those groups.
+/// devices, one Rollout to its end, every device write pushed to the operator. The Rollout
+/// completes while the guide loops still run (they count succeeded at their first install).
+/// Each device is written once; each group ends where its behaviour leads (the per-behaviour
+/// tests above say why), per device against the emulator's state; the totals add up to those
+/// groups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_fleet_of_every_behaviour_and_python_guide_devices_runs_to_its_end() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("e2e-dev-mixed").await;
-    let emu = Emu::start_http(&mixed_profile()).await;
+    let mut emu = Emu::start_http(&mixed_profile()).await;
     let tags = vec![otau_operator::emulator::model::Tag::new("fleet", "e2e")];
     emu.conn()
         .add_identities_bulk(PYTHON.iter().map(|id| (id.to_string(), tags.clone())))
         .expect("whitelist");
     let pythons: Vec<_> = PYTHON.iter().map(|id| python_guide(&emu, id)).collect();
-    let _op = Operator::start(cp, &ns, &[]).await;
+    let op = Operator::start(cp, &ns, &[]).await;
+    emu.push_to(op.push_addr, WEBHOOK_KEY);
     apply(cp, &ns, &base_yaml(&emu));
     let spec = "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 3s\n    failureThreshold:\n      percent: 100\n";
     apply(cp, &ns, &rollout_yaml("fw", spec));
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
     let all: u64 = MIXED.iter().map(|g| g.1).sum::<u64>() + PYTHON.len() as u64;
-    let guides = MIXED[1].1 as i64;
-    // Every device but the looping ones ends its run, in the emulator (so none is mid-run
-    // when the fleet stops below) and in the status.
-    let others: Vec<String> = MIXED
-        .iter()
-        .filter(|g| g.0 != "guide-")
-        .flat_map(|(prefix, count, _)| (0..*count).map(move |i| format!("{prefix}{i:06}")))
-        .collect();
-    let ended = |id: &str| match status_of(&emu, id) {
-        Some((status, version)) => match status.as_str() {
-            "INSTALL_ERROR" | "INSTALL_SUCCESS" | "VERIFY_ERROR" => true,
-            "INSTALLED_VERSION" => version.starts_with(VERSION),
-            _ => false,
-        },
-        None => false,
-    };
-    crate::support::wait_for(
-        crate::harness::DEADLINE,
-        "every other device's last report",
-        || {
-            let done = others.iter().all(|id| ended(id));
-            async move { done }
-        },
-    )
-    .await;
-    let r = wait_rollout(
-        &api,
-        "fw",
-        "every device but the guide loops finished",
-        |r| {
-            r.status.as_ref().is_some_and(|s| {
-                s.totals.succeeded + s.totals.timed_out + s.totals.failed >= all as i64 - guides
-            })
-        },
-    )
-    .await;
-    if crate::harness::condition(&r, "Complete").is_none_or(|c| c.status != "True") {
-        // Still open: a looping device's ack moves config_otau's timestamp again.
-        let id = "guide-000000";
-        let stamp = || emu.conn().state(id).expect("state")["config_otau"].timestamp;
-        let before = stamp();
-        crate::support::wait_for(
-            crate::harness::DEADLINE,
-            "a guide device's next ack",
-            || {
-                let moved = stamp() > before;
-                async move { moved }
-            },
-        )
-        .await;
-    }
-    let mut emu = emu;
-    let summary = emu.stop_http().await;
-    // Successes of ok-, drop- (its second run) and oob-, and more than two per guide device.
-    assert!(
-        summary.started.success > MIXED[0].1 + MIXED[3].1 + MIXED[7].1 + 2 * MIXED[1].1,
-        "the guide devices reinstalled: {summary}"
-    );
     let r = wait_rollout(&api, "fw", "Complete", |r| {
         crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
     })
     .await;
     let t = r.status.expect("status").totals;
     assert_eq!(t.targeted, all as i64, "{t:?}");
+    // The guide loops ran on after Complete; stop them where they are.
+    let summary = emu.stop_http().await;
+    // Successes of ok-, drop- (its second run) and oob-, and more than one per guide device.
+    assert!(
+        summary.started.success > MIXED[0].1 + MIXED[3].1 + MIXED[7].1 + MIXED[1].1,
+        "the guide devices reinstalled: {summary}"
+    );
 
     // The Python devices installed three times and exited.
     for (id, child) in PYTHON.iter().zip(pythons) {
@@ -503,8 +462,7 @@ async fn a_mixed_fleet_of_every_behaviour_and_python_guide_devices_runs_to_its_e
         "one write of attempt 1 each"
     );
     let target = |status: &str| Some((status.to_string(), VERSION.to_string()));
-    let mut succeeded_at_least = PYTHON.len() as i64;
-    let mut timed_out_at_least = 0;
+    let (mut succeeded, mut failed, mut timed_out) = (PYTHON.len() as i64, 0, 0);
     for (prefix, count, _) in MIXED {
         for i in 0..count {
             let id = format!("{prefix}{i:06}");
@@ -527,17 +485,90 @@ async fn a_mixed_fleet_of_every_behaviour_and_python_guide_devices_runs_to_its_e
             }
         }
         match prefix {
-            "ok-" | "drop-" | "oob-" => succeeded_at_least += count as i64,
-            "ackfail-" | "order-" | "unkerr-" | "other-" => timed_out_at_least += count as i64,
-            _ => {}
+            "ok-" | "drop-" | "oob-" | "guide-" | "order-" => succeeded += count as i64,
+            "ackfail-" | "unkerr-" => failed += count as i64,
+            _ => timed_out += count as i64,
         }
     }
-    assert!(t.succeeded >= succeeded_at_least, "{t:?}");
-    assert!(t.timed_out >= timed_out_at_least, "{t:?}");
-    assert_eq!(t.succeeded + t.timed_out, all as i64, "{t:?}");
     assert_eq!(
-        (t.failed, t.pending, t.in_progress, t.notified),
-        (0, 0, 0, 0),
+        (t.succeeded, t.failed, t.timed_out),
+        (succeeded, failed, timed_out),
         "{t:?}"
     );
+    // Every out-of-order device shows as a re-run (its last report came after its install).
+    assert!(t.reruns >= MIXED[4].1 as i64, "{t:?}");
+    assert_eq!((t.pending, t.in_progress, t.notified), (0, 0, 0), "{t:?}");
+}
+
+/// A restart between two reports of the same device: the operator is killed with SIGKILL
+/// once every field device reported progress, the devices then fail and ack after the
+/// failure while no operator runs, and a new operator (which never saw the write before its
+/// ack) still attributes each failure to the attempt it acknowledges: counted failed, not
+/// timed out. The fact lives on the platform (the report and the ack) and in the status (the
+/// rollout's start), nothing per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_acked_failure_is_counted_failed_across_a_sigkill_between_two_reports() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-dev-killack").await;
+    // Long enough downloads and installs that the kill lands between INIT and the failure.
+    let durations =
+        "durations: {step: 20ms, test: 50ms, download: 1500ms, install: 1500ms, reboot: 50ms}";
+    let yaml = format!(
+        "seed: 68\ngroups:\n  - {{name: field, count: {N}, identity_prefix: dev-, version: '1.0.0', tags: [{{name: fleet, value: e2e}}], behaviour: {{ack: {{echo_immediately: 0, echo_after_outcome: 1}}, outcomes: {{install_error: 1}}, {durations}}}}}\n"
+    );
+    let profile = Profile::from_yaml(&yaml).unwrap_or_else(|e| panic!("profile: {e}\n{yaml}"));
+    let mut emu = Emu::start_http(&profile).await;
+    let mut op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &base_yaml(&emu));
+    let spec = "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 30s\n    failureThreshold:\n      percent: 100\n";
+    apply(cp, &ns, &rollout_yaml("fw", spec));
+    let in_progress = |emu: &Emu| {
+        field_ids().iter().all(|id| {
+            status_of(emu, id).is_some_and(|(status, version)| {
+                version == VERSION && !status.ends_with("_ERROR") && status != "INSTALLED_VERSION"
+            })
+        })
+    };
+    crate::support::wait_for(
+        crate::harness::DEADLINE,
+        "every field device's progress",
+        || {
+            let ready = in_progress(&emu);
+            async move { ready }
+        },
+    )
+    .await;
+    op.sigkill();
+    for id in field_ids() {
+        assert!(!acked(&emu, &id), "{id}: not acked yet at the kill");
+    }
+    // Ground truth while no operator runs: each device fails, then acks.
+    crate::support::wait_for(
+        crate::harness::DEADLINE,
+        "every failure, then its ack",
+        || {
+            let done = field_ids().iter().all(|id| {
+                acked(&emu, id)
+                    && status_of(&emu, id) == Some(("INSTALL_ERROR".into(), VERSION.into()))
+            });
+            async move { done }
+        },
+    )
+    .await;
+    let _op = Operator::start(cp, &ns, &[]).await;
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    let r = wait_rollout(&api, "fw", "Complete", |r| {
+        crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let t = r.status.expect("status").totals;
+    assert_eq!(counts(&t), (0, N as i64, 0, 0), "{t:?}");
+    for id in field_ids() {
+        assert_eq!(
+            emu.writes().get(&id),
+            Some(&vec![Some(1)]),
+            "{id}: written once"
+        );
+    }
+    emu.stop_http().await;
 }

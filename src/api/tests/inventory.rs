@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::api::duration::{CHECK_INTERVAL, DEVICE_TIMEOUT, DURATION_MESSAGE, DurationRange, SOAK};
+use crate::api::duration::{
+    CHECK_INTERVAL, DEVICE_TIMEOUT, DEVICE_TIMEOUT_TOTAL, DURATION_MESSAGE, DurationRange, SOAK,
+};
 use crate::api::names::MAX_NAME_LENGTH;
 use crate::api::{crds, names};
 
@@ -406,10 +408,46 @@ fn rollout() -> Vec<Bound> {
         },
         Bound {
             kind: K,
+            path: "spec.policy.deviceTimeoutTotal",
+            max_length: Some(32),
+            rules: &[
+                ("spec.policy.deviceTimeoutTotal", DURATION_MESSAGE),
+                (
+                    "spec.policy.deviceTimeoutTotal",
+                    "deviceTimeoutTotal must be a duration from 1s to 8760h",
+                ),
+                (
+                    "spec.policy",
+                    "deviceTimeoutTotal must not be shorter than deviceTimeout",
+                ),
+            ],
+            fixtures: &[
+                "rollout-device-timeout-total-malformed",
+                "rollout-device-timeout-total-overflow",
+                "rollout-device-timeout-total-below-timeout",
+                "rollout-device-timeout-total-below-default-timeout",
+            ],
+        },
+        Bound {
+            kind: K,
             path: "spec.policy.onFailure",
             max_length: None,
             rules: &[],
             fixtures: &["rollout-on-failure-unknown"],
+        },
+        Bound {
+            kind: K,
+            path: "spec.policy.busyDevices",
+            max_length: None,
+            rules: &[],
+            fixtures: &["rollout-busy-devices-unknown"],
+        },
+        Bound {
+            kind: K,
+            path: "spec.policy.foreignManifests",
+            max_length: None,
+            rules: &[],
+            fixtures: &["rollout-foreign-manifests-unknown"],
         },
         // Free text: bounded by length only (the token is compared, the seed hashed).
         Bound {
@@ -627,9 +665,14 @@ fn every_fixture_the_inventory_names_exists_for_its_kind() {
 /// the shape rule; there is no other duration field.
 #[test]
 fn every_duration_field_carries_its_range() {
-    let fields: [(&str, &str, DurationRange); 3] = [
+    let fields: [(&str, &str, DurationRange); 4] = [
         ("IoTConnector", "spec.checkInterval", CHECK_INTERVAL),
         ("Rollout", "spec.policy.deviceTimeout", DEVICE_TIMEOUT),
+        (
+            "Rollout",
+            "spec.policy.deviceTimeoutTotal",
+            DEVICE_TIMEOUT_TOTAL,
+        ),
         ("Rollout", "spec.waves[].soak", SOAK),
     ];
     for kind in ["IoTConnector", "SoftwarePackage", "Rollout"] {

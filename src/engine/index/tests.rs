@@ -378,8 +378,9 @@ fn a_partial_update_folds_like_the_full_observation() {
         r#"{"version":"9","name":"n","type":"URL_LIST","payload":[]}"#.to_owned(),
         "  ".to_owned(),
     ];
+    // Not one of `sets`: each update is a new value, not an ack of the one held.
     let before = with_report(
-        with_set(device("d"), "ACK", 1_000_000_000_000_000),
+        with_set(device("d"), "", 1_000_000_000_000_000),
         "1.0",
         "INIT",
         1_000_000_000_000_000,
@@ -454,6 +455,193 @@ fn notified_counts_our_manifest_at_any_attempt_and_keeps_identities_up_to_the_bo
     let above = index.notified(1);
     assert_eq!((above.count, above.identities), (2, Vec::new()));
     assert_eq!(index.notified(0).identities, Vec::<String>::new());
+}
+
+/// A platform time (µs).
+const T: i64 = 1_700_000_000_000_000;
+
+/// `config_otau` as the platform lists it after the device echoed `value` at `at`.
+fn with_ack(mut d: DeviceObservation, value: &str, at: i64) -> DeviceObservation {
+    d.config_otau = Some(ResourceState::written_by_device(value, at));
+    d
+}
+
+#[test]
+fn an_ack_keeps_the_write_time_the_index_saw_and_a_first_seen_ack_says_it_is_unknown() {
+    let ours = manifest().to_json();
+    let mut index = DeviceIndex::new(config(tag_targets()));
+    // Listed unacknowledged at 100: the timestamp is the write's.
+    index.upsert([with_set(device("d"), &ours, T + 100)]);
+    let e = *index.get("d").unwrap();
+    assert_eq!(
+        (e.set_at, e.acked(), e.write_time_known()),
+        (T + 100, false, true)
+    );
+    // The ack at 300 moves the platform timestamp; the index keeps 100.
+    index.upsert([with_ack(device("d"), &ours, T + 300)]);
+    let e = *index.get("d").unwrap();
+    assert_eq!(
+        (e.set_at, e.acked(), e.write_time_known()),
+        (T + 100, true, true)
+    );
+    // A re-serialised echo is an ack too (compared as the same manifest and attempt).
+    let mut reserialised = with_set(device("d"), &ours, T + 400);
+    reserialised.config_otau.as_mut().unwrap().reported = Some(
+        serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&ours).unwrap())
+            .unwrap(),
+    );
+    index.upsert([reserialised]);
+    assert_eq!(index.get("d").unwrap().set_at, T + 100);
+    // A new value (a retry) starts again from its own timestamp.
+    index.upsert([with_set(
+        device("d"),
+        index.manifest_value(2).to_owned().as_str(),
+        T + 500,
+    )]);
+    let e = *index.get("d").unwrap();
+    assert_eq!(
+        (e.set_at, e.attempt, e.write_time_known()),
+        (T + 500, 2, true)
+    );
+    // A fresh index (a restarted operator) first sees the ack: the write time is unknown.
+    let fresh = DeviceIndex::build(
+        config(tag_targets()),
+        [with_ack(device("d"), &ours, T + 300)],
+    );
+    let e = *fresh.get("d").unwrap();
+    assert_eq!(
+        (e.set_at, e.acked(), e.write_time_known()),
+        (T + 300, true, false)
+    );
+}
+
+#[test]
+fn a_pushed_ack_of_the_value_held_keeps_the_write_time() {
+    let ours = manifest().to_json();
+    let mut index = DeviceIndex::new(config(tag_targets()));
+    index.upsert([device("d")]);
+    // Our own write, then the device's echo.
+    let write = PartialUpdate {
+        config_otau: Some((ours.clone(), T + 100)),
+        otau_in: None,
+    };
+    assert!(index.apply_partial("d", &write));
+    let echo = PartialUpdate {
+        config_otau: Some((ours.clone(), T + 300)),
+        otau_in: None,
+    };
+    assert!(index.apply_partial("d", &echo));
+    let e = *index.get("d").unwrap();
+    assert_eq!(
+        (e.set_at, e.acked(), e.write_time_known()),
+        (T + 100, true, true)
+    );
+}
+
+#[test]
+fn installing_the_target_while_notified_is_remembered_through_later_reports() {
+    let ours = manifest().to_json();
+    let mut index = DeviceIndex::new(config(tag_targets()));
+    // At the target before any notification: not remembered (that device is skipped).
+    index.upsert([with_report(
+        device("early"),
+        "2.0",
+        "INSTALLED_VERSION",
+        T + 50,
+    )]);
+    index.upsert([with_report(device("early"), "2.0", "INIT", T + 60)]);
+    assert!(!index.get("early").unwrap().installed_target());
+    let notified = |status: &str, at: i64| {
+        with_report(with_ack(device("d"), &ours, T + 100), "2.0", status, at)
+    };
+    index.upsert([notified("INIT", T + 200)]);
+    assert!(!index.get("d").unwrap().installed_target());
+    index.upsert([notified("INSTALLED_VERSION", T + 300)]);
+    assert!(index.get("d").unwrap().installed_target());
+    // The guide's loop runs it again: INIT, then a failure; it stays installed.
+    index.upsert([notified("INIT", T + 400)]);
+    index.apply_partial(
+        "d",
+        &PartialUpdate {
+            config_otau: None,
+            otau_in: Some((
+                Report::new("2.0", Status::parse("INSTALL_ERROR"), "").to_json(),
+                T + 500,
+            )),
+        },
+    );
+    let e = *index.get("d").unwrap();
+    assert!(e.installed_target());
+    assert_eq!(e.report, ReportCode::InstallError);
+}
+
+#[test]
+fn an_exclusion_keeps_a_notified_device_counting_and_drops_the_others() {
+    let ours = manifest().to_json();
+    let targets = Targets {
+        exclude: Some(Exclusions {
+            identities: vec!["n".into(), "p".into()],
+            ..Exclusions::default()
+        }),
+        ..tag_targets()
+    };
+    let index = DeviceIndex::build(
+        config(targets),
+        [
+            with_report(
+                with_ack(device("n"), &ours, T + 100),
+                "2.0",
+                "INSTALL_ERROR",
+                T + 200,
+            ),
+            device("p"),
+            device("in"),
+        ],
+    );
+    let n = index.get("n").expect("the notified device keeps counting");
+    assert!(n.excluded_after_notification());
+    assert!(index.get("p").is_none(), "never notified: dropped");
+    assert!(!index.get("in").unwrap().excluded_after_notification());
+    assert_eq!(index.excluded(), 2);
+}
+
+#[test]
+fn undocumented_error_statuses_fold_to_a_failure_code_with_their_message() {
+    let mut index = DeviceIndex::new(config(tag_targets()));
+    index.upsert([with_report(device("d"), "2.0", "VERIFY_ERROR", T + 10)]);
+    let e = *index.get("d").unwrap();
+    assert_eq!(e.report, ReportCode::OtherError);
+    assert!(e.report.is_failure());
+    assert_eq!(index.note("d", T + 10), Some("disk full"));
+}
+
+#[test]
+fn a_pushed_install_overtaken_by_a_later_report_is_still_remembered() {
+    let ours = manifest().to_json();
+    let mut index = DeviceIndex::new(config(tag_targets()));
+    index.upsert([with_ack(device("d"), &ours, T + 100)]);
+    let report = |status: &str, at: i64| PartialUpdate {
+        config_otau: None,
+        otau_in: Some((Report::new("2.0", Status::parse(status), "").to_json(), at)),
+    };
+    // INSTALL_SUCCESS (written last) arrives first, then INSTALLED_VERSION.
+    assert!(index.apply_partial("d", &report("INSTALL_SUCCESS", T + 300)));
+    assert!(index.apply_partial("d", &report("INSTALLED_VERSION", T + 200)));
+    let e = *index.get("d").unwrap();
+    assert_eq!((e.report, e.report_at), (ReportCode::InProgress, T + 300));
+    assert!(e.installed_target());
+    // An older report of anything else changes nothing.
+    assert!(!index.apply_partial("d", &report("INSTALL_ERROR", T + 250)));
+    // Nor does an install older than the write of the value held.
+    let mut other = DeviceIndex::new(config(tag_targets()));
+    other.upsert([with_report(
+        with_set(device("d"), &ours, T + 100),
+        "2.0",
+        "INIT",
+        T + 150,
+    )]);
+    assert!(!other.apply_partial("d", &report("INSTALLED_VERSION", T + 50)));
+    assert!(!other.get("d").unwrap().installed_target());
 }
 
 fn other_package(version: &str) -> Manifest {

@@ -16,6 +16,7 @@ fn ctx(
     EvalContext {
         now,
         timeout: TIMEOUT,
+        timeout_total: 4 * TIMEOUT,
         max_attempts,
         retries_allowed,
         rollout_started_at,
@@ -33,6 +34,8 @@ fn device_state_table() {
     let stale = SET_AT - 10;
     let before_timeout = SET_AT + TIMEOUT - 1;
     let after_timeout = SET_AT + TIMEOUT;
+    // A progress report for the attempt starts the device timeout again.
+    let after_progress_timeout = fresh + TIMEOUT;
     // (set kind, attempt, report, report_at, now, max attempts, retries allowed, wave start, expected)
     type Case = (S, u8, R, i64, i64, u8, bool, Option<i64>, DeviceState);
     let cases: Vec<Case> = vec![
@@ -299,7 +302,7 @@ fn device_state_table() {
             1,
             R::InProgress,
             fresh,
-            after_timeout,
+            after_progress_timeout,
             1,
             true,
             None,
@@ -310,7 +313,7 @@ fn device_state_table() {
             1,
             R::InProgress,
             fresh,
-            after_timeout,
+            after_progress_timeout,
             2,
             true,
             None,
@@ -321,7 +324,7 @@ fn device_state_table() {
             1,
             R::InProgress,
             fresh,
-            after_timeout,
+            after_progress_timeout,
             2,
             false,
             None,
@@ -438,6 +441,7 @@ fn finished_in_flight_and_notified_partition_the_states() {
         (Notified, false, true, true),
         (InProgress, false, true, true),
         (Succeeded, true, false, true),
+        (Rerun, true, false, true),
         (Failed, true, false, true),
         (Aborted, true, false, true),
         (TimedOut, true, false, true),
@@ -446,12 +450,198 @@ fn finished_in_flight_and_notified_partition_the_states() {
         (Busy, false, false, false),
         (Foreign, false, false, false),
         (ForeignSkipped, true, false, false),
+        (Superseded, true, false, false),
     ];
     for (state, finished, in_flight, notified) in table {
         assert_eq!(state.is_finished(), finished, "{state:?}");
         assert_eq!(state.is_in_flight(), in_flight, "{state:?}");
         assert_eq!(state.is_notified(), notified, "{state:?}");
     }
+}
+
+/// The device timeout, the total cap and the attribution as the table above, for one entry.
+fn state(entry: DeviceEntry, now: i64, max_attempts: u8, started: Option<i64>) -> DeviceState {
+    evaluate(&entry, &ctx(now, max_attempts, true, started))
+}
+
+#[test]
+fn a_late_ack_does_not_hide_the_failure_of_the_attempt_it_acknowledges() {
+    use ReportCode as R;
+    let started = Some(SET_AT - 100);
+    // Written at SET_AT, failed at +10, acked at +20: the one timestamp is the ack's.
+    let failed = DeviceEntry::bare(SetKind::Ours, 1, SET_AT + 20, R::InstallError, SET_AT + 10);
+    // The index saw the write before the ack and kept its time.
+    let known = failed.with_ack(true, true);
+    let mut remembered = known;
+    remembered.set_at = SET_AT;
+    assert_eq!(
+        state(remembered, SET_AT + 30, 1, started),
+        DeviceState::Failed
+    );
+    // First seen acknowledged (a restarted operator): attempt 1 takes the rollout's start.
+    let restarted = failed.with_ack(true, false);
+    assert_eq!(
+        state(restarted, SET_AT + 30, 1, started),
+        DeviceState::Failed
+    );
+    assert_eq!(
+        state(restarted, SET_AT + 30, 2, started),
+        DeviceState::RetryDue { next: 2 }
+    );
+    // A failure from before the rollout started is still not this attempt's.
+    let old = DeviceEntry::bare(SetKind::Ours, 1, SET_AT + 20, R::InstallError, SET_AT - 200)
+        .with_ack(true, false);
+    assert_eq!(state(old, SET_AT + 30, 1, started), DeviceState::Notified);
+    // Not acknowledged: the timestamp is the write's, as before.
+    let unacked = DeviceEntry::bare(SetKind::Ours, 1, SET_AT + 20, R::InstallError, SET_AT + 10);
+    assert_eq!(
+        state(unacked, SET_AT + 30, 1, started),
+        DeviceState::Notified
+    );
+}
+
+#[test]
+fn a_retry_first_seen_acknowledged_leaves_the_failure_before_the_ack_to_the_earlier_attempt() {
+    use ReportCode as R;
+    let started = Some(SET_AT - 100);
+    // Attempt 2 acked at SET_AT; the INSTALL_ERROR on record (+-10) called for it.
+    let retry = DeviceEntry::bare(SetKind::Ours, 2, SET_AT, R::InstallError, SET_AT - 10)
+        .with_ack(true, false);
+    assert_eq!(state(retry, SET_AT + 30, 3, started), DeviceState::Notified);
+    // ...and its own silence times out.
+    assert_eq!(
+        state(retry, SET_AT + TIMEOUT, 3, started),
+        DeviceState::RetryDue { next: 3 }
+    );
+    // With its write time known (written at SET_AT - 50, acked later), the same report after
+    // the write is the retry's failure.
+    let mut known = retry.with_ack(true, true);
+    known.set_at = SET_AT - 50;
+    assert_eq!(
+        state(known, SET_AT + 30, 3, started),
+        DeviceState::RetryDue { next: 3 }
+    );
+}
+
+#[test]
+fn a_device_that_installed_the_target_stays_succeeded_and_a_rerun_is_shown() {
+    use ReportCode as R;
+    let installed = |report, at| {
+        DeviceEntry::bare(SetKind::Ours, 1, SET_AT, report, at)
+            .with_ack(true, true)
+            .with_installed()
+    };
+    let late = SET_AT + 100 * TIMEOUT;
+    for report in [
+        R::InProgress,
+        R::InProgressUnknown,
+        R::InstallError,
+        R::OtherError,
+        R::Aborted,
+        R::Malformed,
+    ] {
+        assert_eq!(
+            state(installed(report, SET_AT + 10), late, 3, None),
+            DeviceState::Rerun,
+            "{report:?}"
+        );
+    }
+    for report in [R::Succeeded, R::CurrentVersion, R::OtherVersion, R::None] {
+        assert_eq!(
+            state(installed(report, SET_AT + 10), late, 3, None),
+            DeviceState::Succeeded,
+            "{report:?}"
+        );
+    }
+    // Never installed: the same progress report is in progress, then times out.
+    let running = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, R::InProgress, SET_AT + 10);
+    assert_eq!(
+        state(running, SET_AT + 20, 1, None),
+        DeviceState::InProgress
+    );
+    assert_eq!(state(running, late, 1, None), DeviceState::TimedOut);
+}
+
+#[test]
+fn an_undocumented_error_status_fails_the_attempt() {
+    let entry = DeviceEntry::bare(
+        SetKind::Ours,
+        1,
+        SET_AT,
+        ReportCode::OtherError,
+        SET_AT + 10,
+    );
+    assert_eq!(state(entry, SET_AT + 20, 1, None), DeviceState::Failed);
+    assert_eq!(
+        state(entry, SET_AT + 20, 2, None),
+        DeviceState::RetryDue { next: 2 }
+    );
+}
+
+#[test]
+fn progress_restarts_the_device_timeout_up_to_the_total_cap() {
+    use crate::engine::times_out_at;
+    let c = ctx(SET_AT, 1, true, None);
+    let silent = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, ReportCode::None, 0);
+    assert_eq!(times_out_at(&silent, &c), SET_AT + TIMEOUT);
+    let progress = |at| DeviceEntry::bare(SetKind::Ours, 1, SET_AT, ReportCode::InProgress, at);
+    assert_eq!(
+        times_out_at(&progress(SET_AT + 300), &c),
+        SET_AT + 300 + TIMEOUT
+    );
+    // The cap: 4 × TIMEOUT after the write, however late the progress.
+    assert_eq!(
+        times_out_at(&progress(SET_AT + 3 * TIMEOUT), &c),
+        SET_AT + 4 * TIMEOUT
+    );
+    assert_eq!(
+        state(
+            progress(SET_AT + 3 * TIMEOUT),
+            SET_AT + 4 * TIMEOUT - 1,
+            1,
+            None
+        ),
+        DeviceState::InProgress
+    );
+    assert_eq!(
+        state(
+            progress(SET_AT + 3 * TIMEOUT),
+            SET_AT + 4 * TIMEOUT,
+            1,
+            None
+        ),
+        DeviceState::TimedOut
+    );
+    // A progress report older than the attempt (the previous attempt's) does not count.
+    assert_eq!(times_out_at(&progress(SET_AT - 5), &c), SET_AT + TIMEOUT);
+    // An ack does not restart it: the write time is kept.
+    let acked = progress(0).with_ack(true, true);
+    assert_eq!(times_out_at(&acked, &c), SET_AT + TIMEOUT);
+}
+
+#[test]
+fn a_device_excluded_after_its_notification_keeps_its_outcome_and_gets_no_retry() {
+    let failed = DeviceEntry::bare(
+        SetKind::Ours,
+        1,
+        SET_AT,
+        ReportCode::InstallError,
+        SET_AT + 10,
+    );
+    assert_eq!(
+        state(failed, SET_AT + 20, 3, None),
+        DeviceState::RetryDue { next: 2 }
+    );
+    assert_eq!(
+        state(failed.with_excluded(), SET_AT + 20, 3, None),
+        DeviceState::Failed
+    );
+    let silent = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, ReportCode::None, 0).with_excluded();
+    assert_eq!(state(silent, SET_AT + 1, 3, None), DeviceState::Notified);
+    assert_eq!(
+        state(silent, SET_AT + TIMEOUT, 3, None),
+        DeviceState::TimedOut
+    );
 }
 
 /// A device not notified by this rollout whose `config_otau` holds version `1.5` of another

@@ -579,3 +579,209 @@ proptest! {
         run_case(n, devices, policy, actions)?;
     }
 }
+
+/// What one device (or the operator, for it) does next, in the per-device property below.
+#[derive(Clone, Debug)]
+enum DeviceEvent {
+    /// The operator writes the next attempt (at most 4).
+    Retry,
+    /// The device echoes the value it holds.
+    Ack,
+    /// The device reports a status about the target.
+    Report(&'static str),
+    /// The operator lists the device (a full observation).
+    Listing,
+    /// The operator restarts: a new index built from one listing.
+    Restart,
+}
+
+fn device_event() -> impl Strategy<Value = DeviceEvent> {
+    prop_oneof![
+        1 => Just(DeviceEvent::Retry),
+        3 => Just(DeviceEvent::Ack),
+        2 => Just(DeviceEvent::Report("INIT")),
+        2 => Just(DeviceEvent::Report("DOWNLOAD_STEP")),
+        1 => Just(DeviceEvent::Report("WARMING_UP")),
+        2 => Just(DeviceEvent::Report("INSTALL_ERROR")),
+        1 => Just(DeviceEvent::Report("VERIFY_ERROR")),
+        1 => Just(DeviceEvent::Report("INSTALL_SUCCESS")),
+        2 => Just(DeviceEvent::Report("INSTALLED_VERSION")),
+        3 => Just(DeviceEvent::Listing),
+        1 => Just(DeviceEvent::Restart),
+    ]
+}
+
+/// One device's life against a persistent index, as the controller holds it: the operator's
+/// writes and the device's acks and reports fold in as they happen (partial updates), with
+/// listings and restarts in between. After each event, against the ground truth the test
+/// keeps: once the index saw the device install the target it stays succeeded (a later
+/// report makes it a re-run, never in progress or failed) until a restart forgets it; a
+/// failure is judged only by the attempt it was written for, and is never hidden by an ack
+/// while the index knows the write time, or after a restart for attempt 1.
+fn run_device_case(events: Vec<(DeviceEvent, i64)>) -> Result<(), TestCaseError> {
+    use crate::engine::{
+        DeviceObservation, DeviceState, EvalContext, PartialUpdate, evaluate,
+        report_belongs_to_attempt,
+    };
+    let targets = crate::api::rollout::Targets {
+        tags: vec![crate::api::DeviceTag::new("fleet", "a")],
+        ..Default::default()
+    };
+    let config = IndexConfig {
+        seed: "ns/ro".into(),
+        targets,
+        manifest: manifest(),
+        connector_manifests: vec![manifest()],
+        newer_rollout_manifests: Vec::new(),
+    };
+    let listed = |set: &ResourceState, report: &Option<ResourceState>| DeviceObservation {
+        identity: "d".into(),
+        tags: vec![crate::api::DeviceTag::new("fleet", "a")],
+        config_otau: Some(set.clone()),
+        otau_in: report.clone(),
+    };
+    let started = T0;
+    let mut index = DeviceIndex::new(config.clone());
+    let mut now = T0 + 1;
+    let first = index.manifest_value(1).to_owned();
+    let mut set = ResourceState::set(first.clone(), now);
+    let mut report: Option<ResourceState> = None;
+    index.upsert([listed(&set, &report)]);
+    // Ground truth.
+    let mut attempt = 1u8;
+    let mut written_at = vec![now];
+    let mut report_attempt = 0u8;
+    let mut report_status = "";
+    let mut installed_seen = false;
+    let mut write_known = true;
+    for (event, gap) in events {
+        now += gap;
+        match event {
+            DeviceEvent::Retry if attempt < 4 => {
+                attempt += 1;
+                written_at.push(now);
+                let value = index.manifest_value(attempt).to_owned();
+                set = ResourceState {
+                    set: Some(value.clone()),
+                    reported: set.reported.clone(),
+                    timestamp: Some(now),
+                };
+                index.apply_partial(
+                    "d",
+                    &PartialUpdate {
+                        config_otau: Some((value, now)),
+                        otau_in: None,
+                    },
+                );
+                write_known = true;
+            }
+            DeviceEvent::Retry => continue,
+            DeviceEvent::Ack => {
+                let value = set.set.clone().unwrap_or_default();
+                set = ResourceState::written_by_device(value.clone(), now);
+                index.apply_partial(
+                    "d",
+                    &PartialUpdate {
+                        config_otau: Some((value, now)),
+                        otau_in: None,
+                    },
+                );
+            }
+            DeviceEvent::Report(status) => {
+                let raw = Report::new(VERSION, Status::parse(status), "").to_json();
+                report = Some(ResourceState::written_by_device(raw.clone(), now));
+                report_attempt = attempt;
+                report_status = status;
+                if status == "INSTALLED_VERSION" {
+                    installed_seen = true;
+                }
+                index.apply_partial(
+                    "d",
+                    &PartialUpdate {
+                        config_otau: None,
+                        otau_in: Some((raw, now)),
+                    },
+                );
+            }
+            DeviceEvent::Listing => index.upsert([listed(&set, &report)]),
+            DeviceEvent::Restart => {
+                index = DeviceIndex::build(config.clone(), [listed(&set, &report)]);
+                // What a restart cannot know: an earlier install no longer on record, and the
+                // write time of a value already acknowledged.
+                installed_seen = report_status == "INSTALLED_VERSION";
+                write_known = set.reported.is_none() || set.reported != set.set;
+            }
+        }
+        let entry = *index.get("d").expect("in scope");
+        let ctx = EvalContext {
+            now,
+            timeout: 1_000 * MINUTE,
+            timeout_total: 4_000 * MINUTE,
+            max_attempts: 10,
+            retries_allowed: true,
+            rollout_started_at: Some(started),
+            take_over_busy: false,
+            skip_foreign: false,
+        };
+        let state = evaluate(&entry, &ctx);
+        if installed_seen {
+            prop_assert!(
+                matches!(state, DeviceState::Succeeded | DeviceState::Rerun),
+                "installed, then {state:?} after {event:?}"
+            );
+            continue;
+        }
+        if report.is_none() {
+            continue;
+        }
+        // Attribution: with the write time known, or for attempt 1 after a restart, the report
+        // belongs to the current attempt exactly when it was written during it.
+        let exact = write_known || entry.attempt == 1;
+        let belongs = report_belongs_to_attempt(&entry, &ctx);
+        if exact {
+            prop_assert_eq!(
+                belongs,
+                report_attempt == attempt,
+                "report of attempt {} judged for attempt {} (written at {:?})",
+                report_attempt,
+                attempt,
+                written_at
+            );
+        } else {
+            // A retry first seen acknowledged: never judged by an earlier attempt's report.
+            prop_assert!(!belongs || report_attempt == attempt);
+        }
+        let failure = report_status.ends_with("_ERROR");
+        if failure && belongs {
+            prop_assert!(
+                matches!(state, DeviceState::RetryDue { .. }),
+                "a failure of the current attempt: {state:?}"
+            );
+        }
+        if !belongs {
+            prop_assert!(
+                !matches!(
+                    state,
+                    DeviceState::Failed | DeviceState::RetryDue { .. } | DeviceState::Aborted
+                ),
+                "judged by another attempt's report: {state:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: rng_seed(),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn each_report_judges_only_its_own_attempt_and_an_install_stays_succeeded(
+        events in prop::collection::vec((device_event(), 1i64..5_000_000), 1..40),
+    ) {
+        run_device_case(events)?;
+    }
+}

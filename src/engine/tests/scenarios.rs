@@ -922,3 +922,89 @@ fn exclusions_that_remove_every_device_stall_with_a_reason_instead_of_waiting() 
         ("False", conditions::reason::WAVE_IN_PROGRESS)
     );
 }
+
+/// A status as the release before `reruns` wrote it: the same JSON without that count.
+fn as_previous_release_wrote(
+    status: &crate::api::rollout::RolloutStatus,
+) -> crate::api::rollout::RolloutStatus {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("reruns");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(status).unwrap();
+    strip(&mut value);
+    assert!(!value.to_string().contains("reruns"));
+    serde_json::from_value(value).expect("the previous status reads")
+}
+
+/// Upgrade: a Rollout mid-wave (with a device that failed and acked after the failure, which
+/// the previous release left in flight), an aborted one and a Complete one, their status as
+/// the previous release wrote it, are read with no write to any device and no decision lost.
+#[test]
+fn statuses_written_by_the_previous_release_are_read_with_no_write_and_no_lost_decision() {
+    // Mid-wave: wave 1 of 2 in flight, one device failed then acked.
+    let mut s = spec(&[50, 100]);
+    s.policy.failure_threshold.percent = 100;
+    let mut run = Run::new(s, Fleet::ordered(4, SEED, |_, d| d.delay = 5 * MINUTE));
+    assert_eq!(sizes(&run.step()), 2);
+    run.wait(MINUTE);
+    let late = run.fleet.devices[0].identity.clone();
+    {
+        let d = &mut run.fleet.devices[0];
+        let value = d.config.as_ref().unwrap().set.clone().unwrap();
+        d.report = Some(crate::engine::ResourceState::written_by_device(
+            crate::otau::Report::new(VERSION, crate::otau::Status::parse("INSTALL_ERROR"), "")
+                .to_json(),
+            T0 + MINUTE - 10,
+        ));
+        d.due = None;
+        d.config = Some(crate::engine::ResourceState::written_by_device(
+            value,
+            T0 + MINUTE - 5,
+        ));
+    }
+    run.status = as_previous_release_wrote(&run.status);
+    let memory = run.memory.clone();
+    let d = run.step();
+    assert!(
+        d.notifications.is_empty(),
+        "no write: {:?}",
+        d.notifications
+    );
+    assert_eq!(d.status.current_wave, 1);
+    assert_eq!(
+        (d.status.totals.failed, d.status.totals.in_progress),
+        (1, 1),
+        "{late}"
+    );
+    assert_eq!(d.memory, memory);
+
+    // Aborted: nothing is written again.
+    let mut run = Run::new(spec(&[50, 100]), Fleet::ordered(4, SEED, |_, _| {}));
+    run.step();
+    run.edit(|s| s.abort = true);
+    run.step();
+    run.status = as_previous_release_wrote(&run.status);
+    let memory = run.memory.clone();
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(d.status.phase, Some(RolloutPhase::Aborted));
+    assert_eq!(d.memory, memory);
+
+    // Complete: stays Complete, nothing written.
+    let mut run = Run::new(spec(&[100]), Fleet::ordered(4, SEED, |_, _| {}));
+    run.step();
+    run.wait(2 * MINUTE);
+    assert_eq!(run.step().status.phase, Some(RolloutPhase::Complete));
+    run.status = as_previous_release_wrote(&run.status);
+    let d = run.step();
+    assert!(d.notifications.is_empty());
+    assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
+    assert_eq!(d.status.totals.succeeded, 4);
+}

@@ -135,13 +135,13 @@ fn fill_per_wave_lists(status: &mut crate::api::rollout::RolloutStatus) {
         in_progress: max,
         succeeded: max,
         failed: max,
+        reruns: max,
         aborted: max,
         timed_out: max,
         skipped: max,
         invalid: max,
         busy: max,
         foreign: max,
-        reruns: max,
     };
     status.waves = (1..=20)
         .map(|number| WaveStatus {
