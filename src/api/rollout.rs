@@ -153,7 +153,9 @@ pub struct RolloutSpec {
     pub package_ref: LocalRef,
 
     /// Which devices of the package's connector get the package. Editing targets mid-rollout
-    /// adds or drops devices not yet notified; a notified device stays in.
+    /// adds or drops devices not yet notified. An exclusion stops future writes only: a
+    /// notified device that `exclude` removes keeps counting (no retry); a device the identities
+    /// or tags no longer select stops counting (docs/rollouts.md, "Target edits").
     pub targets: Targets,
 
     /// Cumulative wave sizes, in order. Count waves (canaries) come first, then percent waves;
@@ -526,7 +528,7 @@ pub struct RolloutStatus {
 }
 
 /// Device counts of a wave or of the whole rollout. Each device is in exactly one of the
-/// states after `targeted`.
+/// states after `targeted` (`reruns` is a part of `succeeded`, not a state).
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceCounts {
@@ -539,13 +541,14 @@ pub struct DeviceCounts {
     /// Sent the manifest, no report for this version yet.
     #[serde(default)]
     pub notified: i64,
-    /// Reporting progress for this version (downloading, installing, or an unknown status).
+    /// Reporting progress for this version (downloading, installing, or an unknown status not
+    /// ending in `_ERROR`).
     #[serde(default)]
     pub in_progress: i64,
-    /// Installed the version.
+    /// Installed the version after its notification (final for this Rollout).
     #[serde(default)]
     pub succeeded: i64,
-    /// Reported an error (after all retries).
+    /// Reported an error, any status ending in `_ERROR` (after all retries).
     #[serde(default)]
     pub failed: i64,
     /// Of `succeeded`: devices that installed the version and have reported about it again

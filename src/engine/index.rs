@@ -63,7 +63,7 @@ pub enum ReportCode {
     Succeeded,
     /// A documented in-progress status for the target.
     InProgress,
-    /// An undocumented status for the target: counted as in progress.
+    /// An undocumented status for the target not ending in `_ERROR`: counted as in progress.
     InProgressUnknown,
     /// `TEST_ERROR` for the target.
     TestError,

@@ -120,7 +120,27 @@ fn cases() -> Vec<Case> {
             "waves": [{"percent": 10, "soak": "2562048h"}, {"percent": 100}],
         }
     });
+    // Stored before the rule that deviceTimeoutTotal is not shorter than deviceTimeout.
+    let timeouts = json!({
+        "apiVersion": "otau.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "rollout-timeouts", "finalizers": finalizers},
+        "spec": {
+            "packageRef": {"name": "p"},
+            "targets": {"tags": [{"name": "region", "value": "eu"}]},
+            "waves": [{"percent": 100}],
+            "policy": {"deviceTimeout": "1h", "deviceTimeoutTotal": "30m"},
+        }
+    });
     vec![
+        Case {
+            resource: ApiResource::erase::<Rollout>(&()),
+            object: timeouts,
+            unrelated_edit: json!({"spec": {"paused": true}}),
+            offending_edit: Some((
+                json!({"spec": {"policy": {"deviceTimeoutTotal": "40m"}}}),
+                "deviceTimeoutTotal must not be shorter than deviceTimeout",
+            )),
+        },
         Case {
             resource: ApiResource::erase::<IoTConnector>(&()),
             object: connector,
