@@ -341,9 +341,10 @@ pub struct Policy {
     /// A device whose turn comes while it installs another manifest (its `config_otau` holds
     /// that manifest and its latest `otau_in` is a non-final report for that manifest's
     /// version, e.g. a package deployed from the ExoSense UI): `Wait` (default) counts it
-    /// `busy` and writes it only once that update ended (a final report) or made no progress
+    /// `busy` and writes it only once that update ended (a final report), made no progress
     /// for `deviceTimeout` (from the platform's timestamps of that manifest and of the
-    /// device's latest report); `TakeOver` writes it at once, replacing that manifest.
+    /// device's latest report) or ran `deviceTimeoutTotal` since that manifest's timestamp;
+    /// `TakeOver` writes it at once, replacing that manifest.
     #[serde(default)]
     pub busy_devices: BusyDevices,
 

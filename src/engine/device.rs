@@ -220,16 +220,19 @@ fn reports_again(report: ReportCode) -> bool {
 /// Until when (µs, exclusive) a device not notified by this rollout counts as busy with
 /// another manifest: while `config_otau` holds that manifest and the latest report is a
 /// non-final status for its version, up to the device timeout after the later of the two
-/// platform timestamps (the manifest's write, the latest progress report), so a stalled
-/// update does not hold the device forever. `None` when it is not busy at `ctx.now`.
+/// platform timestamps (the manifest's value, the latest progress report), and at most the
+/// total cap (`deviceTimeoutTotal`) after the manifest's value, so neither a stalled update
+/// nor one that reports progress for ever holds the device for good. `None` when it is not
+/// busy at `ctx.now`.
 pub fn busy_until(entry: &DeviceEntry, ctx: &EvalContext) -> Option<Micros> {
     if !entry.installs_other_manifest() {
         return None;
     }
-    let until = entry
+    let progress_end = entry
         .set_at
         .max(entry.report_at)
         .saturating_add(ctx.timeout);
+    let until = progress_end.min(entry.set_at.saturating_add(ctx.timeout_total));
     (ctx.now < until).then_some(until)
 }
 

@@ -581,6 +581,25 @@ impl DeviceIndex {
         &self.config
     }
 
+    /// Whether `config` selects and orders the same devices against the same manifest as
+    /// this index (it may differ in the other manifests it tells apart).
+    pub fn same_devices(&self, config: &IndexConfig) -> bool {
+        self.config.seed == config.seed
+            && self.config.targets == config.targets
+            && self.config.manifest == config.manifest
+    }
+
+    /// Takes new [`IndexConfig::connector_manifests`] and
+    /// [`IndexConfig::newer_rollout_manifests`] without dropping the devices: each entry's
+    /// facts about another manifest follow at its next observation (the caller asks for a
+    /// listing), so a new package or Rollout on the connector costs no rebuild.
+    pub fn set_other_manifests(&mut self, connector: Vec<Manifest>, newer_rollouts: Vec<Manifest>) {
+        self.connector_manifests = connector.iter().map(|m| m.with_attempt(1)).collect();
+        self.newer_rollout_manifests = newer_rollouts.iter().map(|m| m.with_attempt(1)).collect();
+        self.config.connector_manifests = connector;
+        self.config.newer_rollout_manifests = newer_rollouts;
+    }
+
     /// The target version (the manifest's `version`).
     pub fn version(&self) -> &str {
         &self.manifest.version

@@ -744,3 +744,25 @@ fn partial_updates_keep_the_busy_and_foreign_facts_current() {
     assert!(idx.apply_partial("a", &ours));
     assert_eq!(facts(&idx), (false, false));
 }
+
+#[test]
+fn new_other_manifests_keep_the_devices_and_apply_at_the_next_observation() {
+    let next = other_package("3.0");
+    let holding = with_set(device("a"), &next.to_json(), 10);
+    let mut idx = DeviceIndex::build(config(tag_targets()), [holding.clone(), device("b")]);
+    assert!(idx.get("a").expect("a").holds_foreign_manifest());
+    let mut config = config(tag_targets());
+    config.connector_manifests = vec![next.clone()];
+    config.newer_rollout_manifests = vec![next];
+    assert!(idx.same_devices(&config));
+    idx.set_other_manifests(
+        config.connector_manifests.clone(),
+        config.newer_rollout_manifests.clone(),
+    );
+    assert_eq!(idx.config(), &config);
+    assert_eq!(idx.len(), 2, "no device dropped");
+    idx.upsert([holding]);
+    let e = idx.get("a").expect("a");
+    assert!(!e.holds_foreign_manifest());
+    assert!(e.holds_newer_rollouts_manifest());
+}

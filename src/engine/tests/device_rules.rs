@@ -722,6 +722,13 @@ fn the_busy_wait_restarts_on_progress_and_is_measured_from_platform_timestamps()
     // Past it: not busy any more.
     let past = policy_ctx(SET_AT + 300 + TIMEOUT, false, false);
     assert_eq!(busy_until(&later, &past), None);
+    // Progress for ever: the total cap from the manifest's value ends the wait.
+    let endless = holding(true, Some("1.5"), SET_AT + 4 * TIMEOUT - 1);
+    let capped = policy_ctx(SET_AT + 4 * TIMEOUT - 1, false, false);
+    assert_eq!(busy_until(&endless, &capped), Some(SET_AT + 4 * TIMEOUT));
+    let over = policy_ctx(SET_AT + 4 * TIMEOUT, false, false);
+    assert_eq!(busy_until(&endless, &over), None);
+    assert_eq!(evaluate(&endless, &over), DeviceState::Pending);
     // Only another manifest can make a device busy.
     let ours = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, ReportCode::InProgress, SET_AT + 1);
     assert_eq!(busy_until(&ours, &ctx), None);
