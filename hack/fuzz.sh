@@ -31,7 +31,7 @@ while (($#)); do
     *) targets+=("$1"); shift ;;
   esac
 done
-all=(otau_in manifest push_body push_signature emulator_device emulator_management simulate_yaml safe_text)
+all=(otau_in manifest push_body push_signature emulator_device emulator_management emulator_mqtt simulate_yaml safe_text)
 ((${#targets[@]})) || targets=("${all[@]}")
 
 cargo afl --version >/dev/null 2>&1 || {

@@ -20,7 +20,7 @@ enum Command {
     /// Print the CustomResourceDefinitions (IoTConnector, SoftwarePackage, Rollout) as YAML.
     Crds(cmd::crds::Args),
     /// Serve a local Exosite platform (device API, management API, content, GraphQL, events).
-    Emulator(cmd::emulator::Args),
+    Emulator(Box<cmd::emulator::Args>),
     /// Run the operator: reconcile IoTConnectors, SoftwarePackages and Rollouts until a signal.
     ///
     /// Checks each IoTConnector's credentials; uploads and registers each SoftwarePackage on its
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds(args) => cmd::crds::run(args),
-        Command::Emulator(args) => cmd::emulator::run(args),
+        Command::Emulator(args) => cmd::emulator::run(*args),
         Command::Run(args) => cmd::run::run(*args),
         Command::Simulate(args) => cmd::simulate::run(args),
     }

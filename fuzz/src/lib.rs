@@ -11,12 +11,14 @@
 //! | `push_signature` | `X-Otau-Signature` and the body it signs | `controller::push::verify` |
 //! | `emulator_device` | a device's HTTP request | the emulator's device API router |
 //! | `emulator_management` | a management API request | the emulator's management router |
+//! | `emulator_mqtt` | the bytes a device sends on an MQTT connection | the emulator's MQTT session (rumqttc's codec, our semantics) |
 //! | `simulate_yaml` | the files and fleet profile given to `simulate` | `simulate`'s document reader, `Profile::from_yaml`, the memory estimate |
 //! | `safe_text` | any device text | `otau::safe_text` |
 
 #![forbid(unsafe_code)]
 
 pub mod emulator;
+pub mod mqtt;
 pub mod simulate;
 
 use std::collections::BTreeMap;
@@ -42,6 +44,7 @@ pub const TARGETS: &[Target] = &[
     ("push_signature", push_signature),
     ("emulator_device", emulator_device),
     ("emulator_management", emulator_management),
+    ("emulator_mqtt", emulator_mqtt),
     ("simulate_yaml", simulate_yaml),
     ("safe_text", safe_text_target),
 ];
@@ -163,6 +166,11 @@ pub fn emulator_device(data: &[u8]) {
 /// A management API request (see [`emulator::management_request`]).
 pub fn emulator_management(data: &[u8]) {
     emulator::management_request(data);
+}
+
+/// The bytes a device sends on an MQTT connection (see [`mqtt::session`]).
+pub fn emulator_mqtt(data: &[u8]) {
+    mqtt::session(data);
 }
 
 /// The YAML given to `simulate` (see [`simulate::read`]).

@@ -74,8 +74,16 @@ pub mod reason {
     pub const FAILURE_THRESHOLD_EXCEEDED: &str = "FailureThresholdExceeded";
     /// Rollout: aborted; terminal.
     pub const ABORTED: &str = "Aborted";
-    /// Rollout: every wave finished within the threshold.
+    /// Rollout: every wave finished and every finished device installed the version.
     pub const ALL_WAVES_SUCCEEDED: &str = "AllWavesSucceeded";
+    /// Rollout: every wave finished within the threshold, but some devices failed, refused
+    /// the update (`INSTALL_ABORTED`), timed out or sent an unreadable report; the message
+    /// gives the counts and the success rate.
+    pub const COMPLETED_WITH_FAILURES: &str = "CompletedWithFailures";
+    /// SoftwarePackage: a content item the package put on the platform is gone (found before a
+    /// wave started); the package uploads it again. Rollout: the wave about to start holds
+    /// until the package is Ready again. The message names the item.
+    pub const CONTENT_MISSING: &str = "ContentMissing";
     /// Rollout: an older active Rollout targets the same devices; this one waits before its
     /// first write.
     pub const TARGET_CONFLICT: &str = "TargetConflict";

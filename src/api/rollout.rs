@@ -421,13 +421,22 @@ pub struct FailureThreshold {
     #[schemars(range(min = 0, max = 100))]
     pub percent: i32,
     /// Judge the wave only once at least this many of its devices finished (succeeded, failed,
-    /// aborted or timed out), so one early failure does not stop a large wave.
+    /// aborted, timed out or sent an unreadable report), so one early failure does not stop a
+    /// large wave.
     #[serde(default = "default_min_finished")]
     #[schemars(range(min = 0, max = 1000000))]
     pub min_finished: i32,
     /// Count timed-out devices as failures.
     #[serde(default = "default_true")]
     pub count_timeouts: bool,
+    /// Count devices that refused the update (`INSTALL_ABORTED`) as failures (default true).
+    /// False leaves them out of the failures; they still count as finished devices.
+    #[serde(default = "default_true")]
+    pub count_aborted: bool,
+    /// Count devices whose report cannot be read (`invalid`) as failures (default true). False
+    /// leaves them out of the failures; they still count as finished devices.
+    #[serde(default = "default_true")]
+    pub count_invalid: bool,
 }
 
 impl Default for FailureThreshold {
@@ -436,6 +445,8 @@ impl Default for FailureThreshold {
             percent: DEFAULT_FAILURE_PERCENT,
             min_finished: DEFAULT_MIN_FINISHED,
             count_timeouts: true,
+            count_aborted: true,
+            count_invalid: true,
         }
     }
 }
@@ -766,15 +777,30 @@ pub fn wave_progress(current_wave: i32, total_waves: usize) -> String {
     format!("{current_wave}/{total_waves}")
 }
 
-/// The `successRate` text: succeeded / (succeeded + failed + aborted + timed out), with one
+/// The `successRate` text: succeeded / finished ([`DeviceCounts::finished`]), with one
 /// decimal as [`percent_text`] rounds it (`"97.5%"`; 99.96% shows as 99.9%, never 100.0%);
 /// `None` while nothing finished.
 pub fn success_rate(counts: &DeviceCounts) -> Option<String> {
-    let finished = counts.succeeded + counts.failed + counts.aborted + counts.timed_out;
+    let finished = counts.finished();
     if finished <= 0 {
         return None;
     }
     Some(percent_text(counts.succeeded, finished))
+}
+
+impl DeviceCounts {
+    /// Devices that came to an end after a notification: succeeded, failed, aborted, timed out
+    /// or sent an unreadable report (skipped devices were never notified). The success rate
+    /// and the failure threshold are judged over these.
+    pub fn finished(&self) -> i64 {
+        self.succeeded + self.failed + self.aborted + self.timed_out + self.invalid
+    }
+
+    /// Finished devices that did not install the version: failed, aborted, timed out or
+    /// invalid, whatever the threshold counts.
+    pub fn unsuccessful(&self) -> i64 {
+        self.finished() - self.succeeded
+    }
 }
 
 /// `part / whole` as a percentage with one decimal, rounded to the nearest tenth, except that

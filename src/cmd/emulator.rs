@@ -13,11 +13,12 @@ use otau_operator::emulator::fleet::{Fleet, FleetHandle, FleetOptions, Profile};
 use otau_operator::emulator::model::{
     Account, DEFAULT_RESOURCE_MAX_BYTES, Model, ModelConfig, random_token,
 };
+use otau_operator::emulator::mqtt::{MqttListener, MqttMetrics, MqttOptions, MqttService};
 use otau_operator::emulator::server::{
     self, ADMIN_PREFIX, AppState, GRAPHQL_PATH, LastModifiedFormat, ListenerOptions,
     MANAGEMENT_PREFIX, ServerOptions,
 };
-use otau_operator::emulator::tls::TlsListener;
+use otau_operator::emulator::tls::{SelfSigned, TlsListener, self_signed};
 use otau_operator::net::server::{Limits, ListenerMetrics};
 
 /// The connector id used when `--connector` is not given.
@@ -83,6 +84,28 @@ pub struct Args {
     #[arg(long)]
     https_listen: Option<SocketAddr>,
 
+    /// Serve the device MQTT API (MQTT 3.1.1, plain) on this address; connections use the
+    /// default connector. Port 0 picks a free port (printed in the ready line as `mqtt_url`).
+    #[arg(long, value_name = "ADDR")]
+    mqtt_listen: Option<SocketAddr>,
+
+    /// Serve the device MQTT API over TLS on this address (the certificate of --https-listen,
+    /// in the ready line as `tls_certificate_pem`); the connector comes from SNI
+    /// `<cid>.m2.<domain>`, else the default connector. A client offering ALPN `http/1.1` gets
+    /// the HTTP API on the same port.
+    #[arg(long, value_name = "ADDR")]
+    mqtts_listen: Option<SocketAddr>,
+
+    /// Time an MQTT client has from the connection (TLS handshake included) to a complete
+    /// CONNECT.
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
+    mqtt_connect_timeout: Duration,
+
+    /// Largest MQTT packet a device may send (default: the resource value size plus 64 KiB);
+    /// a larger one closes the connection.
+    #[arg(long, value_name = "BYTES")]
+    mqtt_max_packet_bytes: Option<usize>,
+
     /// Time a client has to send a request's complete headers (from the connection, the TLS
     /// handshake included, or the end of the previous response); idle and half-sent
     /// connections are closed after it. A long poll's wait is not limited by it.
@@ -144,6 +167,12 @@ struct Ready<'a> {
     metrics_url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     https_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtts_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_certificate_pem: Option<String>,
     connector: &'a str,
     management_token: &'a str,
     devices: u64,
@@ -215,17 +244,22 @@ async fn serve(args: Args) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let app = edges.attach(server::router(state.clone()));
     let listener = listener_options(&args, &model, &edges)?;
-    let running = server::start_with(args.listen, state, app.clone(), listener.clone())
+    let running = server::start_with(args.listen, state.clone(), app.clone(), listener.clone())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let https = match args.https_listen {
-        Some(addr) => Some(
-            TlsListener::start_with(addr, app, &[], listener)
+    let certificate = match (args.https_listen, args.mqtts_listen) {
+        (None, None) => None,
+        _ => Some(self_signed(&[]).map_err(|e| e.to_string())?),
+    };
+    let https = match (args.https_listen, &certificate) {
+        (Some(addr), Some(cert)) => Some(
+            TlsListener::start_with_certificate(addr, app.clone(), cert, listener)
                 .await
                 .map_err(|e| format!("cannot serve HTTPS on {addr}: {e}"))?,
         ),
-        None => None,
+        _ => None,
     };
+    let mqtt = start_mqtt(&args, &state, &edges, app, certificate.as_ref()).await?;
 
     let fleet = start_fleet(&args, &model)?;
     let devices = fleet
@@ -244,6 +278,9 @@ async fn serve(args: Args) -> Result<(), String> {
         object_store_url: model.object_store_url(),
         metrics_url: format!("{base}/metrics"),
         https_url: https.as_ref().map(|h| h.base_url.clone()),
+        mqtt_url: mqtt.plain.as_ref().map(|l| l.url.clone()),
+        mqtts_url: mqtt.tls.as_ref().map(|l| l.url.clone()),
+        tls_certificate_pem: certificate.as_ref().map(|c| c.certificate_pem()),
         connector: &args.connector,
         management_token: &token,
         devices,
@@ -270,9 +307,82 @@ async fn serve(args: Args) -> Result<(), String> {
     if let Some(h) = https {
         h.shutdown().await;
     }
+    mqtt.shutdown().await;
     running.shutdown().await;
     drop(edges);
     Ok(())
+}
+
+/// The MQTT listeners that run.
+struct MqttListeners {
+    service: Option<Arc<MqttService>>,
+    plain: Option<MqttListener>,
+    tls: Option<MqttListener>,
+}
+
+impl MqttListeners {
+    async fn shutdown(self) {
+        for listener in [self.plain, self.tls].into_iter().flatten() {
+            listener.shutdown().await;
+        }
+        if let Some(service) = self.service {
+            service.stop();
+        }
+    }
+}
+
+/// Starts `--mqtt-listen` and `--mqtts-listen`, sharing the model, the sessions and the
+/// metrics (registered behind `/metrics`).
+async fn start_mqtt(
+    args: &Args,
+    state: &AppState,
+    edges: &Edges,
+    app: axum::Router,
+    certificate: Option<&SelfSigned>,
+) -> Result<MqttListeners, String> {
+    if args.mqtt_listen.is_none() && args.mqtts_listen.is_none() {
+        return Ok(MqttListeners {
+            service: None,
+            plain: None,
+            tls: None,
+        });
+    }
+    let mut options = MqttOptions::defaults(&state.model, state.options.default_connector.clone());
+    options.connect_timeout = args.mqtt_connect_timeout;
+    options.max_connections = args.listener_max_connections as usize;
+    options.http_header_timeout = args.listener_header_timeout;
+    if let Some(max) = args.mqtt_max_packet_bytes {
+        options.max_packet_bytes = max;
+    }
+    if options.connect_timeout.is_zero() {
+        return Err("--mqtt-connect-timeout must be above zero".to_string());
+    }
+    let metrics = MqttMetrics::new();
+    metrics
+        .register(edges.admin.requests.registry())
+        .map_err(|e| format!("metrics: {e}"))?;
+    let service = MqttService::new(state.model.clone(), options, metrics);
+    let plain = match args.mqtt_listen {
+        Some(addr) => Some(
+            MqttListener::start_plain(addr, service.clone())
+                .await
+                .map_err(|e| format!("cannot serve MQTT on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let tls = match (args.mqtts_listen, certificate) {
+        (Some(addr), Some(cert)) => Some(
+            MqttListener::start_tls(addr, service.clone(), cert, app)
+                .await
+                .map_err(|e| format!("cannot serve MQTT over TLS on {addr}: {e}"))?,
+        ),
+        _ => None,
+    };
+    Ok(MqttListeners {
+        service: Some(service),
+        plain,
+        tls,
+    })
 }
 
 fn start_fleet(args: &Args, model: &Model) -> Result<Option<FleetHandle>, String> {

@@ -45,6 +45,9 @@ pub struct ConnectorEvent {
 
 /// The `data_in` event type name.
 pub const DATA_IN: &str = "data_in";
+/// The `publish` event type name: a device's MQTT message on a topic that is not a resource
+/// (exosite-platform.md §4.3); its one payload entry maps the topic to the message.
+pub const PUBLISH: &str = "publish";
 
 #[cfg(test)]
 mod tests {

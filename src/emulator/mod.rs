@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod graphql;
 pub mod management;
 pub mod model;
+pub mod mqtt;
 pub mod object_store;
 pub mod platform_adapter;
 pub mod server;

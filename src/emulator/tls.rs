@@ -86,6 +86,38 @@ pub fn self_signed(extra_names: &[String]) -> Result<SelfSigned, TlsError> {
     })
 }
 
+impl SelfSigned {
+    /// A TLS server configuration with this certificate, offering the `alpn` protocols (none:
+    /// no ALPN negotiation, any client offer is accepted).
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<ServerConfig, TlsError> {
+        let mut config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.certificate.clone()],
+                PrivateKeyDer::Pkcs8(self.key.clone_key()),
+            )
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+
+    /// The certificate, PEM.
+    pub fn certificate_pem(&self) -> String {
+        pem(self.certificate.as_ref())
+    }
+}
+
+fn pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(chunk));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 /// A running HTTPS listener.
 #[derive(Debug)]
 pub struct TlsListener {
@@ -118,14 +150,18 @@ impl TlsListener {
         options: ListenerOptions,
     ) -> Result<TlsListener, TlsError> {
         let cert = self_signed(extra_names)?;
-        let mut config = ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.certificate.clone()],
-                PrivateKeyDer::Pkcs8(cert.key.clone_key()),
-            )
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::start_with_certificate(addr, app, &cert, options).await
+    }
+
+    /// Like [`TlsListener::start_with`], with a certificate the caller made (shared with the
+    /// TLS MQTT listener).
+    pub async fn start_with_certificate(
+        addr: SocketAddr,
+        app: Router,
+        cert: &SelfSigned,
+        options: ListenerOptions,
+    ) -> Result<TlsListener, TlsError> {
+        let config = cert.server_config(&[b"http/1.1"])?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| TlsError::Bind { addr, source })?;
@@ -149,7 +185,7 @@ impl TlsListener {
         Ok(TlsListener {
             local_addr,
             base_url: format!("https://{local_addr}"),
-            certificate: cert.certificate,
+            certificate: cert.certificate.clone(),
             stop,
             task,
         })
@@ -162,14 +198,7 @@ impl TlsListener {
 
     /// The certificate, PEM (for `curl --cacert`, Python's `ssl`, …).
     pub fn certificate_pem(&self) -> String {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(self.certificate.as_ref());
-        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(chunk));
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-        pem
+        pem(self.certificate.as_ref())
     }
 
     /// Stops accepting connections and waits for the accept loop to end.

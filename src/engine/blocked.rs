@@ -72,6 +72,17 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
                 ));
             }
         }
+        Blocker::ContentMissing(m) if !aborted => {
+            let r = conditions::reason::CONTENT_MISSING;
+            set(READY, FALSE, r, m);
+            set(PROGRESSING, FALSE, r, m);
+            if !was_held_by(prev, r) {
+                events.push(EngineEvent::warning(
+                    event_reason::CONTENT_MISSING,
+                    m.clone(),
+                ));
+            }
+        }
         Blocker::PackageNotReady(m) | Blocker::ConnectorNotReady(m) if !aborted => {
             let r = match blocker {
                 Blocker::PackageNotReady(_) => conditions::reason::PACKAGE_NOT_READY,
@@ -80,7 +91,9 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
             set(READY, FALSE, r, m);
             set(PROGRESSING, FALSE, r, m);
         }
-        Blocker::PackageNotReady(_) | Blocker::ConnectorNotReady(_) => {
+        Blocker::PackageNotReady(_)
+        | Blocker::ConnectorNotReady(_)
+        | Blocker::ContentMissing(_) => {
             let cause = input
                 .memory
                 .aborted
@@ -112,8 +125,12 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
 
 /// Whether the status already says the Rollout waits for another (its Event was emitted).
 fn was_waiting_for_another(status: &RolloutStatus) -> bool {
-    conditions::find_condition(&status.conditions, READY)
-        .is_some_and(|c| c.reason == conditions::reason::TARGET_CONFLICT)
+    was_held_by(status, conditions::reason::TARGET_CONFLICT)
+}
+
+/// Whether the status' `Ready` reason already is `reason` (its Event was emitted).
+fn was_held_by(status: &RolloutStatus, reason: &str) -> bool {
+    conditions::find_condition(&status.conditions, READY).is_some_and(|c| c.reason == reason)
 }
 
 /// What the step's `config_otau` writes achieved, when some failed.

@@ -109,4 +109,6 @@ pub mod reason {
     /// The Rollout waits for an older active Rollout over the same devices (Normal), once
     /// when it starts waiting.
     pub const TARGET_CONFLICT: &str = crate::api::conditions::reason::TARGET_CONFLICT;
+    /// A content item of the package is missing on the platform: the next wave holds (Warning).
+    pub const CONTENT_MISSING: &str = crate::api::conditions::reason::CONTENT_MISSING;
 }

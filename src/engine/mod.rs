@@ -127,6 +127,10 @@ pub enum Blocker {
     /// An older active Rollout targets some of the same devices; the message names it. Only
     /// before this Rollout's first write.
     TargetConflict(String),
+    /// A content item of the package is not on the platform: the wave about to start (and
+    /// every write) holds until the package is Ready again; the message names the item. The
+    /// controller finds it out before a wave starts (one content listing per wave).
+    ContentMissing(String),
 }
 
 /// One `config_otau` write to make now.

@@ -149,10 +149,7 @@ pub fn overall(input: &OverallInput<'_>) -> Overall {
             threshold_detail(input)
         ))
     } else if input.all_done {
-        Overall::Complete(format!(
-            "all {n_waves} waves complete: {}",
-            counts_text(input.totals)
-        ))
+        completed(n_waves, input.totals)
     } else if input.user_paused {
         Overall::PausedByUser(format!(
             "paused by {}; {}",
@@ -181,6 +178,21 @@ pub fn overall(input: &OverallInput<'_>) -> Overall {
     }
 }
 
+/// The overall state of a rollout whose waves all completed: `CompletedWithFailures` when a
+/// finished device did not install the version (failed, refused, timed out or sent an
+/// unreadable report), with the success rate; else `Complete`.
+pub fn completed(n_waves: usize, totals: &DeviceCounts) -> Overall {
+    let text = format!("all {n_waves} waves complete: {}", counts_text(totals));
+    if totals.unsuccessful() > 0 {
+        Overall::CompletedWithFailures(format!(
+            "{text}; success rate {}",
+            success_rate(totals).unwrap_or_else(|| "n/a".into())
+        ))
+    } else {
+        Overall::Complete(text)
+    }
+}
+
 /// "waves 1-2: 5 of 40 finished devices failed (12.5%), over 10%".
 fn threshold_detail(input: &OverallInput<'_>) -> String {
     match input.judge.exceeded(input.current, input.baselines) {
@@ -203,7 +215,11 @@ pub fn completion_event(
     n_waves: usize,
     totals: &DeviceCounts,
 ) -> Option<EngineEvent> {
-    (matches!(overall, Overall::Complete(_)) && !was_complete(previous)).then(|| {
+    let complete = matches!(
+        overall,
+        Overall::Complete(_) | Overall::CompletedWithFailures(_)
+    );
+    (complete && !was_complete(previous)).then(|| {
         EngineEvent::normal(
             reason::ROLLOUT_COMPLETE,
             format!(
@@ -228,7 +244,7 @@ pub fn last_progress_at(
     now: &Time,
 ) -> Option<Time> {
     let moved = |c: &DeviceCounts| {
-        let done = finished(c) + c.skipped + c.invalid;
+        let done = finished(c) + c.skipped;
         [c.targeted - c.pending, c.in_progress + done, done]
     };
     let moved_forward = moved(totals)

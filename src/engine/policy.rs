@@ -92,27 +92,31 @@ impl ParsedPolicy {
 /// The threshold judgement of one wave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Judgement {
-    /// Finished devices judged (succeeded + failed + aborted + timed out, minus the baseline).
+    /// Finished devices judged (succeeded + failed + aborted + timed out + invalid, minus the
+    /// baseline).
     pub finished: i64,
-    /// Of those, the failures (failed, plus timed out when `countTimeouts`).
+    /// Of those, the failures ([`failures`]).
     pub failed: i64,
     /// Whether the threshold is exceeded (judged only once `minFinished` is reached).
     pub tripped: bool,
 }
 
-/// Devices that count as finished for the success rate and the threshold.
+/// Devices that count as finished for the success rate and the threshold
+/// ([`DeviceCounts::finished`]).
 pub fn finished(counts: &DeviceCounts) -> i64 {
-    counts.succeeded + counts.failed + counts.aborted + counts.timed_out
+    counts.finished()
 }
 
-/// Devices that count as failures for the threshold.
+/// Devices that count as failures for the threshold: every failed device, and the devices
+/// that timed out, refused (`INSTALL_ABORTED`) or sent an unreadable report unless the
+/// threshold's `countTimeouts`, `countAborted` or `countInvalid` leaves them out. This is the
+/// one place that decides what a failure is.
 pub fn failures(counts: &DeviceCounts, threshold: &FailureThreshold) -> i64 {
+    let counted = |switch: bool, n: i64| if switch { n } else { 0 };
     counts.failed
-        + if threshold.count_timeouts {
-            counts.timed_out
-        } else {
-            0
-        }
+        + counted(threshold.count_timeouts, counts.timed_out)
+        + counted(threshold.count_aborted, counts.aborted)
+        + counted(threshold.count_invalid, counts.invalid)
 }
 
 /// Judges one wave: tripped when at least `minFinished` devices finished since the baseline
@@ -162,6 +166,7 @@ pub fn judge_started_waves<'a>(
         total.failed += c.failed;
         total.aborted += c.aborted;
         total.timed_out += c.timed_out;
+        total.invalid += c.invalid;
     }
     judge(&total, accepted_baseline(baselines).as_ref(), threshold)
 }
@@ -411,7 +416,57 @@ mod tests {
             percent,
             min_finished,
             count_timeouts,
+            ..FailureThreshold::default()
         }
+    }
+
+    /// A refusal (`INSTALL_ABORTED`) and an unreadable report are failures by default; each
+    /// switch leaves its kind out of the failures, never out of the finished devices.
+    #[test]
+    fn refusals_and_unreadable_reports_count_unless_switched_off() {
+        let refused = DeviceCounts {
+            aborted: 10,
+            ..DeviceCounts::default()
+        };
+        let garbage = DeviceCounts {
+            succeeded: 8,
+            invalid: 2,
+            ..DeviceCounts::default()
+        };
+        let default = FailureThreshold::default();
+        assert!(default.count_aborted && default.count_invalid);
+        let j = judge(&refused, None, &default);
+        assert_eq!((j.finished, j.failed, j.tripped), (10, 10, true));
+        let j = judge(&garbage, None, &default);
+        assert_eq!((j.finished, j.failed, j.tripped), (10, 2, true));
+        let lenient = FailureThreshold {
+            count_aborted: false,
+            count_invalid: false,
+            ..FailureThreshold::default()
+        };
+        let j = judge(&refused, None, &lenient);
+        assert_eq!((j.finished, j.failed, j.tripped), (10, 0, false));
+        let j = judge(&garbage, None, &lenient);
+        assert_eq!((j.finished, j.failed, j.tripped), (10, 0, false));
+        // Each switch leaves out its own kind only.
+        let both = DeviceCounts {
+            aborted: 3,
+            invalid: 4,
+            timed_out: 5,
+            failed: 1,
+            ..DeviceCounts::default()
+        };
+        let only = |count_aborted, count_invalid, count_timeouts| FailureThreshold {
+            count_aborted,
+            count_invalid,
+            count_timeouts,
+            ..FailureThreshold::default()
+        };
+        assert_eq!(failures(&both, &only(true, false, false)), 4);
+        assert_eq!(failures(&both, &only(false, true, false)), 5);
+        assert_eq!(failures(&both, &only(false, false, true)), 6);
+        assert_eq!(failures(&both, &only(true, true, true)), 13);
+        assert_eq!(finished(&both), 13);
     }
 
     #[test]
@@ -463,7 +518,15 @@ mod tests {
                 None,
                 threshold(10, 10, true),
                 10,
-                0,
+                2,
+                true,
+            ),
+            (
+                counts(9, 0, 1, 0),
+                None,
+                threshold(10, 10, true),
+                10,
+                1,
                 false,
             ),
             (counts(0, 1, 0, 0), None, threshold(0, 1, true), 1, 1, true),

@@ -75,8 +75,11 @@ pub enum Overall {
     Aborted(String),
     /// Paused by the failure threshold.
     FailureThresholdExceeded(String),
-    /// Every wave completed.
+    /// Every wave completed and every finished device installed the version.
     Complete(String),
+    /// Every wave completed within the threshold, but some finished devices failed, refused,
+    /// timed out or sent an unreadable report.
+    CompletedWithFailures(String),
     /// `spec.paused` or the pause annotation.
     PausedByUser(String),
     /// The next wave needs approval.
@@ -99,7 +102,7 @@ pub enum Overall {
 /// | `WaitingForApproval`, `PausedByUser` | InProgress (until a person approves or resumes) |
 /// | `FailureThresholdExceeded`, `Aborted` | Failed (`Stalled=True`; nothing more is written) |
 /// | `AllTargetsExcluded` | Failed (`Stalled=True`: nothing to write until the spec or the fleet changes) |
-/// | `Complete` | Current |
+/// | `Complete`, `CompletedWithFailures` | Current |
 pub fn set_conditions(
     conditions: &mut Vec<Condition>,
     overall: &Overall,
@@ -137,22 +140,9 @@ pub fn set_conditions(
             set(COMPLETE, FALSE, r, m);
             set(STALLED, TRUE, r, m);
         }
-        Overall::Complete(m) => {
-            let r = reason::ALL_WAVES_SUCCEEDED;
-            set(READY, TRUE, r, m);
-            set(PROGRESSING, FALSE, r, m);
-            if user_paused {
-                set(
-                    PAUSED,
-                    TRUE,
-                    reason::PAUSED_BY_USER,
-                    "paused by the user: late joiners are not notified",
-                );
-            } else {
-                set(PAUSED, FALSE, r, m);
-            }
-            set(COMPLETE, TRUE, r, m);
-            set(STALLED, FALSE, r, m);
+        Overall::Complete(m) => complete(&mut set, reason::ALL_WAVES_SUCCEEDED, m, user_paused),
+        Overall::CompletedWithFailures(m) => {
+            complete(&mut set, reason::COMPLETED_WITH_FAILURES, m, user_paused);
         }
         Overall::AllTargetsExcluded(m) => {
             let r = reason::ALL_TARGETS_EXCLUDED;
@@ -168,6 +158,23 @@ pub fn set_conditions(
         Overall::WaveInProgress(m) => moving(&mut set, reason::WAVE_IN_PROGRESS, m),
     }
     conditions::set_reconciling(conditions, generation, now.clone());
+}
+
+fn complete(set: &mut impl FnMut(&str, &str, &str, &str), r: &str, m: &str, user_paused: bool) {
+    set(READY, TRUE, r, m);
+    set(PROGRESSING, FALSE, r, m);
+    if user_paused {
+        set(
+            PAUSED,
+            TRUE,
+            reason::PAUSED_BY_USER,
+            "paused by the user: late joiners are not notified",
+        );
+    } else {
+        set(PAUSED, FALSE, r, m);
+    }
+    set(COMPLETE, TRUE, r, m);
+    set(STALLED, FALSE, r, m);
 }
 
 fn held(set: &mut impl FnMut(&str, &str, &str, &str), r: &str, m: &str) {

@@ -398,7 +398,7 @@ pub async fn serve<H, M, S>(
 
 /// Whether an accept error belongs to one connection (the peer went away before the accept):
 /// the loop goes on at once.
-fn is_connection_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
@@ -409,17 +409,17 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// The wait after accept errors: from [`ACCEPT_BACKOFF_FIRST`], doubling, at most
 /// [`ACCEPT_BACKOFF_MAX`]; back to the start after an accept succeeds.
 #[derive(Debug, Default)]
-struct AcceptBackoff {
+pub(crate) struct AcceptBackoff {
     next: Option<Duration>,
 }
 
 impl AcceptBackoff {
-    fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.next = None;
     }
 
     /// The wait before the next accept; logs the first error of a run at warn.
-    fn failed(&mut self, listener: &str, e: &std::io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, listener: &str, e: &std::io::Error) -> Duration {
         let wait = self.next.unwrap_or(ACCEPT_BACKOFF_FIRST);
         if self.next.is_none() {
             tracing::warn!(listener, error = %e, "accept failed (out of file descriptors or memory?): backing off until an accept succeeds");

@@ -189,10 +189,10 @@ fn overview(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: &S
 /// finished device did not succeed; `-` while no device finished.
 fn success_rate_text(status: &RolloutStatus, style: &Style) -> String {
     let t = &status.totals;
-    let finished = t.succeeded + t.failed + t.aborted + t.timed_out;
+    let finished = t.finished();
     match &status.success_rate {
         Some(rate) => {
-            let tone = if t.failed + t.aborted + t.timed_out > 0 {
+            let tone = if t.unsuccessful() > 0 {
                 Tone::Warn
             } else {
                 Tone::Good

@@ -144,6 +144,12 @@ fn rollout_status(rollout: &Rollout, case: &str) -> RolloutStatus {
         "PackageNotReady" => {
             return blocked(Blocker::PackageNotReady("package demo is not Ready".into()));
         }
+        "ContentMissing" => {
+            return blocked(Blocker::ContentMissing(
+                "content item ns_demo_fw.bin (file fw.bin) of SoftwarePackage demo is missing"
+                    .into(),
+            ));
+        }
         "ConnectorNotReady" => {
             return blocked(Blocker::ConnectorNotReady("connector is not Ready".into()));
         }
@@ -168,6 +174,9 @@ fn rollout_status(rollout: &Rollout, case: &str) -> RolloutStatus {
                 .into(),
         ),
         "AllWavesSucceeded" => Overall::Complete("3/3 waves: 100 updated, 0 failed".into()),
+        "CompletedWithFailures" => Overall::CompletedWithFailures(
+            "all 3 waves complete: 95/100 succeeded, 5 aborted; success rate 95.0%".into(),
+        ),
         other => panic!("docs/gitops.md names a Rollout state the test does not know: {other}"),
     };
     let mut conditions: Vec<Condition> = Vec::new();
@@ -254,6 +263,14 @@ fn package_status(generation: Option<i64>, case: &str) -> SoftwarePackageStatus 
             FALSE,
             reason::REGISTERED,
             "registered".to_owned(),
+        ),
+        "ContentMissing" => (
+            FALSE,
+            FALSE,
+            FALSE,
+            reason::CONTENT_MISSING,
+            "content item ns_demo_fw.bin (file fw.bin) is missing on the platform; uploading it again"
+                .to_owned(),
         ),
         other => {
             let error = match other {

@@ -120,7 +120,7 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The six alerts of the chart pass `promtool check rules`, and the unit tests in
+/// The seven alerts of the chart pass `promtool check rules`, and the unit tests in
 /// tests/fixtures/prometheus/alerts.test.yaml (a firing and a non-firing case for every alert,
 /// checked here) pass `promtool test rules`; every runbook link names a heading of
 /// docs/alerts.md.
@@ -131,6 +131,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let wanted: BTreeSet<String> = [
         "RolloutAutoPaused",
         "RolloutFailureRateHigh",
+        "RolloutCompletedWithFailures",
         "RolloutStalled",
         "PlatformErrorsHigh",
         "ConnectorTokenExpiringSoon",
@@ -157,7 +158,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
             .args(["check", "rules", "rules.yaml"]),
         "promtool check rules",
     );
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
     let tested = run(
         Command::new(tool("promtool"))
             .current_dir(dir.path())
@@ -596,7 +597,7 @@ fn check_metrics(text: &str) {
 ///   tests check; here the whole expression is also evaluated where this run decides the
 ///   answer: RolloutAutoPaused and RolloutFailureRateHigh must return the paused rollout,
 ///   RolloutStalled (a paused rollout is not stalled) and OperatorDown must return nothing;
-/// - Prometheus loaded all six rules without errors and holds RolloutAutoPaused for the
+/// - Prometheus loaded all seven rules without errors and holds RolloutAutoPaused for the
 ///   rollout as pending or firing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_a_rollout_and_answers_every_dashboard_and_alert_query() {
@@ -691,7 +692,7 @@ async fn prometheus_scrapes_a_rollout_and_answers_every_dashboard_and_alert_quer
             assert_eq!(rule["health"], "ok", "rule {}: {rule}", rule["name"]);
         }
     }
-    assert_eq!(loaded, 6, "{groups}");
+    assert_eq!(loaded, 7, "{groups}");
     let started = Instant::now();
     loop {
         let alerts = prometheus.api("alerts", &[]).await;

@@ -11,6 +11,7 @@ mod harness;
 mod canary;
 mod complete;
 mod conflict;
+mod content;
 mod control;
 mod devices;
 mod equivalence;

@@ -104,9 +104,10 @@ async fn silent_devices_time_out_and_trip_the_threshold_only_when_timeouts_count
     apply(cp, &ns, &strict_rollout);
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
 
-    // Timeouts not counted: the rollout completes with the silent devices timed out.
+    // Timeouts not counted: the rollout completes with the silent devices timed out, and says
+    // it completed with failures.
     let r = wait_rollout(&api, "tolerant", "Complete", |r| {
-        has(r, "Complete", "True", "AllWavesSucceeded")
+        has(r, "Complete", "True", "CompletedWithFailures")
     })
     .await;
     let s = r.status.expect("status");
@@ -178,6 +179,106 @@ async fn silent_devices_time_out_and_trip_the_threshold_only_when_timeouts_count
 }
 
 /// A second links-only package on the same connector.
+/// Refusals count by default: a fleet whose every device answers `INSTALL_ABORTED` pauses after
+/// its first wave with the default policy, and no device of wave 2 is written. Next to it, the
+/// same fleet behaviour with `countAborted: false` runs every wave and completes with
+/// `CompletedWithFailures`, which kstatus reads as Current and Argo CD as Healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_that_refuses_everything_pauses_unless_refusals_are_left_out() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-refusals").await;
+    let emu = Emu::start(&profile_of(
+        46,
+        &[
+            group("no-", 40, "refusing", "install_aborted: 1"),
+            group("lno-", 20, "lenient", "install_aborted: 1"),
+            group("lok-", 20, "lenient", ""),
+        ],
+    ))
+    .await;
+    let op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &base_yaml(&emu));
+    // Default policy: threshold 10 %, judged once 10 devices finished; wave 1 is 10 devices.
+    let waves = "  orderSeed: refusing
+  waves:
+    - percent: 25
+    - percent: 100
+";
+    apply(cp, &ns, &rollout_for("refusing", "refusing", waves));
+    apply(cp, &ns, STRICT_PACKAGE);
+    let lenient = rollout_for(
+        "lenient",
+        "lenient",
+        &format!(
+            "{waves}  policy:
+    failureThreshold:
+      countAborted: false
+"
+        ),
+    )
+    .replace(
+        "packageRef:\n    name: fw\n",
+        "packageRef:\n    name: fw-strict\n",
+    );
+    assert!(lenient.contains("fw-strict"));
+    apply(cp, &ns, &lenient);
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+
+    let r = wait_rollout(&api, "refusing", "an automatic pause", |r| {
+        has(r, "Paused", "True", "FailureThresholdExceeded")
+    })
+    .await;
+    let s = r.status.clone().expect("status");
+    assert_eq!((s.totals.aborted, s.totals.succeeded), (10, 0));
+    assert_eq!(s.current_wave, 1);
+    let paused = condition(&r, "Paused").expect("Paused");
+    assert!(
+        paused
+            .message
+            .starts_with("wave 1: 10 of 10 finished devices failed (100.0%)"),
+        "{paused:?}"
+    );
+    assert_eq!(
+        cp.gitops_verdicts(&ns, "rollout.otau.dev", "refusing"),
+        ("Failed".to_owned(), "Degraded".to_owned())
+    );
+
+    let r = wait_rollout(&api, "lenient", "Complete", |r| {
+        has(r, "Complete", "True", "CompletedWithFailures")
+    })
+    .await;
+    let s = r.status.clone().expect("status");
+    assert_eq!(
+        (s.totals.targeted, s.totals.succeeded, s.totals.aborted),
+        (40, 20, 20)
+    );
+    assert_eq!(s.success_rate.as_deref(), Some("50.0%"));
+    let complete = condition(&r, "Complete").expect("Complete");
+    assert!(
+        complete.message.ends_with("; success rate 50.0%"),
+        "{complete:?}"
+    );
+    assert_eq!(
+        cp.gitops_verdicts(&ns, "rollout.otau.dev", "lenient"),
+        ("Current".to_owned(), "Healthy".to_owned())
+    );
+
+    // The paused rollout stays at wave 1: after two more complete listings only its 10
+    // devices (and the lenient fleet's 40) were ever written.
+    let listings = op.two_more_listings(0.0).await;
+    op.two_more_listings(listings).await;
+    let ids = identities("no-", 40);
+    let refusing_ids: BTreeSet<String> = ids.iter().cloned().collect();
+    let wave1: BTreeSet<String> = rollout_order("refusing", &ids)[..10]
+        .iter()
+        .cloned()
+        .collect();
+    let written_refusing: BTreeSet<String> =
+        written(&emu).intersection(&refusing_ids).cloned().collect();
+    assert_eq!(written_refusing, wave1, "only wave 1 of the refusing fleet");
+    assert_eq!(written(&emu).len(), 50);
+}
+
 const STRICT_PACKAGE: &str = "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw-strict\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.1\n  links:\n    - https://vendor.example.com/fw/2.0.1/fw.img\n";
 
 /// `(failed, finished)` from "wave 1: 9 of 100 finished devices failed ...".

@@ -290,7 +290,7 @@ async fn killed_right_after_an_auto_pause_it_stays_paused_until_resumed() {
         ],
     );
     let r = wait_rollout(&api, "fw-pause", "Complete", |r| {
-        has(r, "Complete", "True", "AllWavesSucceeded")
+        has(r, "Complete", "True", "CompletedWithFailures")
     })
     .await;
     let s = r.status.expect("status");

@@ -11,6 +11,7 @@ mod device_api;
 mod fleet;
 mod listeners;
 mod management;
+mod mqtt;
 
 // Edge parts (GraphQL, webhook, faults, admin + metrics).
 mod admin;

@@ -360,3 +360,49 @@ async fn edges_start_webhook_delivery_from_flags() {
         1
     );
 }
+
+/// A device write over MQTT (`$resource/otau_in`, QoS 1) is pushed like an HTTP one: one
+/// signed `data_in` event with the report, its connection id naming the MQTT session.
+#[tokio::test]
+async fn mqtt_device_write_is_pushed_signed_like_an_http_write() {
+    use otau_operator::emulator::mqtt::client::{Credentials, DeviceClient};
+    use otau_operator::emulator::mqtt::{MqttListener, MqttMetrics, MqttOptions, MqttService};
+
+    let (rx, url) = receiver(&[], None).await;
+    let emu = emu_with(&url).await;
+    let token = emu.device("00AB02");
+    let service = MqttService::new(
+        emu.model.clone(),
+        MqttOptions::defaults(&emu.model, Some(CID.to_string())),
+        MqttMetrics::new(),
+    );
+    let listener = MqttListener::start_plain("127.0.0.1:0".parse().unwrap(), service)
+        .await
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(listener.local_addr)
+        .await
+        .unwrap();
+    let (mut device, refused) = DeviceClient::connect(stream, &Credentials::Token(token), 30)
+        .await
+        .unwrap();
+    assert_eq!(refused, None);
+    device
+        .publish("$resource/otau_in", REPORT.as_bytes(), true)
+        .await
+        .unwrap();
+    let s = wait_finished(&emu, 1).await;
+    assert_eq!(s.delivered, 1, "{s:?}");
+    let got = rx.received();
+    assert!(signature_ok(&got[0]));
+    let event: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(event["type"], "data_in");
+    assert_eq!(event["identity"], "00AB02");
+    assert_eq!(event["payload"][0]["values"]["otau_in"], REPORT);
+    assert!(
+        event["connection_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("mqtt-"),
+        "{event}"
+    );
+}

@@ -350,3 +350,52 @@ fn a_reapplied_rollout_pauses_on_its_failed_canary_and_writes_nothing_beyond_it(
         );
     }
 }
+
+/// A run of a fleet whose every device refuses the update (`INSTALL_ABORTED`), with the given
+/// extra threshold lines.
+fn refusing_run(threshold: &str) -> (serde_json::Value, i32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 200;
+    let fleet = write(
+        dir.path(),
+        "fleet.yaml",
+        &profile(3, &[group("refusing", n, "no-", "{install_aborted: 1}")]),
+    );
+    let policy =
+        format!("    deviceTimeout: 10m\n    failureThreshold:\n      percent: 10\n{threshold}");
+    let spec = rollout(&waves(&[10, 50, 100]), &policy, None);
+    let file = write(dir.path(), "r.yaml", &format!("{spec}---\n{PACKAGE}"));
+    let run = simulate(&["-f", &file, "--profile", &fleet, "--output", "json"]);
+    (run.json(), run.code)
+}
+
+/// Refusals count by default: a fleet that refuses everything pauses after its first wave
+/// (20 devices, every one aborted), and no device of wave 2 is written.
+#[test]
+fn a_fleet_that_refuses_everything_pauses_after_the_first_wave() {
+    let (r, code) = refusing_run("");
+    assert_eq!(code, 2, "{r}");
+    assert_eq!(r["result"]["phase"], "Paused");
+    assert_eq!(r["result"]["reason"], "FailureThresholdExceeded");
+    assert_eq!(int(&r["thresholdExceeded"]["failed"]), 20, "{r}");
+    assert_eq!(int(&r["thresholdExceeded"]["finished"]), 20, "{r}");
+    assert_eq!(r["thresholdExceeded"]["countAborted"], true);
+    assert_eq!(int(&r["totals"]["aborted"]), 20);
+    assert_eq!(int(&r["configOtauWrites"]), 20, "only wave 1 is written");
+    let message = r["result"]["message"].as_str().expect("message");
+    assert!(message.contains("refusals counted"), "{message}");
+}
+
+/// `countAborted: false` leaves refusals out: every wave runs, and the run completes with
+/// `CompletedWithFailures` and a success rate of 0.0%.
+#[test]
+fn refusals_left_out_complete_with_failures_and_the_success_rate() {
+    let (r, code) = refusing_run("      countAborted: false\n");
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["result"]["phase"], "Complete");
+    assert_eq!(r["result"]["reason"], "CompletedWithFailures");
+    let message = r["result"]["message"].as_str().expect("message");
+    assert!(message.contains("success rate 0.0%"), "{message}");
+    assert_eq!(int(&r["totals"]["aborted"]), 200);
+    assert_eq!(r["successRate"], "0.0%");
+}

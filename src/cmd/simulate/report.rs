@@ -84,7 +84,7 @@ pub struct FleetReport {
 pub struct ResultReport {
     /// `Complete`, `Paused`, `Aborted` or `Stopped`.
     pub phase: String,
-    /// The reason (`AllWavesSucceeded`, `FailureThresholdExceeded`, `WaitingForApproval`,
+    /// The reason (`AllWavesSucceeded`, `CompletedWithFailures`, `FailureThresholdExceeded`, `WaitingForApproval`,
     /// `PausedByUser`, `Aborted`, `Stalled`, `LimitReached`).
     pub reason: String,
     /// What it means, with the numbers.
@@ -100,8 +100,8 @@ pub struct TripReport {
     /// The wave in progress when it tripped (from 1); the threshold judges waves 1 to this
     /// one together.
     pub wave: usize,
-    /// Failed devices (plus timed out ones when `countTimeouts`) of the started waves, since
-    /// any resume.
+    /// Failures of the started waves, since any resume: failed devices, plus timed-out,
+    /// refusing and unreadable ones when `countTimeouts`, `countAborted`, `countInvalid`.
     pub failed: i64,
     /// Finished devices judged.
     pub finished: i64,
@@ -113,6 +113,10 @@ pub struct TripReport {
     pub min_finished: i32,
     /// `failureThreshold.countTimeouts`.
     pub count_timeouts: bool,
+    /// `failureThreshold.countAborted`.
+    pub count_aborted: bool,
+    /// `failureThreshold.countInvalid`.
+    pub count_invalid: bool,
     /// `Pause` or `Abort`.
     pub action: String,
     /// Virtual time of the trip, seconds after the start.
@@ -200,10 +204,27 @@ fn seconds_after(start: i64, t: &Option<Time>) -> Option<i64> {
         .map(|t| t.0.as_second() - start.div_euclid(1_000_000))
 }
 
-/// Succeeded of finished devices, rounded to a tenth (`None` before any device finished).
+/// Succeeded of finished devices, rounded to a tenth (`None` before any device finished):
+/// the status' `successRate`.
 fn success_rate(counts: &DeviceCounts) -> Option<String> {
-    let finished = counts.succeeded + counts.failed + counts.aborted + counts.timed_out;
-    (finished > 0).then(|| percent_text(counts.succeeded, finished))
+    otau_operator::api::rollout::success_rate(counts)
+}
+
+/// "timeouts counted, refusals counted, unreadable reports not counted".
+fn counted_text(t: &TripReport) -> String {
+    let counted = |yes: bool, what: &str| {
+        if yes {
+            format!("{what} counted")
+        } else {
+            format!("{what} not counted")
+        }
+    };
+    [
+        counted(t.count_timeouts, "timeouts"),
+        counted(t.count_aborted, "refusals"),
+        counted(t.count_invalid, "unreadable reports"),
+    ]
+    .join(", ")
 }
 
 fn result(outcome: &Outcome, trip: Option<&TripReport>) -> ResultReport {
@@ -216,22 +237,28 @@ fn result(outcome: &Outcome, trip: Option<&TripReport>) -> ResultReport {
             .map(|c| c.message.clone())
             .unwrap_or_default()
     };
+    let complete_reason = outcome
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .map_or_else(|| "AllWavesSucceeded".to_owned(), |c| c.reason.clone());
     let trip_text = trip.map(|t| {
         format!(
-            "{}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished{})",
+            "{}: {} of {} finished devices failed ({}), over the threshold of {}% (judged once {} finished; {})",
             started_waves_text(t.wave),
             t.failed,
             t.finished,
             t.failure_rate,
             t.threshold_percent,
             t.min_finished,
-            if t.count_timeouts { ", timeouts counted" } else { ", timeouts not counted" }
+            counted_text(t)
         )
     });
     let (phase, reason, message, exit_code) = match &outcome.end {
         End::Complete => (
             "Complete",
-            "AllWavesSucceeded",
+            complete_reason.as_str(),
             condition_message("Complete"),
             EXIT_COMPLETE,
         ),
@@ -292,6 +319,8 @@ pub fn build(s: &Scenario, profile_path: &str, outcome: &Outcome) -> Report {
         threshold_percent: threshold.percent,
         min_finished: threshold.min_finished,
         count_timeouts: threshold.count_timeouts,
+        count_aborted: threshold.count_aborted,
+        count_invalid: threshold.count_invalid,
         action: match spec.policy.on_failure {
             FailureAction::Pause => "Pause".into(),
             FailureAction::Abort => "Abort".into(),

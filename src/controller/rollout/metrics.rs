@@ -256,7 +256,7 @@ impl RolloutMetrics {
             }
         }
         let t = &status.totals;
-        let finished = t.succeeded + t.failed + t.aborted + t.timed_out;
+        let finished = t.finished();
         if finished > 0 {
             self.success_ratio
                 .with_label_values(&[namespace, rollout])

@@ -24,6 +24,7 @@
 //! [`garbage_collect`] once the Rollout is gone from the watch cache.
 
 pub mod conflict;
+pub mod content;
 pub mod metrics;
 mod pass;
 pub mod state;

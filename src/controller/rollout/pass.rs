@@ -17,7 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::state::Tracked;
 use super::writes::{Delivery, WriteLimits, deliver, now_micros};
-use super::{RolloutContext, conflict, report};
+use super::{RolloutContext, conflict, content, report};
 use crate::api::conditions::{self, COMPLETE, READY};
 use crate::api::rollout::RolloutStatus;
 use crate::api::{IoTConnector, Rollout, SoftwarePackage};
@@ -45,6 +45,9 @@ pub(super) async fn reconcile_rollout(
         Observed::Ready(ready, subscription) => {
             let batch = notification_batch(ctx.options.write_concurrency);
             let decision = decide(&pass, &subscription, Some(batch))?;
+            if let Some(held) = content_gate(&pass, ctx, &ready, &subscription, &decision).await? {
+                return hold(&pass, ctx, held).await;
+            }
             let acted = act(&pass, ctx, &ready, &subscription, decision).await?;
             refresh_listing(&pass, ctx, &ready, &subscription, &acted).await;
             finish(&pass, ctx, acted, &subscription).await
@@ -258,6 +261,38 @@ async fn hold(pass: &Pass<'_>, ctx: &RolloutContext, held: Held) -> Result<Actio
     Ok(Action::requeue(
         deferred.map_or(held.again, |d| d.min(held.again)),
     ))
+}
+
+/// Before a decision that starts a wave is acted on, the package's content is checked to be on
+/// the platform (once per wave, [`content`]); what holds the Rollout when it is not.
+async fn content_gate(
+    pass: &Pass<'_>,
+    ctx: &RolloutContext,
+    ready: &Prerequisites,
+    sub: &Arc<Subscription>,
+    decision: &Decision,
+) -> Result<Option<Held>, Error> {
+    let Some(wave) = content::wave_started(&pass.previous, decision) else {
+        return Ok(None);
+    };
+    if pass.tracked.content_verified >= wave {
+        return Ok(None);
+    }
+    let platform = ready.platform.as_ref();
+    match content::check_before_wave(&ctx.base, platform, &ready.package, wave).await? {
+        content::Verdict::Go => {
+            ctx.tracked.update(&pass.uid, |t| {
+                t.content_verified = t.content_verified.max(wave)
+            });
+            Ok(None)
+        }
+        content::Verdict::Hold(blocker) => Ok(Some(Held {
+            blocker,
+            subscription: Some(sub.clone()),
+            poll_actively: false,
+            again: ctx.options.intervals.idle,
+        })),
+    }
 }
 
 /// The engine's decision on the Rollout's index as it is now.
@@ -518,6 +553,9 @@ async fn prerequisites(
         ))));
     };
     let status = package.status.clone().unwrap_or_default();
+    if let Some(missing) = content_missing(&status.conditions) {
+        return Ok(Err(Blocker::ContentMissing(missing)));
+    }
     if !conditions::is_true(&status.conditions, READY) {
         return Ok(Err(Blocker::PackageNotReady(not_ready_text(
             "SoftwarePackage",
@@ -617,6 +655,13 @@ async fn other_manifests(
             &newer,
         ),
     })
+}
+
+/// The package's `ContentMissing` message, while its `Ready` says so.
+fn content_missing(conds: &[Condition]) -> Option<String> {
+    conditions::find_condition(conds, READY)
+        .filter(|c| c.status != conditions::TRUE && c.reason == conditions::reason::CONTENT_MISSING)
+        .map(|c| crate::otau::safe_text(&c.message, 600))
 }
 
 fn not_ready_text(kind: &str, name: &str, conds: &[Condition]) -> String {

@@ -37,6 +37,9 @@ pub struct Tracked {
     pub uncertain: HashSet<String>,
     /// The last look at the package's ExoSense listing (aggregates only).
     pub listing: ListingMark,
+    /// The last wave whose package content was found on the platform before it started
+    /// (`super::content`); 0 before any.
+    pub content_verified: i32,
 }
 
 /// Every tracked Rollout, by UID.

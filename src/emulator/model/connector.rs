@@ -27,7 +27,7 @@ use super::devices::{
 use super::intern::Interner;
 use super::settings::ConnectorSettings;
 use super::{Clock, ModelError, random_token};
-use crate::emulator::events::{ConnectorEvent, DATA_IN, DeviceEvent, EventPayload};
+use crate::emulator::events::{ConnectorEvent, DATA_IN, DeviceEvent, EventPayload, PUBLISH};
 
 /// The current `set` value of a resource and when it last changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -869,6 +869,97 @@ impl Connector {
         Ok(())
     }
 
+    /// Several timestamped device writes at once (MQTT `$resource.batch`, exosite-platform.md
+    /// §4.3): `entries` are (time µs, [(alias, value)]). The newest value of each alias (the
+    /// later entry on equal times) is stored as a device write; one `data_in` event carries one
+    /// payload entry per batch entry, with its own time. Every value is size-checked first:
+    /// one too large fails the whole batch and nothing is written.
+    pub fn device_write_batch(
+        &self,
+        identity: &str,
+        entries: &[(i64, Vec<(String, String)>)],
+        origin: &WriteOrigin,
+    ) -> Result<(), ModelError> {
+        let mut newest: Vec<(&str, &str, i64)> = Vec::new();
+        for (at, values) in entries {
+            for (alias, value) in values {
+                self.check_size(alias, value)?;
+                match newest.iter_mut().find(|(a, _, _)| a == alias) {
+                    Some(slot) if slot.2 <= *at => *slot = (alias, value, *at),
+                    Some(_) => {}
+                    None => newest.push((alias, value, *at)),
+                }
+            }
+        }
+        let newest: Vec<(&str, &str)> = newest.iter().map(|(a, v, _)| (*a, *v)).collect();
+        let now = self.clock.now_micros();
+        self.store_device_values(identity, &newest, now)?;
+        let payload = entries
+            .iter()
+            .map(|(at, values)| EventPayload {
+                values: values.iter().cloned().collect(),
+                timestamp: *at,
+            })
+            .collect();
+        self.emit(identity, DATA_IN, origin, payload);
+        Ok(())
+    }
+
+    /// A device message on a topic that is not a resource (MQTT custom topic, exosite-platform.md
+    /// §4.3): nothing is stored; one `publish` event carries `{topic: payload}`.
+    pub fn device_publish(
+        &self,
+        identity: &str,
+        topic: &str,
+        payload: &str,
+        origin: &WriteOrigin,
+    ) -> Result<(), ModelError> {
+        let now = self.clock.now_micros();
+        {
+            let mut table = self.devices.write().unwrap_or_else(poisoned);
+            let (_, device) = table
+                .get_mut(identity)
+                .ok_or_else(|| ModelError::UnknownIdentity(identity.to_string()))?;
+            device.lastseen = now;
+        }
+        let payload = vec![EventPayload {
+            values: BTreeMap::from([(topic.to_string(), payload.to_string())]),
+            timestamp: now,
+        }];
+        self.emit(identity, PUBLISH, origin, payload);
+        Ok(())
+    }
+
+    /// The set values a device has not reported back (its `set` differs from its `reported`),
+    /// by alias in slot order: what an MQTT device receives when it (re)connects
+    /// (exosite-platform.md §4.4).
+    pub fn unsynced_set_values(
+        &self,
+        identity: &str,
+    ) -> Result<Vec<(Arc<str>, SetValue)>, ModelError> {
+        let names = self.slot_names();
+        let table = self.devices.read().unwrap_or_else(poisoned);
+        let (_, device) = table
+            .get(identity)
+            .ok_or_else(|| ModelError::UnknownIdentity(identity.to_string()))?;
+        Ok(device
+            .resources
+            .iter()
+            .enumerate()
+            .filter(|(_, rv)| rv.set.is_some() && rv.set != rv.reported)
+            .filter_map(|(slot, rv)| {
+                Some((
+                    names.get(slot)?.clone(),
+                    SetValue {
+                        value: rv.set.clone()?,
+                        set_modified: rv.set_modified,
+                        timestamp: rv.timestamp,
+                    },
+                ))
+            })
+            .collect())
+    }
+
     /// A device read (`GET /onep:v1/stack/alias?a&b`): the `set` value of each named alias that
     /// has one, in request order. Undefined or empty aliases are left out.
     pub fn device_read(
@@ -1185,4 +1276,68 @@ fn validate_identity(identity: &str) -> Result<(), ModelError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::emulator::clock::ManualClock;
+    use crate::emulator::model::{Model, ModelConfig, NewIdentity, WriteOrigin};
+
+    fn connector() -> Arc<super::Connector> {
+        let model = Model::new(
+            ModelConfig::default(),
+            Arc::new(ManualClock::new(1_700_000_000_000_000)),
+        );
+        let conn = model.add_connector("c1").unwrap();
+        conn.add_identity("d1", NewIdentity::default()).unwrap();
+        conn
+    }
+
+    #[test]
+    fn unsynced_set_values_are_the_cloud_writes_not_reported_back() {
+        let conn = connector();
+        let origin = WriteOrigin::default();
+        assert!(conn.unsynced_set_values("d1").unwrap().is_empty());
+        conn.set_state("d1", &[("config_otau".into(), "m1".into())], "t")
+            .unwrap();
+        conn.device_write("d1", &[("otau_in", "r")], &origin)
+            .unwrap();
+        let pending = conn.unsynced_set_values("d1").unwrap();
+        assert_eq!(pending.len(), 1, "a device write is synced by definition");
+        assert_eq!(&*pending[0].0, "config_otau");
+        assert_eq!(&*pending[0].1.value, "m1");
+        conn.device_write("d1", &[("config_otau", "m1")], &origin)
+            .unwrap();
+        assert!(conn.unsynced_set_values("d1").unwrap().is_empty(), "acked");
+        assert!(conn.unsynced_set_values("nobody").is_err());
+    }
+
+    #[test]
+    fn a_batch_stores_the_newest_value_of_each_alias() {
+        let conn = connector();
+        let entries = vec![
+            (20, vec![("otau_in".to_string(), "late".to_string())]),
+            (10, vec![("otau_in".to_string(), "early".to_string())]),
+            (
+                20,
+                vec![("otau_in".to_string(), "late-same-time".to_string())],
+            ),
+        ];
+        conn.device_write_batch("d1", &entries, &WriteOrigin::default())
+            .unwrap();
+        let state = conn.state("d1").unwrap();
+        assert_eq!(state["otau_in"].reported.as_deref(), Some("late-same-time"));
+        let too_big = vec![(1, vec![("otau_in".to_string(), "x".repeat(2 << 20))])];
+        assert!(
+            conn.device_write_batch("d1", &too_big, &WriteOrigin::default())
+                .is_err()
+        );
+        assert_eq!(
+            conn.state("d1").unwrap()["otau_in"].reported.as_deref(),
+            Some("late-same-time"),
+            "nothing of a refused batch is written"
+        );
+    }
 }

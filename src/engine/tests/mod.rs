@@ -7,3 +7,4 @@ mod fleet;
 mod properties;
 mod scenarios;
 mod status_size;
+mod upgrade;

@@ -557,11 +557,19 @@ fn malformed_reports_are_counted_and_shown() {
         f.message.as_deref().unwrap().contains("not valid JSON"),
         "{f:?}"
     );
+    // One unreadable report of three finished devices is over the default 10%, but only
+    // once minFinished (10) devices finished: the rollout completes, with failures.
     assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
     assert_eq!(
         d.status.success_rate.as_deref(),
-        Some("100.0%"),
-        "invalid is not finished for the rate"
+        Some("66.7%"),
+        "an unreadable report is a finished device that did not install the version"
+    );
+    let complete = find_condition(&d.status.conditions, COMPLETE).unwrap();
+    assert_eq!(complete.reason, "CompletedWithFailures");
+    assert!(
+        complete.message.contains("success rate 66.7%"),
+        "{complete:?}"
     );
 }
 
@@ -577,6 +585,51 @@ fn aborted_install_is_final_and_not_retried() {
     assert!(d.notifications.is_empty());
     assert_eq!(d.status.totals.aborted, 1);
     assert_eq!(d.status.success_rate.as_deref(), Some("0.0%"));
+}
+
+/// A fleet that refuses every update trips the default threshold: the first wave pauses and
+/// the second is never written.
+#[test]
+fn a_fleet_that_refuses_everything_pauses() {
+    let fleet = Fleet::ordered(40, SEED, |_, d| d.outcomes = vec![Outcome::Abort]);
+    let mut run = Run::new(spec(&[50, 100]), fleet);
+    assert_eq!(run.step().notifications.len(), 20);
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert!(d.notifications.is_empty(), "wave 2 is not written");
+    assert_eq!(d.status.totals.aborted, 20);
+    assert_eq!(cond(&d, PAUSED), ("True", "FailureThresholdExceeded"));
+    let paused = find_condition(&d.status.conditions, PAUSED).unwrap();
+    assert!(
+        paused.message.contains("20 of 20 finished devices failed"),
+        "{paused:?}"
+    );
+    assert!(run.fleet.devices[20..].iter().all(|d| d.writes.is_empty()));
+}
+
+/// `countAborted: false` leaves refusals out of the threshold: the same fleet completes, and
+/// `Complete` says it did with failures, with the success rate.
+#[test]
+fn refusals_left_out_complete_with_failures() {
+    let fleet = Fleet::ordered(40, SEED, |_, d| d.outcomes = vec![Outcome::Abort]);
+    let mut s = spec(&[50, 100]);
+    s.policy.failure_threshold.count_aborted = false;
+    let mut run = Run::new(s, fleet);
+    run.step();
+    run.wait(2 * MINUTE);
+    assert_eq!(run.step().notifications.len(), 20, "wave 2 starts");
+    run.wait(2 * MINUTE);
+    let d = run.step();
+    assert_eq!(d.status.totals.aborted, 40);
+    assert_eq!(cond(&d, COMPLETE), ("True", "CompletedWithFailures"));
+    assert_eq!(cond(&d, READY), ("True", "CompletedWithFailures"));
+    let complete = find_condition(&d.status.conditions, COMPLETE).unwrap();
+    assert!(
+        complete
+            .message
+            .contains("0/40 succeeded, 40 aborted; success rate 0.0%"),
+        "{complete:?}"
+    );
 }
 
 #[test]
@@ -607,6 +660,38 @@ fn blocked_steps_write_nothing_and_say_why() {
     let d = run.step();
     assert_eq!(d.status.totals.succeeded, 2);
     assert_eq!(cond(&d, READY).0, "True");
+}
+
+/// A missing content item holds the wave about to start: nothing is written, the conditions
+/// name the item, one Warning is emitted (not again while it holds), and once the content is
+/// back the wave starts.
+#[test]
+fn missing_content_holds_the_next_wave_and_warns_once() {
+    let mut run = Run::new(spec(&[50, 100]), Fleet::ordered(4, SEED, |_, _| {}));
+    run.step();
+    run.wait(2 * MINUTE);
+    let missing = "content item ns_fw_fw.img (file fw.img) of SoftwarePackage fw is missing";
+    let d = run.step_blocked(Blocker::ContentMissing(missing.into()));
+    assert!(d.notifications.is_empty());
+    assert_eq!(
+        cond(&d, READY),
+        ("False", conditions::reason::CONTENT_MISSING)
+    );
+    assert_eq!(
+        cond(&d, PROGRESSING),
+        ("False", conditions::reason::CONTENT_MISSING)
+    );
+    let ready = find_condition(&d.status.conditions, READY).unwrap();
+    assert!(ready.message.contains("ns_fw_fw.img"), "{ready:?}");
+    assert_eq!(reasons(&d), vec![reason::CONTENT_MISSING]);
+    let d = run.step_blocked(Blocker::ContentMissing(missing.into()));
+    assert!(d.events.is_empty(), "warned once: {:?}", reasons(&d));
+    let d = run.step();
+    assert_eq!(
+        d.notifications.len(),
+        2,
+        "wave 2 starts once the content is back"
+    );
 }
 
 /// A first visit before the devices are listed: every condition Unknown, `Initializing`; a

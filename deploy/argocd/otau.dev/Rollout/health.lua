@@ -1,5 +1,7 @@
 -- Argo CD health of an otau.dev Rollout (Lua 5.1), from its conditions (docs/architecture.md §8):
 --   Complete=True                                   -> Healthy
+--     (CompletedWithFailures: every wave completed within the failure threshold, some devices
+--     failed, refused or sent unreadable reports; Healthy, the message says so)
 --   Aborted (spec.abort, Stalled reason Aborted)    -> Degraded
 --   automatic pause (FailureThresholdExceeded)      -> Degraded
 --   any other Stalled=True                          -> Degraded
@@ -88,7 +90,11 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
 end
 if is_true(complete) then
   hs.status = "Healthy"
-  hs.message = text(complete, "Every wave succeeded")
+  if complete.reason == "CompletedWithFailures" then
+    hs.message = "Completed with failures: " .. text(complete, "some devices did not install the version")
+  else
+    hs.message = text(complete, "Every wave succeeded")
+  end
   return hs
 end
 hs.status = "Progressing"
