@@ -262,15 +262,22 @@ fn not_notified_state(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
 
 /// The state of one device. Pure: the same entry, context and time give the same state.
 pub fn evaluate(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
-    let Some(notified) = notification(entry, ctx) else {
-        return not_notified_state(entry, ctx);
-    };
-    if entry.installed_target() || entry.report == ReportCode::Succeeded {
-        return if entry.installed_target() && reports_again(entry.report) {
+    // A literal ACK from before the rollout is not this rollout's notification: its install
+    // makes the device skipped, as below.
+    let ours = entry.set_kind != SetKind::Foreign || notification(entry, ctx).is_some();
+    if entry.installed_target() && ours {
+        // Final for this rollout, whatever replaced the value since: never written again.
+        return if reports_again(entry.report) {
             DeviceState::Rerun
         } else {
             DeviceState::Succeeded
         };
+    }
+    let Some(notified) = notification(entry, ctx) else {
+        return not_notified_state(entry, ctx);
+    };
+    if entry.report == ReportCode::Succeeded {
+        return DeviceState::Succeeded;
     }
     let fresh = report_belongs_to_attempt(entry, ctx);
     let next_attempt = match notified {

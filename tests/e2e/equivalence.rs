@@ -218,30 +218,39 @@ async fn simulate_and_the_operator_pause_in_the_same_wave_with_the_same_counts()
     );
 }
 
-/// Groups of the field-behaviour fleet: (prefix, count, behaviour, ends succeeded). The
-/// guide loop is left out: it never ends, so when a run looks is timing.
-const FIELD: [(&str, u64, &str, bool); 7] = [
-    ("ok-", 20, "", true),
+/// How a group of the field-behaviour fleet ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+/// Groups of the field-behaviour fleet: (prefix, count, behaviour, how it ends). The guide
+/// loop and the out-of-order statuses are left out: a device that installed the version stays
+/// succeeded once the operator saw the install, so with listings alone when a listing looks
+/// is timing (tests/e2e/devices.rs proves both with every report pushed).
+const FIELD: [(&str, u64, &str, End); 6] = [
+    ("ok-", 20, "", End::Succeeded),
     (
         "ackfail-",
         10,
         "ack: {echo_immediately: 0, echo_after_outcome: 1}, outcomes: {install_error: 1}",
-        false,
+        End::Failed,
     ),
     (
         "drop-",
         10,
         "outcomes: {offline_mid_download: 1}, offline: {mid_download_for: 500ms}",
-        true,
+        End::Succeeded,
     ),
-    ("order-", 10, "outcomes: {out_of_order: 1}", false),
-    ("unkerr-", 10, "outcomes: {unknown_error: 1}", false),
-    ("other-", 10, "outcomes: {other_version: 1}", false),
+    ("unkerr-", 10, "outcomes: {unknown_error: 1}", End::Failed),
+    ("other-", 10, "outcomes: {other_version: 1}", End::TimedOut),
     (
         "oob-",
         10,
         "out_of_band: {fraction: 1, version: 1.5.0-oob, duration: 1s}",
-        true,
+        End::Succeeded,
     ),
 ];
 
@@ -260,8 +269,9 @@ fn field_fleet_yaml() -> String {
 
 /// The field behaviours (docs/fleet-profiles.md) through simulate and through the operator
 /// with the fleet over the device HTTP API: both complete with the same totals and per-wave
-/// counts, and those are what the behaviours lead to today (tests/e2e/devices.rs says why):
-/// the succeeding groups succeed, the others time out.
+/// counts, and those are what the behaviours lead to (tests/e2e/devices.rs says why): the
+/// succeeding groups succeed, a failure acked late and an undocumented `*_ERROR` fail,
+/// reports about another version time out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_and_the_operator_agree_on_a_fleet_of_field_behaviours() {
     let spec = "  orderSeed: equivalence-field\n  waves:\n    - percent: 50\n    - percent: 100\n  policy:\n    deviceTimeout: 5s\n    failureThreshold:\n      percent: 100\n";
@@ -299,14 +309,26 @@ async fn simulate_and_the_operator_agree_on_a_fleet_of_field_behaviours() {
         .map(|w| totals_of(&w["counts"]))
         .collect();
     let all: u64 = FIELD.iter().map(|g| g.1).sum();
-    let succeeding: u64 = FIELD.iter().filter(|g| g.3).map(|g| g.1).sum();
+    let ending = |end: End| -> i64 {
+        FIELD
+            .iter()
+            .filter(|g| g.3 == end)
+            .map(|g| g.1 as i64)
+            .sum()
+    };
     assert_eq!(
         (
             sim_totals.targeted,
             sim_totals.succeeded,
+            sim_totals.failed,
             sim_totals.timed_out
         ),
-        (all as i64, succeeding as i64, (all - succeeding) as i64),
+        (
+            all as i64,
+            ending(End::Succeeded),
+            ending(End::Failed),
+            ending(End::TimedOut)
+        ),
         "{sim_totals:?}"
     );
 

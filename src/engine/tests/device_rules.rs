@@ -553,6 +553,11 @@ fn a_device_that_installed_the_target_stays_succeeded_and_a_rerun_is_shown() {
             "{report:?}"
         );
     }
+    // Another value replaced the manifest since (a package applied out of band): still
+    // succeeded for this rollout, so it is never written again.
+    let mut replaced = installed(R::OtherVersion, SET_AT + 10);
+    replaced.set_kind = SetKind::OtherManifest;
+    assert_eq!(state(replaced, late, 3, None), DeviceState::Succeeded);
     // Never installed: the same progress report is in progress, then times out.
     let running = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, R::InProgress, SET_AT + 10);
     assert_eq!(
