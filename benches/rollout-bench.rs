@@ -25,7 +25,12 @@
 //! cargo bench --bench rollout-bench -- --devices 100000
 //! cargo bench --bench rollout-bench -- --devices 20000 --push
 //! cargo bench --bench rollout-bench -- --devices 1000000 --timeout 7200
+//! cargo bench --bench rollout-bench -- --devices 2000 --http --mqtt-percent 50
 //! ```
+//!
+//! `--mqtt-percent P` puts P % of a socket fleet's devices (drawn per device, `transport.mqtt`
+//! of docs/fleet-profiles.md) on the emulator's device MQTT server (a plain listener in this
+//! process): they provision, report and ack over MQTT and get `config_otau` as a push.
 #![forbid(unsafe_code)]
 
 mod support;
@@ -43,9 +48,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use otau_operator::api::Rollout;
 use otau_operator::emulator::clock::SystemClock;
 use otau_operator::emulator::fleet::{
-    Fleet, FleetCore, FleetOptions, HttpFleet, HttpFleetConfig, Profile, raise_open_files_limit,
+    Fleet, FleetCore, FleetOptions, HttpFleet, HttpFleetConfig, MqttDeviceConfig, Profile,
+    raise_open_files_limit,
 };
 use otau_operator::emulator::model::{Model, ModelConfig};
+use otau_operator::emulator::mqtt::{
+    MQTT_LISTENER, MqttListener, MqttMetrics, MqttOptions, MqttService,
+};
 use otau_operator::emulator::server::{self, AppState, ServerOptions};
 use otau_operator::emulator::webhook::{
     WebhookConfig, WebhookDelivery, WebhookSecret, WebhookTarget,
@@ -92,24 +101,32 @@ struct Args {
     /// If-Modified-Since: 0, no memory, reinstall again and again).
     #[arg(long, default_value_t = 0)]
     guide_percent: u64,
+    /// Percent of the devices on MQTT (drawn per device): they talk to the emulator's device
+    /// MQTT server instead of long-polling over HTTP. Implies `--http` (a socket fleet).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
+    mqtt_percent: u64,
 }
 
 /// The bench's fleet: `n` devices tagged `fleet=bench`, `guide_percent` % of them in the
-/// OTA guide's loop.
-fn profile_yaml(n: u64, guide_percent: u64) -> String {
+/// OTA guide's loop, each on MQTT with a chance of `mqtt_percent` %.
+fn profile_yaml(n: u64, guide_percent: u64, mqtt_percent: u64) -> String {
+    let transport = format!(
+        "transport: {{mqtt: {}}}",
+        mqtt_percent.min(100) as f64 / 100.0
+    );
     let durations =
         "durations: {step: 100ms, test: 200ms, download: 200ms, install: 500ms, reboot: 200ms}";
     let guides = n * guide_percent.min(100) / 100;
     let mut yaml = "seed: 1\ngroups:\n".to_string();
     if n > guides {
         yaml.push_str(&format!(
-            "  - {{name: all, count: {}, identity_prefix: dev-, version: '1.0.0', tags: [{{name: fleet, value: bench}}], behaviour: {{{durations}}}}}\n",
+            "  - {{name: all, count: {}, identity_prefix: dev-, version: '1.0.0', tags: [{{name: fleet, value: bench}}], {transport}, behaviour: {{{durations}}}}}\n",
             n - guides
         ));
     }
     if guides > 0 {
         yaml.push_str(&format!(
-            "  - {{name: guide, count: {guides}, identity_prefix: guide-, version: '1.0.0', tags: [{{name: fleet, value: bench}}], behaviour: {{guide_loop: 1, {durations}}}}}\n"
+            "  - {{name: guide, count: {guides}, identity_prefix: guide-, version: '1.0.0', tags: [{{name: fleet, value: bench}}], {transport}, behaviour: {{guide_loop: 1, {durations}}}}}\n"
         ));
     }
     yaml
@@ -390,10 +407,11 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("emulator: {e}"))?;
-    let profile =
-        Profile::from_yaml(&profile_yaml(n, args.guide_percent)).map_err(|e| e.to_string())?;
+    let profile = Profile::from_yaml(&profile_yaml(n, args.guide_percent, args.mqtt_percent))
+        .map_err(|e| e.to_string())?;
     eprintln!("starting {n} simulated devices");
-    let (fleet, http) = if args.http {
+    let mut mqtt = None;
+    let (fleet, http) = if args.http || args.mqtt_percent > 0 {
         let limit = raise_open_files_limit().map_err(|e| format!("open files limit: {e}"))?;
         eprintln!("open files limit {limit}");
         let core = FleetCore::new(&profile, None, None).map_err(|e| e.to_string())?;
@@ -406,6 +424,18 @@ async fn run(args: Args) -> Result<(), String> {
         let mut config = HttpFleetConfig::new(&running.base_url);
         config.concurrency = 64;
         config.poll_timeout_ms = 60_000;
+        if args.mqtt_percent > 0 {
+            let options = MqttOptions::defaults(&model, Some(CID.to_string()));
+            let service = MqttService::new(model.clone(), options, MqttMetrics::new());
+            let plain = MqttListener::start_plain(
+                "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+                service.clone(),
+            )
+            .await
+            .map_err(|e| format!("MQTT listener: {e}"))?;
+            config.mqtt = Some(MqttDeviceConfig::new(plain.local_addr));
+            mqtt = Some((service, plain));
+        }
         let handle = HttpFleet::start(core, config).map_err(|e| e.to_string())?;
         (None, Some(handle))
     } else {
@@ -465,7 +495,20 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if let Some(http) = http {
         let summary = http.stop().await;
-        println!("HTTP fleet: {summary}");
+        println!("socket fleet: {summary}");
+    }
+    if let Some((service, plain)) = mqtt {
+        let m = service.metrics();
+        println!(
+            "MQTT server: {} sessions accepted, {} provisioning sessions, {} device publishes, {} pushes of cloud writes, {} replayed on connect",
+            m.connects(MQTT_LISTENER, "accepted"),
+            m.connects(MQTT_LISTENER, "anonymous"),
+            m.messages("in", "resource"),
+            m.messages("out", "set"),
+            m.messages("out", "replay")
+        );
+        plain.shutdown().await;
+        service.stop();
     }
     running.shutdown().await;
     if result.is_err() {
@@ -669,7 +712,7 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
         println!("webhook backlog (queued, not yet answered): at most {backlog_max} events");
     }
     println!("operator CPU apply -> Complete: {cpu:.1} s");
-    if args.http {
+    if args.http || args.mqtt_percent > 0 {
         println!("long polls held by the emulator: at most {polls_max}");
     }
     println!(
@@ -687,7 +730,7 @@ apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: bench}}\nspec:\n
 fn self_check() {
     // The fleet of --guide-percent: sizes add up, the loop only where asked.
     for (n, pct) in [(5000, 10), (7, 0), (3, 100)] {
-        let profile = Profile::from_yaml(&profile_yaml(n, pct)).expect("bench profile");
+        let profile = Profile::from_yaml(&profile_yaml(n, pct, 0)).expect("bench profile");
         let sizes = profile.resolve(None).expect("sizes");
         assert_eq!(sizes.iter().map(|s| s.count).sum::<u64>(), n);
         let guides: u64 = sizes
@@ -697,6 +740,19 @@ fn self_check() {
             .sum();
         assert_eq!(guides, n * pct / 100);
     }
+    // --mqtt-percent: every group carries the share.
+    let profile = Profile::from_yaml(&profile_yaml(10, 50, 30)).expect("bench profile");
+    assert!(profile.groups.iter().all(|g| g.transport.mqtt == 0.3));
+    let core = FleetCore::new(
+        &Profile::from_yaml(&profile_yaml(1000, 0, 30)).unwrap(),
+        None,
+        None,
+    )
+    .expect("core");
+    let on_mqtt = (0..1000)
+        .filter(|i| core.protocol(*i) == otau_operator::emulator::fleet::Protocol::Mqtt)
+        .count();
+    assert!((200..400).contains(&on_mqtt), "{on_mqtt}");
     assert!(cpu_secs(std::process::id()) >= 0.0);
     assert_eq!(cpu_secs(u32::MAX), 0.0);
     let reports = [100, 200, 300, 400];

@@ -348,6 +348,9 @@ async fn start_mqtt(
         });
     }
     let mut options = MqttOptions::defaults(&state.model, state.options.default_connector.clone());
+    // The same fault rules as the HTTP listeners (`--fault 'mqtt.publish:drop_rate=0.1'`,
+    // `PUT /admin/faults`).
+    options.faults = edges.admin.faults.clone();
     options.connect_timeout = args.mqtt_connect_timeout;
     options.max_connections = args.listener_max_connections as usize;
     options.http_header_timeout = args.listener_header_timeout;

@@ -82,13 +82,13 @@ async fn roll_out_and(
 }
 
 /// The status and version of a device's last `otau_in` report.
-fn status_of(emu: &Emu, id: &str) -> Option<(String, String)> {
+pub(crate) fn status_of(emu: &Emu, id: &str) -> Option<(String, String)> {
     let r = Report::parse(&emu.reported(id, "otau_in")?).ok()?;
     Some((r.status.as_str().to_string(), r.version))
 }
 
 /// Whether the device's ack (`config_otau` reported) equals what the operator wrote.
-fn acked(emu: &Emu, id: &str) -> bool {
+pub(crate) fn acked(emu: &Emu, id: &str) -> bool {
     let state = emu.conn().state(id).expect("state");
     let c = state.get("config_otau").expect("config_otau");
     c.reported.is_some() && c.reported == c.set

@@ -14,9 +14,12 @@ use otau_operator::api::Rollout;
 use otau_operator::emulator::faults::FaultConfig;
 use otau_operator::emulator::fleet::{
     Fleet, FleetCore, FleetHandle, FleetOptions, FleetSummary, HttpFleet, HttpFleetConfig,
-    HttpFleetHandle, Profile,
+    HttpFleetHandle, MqttDeviceConfig, MqttFaults, MqttTlsPort, Profile,
 };
 use otau_operator::emulator::model::{Connector, Model, Tag};
+use otau_operator::emulator::mqtt::{MqttListener, MqttMetrics, MqttOptions, MqttService};
+use otau_operator::emulator::server::{self, AppState, ServerOptions};
+use otau_operator::emulator::tls::self_signed;
 use otau_operator::emulator::webhook::{
     WebhookConfig, WebhookDelivery, WebhookSecret, WebhookTarget,
 };
@@ -50,6 +53,8 @@ pub struct Emu {
     /// The HTTP fleet's last summary once it stopped.
     stopped: Option<FleetSummary>,
     webhook: Option<WebhookDelivery>,
+    /// The device MQTT server, its plain listener and its TLS listener, when started with one.
+    mqtt: Option<(Arc<MqttService>, MqttListener, MqttListener)>,
     emulator: TestEmulator,
 }
 
@@ -83,6 +88,7 @@ impl Emu {
             http: None,
             stopped: None,
             webhook: None,
+            mqtt: None,
             emulator,
         }
     }
@@ -91,6 +97,15 @@ impl Emu {
     /// clients of its device API (activate, long poll, writes, downloads), whitelisted with
     /// their tags in the model; returns once every device has reported at boot.
     pub async fn start_http(profile: &Profile) -> Emu {
+        Self::start_sockets(profile, None).await
+    }
+
+    /// As [`Emu::start_http`], with the device MQTT server on a plain listener (default
+    /// connector [`CID`]) for the devices the profile puts on MQTT (`transport.mqtt`), which
+    /// inject `mqtt_faults` on their connections, and on a TLS listener whose HTTP by ALPN
+    /// serves the devices that send their HTTP there (`transport.http_on_mqtt_port`). `None`:
+    /// no MQTT server.
+    pub async fn start_sockets(profile: &Profile, mqtt_faults: Option<MqttFaults>) -> Emu {
         let emulator = TestEmulator::start(EmulatorSetup {
             connector_id: CID.to_string(),
             management_tokens: vec![MTOKEN.to_string()],
@@ -107,7 +122,41 @@ impl Emu {
         }
         let mut config = HttpFleetConfig::new(&emulator.base);
         config.poll_timeout_ms = 20_000;
-        let http = HttpFleet::start(core, config).expect("HTTP fleet");
+        let mut mqtt = None;
+        if let Some(faults) = mqtt_faults {
+            let options = MqttOptions::defaults(&emulator.model, Some(CID.to_string()));
+            let service = MqttService::new(emulator.model.clone(), options, MqttMetrics::new());
+            let plain =
+                MqttListener::start_plain("127.0.0.1:0".parse().expect("addr"), service.clone())
+                    .await
+                    .expect("MQTT listener");
+            let cert = self_signed(&[]).expect("certificate");
+            let app = server::router(AppState {
+                model: emulator.model.clone(),
+                options: Arc::new(ServerOptions {
+                    default_connector: Some(CID.to_string()),
+                    ..ServerOptions::default()
+                }),
+            });
+            let tls = MqttListener::start_tls(
+                "127.0.0.1:0".parse().expect("addr"),
+                service.clone(),
+                &cert,
+                app,
+            )
+            .await
+            .expect("MQTT TLS listener");
+            let mut device = MqttDeviceConfig::new(plain.local_addr);
+            device.faults = faults;
+            device.http_port = Some(MqttTlsPort {
+                address: tls.local_addr,
+                host: format!("{CID}.m2.localhost"),
+                certificate_pem: cert.certificate_pem(),
+            });
+            config.mqtt = Some(device);
+            mqtt = Some((service, plain, tls));
+        }
+        let http = HttpFleet::start(core, config).expect("socket fleet");
         let ids = http.identities().to_vec();
         let emu = Emu {
             model: emulator.model.clone(),
@@ -116,6 +165,7 @@ impl Emu {
             http: Some(http),
             stopped: None,
             webhook: None,
+            mqtt,
             emulator,
         };
         wait_for(DEADLINE, "every HTTP device's boot report", || {
@@ -134,6 +184,16 @@ impl Emu {
             (None, Some(s)) => s.clone(),
             (None, None) => panic!("no HTTP fleet"),
         }
+    }
+
+    /// The device MQTT server, when started with one.
+    pub fn mqtt(&self) -> &MqttService {
+        &self.mqtt.as_ref().expect("an MQTT server").0
+    }
+
+    /// `host:port` of the plain MQTT listener, when started with one.
+    pub fn mqtt_address(&self) -> SocketAddr {
+        self.mqtt.as_ref().expect("an MQTT server").1.local_addr
     }
 
     /// Stops the HTTP fleet: its devices stop where they are.
@@ -240,6 +300,9 @@ impl Drop for Emu {
         }
         // Dropping the handle aborts the devices' tasks.
         self.http.take();
+        if let Some((service, _, _)) = &self.mqtt {
+            service.stop();
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod devices;
 mod equivalence;
 mod leader;
 mod listing;
+mod mqtt_devices;
 mod outage;
 mod policies;
 mod push;

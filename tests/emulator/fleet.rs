@@ -715,6 +715,16 @@ groups:
         Arc<otau_operator::emulator::model::Connector>,
         server::RunningServer,
     ) {
+        let (_, connector, running) = emulator_with_model().await;
+        (connector, running)
+    }
+
+    /// As [`emulator`], with the model.
+    pub(super) async fn emulator_with_model() -> (
+        Arc<Model>,
+        Arc<otau_operator::emulator::model::Connector>,
+        server::RunningServer,
+    ) {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let model = Model::new(
             ModelConfig {
@@ -735,7 +745,7 @@ groups:
             })
             .unwrap();
         let app = AppState {
-            model,
+            model: model.clone(),
             options: Arc::new(ServerOptions {
                 default_connector: Some(CONNECTOR.into()),
                 ..ServerOptions::default()
@@ -744,7 +754,7 @@ groups:
         let running = server::start("127.0.0.1:0".parse().unwrap(), app)
             .await
             .unwrap();
-        (connector, running)
+        (model, connector, running)
     }
 
     /// Whitelists the fleet's identities in the model (no registration over HTTP) and starts
@@ -764,7 +774,7 @@ groups:
         HttpFleet::start(core, config).unwrap()
     }
 
-    fn reported(
+    pub(super) fn reported(
         connector: &otau_operator::emulator::model::Connector,
         id: &str,
         alias: &str,
@@ -840,7 +850,7 @@ groups:
         running.shutdown().await;
     }
 
-    const BEHAVIOURS: &str = "
+    pub(super) const BEHAVIOURS: &str = "
 seed: 9
 groups:
   - {name: guide, count: 2, identity_prefix: b-guide-, version: '1.0.0', behaviour: {guide_loop: 1, durations: &fast {step: 20ms, test: 20ms, download: 20ms, install: 20ms, reboot: 20ms}}}
@@ -933,6 +943,362 @@ groups:
         assert_eq!(summary.actions.errors, 0, "{summary}");
         fleet.stop().await;
         running.shutdown().await;
+    }
+}
+
+// ----- over real loopback MQTT -----
+
+mod mqtt {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use otau_operator::emulator::faults::{FaultConfig, FaultRule, Faults};
+    use otau_operator::emulator::fleet::mqtt::{MqttError, MqttLink};
+    use otau_operator::emulator::fleet::{
+        FleetCore, HttpFleet, HttpFleetConfig, HttpFleetHandle, MqttDeviceConfig, MqttFaults,
+        MqttTlsPort, Profile,
+    };
+    use otau_operator::emulator::model::{Connector, Model};
+    use otau_operator::emulator::mqtt::{
+        Close, MQTT_LISTENER, MqttListener, MqttMetrics, MqttOptions, MqttService,
+    };
+    use otau_operator::emulator::server::{self, AppState, ServerOptions};
+    use otau_operator::emulator::tls::self_signed;
+    use otau_operator::otau::{CONFIG_OTAU, OTAU_IN, Report};
+
+    use super::http::{BEHAVIOURS, emulator_with_model, eventually, reported};
+    use super::{CONNECTOR, manifest};
+
+    /// The behaviours' profile with every group on MQTT (their HTTP to the MQTT TLS port with
+    /// `one_port`), and two plain HTTP devices beside.
+    fn profile(one_port: bool) -> String {
+        let transport = if one_port {
+            "transport: {mqtt: 1, http_on_mqtt_port: 1}, behaviour: {"
+        } else {
+            "transport: {mqtt: 1}, behaviour: {"
+        };
+        let mqtt = BEHAVIOURS.replace("behaviour: {", transport);
+        format!(
+            "{mqtt}  - {{name: http, count: 2, identity_prefix: b-http-, version: '1.0.0', behaviour: {{durations: *fast}}}}\n"
+        )
+    }
+
+    /// The emulator's plain MQTT listener on `model`, with server-side fault `rules`.
+    async fn listener(
+        model: &Arc<Model>,
+        rules: Vec<FaultRule>,
+    ) -> (Arc<MqttService>, MqttListener) {
+        let mut options = MqttOptions::defaults(model, Some(CONNECTOR.to_string()));
+        options.faults = Arc::new(
+            Faults::new(FaultConfig {
+                seed: 3,
+                rules,
+                rate_limit: None,
+            })
+            .unwrap(),
+        );
+        let service = MqttService::new(model.clone(), options, MqttMetrics::new());
+        let plain = MqttListener::start_plain("127.0.0.1:0".parse().unwrap(), service.clone())
+            .await
+            .unwrap();
+        (service, plain)
+    }
+
+    fn start(
+        connector: &Connector,
+        base_url: &str,
+        mqtt: std::net::SocketAddr,
+        faults: MqttFaults,
+        http_port: Option<MqttTlsPort>,
+    ) -> HttpFleetHandle {
+        let profile = profile(http_port.is_some());
+        let core = FleetCore::new(&Profile::from_yaml(&profile).unwrap(), None, None).unwrap();
+        let ids = (0..core.len() as u32).map(|i| (core.identity(i).to_string(), Vec::new()));
+        connector.add_identities_bulk(ids).unwrap();
+        let mut config = HttpFleetConfig::new(base_url);
+        config.poll_timeout_ms = 20_000;
+        config.concurrency = 8;
+        let mut m = MqttDeviceConfig::new(mqtt);
+        m.faults = faults;
+        m.http_port = http_port;
+        config.mqtt = Some(m);
+        HttpFleet::start(core, config).unwrap()
+    }
+
+    /// The MQTT TLS listener of `service`, serving the emulator's HTTP router by ALPN.
+    async fn tls_listener(
+        model: &Arc<Model>,
+        service: &Arc<MqttService>,
+    ) -> (MqttListener, MqttTlsPort) {
+        let cert = self_signed(&[]).unwrap();
+        let app = server::router(AppState {
+            model: model.clone(),
+            options: Arc::new(ServerOptions {
+                default_connector: Some(CONNECTOR.into()),
+                ..ServerOptions::default()
+            }),
+        });
+        let tls =
+            MqttListener::start_tls("127.0.0.1:0".parse().unwrap(), service.clone(), &cert, app)
+                .await
+                .unwrap();
+        let port = MqttTlsPort {
+            address: tls.local_addr,
+            host: format!("{CONNECTOR}.m2.localhost"),
+            certificate_pem: cert.certificate_pem(),
+        };
+        (tls, port)
+    }
+
+    /// Runs the behaviours' fleet on MQTT (with `faults`; with `one_port`, the MQTT devices'
+    /// HTTP goes to the MQTT TLS port) through one cloud write each; checks per device that
+    /// each ends where its behaviour leads, as over HTTP; returns the summary, the sessions
+    /// the server saw end before the stop (DISCONNECT, closed, taken over) and the HTTP
+    /// connections served on the MQTT TLS port.
+    async fn run(
+        faults: MqttFaults,
+        one_port: bool,
+        server_rules: Vec<FaultRule>,
+    ) -> (otau_operator::emulator::fleet::FleetSummary, [u64; 3], u64) {
+        let (model, connector, running) = emulator_with_model().await;
+        // A fault that drops a `$provision` publish makes the device provision again.
+        let provisioned_once = server_rules.is_empty();
+        let (service, plain) = listener(&model, server_rules).await;
+        let tls = match one_port {
+            true => Some(tls_listener(&model, &service).await),
+            false => None,
+        };
+        let port = tls.as_ref().map(|t| t.1.clone());
+        let mut fleet = start(
+            &connector,
+            &running.base_url,
+            plain.local_addr,
+            faults,
+            port,
+        );
+        let ids = fleet.identities().to_vec();
+        let mqtt_ids: Vec<&String> = ids.iter().filter(|i| !i.starts_with("b-http-")).collect();
+        eventually("boot reports", Duration::from_secs(30), || async {
+            ids.iter()
+                .all(|id| {
+                    let report = reported(&connector, id, OTAU_IN).0.unwrap_or_default();
+                    !report.is_empty() && (!id.starts_with("b-oob-") || report.contains("oob"))
+                })
+                .then_some(())
+        })
+        .await;
+        // Every MQTT device holds its session: the cloud write below reaches it as a push.
+        eventually(
+            "a session per MQTT device",
+            Duration::from_secs(30),
+            || async { (service.connected_devices() >= mqtt_ids.len()).then_some(()) },
+        )
+        .await;
+        let m = manifest("2.0.0").to_json();
+        for id in &ids {
+            connector
+                .set_state(id, &[(CONFIG_OTAU.into(), m.clone())], "test")
+                .unwrap();
+        }
+        let status_of = |id: &str| {
+            let raw = reported(&connector, id, OTAU_IN).0?;
+            let r = Report::parse(&raw).ok()?;
+            Some((r.status.as_str().to_string(), r.version))
+        };
+        for id in &ids {
+            let prefix = &id[..id.rfind('-').unwrap() + 1];
+            let (status, version) = match prefix {
+                "b-ackfail-" => ("INSTALL_ERROR", "2.0.0"),
+                "b-order-" => ("INSTALL_SUCCESS", "2.0.0"),
+                "b-unkerr-" => ("VERIFY_ERROR", "2.0.0"),
+                "b-other-" => ("INSTALLED_VERSION", "2.0.0-other"),
+                _ => ("INSTALLED_VERSION", "2.0.0"),
+            };
+            eventually(
+                &format!("last report of {id}"),
+                Duration::from_secs(30),
+                || async {
+                    (status_of(id) == Some((status.to_string(), version.to_string()))).then_some(())
+                },
+            )
+            .await;
+            let (ack, set) = reported(&connector, id, CONFIG_OTAU);
+            assert_eq!(ack.as_deref(), set.as_deref(), "{id}: acked by echo");
+        }
+        // The guide loop over MQTT: its poll is one HTTP read of the same manifest, so it
+        // runs again (see the HTTP test for the count).
+        let summary = fleet
+            .wait_for(
+                |s| s.started.success > 2 + 2 + 2 + 2 * 2,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|s| panic!("the guide loop did not run again: {s}"));
+        let summary_text = summary.to_string();
+        assert_eq!(summary.finished.offline_mid_download, 2, "{summary_text}");
+        assert_eq!(summary.finished.install_error, 2, "{summary_text}");
+        assert_eq!(summary.actions.errors, 0, "{summary_text}");
+        assert_eq!(
+            summary.actions.mqtt_devices,
+            mqtt_ids.len() as u64,
+            "{summary_text}"
+        );
+        // Pushes reached every MQTT device but the guide loops' (they read; a push may come
+        // while they run and is then ignored, as the guide's script does).
+        assert!(
+            summary.actions.mqtt_pushes >= mqtt_ids.len() as u64 - 2,
+            "{summary_text}"
+        );
+        let metrics = service.metrics().clone();
+        // Each MQTT device provisioned over an anonymous session (once, without server
+        // faults), then held its own.
+        let anonymous = metrics.connects(MQTT_LISTENER, "anonymous");
+        let provisions = metrics.messages("in", "provision");
+        if provisioned_once {
+            assert_eq!(anonymous, mqtt_ids.len() as u64);
+        } else {
+            assert!(anonymous >= mqtt_ids.len() as u64, "{anonymous}");
+        }
+        assert_eq!(provisions, mqtt_ids.len() as u64);
+        assert!(metrics.connects(MQTT_LISTENER, "accepted") >= mqtt_ids.len() as u64);
+        assert!(metrics.messages("in", "resource") >= summary.actions.mqtt_writes);
+        // Their reports and acks went over MQTT: a boot report, ten or so per run, an ack.
+        assert!(
+            summary.actions.mqtt_writes >= 5 * mqtt_ids.len() as u64,
+            "{summary_text}"
+        );
+        // Sessions the server saw end before the fleet stops (then every socket closes).
+        let closed = [Close::Disconnect, Close::PeerClosed, Close::Fault]
+            .map(|c| metrics.closed_count(MQTT_LISTENER, c));
+        eprintln!("closed before the stop (disconnect, peer closed, fault): {closed:?}");
+        let http_on_port = metrics.http_connections();
+        fleet.stop().await;
+        plain.shutdown().await;
+        if let Some((tls, _)) = tls {
+            tls.shutdown().await;
+        }
+        service.stop();
+        running.shutdown().await;
+        (summary, closed, http_on_port)
+    }
+
+    /// Every field behaviour over MQTT, per device against the emulator's state, as over HTTP
+    /// (exosite-platform.md §4.4): provisioning on `$provision/<identity>`, reports and acks
+    /// by publish, `config_otau` as a push, content over HTTP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_fleet_runs_every_field_behaviour() {
+        let (summary, closed, _) = run(MqttFaults::default(), false, Vec::new()).await;
+        assert_eq!(summary.actions.mqtt_reconnects, 0, "{summary}");
+        // Only the provisioning sessions ended, each with DISCONNECT.
+        assert_eq!(closed, [14, 0, 0]);
+    }
+
+    /// Devices with one port (exosite-platform.md §3.1, "Content over the MQTT port"): the
+    /// MQTT devices read `config_otau` and download their content with HTTP on the MQTT TLS
+    /// port, selected by ALPN `http/1.1`, trusting that port's certificate only; every
+    /// behaviour ends as over the HTTP port.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_fleet_downloads_content_over_the_mqtt_tls_port_by_alpn() {
+        let (summary, _, http_on_port) = run(MqttFaults::default(), true, Vec::new()).await;
+        assert!(http_on_port >= 1, "HTTP connections on the MQTT TLS port");
+        assert_eq!(summary.failed_downloads, 0, "{summary}");
+        assert!(summary.actions.downloads >= 12, "{summary}");
+    }
+
+    /// The same with faults on the devices' side: a fifth of the writes first lose the
+    /// connection (no DISCONNECT: the server sees the socket close) and a tenth disconnect
+    /// cleanly; every device reconnects, writes again and still ends where its behaviour
+    /// leads, the pushes it missed meanwhile replayed on reconnect (§4.4 step 5).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_fleet_survives_dropped_and_closed_connections() {
+        let faults = MqttFaults {
+            drop_rate: 0.2,
+            disconnect_rate: 0.1,
+            seed: 5,
+        };
+        let (summary, [disconnect, peer_closed, _], _) = run(faults, false, Vec::new()).await;
+        assert!(summary.actions.mqtt_reconnects >= 10, "{summary}");
+        assert!(disconnect >= 14 + 3, "{disconnect} DISCONNECTs");
+        assert!(peer_closed >= 5, "{peer_closed} lost");
+    }
+
+    /// A profile that puts devices on MQTT needs the MQTT listener, and one that sends their
+    /// HTTP to the MQTT TLS port needs that port: the fleet refuses to start without, naming
+    /// how many devices need it; the same profile with both starts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fleet_with_devices_on_mqtt_needs_the_listeners_they_use() {
+        let core = |one_port| {
+            FleetCore::new(&Profile::from_yaml(&profile(one_port)).unwrap(), None, None).unwrap()
+        };
+        let base = "http://127.0.0.1:9";
+        let e = HttpFleet::start(core(false), HttpFleetConfig::new(base)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the profile puts 14 devices on MQTT (transport.mqtt) but the fleet has no MQTT listener to reach"
+        );
+        let mut config = HttpFleetConfig::new(base);
+        config.mqtt = Some(MqttDeviceConfig::new("127.0.0.1:9".parse().unwrap()));
+        let e = HttpFleet::start(core(true), config.clone()).unwrap_err();
+        assert!(e.to_string().contains("14 devices' HTTP"), "{e}");
+        let cert = self_signed(&[]).unwrap();
+        config.mqtt.as_mut().unwrap().http_port = Some(MqttTlsPort {
+            address: "127.0.0.1:9".parse().unwrap(),
+            host: format!("{CONNECTOR}.m2.localhost"),
+            certificate_pem: cert.certificate_pem(),
+        });
+        let fleet = HttpFleet::start(core(true), config).unwrap();
+        assert_eq!(fleet.summary().actions.mqtt_devices, 14);
+        fleet.stop().await;
+    }
+
+    /// The emulator command's `--fault` rules reach its MQTT listener: with every CONNECT
+    /// refused, a device's session gets CONNACK 3 (server unavailable), which the fleet's
+    /// devices retry rather than take as bad credentials.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_emulator_commands_fault_flags_reach_mqtt() {
+        let (_emulator, ready) = crate::harness::start_binary(&[
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--fault",
+            "mqtt.connect:error_rate=1",
+        ]);
+        let url = ready["mqtt_url"].as_str().expect("mqtt_url");
+        let address = url.trim_start_matches("mqtt://").parse().unwrap();
+        let config = MqttDeviceConfig::new(address);
+        let token = "0123456789012345678901234567890123456789";
+        let refused = MqttLink::connect(&config, token, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                MqttError::Refused(rumqttc::ConnectReturnCode::ServiceUnavailable)
+            ),
+            "{refused}"
+        );
+        assert!(!refused.is_final(), "a device tries again");
+    }
+
+    /// Faults on the server's side, from the emulator's fault rules: a tenth of the device
+    /// publishes are dropped (connection closed, nothing written, no PUBACK), a fifth of the
+    /// CONNECTs are refused with CONNACK 3, and pushes come 50 ms late. The devices reconnect,
+    /// write again and every one still ends where its behaviour leads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt_fleet_survives_the_servers_injected_faults() {
+        let mut publish = FaultRule::new("mqtt.publish");
+        publish.drop_rate = 0.1;
+        let mut connect = FaultRule::new("mqtt.connect");
+        connect.error_rate = 0.2;
+        let mut deliver = FaultRule::new("mqtt.deliver");
+        deliver.latency_ms = 50;
+        let (summary, [_, _, fault], _) = run(
+            MqttFaults::default(),
+            false,
+            vec![publish, connect, deliver],
+        )
+        .await;
+        assert!(summary.actions.mqtt_reconnects >= 5, "{summary}");
+        assert!(fault >= 10, "{fault} sessions closed by a fault");
     }
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A small OTAU device client for the Exosite device HTTP API, standard library only.
+"""A small OTAU device client for the Exosite device HTTP API (standard library only), or over MQTT.
 
 It follows the device flow of exosite-platform.md §2.2 over the wire formats of §3:
 
@@ -20,6 +20,15 @@ If-Modified-Since: 0, it keeps no memory of the manifests it handled, and it ack
 the install. Under the long-poll rule of exosite-platform.md §3.9 such a device gets the same
 manifest again at once after each update, and installs it again: --updates N then counts N runs
 of the same update.
+
+With --mqtt HOST:PORT it follows the same flow over the device MQTT API of exosite-platform.md §4
+with paho-mqtt (a stock client from PyPI; only this mode imports it): provision with an anonymous
+session (publish $provision/<identity>, the token comes back on that topic), connect with the
+token as password (empty client id and user name), report and ack by publishing
+$resource/otau_in and $resource/config_otau at QoS 1, and receive config_otau as the push
+$resource/config_otau/<µs> (no SUBSCRIBE needed; one is sent anyway, as stock clients do, and
+must be accepted). MQTT has no read: at boot it reads config_otau once over HTTP, and it downloads
+content over HTTP (§4.4), so --url is still needed.
 
 It is a check that the wire format works for a client not written in Rust. Exit status 0 after
 --updates updates, 1 on error or timeout, 2 on bad usage. The last line on stdout is a JSON
@@ -159,6 +168,132 @@ class Device:
         return version
 
 
+class MqttSession:
+    """The device's MQTT side (paho-mqtt): provisioning, publishes at QoS 1, config_otau pushes."""
+
+    def __init__(self, address, identity, timeout=10.0):
+        import queue
+
+        import paho.mqtt.client as mqtt  # only MQTT mode needs paho-mqtt
+
+        self.mqtt = mqtt
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise DeviceError(f"--mqtt must be HOST:PORT, got {address!r}")
+        self.host, self.port = host, int(port)
+        self.identity = identity
+        self.timeout = timeout
+        self.pushes = queue.Queue()
+        self.client = None
+
+    def _client(self, password):
+        c = self.mqtt.Client(self.mqtt.CallbackAPIVersion.VERSION2, client_id="",
+                             protocol=self.mqtt.MQTTv311, clean_session=True)
+        c.username_pw_set("", password)
+        return c
+
+    def _connect(self, client):
+        """Connects and waits for the CONNACK; raises on a refusal (return code 4: bad credentials)."""
+        import threading
+
+        done = threading.Event()
+        result = {}
+
+        def on_connect(_c, _u, _flags, reason, _props):
+            result["reason"] = reason
+            done.set()
+
+        client.on_connect = on_connect
+        client.connect(self.host, self.port, keepalive=60)
+        client.loop_start()
+        if not done.wait(self.timeout):
+            client.loop_stop()
+            raise DeviceError("no CONNACK within the timeout")
+        if result["reason"].is_failure:
+            client.loop_stop()
+            raise DeviceError(f"MQTT connection refused: {result['reason']}")
+
+    def provision(self):
+        """Anonymous session: publish $provision/<identity>, the token arrives on that topic."""
+        import queue
+
+        replies = queue.Queue()
+        topic = f"$provision/{self.identity}"
+        c = self._client("")
+        c.on_message = lambda _c, _u, msg: replies.put(msg) if msg.topic == topic else None
+        self._connect(c)
+        try:
+            c.publish(topic, b"", qos=1).wait_for_publish(self.timeout)
+            try:
+                msg = replies.get(timeout=self.timeout)
+            except queue.Empty:
+                raise DeviceError(f"no reply on {topic}") from None
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        token = msg.payload.decode().strip()
+        if len(token) != 40:
+            raise DeviceError(f"provisioning returned a token of {len(token)} characters, not 40")
+        return token
+
+    def connect(self, token):
+        c = self._client(token)
+
+        def on_message(_c, _u, msg):
+            parts = msg.topic.split("/")
+            if len(parts) == 3 and parts[0] == "$resource" and parts[1] == "config_otau":
+                self.pushes.put(msg.payload.decode())
+
+        c.on_message = on_message
+        self._connect(c)
+        c.subscribe("$resource/#", qos=1)
+        self.client = c
+
+    def publish(self, alias, value):
+        info = self.client.publish(f"$resource/{alias}", value.encode(), qos=1)
+        info.wait_for_publish(self.timeout)
+        if not info.is_published():
+            raise DeviceError(f"publish to $resource/{alias} was not acknowledged")
+
+    def close(self):
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+class MqttDevice(Device):
+    """A Device whose writes are MQTT publishes and whose config_otau comes as pushes."""
+
+    def __init__(self, url, identity, version, mqtt_address, host=None, timeout=10.0):
+        super().__init__(url, identity, version, host, timeout)
+        self.session = MqttSession(mqtt_address, identity, timeout)
+
+    def activate(self):
+        self.token = self.session.provision()
+        self.session.connect(self.token)
+
+    def write(self, alias, value):
+        self.session.publish(alias, value)
+
+    def read_config(self):
+        """config_otau once over HTTP (MQTT has no read): the value, or None."""
+        status, _, data = self.request("GET", "/onep:v1/stack/alias?config_otau", None, {"Accept": FORM})
+        if status == 204:
+            return None
+        if status != 200:
+            raise DeviceError(f"read config_otau: HTTP {status} {data[:200]!r}")
+        return urllib.parse.parse_qs(data.decode(), keep_blank_values=True).get("config_otau", [None])[0]
+
+    def next_config(self, wait_s):
+        """The next config_otau push within wait_s seconds, or None."""
+        import queue
+
+        try:
+            return self.session.pushes.get(timeout=wait_s)
+        except queue.Empty:
+            return None
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", required=True, help="device API base URL, http://127.0.0.1:PORT")
@@ -169,6 +304,9 @@ def main(argv):
     p.add_argument("--deadline", type=float, default=60.0, help="give up after this many seconds")
     p.add_argument("--poll-ms", type=int, default=5000, help="Request-Timeout of each long poll")
     p.add_argument("--ack", choices=["echo", "after-install", "literal"], default="echo")
+    p.add_argument("--mqtt", metavar="HOST:PORT",
+                   help="talk MQTT (paho-mqtt) to the device MQTT listener at HOST:PORT; content and "
+                        "the boot read still go to --url")
     p.add_argument("--guide", action="store_true",
                    help="the OTA guide's example: If-Modified-Since: 0 always, no memory of "
                         "handled manifests, ack (echo) before the install")
@@ -176,9 +314,18 @@ def main(argv):
     if args.guide and args.ack != "echo":
         print("otau_device: --guide acks by echo before the install; leave --ack out", file=sys.stderr)
         return 2
+    if args.guide and args.mqtt:
+        print("otau_device: --guide is the guide's HTTP polling loop; leave it out with --mqtt", file=sys.stderr)
+        return 2
 
     try:
-        device = Device(args.url, args.identity, args.version, args.host)
+        if args.mqtt:
+            device = MqttDevice(args.url, args.identity, args.version, args.mqtt, args.host)
+        else:
+            device = Device(args.url, args.identity, args.version, args.host)
+    except ImportError as e:
+        print(f"otau_device: --mqtt needs paho-mqtt (hack/tools.sh installs it): {e}", file=sys.stderr)
+        return 2
     except DeviceError as e:
         print(f"otau_device: {e}", file=sys.stderr)
         return 2
@@ -189,10 +336,16 @@ def main(argv):
     try:
         device.activate()
         device.report("INSTALLED_VERSION", device.version, "boot")
+        boot_read = args.mqtt is not None
         while done < args.updates:
             if time.monotonic() > deadline:
                 raise DeviceError(f"no update within {args.deadline} s")
-            value, since = device.poll("0" if args.guide else since, args.poll_ms)
+            if args.mqtt and boot_read:
+                value, boot_read = device.read_config(), False
+            elif args.mqtt:
+                value = device.next_config(args.poll_ms / 1000.0)
+            else:
+                value, since = device.poll("0" if args.guide else since, args.poll_ms)
             if value is None:
                 continue
             try:
@@ -217,6 +370,9 @@ def main(argv):
         print(f"otau_device: {e}", file=sys.stderr)
         print(json.dumps({"identity": args.identity, "ok": False, "error": str(e), "statuses": device.statuses}))
         return 1
+    finally:
+        if isinstance(device, MqttDevice):
+            device.session.close()
     print(json.dumps({
         "identity": args.identity,
         "ok": True,
@@ -225,6 +381,7 @@ def main(argv):
         "statuses": device.statuses,
         "downloaded": device.downloaded,
         "links": device.links,
+        "transport": "mqtt" if args.mqtt else "http",
     }))
     return 0
 

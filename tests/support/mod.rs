@@ -264,6 +264,22 @@ where
     }
 }
 
+/// The Python of the test devices' packages (paho-mqtt): `python3` of the venv that
+/// `hack/tools.sh` fills (`PYTHON_TEST` overrides). Panics naming `hack/tools.sh python` when
+/// it is not there.
+pub fn test_python() -> PathBuf {
+    if let Some(explicit) = std::env::var_os("PYTHON_TEST").filter(|v| !v.is_empty()) {
+        return PathBuf::from(explicit);
+    }
+    let python = tools_bin_dir()
+        .and_then(Path::parent)
+        .map(|tools| tools.join("venv/bin/python3"))
+        .filter(|p| p.is_file());
+    python.unwrap_or_else(|| {
+        panic!("no Python with paho-mqtt: run `hack/tools.sh python` (or set PYTHON_TEST)")
+    })
+}
+
 /// The path of a test tool (`kubectl`, `kube-apiserver`, `etcd`), resolved the same way as
 /// `hack/control-plane.sh` does: the environment variable named after the tool (`KUBECTL`,
 /// `KUBE_APISERVER`, `ETCD`), then the folder `hack/tools.sh` installs into

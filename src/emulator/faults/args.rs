@@ -6,8 +6,9 @@ use super::{FaultConfig, FaultConfigError, FaultRule, RateLimit};
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct FaultArgs {
     /// A fault rule (repeatable): `[METHOD ]ROUTE:KEY=VALUE[,KEY=VALUE...]`. ROUTE is `*`
-    /// (every management route), a route name such as `device2.state` or `content.upload`, a
-    /// prefix such as `device2.*`, or a path prefix such as `/api:1/service/`. KEYs: error_rate,
+    /// (every management route), a route name such as `device2.state`, `content.upload` or
+    /// `mqtt.publish` (MQTT: `mqtt.connect`, `mqtt.publish`, `mqtt.deliver`), a prefix such as
+    /// `device2.*`, or a path prefix such as `/api:1/service/`. KEYs: error_rate,
     /// error_status, throttle_rate, retry_after_secs, latency_ms, drop_rate. Example:
     /// `--fault 'PATCH device2.state:error_rate=0.1,latency_ms=200'`.
     #[arg(long = "fault", value_name = "RULE")]

@@ -461,6 +461,7 @@ fn decide_locked(active: &mut Active, route: &RouteInfo) -> Decision {
         return pass;
     }
     if let Some(limiter) = &mut active.limiter
+        && route.api != Api::Mqtt
         && let Err(retry_after_secs) = limiter.take(route.api, route.connector.as_deref())
     {
         return Decision {

@@ -17,6 +17,9 @@ pub enum Api {
     ObjectStore,
     /// Admin endpoints and `/metrics`: never faulted, never rate limited.
     Admin,
+    /// The device MQTT API (`mqtt.connect`, `mqtt.publish`, `mqtt.deliver`): faulted by rules
+    /// that name it, never rate limited (MQTT has no answer that says "later").
+    Mqtt,
 }
 
 impl Api {
@@ -28,6 +31,7 @@ impl Api {
             Api::Graphql => "graphql",
             Api::ObjectStore => "objectstore",
             Api::Admin => "admin",
+            Api::Mqtt => "mqtt",
         }
     }
 }
@@ -49,6 +53,20 @@ pub struct RouteInfo {
 }
 
 impl RouteInfo {
+    /// A step of an MQTT session on `connector`: `name` is `mqtt.connect` (a CONNECT was
+    /// read), `mqtt.publish` (a device PUBLISH) or `mqtt.deliver` (a cloud write about to be
+    /// published to the device). Its method is `MQTT` (so `MQTT mqtt.*` is a valid pattern)
+    /// and its path `mqtt:<name>`, which no path prefix matches.
+    pub fn mqtt(name: &'static str, connector: Option<&str>) -> RouteInfo {
+        RouteInfo {
+            name,
+            api: Api::Mqtt,
+            connector: connector.map(str::to_string),
+            method: Method::from_bytes(b"MQTT").unwrap_or(Method::POST),
+            path: format!("mqtt:{name}"),
+        }
+    }
+
     /// The route of `req`. Works on a nested router too: it reads the original URI.
     pub fn of<B>(req: &Request<B>) -> RouteInfo {
         let path = req
@@ -132,7 +150,7 @@ fn management_route(segs: &[&str]) -> &'static str {
 }
 
 /// Every route name [`route_name`] can give, for documentation and validation of fault rules.
-pub const ROUTE_NAMES: [&str; 26] = [
+pub const ROUTE_NAMES: [&str; 29] = [
     "token",
     "token.item",
     "device2.settings",
@@ -159,6 +177,9 @@ pub const ROUTE_NAMES: [&str; 26] = [
     "device.record",
     "device.timestamp",
     "device.other",
+    "mqtt.connect",
+    "mqtt.publish",
+    "mqtt.deliver",
 ];
 
 /// The connector (or solution) id in a management path `/api:1/service/<cid>/…`.

@@ -23,6 +23,19 @@ pub struct GroupInfo {
     pub count: u32,
     /// Digits of the zero-padded index in identities.
     pub width: usize,
+    /// Share of its devices on MQTT in a socket fleet (`transport.mqtt`).
+    pub mqtt: f64,
+    /// Share of those whose HTTP goes to the MQTT TLS port (`transport.http_on_mqtt_port`).
+    pub http_on_mqtt_port: f64,
+}
+
+/// The device protocol a device speaks in a socket fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// The device HTTP API (exosite-platform.md §3).
+    Http,
+    /// The device MQTT API (exosite-platform.md §4).
+    Mqtt,
 }
 
 /// All devices of a fleet.
@@ -88,6 +101,8 @@ impl FleetCore {
                 first,
                 count: size.count as u32,
                 width,
+                mqtt: g.transport.mqtt,
+                http_on_mqtt_port: g.transport.http_on_mqtt_port,
             });
         }
         if arena.len() > u32::MAX as usize {
@@ -137,6 +152,44 @@ impl FleetCore {
             let i: u32 = digits.parse().ok()?;
             (i < g.count).then_some(g.first + i)
         })
+    }
+
+    /// The group of device `index`.
+    pub fn group_of(&self, index: u32) -> Option<&GroupInfo> {
+        let group = self.devices.get(index as usize)?.group();
+        self.groups.get(usize::from(group))
+    }
+
+    /// The protocol device `index` speaks in a socket fleet: MQTT with its group's
+    /// `transport.mqtt` share, drawn from the device's key (the same seed gives the same
+    /// devices), else HTTP.
+    pub fn protocol(&self, index: u32) -> Protocol {
+        let (Some(device), Some(group)) = (self.devices.get(index as usize), self.group_of(index))
+        else {
+            return Protocol::Http;
+        };
+        if group.mqtt <= 0.0 {
+            return Protocol::Http;
+        }
+        let draw: f64 =
+            rand::Rng::random(&mut seed::rng(device.key(), seed::Purpose::Transport, 0));
+        if draw < group.mqtt {
+            Protocol::Mqtt
+        } else {
+            Protocol::Http
+        }
+    }
+
+    /// Whether device `index`, if on MQTT, sends its HTTP to the MQTT TLS port (its group's
+    /// `transport.http_on_mqtt_port` share, drawn from the device's key).
+    pub fn http_on_mqtt_port(&self, index: u32) -> bool {
+        let (Some(device), Some(group)) = (self.devices.get(index as usize), self.group_of(index))
+        else {
+            return false;
+        };
+        group.http_on_mqtt_port > 0.0
+            && rand::Rng::random::<f64>(&mut seed::rng(device.key(), seed::Purpose::Transport, 1))
+                < group.http_on_mqtt_port
     }
 
     /// The groups, in order.
@@ -233,5 +286,29 @@ mod tests {
             core.catalog().version(core.device(3).unwrap().version()),
             "2"
         );
+    }
+
+    #[test]
+    fn the_mqtt_share_picks_devices_by_seed_and_group() {
+        let yaml = |seed: u64| {
+            format!(
+                "seed: {seed}\ngroups:\n  - {{name: a, count: 1000, identity_prefix: a-, version: '1', transport: {{mqtt: 0.3}}}}\n  - {{name: h, count: 10, identity_prefix: h-, version: '1'}}\n  - {{name: m, count: 10, identity_prefix: m-, version: '1', transport: {{mqtt: 1}}}}\n"
+            )
+        };
+        let core = FleetCore::new(&Profile::from_yaml(&yaml(1)).unwrap(), None, None).unwrap();
+        let mqtt = |core: &FleetCore, range: std::ops::Range<u32>| {
+            range
+                .filter(|i| core.protocol(*i) == Protocol::Mqtt)
+                .collect::<Vec<_>>()
+        };
+        let share = mqtt(&core, 0..1000);
+        assert!((250..350).contains(&share.len()), "{}", share.len());
+        assert!(mqtt(&core, 1000..1010).is_empty());
+        assert_eq!(mqtt(&core, 1010..1020).len(), 10);
+        let again = FleetCore::new(&Profile::from_yaml(&yaml(1)).unwrap(), None, None).unwrap();
+        assert_eq!(mqtt(&again, 0..1000), share, "same seed, same devices");
+        let other = FleetCore::new(&Profile::from_yaml(&yaml(2)).unwrap(), None, None).unwrap();
+        assert_ne!(mqtt(&other, 0..1000), share, "another seed, other devices");
+        assert_eq!(core.protocol(5000), Protocol::Http);
     }
 }

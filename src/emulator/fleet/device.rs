@@ -339,6 +339,11 @@ impl DeviceState {
         self.flags & flag::OUT_OF_BAND != 0
     }
 
+    /// The device's key (see [`seed::device_key`]): every draw of the device derives from it.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// The device's group index.
     pub fn group(&self) -> u16 {
         self.group

@@ -11,6 +11,11 @@
 //!
 //! Every waiting long poll holds one connection, so a fleet of K devices with the emulator in the
 //! same process needs about 2K open files: call [`raise_open_files_limit`] first (or `ulimit -n`).
+//!
+//! Devices whose group puts them on MQTT (`transport.mqtt`, [`FleetCore::protocol`]) provision,
+//! report and ack over MQTT instead, and receive `config_otau` as pushes rather than by long
+//! poll (see [`super::mqtt`]); they read `config_otau` at boot and download content over HTTP
+//! like the others (exosite-platform.md §4.4). They need [`HttpFleetConfig::mqtt`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +26,9 @@ use tokio::task::JoinSet;
 
 use crate::otau::{CONFIG_OTAU, OTAU_IN};
 
-use super::core::FleetCore;
+use super::core::{FleetCore, Protocol};
 use super::device::{Action, Input};
+use super::mqtt::{self, Fault, FaultDraws, MqttDeviceConfig, MqttError, MqttLink};
 use super::summary::{DriverCounters, FleetSummary};
 
 /// Registration of the devices through the management API before they activate
@@ -57,6 +63,9 @@ pub struct HttpFleetConfig {
     pub max_tries: u32,
     /// First retry delay; doubles on each try.
     pub retry_delay: Duration,
+    /// The emulator's device MQTT listener, for the devices on MQTT; `None` when the profile
+    /// puts none there.
+    pub mqtt: Option<MqttDeviceConfig>,
 }
 
 impl HttpFleetConfig {
@@ -71,6 +80,7 @@ impl HttpFleetConfig {
             request_timeout: Duration::from_secs(10),
             max_tries: 5,
             retry_delay: Duration::from_millis(100),
+            mqtt: None,
         }
     }
 }
@@ -91,6 +101,28 @@ pub enum HttpFleetError {
         /// The profile's size.
         got: usize,
     },
+    /// The profile puts devices on MQTT but no MQTT listener was given.
+    #[error(
+        "the profile puts {devices} devices on MQTT (transport.mqtt) but the fleet has no MQTT listener to reach"
+    )]
+    NoMqttListener {
+        /// Devices on MQTT.
+        devices: usize,
+    },
+    /// The profile sends devices' HTTP to the MQTT TLS port but no such port was given.
+    #[error(
+        "the profile sends {devices} devices' HTTP to the MQTT TLS port (transport.http_on_mqtt_port) but the fleet has no MQTT TLS port to reach"
+    )]
+    NoMqttTlsPort {
+        /// Devices that would use it.
+        devices: usize,
+    },
+    /// The MQTT TLS port's certificate is not usable.
+    #[error("the certificate of the MQTT TLS port: {0}")]
+    Certificate(String),
+    /// The MQTT fault setting is not usable.
+    #[error("{0}")]
+    MqttFaults(String),
 }
 
 /// Most devices an HTTP fleet runs (each has its own tasks and a long-poll connection).
@@ -125,6 +157,9 @@ enum Event {
 enum Counter {
     Download { bytes: u64 },
     Error,
+    MqttWrite,
+    MqttPush,
+    MqttReconnect,
 }
 
 /// A running HTTP fleet.
@@ -134,6 +169,16 @@ pub struct HttpFleetHandle {
     summary: watch::Receiver<FleetSummary>,
     tasks: JoinSet<()>,
     identities: Vec<String>,
+}
+
+/// Where a device's HTTP requests go: the device HTTP API, or HTTP on the MQTT TLS port
+/// (ALPN `http/1.1`, exosite-platform.md §3.1).
+struct HttpRoute {
+    client: Client,
+    /// Base URL without a trailing slash.
+    base: String,
+    /// `Host` header to send, if not the URL's.
+    host: Option<String>,
 }
 
 /// Shared by every task of one fleet.
@@ -161,6 +206,15 @@ impl HttpFleet {
                 got: core.len(),
             });
         }
+        let protocols: Vec<Protocol> = (0..core.len() as u32).map(|i| core.protocol(i)).collect();
+        let on_mqtt = protocols.iter().filter(|p| **p == Protocol::Mqtt).count();
+        match &config.mqtt {
+            None if on_mqtt > 0 => {
+                return Err(HttpFleetError::NoMqttListener { devices: on_mqtt });
+            }
+            Some(m) => m.faults.validate().map_err(HttpFleetError::MqttFaults)?,
+            None => {}
+        }
         // Every long poll holds a connection; keep them all for reuse, so that a write waking
         // thousands of polls does not make as many new connections.
         let client = Client::builder()
@@ -171,8 +225,28 @@ impl HttpFleet {
             .build()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (summary_tx, summary_rx) =
-            watch::channel(FleetSummary::new(&core, &DriverCounters::default()));
+        let counters = DriverCounters {
+            mqtt_devices: on_mqtt as u64,
+            ..DriverCounters::default()
+        };
+        let (summary_tx, summary_rx) = watch::channel(FleetSummary::new(&core, &counters));
+        let plain = Arc::new(HttpRoute {
+            client: client.clone(),
+            base: config.device_url.clone(),
+            host: config.host.clone(),
+        });
+        let on_mqtt_port = match config.mqtt.as_ref().and_then(|m| m.http_port.as_ref()) {
+            Some(port) => Some(Arc::new(http_on_mqtt_port(port, core.len())?)),
+            None => None,
+        };
+        let wants_mqtt_port = (0..core.len() as u32)
+            .filter(|i| protocols[*i as usize] == Protocol::Mqtt && core.http_on_mqtt_port(*i))
+            .count();
+        if wants_mqtt_port > 0 && on_mqtt_port.is_none() {
+            return Err(HttpFleetError::NoMqttTlsPort {
+                devices: wants_mqtt_port,
+            });
+        }
         let shared = Arc::new(Shared {
             client,
             limit: Semaphore::new(config.concurrency.max(1)),
@@ -202,12 +276,25 @@ impl HttpFleet {
         for (i, identity) in identities.iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             workers.push(tx);
+            let mqtt = match (protocols[i], &shared.config.mqtt) {
+                (Protocol::Mqtt, Some(m)) => Some(MqttSide {
+                    link: None,
+                    faults: FaultDraws::new(&m.faults, i as u32),
+                }),
+                _ => None,
+            };
+            let http = match &on_mqtt_port {
+                Some(route) if mqtt.is_some() && core.http_on_mqtt_port(i as u32) => route.clone(),
+                _ => plain.clone(),
+            };
             let device = DeviceIo {
+                http,
                 index: i as u32,
                 identity: identity.clone(),
                 tags: tags[i].clone(),
                 token: None,
                 polling: None,
+                mqtt,
                 shared: shared.clone(),
             };
             tasks.spawn(device.run(rx));
@@ -215,7 +302,7 @@ impl HttpFleet {
         let central = Central {
             core,
             workers,
-            counters: DriverCounters::default(),
+            counters,
             summary: summary_tx,
             stop: shared.stop.clone(),
         };
@@ -324,6 +411,9 @@ impl Central {
             Event::Downloaded(i, ok) => self.give(i, Input::Downloaded(ok), now),
             Event::Counted(Counter::Download { bytes }) => self.counters.bytes += bytes,
             Event::Counted(Counter::Error) => self.counters.errors += 1,
+            Event::Counted(Counter::MqttWrite) => self.counters.mqtt_writes += 1,
+            Event::Counted(Counter::MqttPush) => self.counters.mqtt_pushes += 1,
+            Event::Counted(Counter::MqttReconnect) => self.counters.mqtt_reconnects += 1,
         }
     }
 
@@ -357,14 +447,33 @@ impl Central {
     }
 }
 
-/// The HTTP side of one device: its actions in order, and its long poll.
+/// The I/O side of one device: its actions in order, and its long poll (HTTP) or its MQTT
+/// session.
 struct DeviceIo {
+    /// Where its HTTP requests go.
+    http: Arc<HttpRoute>,
     index: u32,
     identity: String,
     tags: Vec<(String, String)>,
     token: Option<Arc<str>>,
     polling: Option<tokio::task::JoinHandle<()>>,
+    /// `Some` for a device on MQTT.
+    mqtt: Option<MqttSide>,
     shared: Arc<Shared>,
+}
+
+/// The MQTT session of a device on MQTT (connected once it has a token) and its fault draws.
+struct MqttSide {
+    link: Option<MqttLink>,
+    faults: FaultDraws,
+}
+
+/// The next `config_otau` push of a connected MQTT device; never for the others.
+async fn next_push(side: &mut Option<MqttSide>) -> Result<String, MqttError> {
+    match side.as_mut().and_then(|s| s.link.as_mut()) {
+        Some(link) => link.next_push().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Outcome of one request after retries.
@@ -380,6 +489,10 @@ impl DeviceIo {
             let action = tokio::select! {
                 _ = stop.changed() => break,
                 a = actions.recv() => match a { Some(a) => a, None => break },
+                pushed = next_push(&mut self.mqtt) => {
+                    self.on_push(pushed).await;
+                    continue;
+                }
             };
             if self.token.is_none() && !self.connect().await {
                 self.count(Counter::Error);
@@ -396,7 +509,136 @@ impl DeviceIo {
         let _ = self.shared.events.send(Event::Counted(c));
     }
 
-    /// Registers (if configured) and activates; keeps the token.
+    /// A push (or the loss of the MQTT session, which is made again at once: the pushes missed
+    /// meanwhile arrive on reconnect).
+    async fn on_push(&mut self, pushed: Result<String, MqttError>) {
+        match pushed {
+            Ok(value) => {
+                self.count(Counter::MqttPush);
+                let _ = self.shared.events.send(Event::Config(self.index, value));
+            }
+            Err(_) => {
+                if let Some(side) = self.mqtt.as_mut() {
+                    side.link = None;
+                }
+                self.count(Counter::MqttReconnect);
+                if !self.ensure_mqtt_link().await {
+                    self.count(Counter::Error);
+                }
+            }
+        }
+    }
+
+    /// Connects the MQTT session if it is not (retrying with a doubling delay); false when it
+    /// could not.
+    async fn ensure_mqtt_link(&mut self) -> bool {
+        let (Some(config), Some(token)) = (self.shared.config.mqtt.clone(), self.token.clone())
+        else {
+            return false;
+        };
+        if self.mqtt.as_ref().is_some_and(|s| s.link.is_some()) {
+            return true;
+        }
+        let timeout = self.shared.config.request_timeout;
+        let mut delay = self.shared.config.retry_delay;
+        let mut stop = self.shared.stop.clone();
+        for attempt in 1..=self.shared.config.max_tries.max(1) {
+            match MqttLink::connect(&config, &token, timeout).await {
+                Ok(link) => {
+                    if let Some(side) = self.mqtt.as_mut() {
+                        side.link = Some(link);
+                    }
+                    return true;
+                }
+                // Bad credentials: trying again cannot help (murano-client stops too, §4.1).
+                Err(e) if e.is_final() => return false,
+                Err(_) if attempt < self.shared.config.max_tries => {
+                    tokio::select! {
+                        _ = stop.changed() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Publishes `value` to `$resource/<alias>` and waits for its PUBACK, after this write's
+    /// fault (if any); on a lost connection, connects again and sends it again.
+    async fn mqtt_write(&mut self, alias: &str, value: &str) {
+        let fault = self
+            .mqtt
+            .as_mut()
+            .map_or(Fault::None, |side| side.faults.before_write());
+        if fault != Fault::None
+            && let Some(link) = self.mqtt.as_mut().and_then(|side| side.link.take())
+        {
+            match fault {
+                Fault::Drop => link.drop_connection(),
+                Fault::Disconnect | Fault::None => link.disconnect().await,
+            }
+            self.count(Counter::MqttReconnect);
+        }
+        let timeout = self.shared.config.request_timeout;
+        let mut delay = self.shared.config.retry_delay;
+        for attempt in 1..=self.shared.config.max_tries.max(1) {
+            if self.ensure_mqtt_link().await {
+                let mut pushed = Vec::new();
+                let result = match self.mqtt.as_mut().and_then(|s| s.link.as_mut()) {
+                    Some(link) => link.write(alias, value, timeout, &mut pushed).await,
+                    None => Err(MqttError::Connection("not connected".into())),
+                };
+                for v in pushed {
+                    self.count(Counter::MqttPush);
+                    let _ = self.shared.events.send(Event::Config(self.index, v));
+                }
+                match result {
+                    Ok(()) => {
+                        self.count(Counter::MqttWrite);
+                        return;
+                    }
+                    Err(_) => {
+                        if let Some(side) = self.mqtt.as_mut() {
+                            side.link = None;
+                        }
+                        self.count(Counter::MqttReconnect);
+                    }
+                }
+            }
+            if attempt < self.shared.config.max_tries {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+        self.count(Counter::Error);
+    }
+
+    /// Reads `config_otau` once over HTTP without waiting (MQTT has no read); the value, if one
+    /// is set.
+    async fn read_once(&self) -> Option<String> {
+        let url = format!("{}/onep:v1/stack/alias?{CONFIG_OTAU}", self.http.base);
+        match self
+            .send(|c| {
+                self.authed(c.get(&url))
+                    .header("accept", "application/x-www-form-urlencoded; charset=utf-8")
+            })
+            .await
+        {
+            Reply::Ok(StatusCode::OK, body) => form_urlencoded::parse(&body)
+                .find(|(k, _)| k == CONFIG_OTAU)
+                .map(|(_, v)| v.into_owned()),
+            Reply::Ok(StatusCode::NO_CONTENT, _) => None,
+            _ => {
+                self.count(Counter::Error);
+                None
+            }
+        }
+    }
+
+    /// Registers (if configured) and activates (over MQTT for a device on MQTT, then connects its
+    /// session); keeps the token.
     async fn connect(&mut self) -> bool {
         if let Some(reg) = self.shared.config.register.clone() {
             let url = format!(
@@ -425,8 +667,11 @@ impl DeviceIo {
                 return false;
             }
         }
+        if self.mqtt.is_some() {
+            return self.activate_over_mqtt().await;
+        }
         let body = form(&[("id", &self.identity)]);
-        let url = format!("{}/provision/activate", self.shared.config.device_url);
+        let url = format!("{}/provision/activate", self.http.base);
         match self
             .send(|c| {
                 self.host(c.post(&url))
@@ -450,8 +695,33 @@ impl DeviceIo {
         }
     }
 
+    /// Provisioning over an anonymous MQTT session (exosite-platform.md §4.3), then the
+    /// device's own session.
+    async fn activate_over_mqtt(&mut self) -> bool {
+        let Some(config) = self.shared.config.mqtt.clone() else {
+            return false;
+        };
+        let timeout = self.shared.config.request_timeout;
+        let mut delay = self.shared.config.retry_delay;
+        for attempt in 1..=self.shared.config.max_tries.max(1) {
+            match mqtt::provision(&config, &self.identity, timeout).await {
+                Ok(token) => {
+                    self.token = Some(Arc::from(token));
+                    return self.ensure_mqtt_link().await;
+                }
+                Err(e) if e.is_final() => return false,
+                Err(_) if attempt < self.shared.config.max_tries => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     fn host(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.shared.config.host {
+        match &self.http.host {
             Some(h) => rb.header("host", h),
             None => rb,
         }
@@ -466,6 +736,9 @@ impl DeviceIo {
     }
 
     async fn act(&mut self, action: Action) {
+        if self.mqtt.is_some() {
+            return self.act_over_mqtt(action).await;
+        }
         match action {
             Action::Report(value) => self.write(OTAU_IN, &value).await,
             Action::Ack(value) => self.write(CONFIG_OTAU, &value).await,
@@ -485,15 +758,38 @@ impl DeviceIo {
         }
     }
 
+    /// An action of a device on MQTT: writes are publishes; `config_otau` arrives as pushes, and
+    /// a read (at boot, or the guide's poll) is one HTTP read that does not wait.
+    async fn act_over_mqtt(&mut self, action: Action) {
+        match action {
+            Action::Report(value) => self.mqtt_write(OTAU_IN, &value).await,
+            Action::Ack(value) => self.mqtt_write(CONFIG_OTAU, &value).await,
+            Action::Download(id) => {
+                let ok = self.download(&id).await;
+                let _ = self.shared.events.send(Event::Downloaded(self.index, ok));
+            }
+            Action::FetchLink(_) | Action::Schedule { .. } => {}
+            Action::ReadConfig | Action::Poll => {
+                if !self.ensure_mqtt_link().await {
+                    self.count(Counter::Error);
+                }
+                // Nothing set yet: the value comes as a push when the cloud sets it.
+                if let Some(value) = self.read_once().await {
+                    let _ = self.shared.events.send(Event::Config(self.index, value));
+                }
+            }
+        }
+    }
+
     /// One long poll the way the OTA guide's example sends it (`If-Modified-Since: 0`, so the
     /// server answers at once when a value was ever set, exosite-platform.md §3.9); the value,
     /// `""` when there is none or the poll failed.
     async fn poll_once(&self) -> String {
         let config = &self.shared.config;
-        let url = format!("{}/onep:v1/stack/alias?{CONFIG_OTAU}", config.device_url);
+        let url = format!("{}/onep:v1/stack/alias?{CONFIG_OTAU}", self.http.base);
         let timeout_ms = config.poll_timeout_ms.min(300_000);
         let rb = self
-            .authed(self.shared.client.get(&url))
+            .authed(self.http.client.get(&url))
             .header("accept", "application/x-www-form-urlencoded; charset=utf-8")
             .header("request-timeout", timeout_ms.to_string())
             .header("if-modified-since", "0")
@@ -525,7 +821,7 @@ impl DeviceIo {
 
     async fn write(&mut self, alias: &str, value: &str) {
         let body = form(&[(alias, value)]);
-        let url = format!("{}/onep:v1/stack/alias", self.shared.config.device_url);
+        let url = format!("{}/onep:v1/stack/alias", self.http.base);
         let reply = self
             .send(|c| {
                 self.authed(c.post(&url))
@@ -545,7 +841,7 @@ impl DeviceIo {
     async fn download(&mut self, id: &str) -> bool {
         let base = format!(
             "{}/provision/download?id={}",
-            self.shared.config.device_url,
+            self.http.base,
             encode_query(id)
         );
         let info_url = format!("{base}&info=true");
@@ -590,12 +886,13 @@ impl DeviceIo {
     /// Sends a request built by `build`, retrying connection errors, timeouts, 429 and 5xx with
     /// a doubling delay (a `Retry-After` in seconds wins).
     async fn send(&self, build: impl Fn(&Client) -> reqwest::RequestBuilder) -> Reply {
-        send_with_retries(&self.shared, build).await
+        send_with_retries(&self.shared, &self.http.client, build).await
     }
 }
 
 async fn send_with_retries(
     shared: &Shared,
+    client: &Client,
     build: impl Fn(&Client) -> reqwest::RequestBuilder,
 ) -> Reply {
     let config = &shared.config;
@@ -605,11 +902,7 @@ async fn send_with_retries(
             let Ok(_permit) = shared.limit.acquire().await else {
                 return Reply::Failed;
             };
-            match build(&shared.client)
-                .timeout(config.request_timeout)
-                .send()
-                .await
-            {
+            match build(client).timeout(config.request_timeout).send().await {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
@@ -721,6 +1014,30 @@ impl Poller {
             }
         }
     }
+}
+
+/// The HTTP route over the MQTT TLS port: a client that offers only ALPN `http/1.1`, trusts the
+/// port's certificate only, and reaches the port's host name at its address.
+fn http_on_mqtt_port(
+    port: &mqtt::MqttTlsPort,
+    devices: usize,
+) -> Result<HttpRoute, HttpFleetError> {
+    let certificate = reqwest::Certificate::from_pem(port.certificate_pem.as_bytes())
+        .map_err(|e| HttpFleetError::Certificate(e.to_string()))?;
+    let client = Client::builder()
+        .http1_only()
+        .tls_certs_only([certificate])
+        .resolve(&port.host, port.address)
+        .connect_timeout(Duration::from_secs(3))
+        .pool_max_idle_per_host(devices.max(1))
+        .tcp_nodelay(true)
+        .user_agent(concat!("otau-fleet/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    Ok(HttpRoute {
+        client,
+        base: format!("https://{}:{}", port.host, port.address.port()),
+        host: None,
+    })
 }
 
 /// An `application/x-www-form-urlencoded` body.

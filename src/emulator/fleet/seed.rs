@@ -49,6 +49,8 @@ pub enum Purpose {
     OutOfBand = 5,
     /// How long a device that dropped mid-download stays offline.
     MidDownload = 6,
+    /// Which device protocol it speaks in a socket fleet (`transport.mqtt`).
+    Transport = 7,
 }
 
 /// A generator for one decision.

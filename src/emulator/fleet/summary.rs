@@ -20,6 +20,14 @@ pub struct DriverCounters {
     pub links: u64,
     /// Platform calls that failed.
     pub errors: u64,
+    /// Devices on MQTT (socket fleet).
+    pub mqtt_devices: u64,
+    /// MQTT writes (publishes) the server acknowledged.
+    pub mqtt_writes: u64,
+    /// `config_otau` pushes MQTT devices received.
+    pub mqtt_pushes: u64,
+    /// MQTT sessions made again after a lost connection or an injected fault.
+    pub mqtt_reconnects: u64,
 }
 
 /// Outcome counts, by the profile's names.
@@ -186,7 +194,15 @@ impl std::fmt::Display for FleetSummary {
             self.skipped,
             self.ignored,
             self.interrupted
-        )
+        )?;
+        if a.mqtt_devices > 0 {
+            write!(
+                f,
+                "\n  MQTT: {} devices, {} writes acknowledged, {} pushes received, {} reconnects",
+                a.mqtt_devices, a.mqtt_writes, a.mqtt_pushes, a.mqtt_reconnects
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -42,11 +42,14 @@ pub enum Close {
     WriteTimeout,
     /// The listener stops.
     Stopping,
+    /// A fault rule on `mqtt.connect`, `mqtt.publish` or `mqtt.deliver` dropped or refused it
+    /// (the emulator's fault injection, `--fault`).
+    Fault,
 }
 
 impl Close {
     /// Every reason, in label order.
-    pub const ALL: [Close; 13] = [
+    pub const ALL: [Close; 14] = [
         Close::Disconnect,
         Close::PeerClosed,
         Close::ConnectionCap,
@@ -60,6 +63,7 @@ impl Close {
         Close::ProvisionRefused,
         Close::WriteTimeout,
         Close::Stopping,
+        Close::Fault,
     ];
 
     /// The metric label.
@@ -78,6 +82,7 @@ impl Close {
             Close::ProvisionRefused => "provision_refused",
             Close::WriteTimeout => "write_timeout",
             Close::Stopping => "stopping",
+            Close::Fault => "fault",
         }
     }
 

@@ -26,6 +26,7 @@
 //! device that stops reading.
 
 pub mod client;
+mod faults;
 mod hub;
 pub mod metrics;
 pub mod protocol;
@@ -46,6 +47,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::server::Acceptor;
 
 use super::device_api::connector_for_host;
+use super::faults::Faults;
 use super::model::Model;
 use super::tls::{SelfSigned, TlsError};
 use hub::Hub;
@@ -86,6 +88,9 @@ pub struct MqttOptions {
     pub http_header_timeout: Duration,
     /// HTTP largest request head of those connections.
     pub http_max_header_bytes: usize,
+    /// Fault injection (the emulator's `--fault` rules on `mqtt.connect`, `mqtt.publish`,
+    /// `mqtt.deliver`; off by default), shared with the HTTP listeners.
+    pub faults: Arc<Faults>,
 }
 
 impl MqttOptions {
@@ -104,6 +109,7 @@ impl MqttOptions {
             max_connections: super::server::MAX_CONNECTIONS,
             http_header_timeout: super::server::HEADER_TIMEOUT,
             http_max_header_bytes: super::server::MAX_HEADER_BYTES,
+            faults: Arc::new(Faults::off()),
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::MqttService;
+use super::faults::{Injected, inject};
 use super::hub::{Registration, ToSession};
 use super::metrics::Close;
 use super::protocol::{self, ConnectAuth, DeviceTopic, PublishQos};
@@ -129,6 +130,9 @@ where
             .connect(accepted.listener, "unknown_connector");
         return Close::ConnectRefused;
     };
+    if let Some(close) = connect_fault(&service, &accepted, &mut pre).await {
+        return close;
+    }
     let session_number = service.hub.session_number();
     let origin = WriteOrigin {
         ip: accepted.remote.ip().to_string(),
@@ -193,6 +197,27 @@ where
     session
         .serve_peer(peer, keep_alive, &mut stop, &connect)
         .await
+}
+
+/// The fault rules' decision on a CONNECT (`mqtt.connect`, see [`super::faults`]): `Some` when
+/// the session ends here, closed without CONNACK or refused with CONNACK 3.
+async fn connect_fault<Io>(
+    service: &MqttService,
+    accepted: &Accepted,
+    pre: &mut Preface<Io>,
+) -> Option<Close>
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let faults = &service.options.faults;
+    match inject(faults, "mqtt.connect", accepted.connector.as_deref()).await {
+        Injected::Pass => None,
+        Injected::Drop => Some(Close::Fault),
+        Injected::Refuse => {
+            let _ = pre.refuse(ConnectReturnCode::ServiceUnavailable).await;
+            Some(Close::Fault)
+        }
+    }
 }
 
 /// The connection before its CONNECT.
@@ -286,6 +311,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Session<Io> {
         }
     }
 
+    /// The fault decision for MQTT step `name` of this session (see [`super::faults`]).
+    async fn inject(&self, name: &'static str) -> Injected {
+        let faults = self.service.options.faults.clone();
+        inject(&faults, name, self.accepted.connector.as_deref()).await
+    }
+
     /// Publishes the current set value of `alias` on `$resource/<alias>/<at>`.
     async fn publish_set(
         &mut self,
@@ -294,6 +325,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Session<Io> {
         at: i64,
         kind: &str,
     ) -> Result<(), Close> {
+        match self.inject("mqtt.deliver").await {
+            Injected::Pass => {}
+            Injected::Drop => return Ok(()),
+            Injected::Refuse => return Err(Close::Fault),
+        }
         let value = match self.connector.read_set(identity, alias) {
             Ok(Some(v)) => v.value,
             Ok(None) => return Ok(()),
@@ -438,6 +474,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send> Session<Io> {
     }
 
     async fn handle_publish(&mut self, peer: &Peer, publish: Publish) -> Result<(), Close> {
+        if self.inject("mqtt.publish").await != Injected::Pass {
+            return Err(Close::Fault);
+        }
         let ack = match protocol::publish_qos(publish.qos) {
             PublishQos::Refuse => return Err(Close::Qos2),
             PublishQos::Handle => false,

@@ -45,6 +45,35 @@ pub struct Group {
     /// How the devices behave.
     #[serde(default)]
     pub behaviour: Behaviour,
+    /// Which device protocol the group's devices speak in a socket fleet (default: HTTP).
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// The device protocol of a group's devices in a socket fleet (`HttpFleet`): the device HTTP API
+/// (exosite-platform.md §3) or the device MQTT API (§4). The in-process fleet has no sockets and
+/// ignores it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transport {
+    /// Share of the group's devices that talk MQTT (drawn per device from the fleet seed, like
+    /// the firmware traits); the rest use HTTP. An MQTT device provisions, reports and acks over
+    /// MQTT, receives `config_otau` as a push, and reads `config_otau` at boot and downloads
+    /// content over HTTP (§4.4).
+    #[serde(default)]
+    pub mqtt: f64,
+    /// Share of those MQTT devices that send their HTTP (the boot read of `config_otau`,
+    /// content downloads) to the MQTT TLS port instead, selected there by TLS ALPN `http/1.1`
+    /// (exosite-platform.md §3.1, "Content over the MQTT port": devices with one port).
+    #[serde(default)]
+    pub http_on_mqtt_port: f64,
+}
+
+impl Transport {
+    fn validate(&self, at: &str) -> Result<(), ProfileError> {
+        check_probability(format!("{at}.mqtt"), self.mqtt)?;
+        check_probability(format!("{at}.http_on_mqtt_port"), self.http_on_mqtt_port)
+    }
 }
 
 /// A device tag, as device2 stores it.
@@ -457,6 +486,7 @@ impl Profile {
                 tags: Vec::new(),
                 version: version.into(),
                 behaviour: Behaviour::default(),
+                transport: Transport::default(),
             }],
         }
     }
@@ -518,6 +548,7 @@ impl Profile {
                 }
             }
             g.behaviour.validate(&format!("{at}.behaviour"))?;
+            g.transport.validate(&format!("{at}.transport"))?;
         }
         if fractions > 1.0 + SUM_SLACK {
             return Err(invalid(
@@ -652,6 +683,36 @@ groups:
         let e = Profile::from_yaml(&MINIMAL.replace("count: 3", "count: 3\n    fraction: 0.5"))
             .unwrap_err();
         assert!(e.to_string().contains("both `count` and `fraction`"), "{e}");
+    }
+
+    #[test]
+    fn transport_is_http_by_default_and_its_mqtt_share_is_a_probability() {
+        let p = Profile::from_yaml(MINIMAL).unwrap();
+        assert_eq!(p.groups[0].transport.mqtt, 0.0);
+        let p = Profile::from_yaml(&format!("{MINIMAL}    transport: {{mqtt: 0.3}}\n")).unwrap();
+        assert_eq!(p.groups[0].transport.mqtt, 0.3);
+        let e =
+            Profile::from_yaml(&format!("{MINIMAL}    transport: {{mqtt: 1.5}}\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("groups[0].transport.mqtt") && e.to_string().contains("1.5"),
+            "{e}"
+        );
+        let e =
+            Profile::from_yaml(&format!("{MINIMAL}    transport: {{mqttt: 0.3}}\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `mqttt`"), "{e}");
+    }
+
+    #[test]
+    fn the_mqtt_example_profile_is_valid() {
+        let p = Profile::from_yaml(include_str!("../../../../examples/fleet-profile-mqtt.yaml"))
+            .unwrap();
+        let shares: Vec<(f64, f64)> = p
+            .groups
+            .iter()
+            .map(|g| (g.transport.mqtt, g.transport.http_on_mqtt_port))
+            .collect();
+        assert_eq!(shares, [(0.5, 0.0), (1.0, 0.5)]);
+        assert_eq!(p.groups[1].behaviour.outcomes.install_error, 0.01);
     }
 
     #[test]
