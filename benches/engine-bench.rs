@@ -140,6 +140,8 @@ fn bench(n: usize) {
     let mut index = DeviceIndex::new(IndexConfig {
         seed: order_seed(&spec, "bench", "ro"),
         targets: spec.targets.clone(),
+        connector_manifests: vec![manifest.clone()],
+        newer_rollout_manifests: Vec::new(),
         manifest,
     });
     let mut page = Vec::with_capacity(PAGE);

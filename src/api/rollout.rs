@@ -337,6 +337,47 @@ pub struct Policy {
     /// resume annotation or a spec change) or `Abort` (terminal).
     #[serde(default)]
     pub on_failure: FailureAction,
+
+    /// A device whose turn comes while it installs another manifest (its `config_otau` holds
+    /// that manifest and its latest `otau_in` is a non-final report for that manifest's
+    /// version, e.g. a package deployed from the ExoSense UI): `Wait` (default) counts it
+    /// `busy` and writes it only once that update ended (a final report), made no progress
+    /// for `deviceTimeout` (from the platform's timestamps of that manifest and of the
+    /// device's latest report) or ran `deviceTimeoutTotal` since that manifest's timestamp;
+    /// `TakeOver` writes it at once, replacing that manifest.
+    #[serde(default)]
+    pub busy_devices: BusyDevices,
+
+    /// A device whose `config_otau` holds a manifest that no SoftwarePackage of this
+    /// package's IoTConnector (in its namespace) produced is counted `foreign` until it is
+    /// written: `Notify` (default) writes it when its wave comes, like any other device;
+    /// `Skip` never writes it and counts it finished (not toward the success rate).
+    #[serde(default)]
+    pub foreign_manifests: ForeignManifests,
+}
+
+/// What happens to a device that is installing another manifest when its turn comes.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum BusyDevices {
+    /// Count it `busy` and write it once that update ends or stalls for `deviceTimeout`.
+    #[default]
+    Wait,
+    /// Write it at once, replacing the other manifest.
+    TakeOver,
+}
+
+/// What happens to a device that holds a manifest no SoftwarePackage of the connector made.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum ForeignManifests {
+    /// Count it `foreign` and write it when its wave comes.
+    #[default]
+    Notify,
+    /// Count it `foreign`, never write it; it counts as finished.
+    Skip,
 }
 
 impl Default for Policy {
@@ -348,6 +389,8 @@ impl Default for Policy {
             max_in_flight: None,
             failure_threshold: FailureThreshold::default(),
             on_failure: FailureAction::default(),
+            busy_devices: BusyDevices::default(),
+            foreign_manifests: ForeignManifests::default(),
         }
     }
 }
@@ -537,6 +580,14 @@ pub struct DeviceCounts {
     /// Sent a report that cannot be parsed.
     #[serde(default)]
     pub invalid: i64,
+    /// Not written yet because it is installing another manifest right now
+    /// (`policy.busyDevices: Wait`); written once that update ends.
+    #[serde(default)]
+    pub busy: i64,
+    /// Not written yet (or never, with `policy.foreignManifests: Skip`) and holding a
+    /// manifest no SoftwarePackage of the connector produced.
+    #[serde(default)]
+    pub foreign: i64,
 }
 
 /// Per-wave progress.

@@ -40,7 +40,12 @@ pub fn held_by_wave(states: &[DeviceState], sizes: &[u64], started: usize) -> Ve
         }
         let h = &mut held[wave];
         match state {
-            DeviceState::Pending | DeviceState::Skipped => {}
+            DeviceState::Pending
+            | DeviceState::Skipped
+            | DeviceState::Busy
+            | DeviceState::Foreign
+            | DeviceState::ForeignSkipped
+            | DeviceState::Superseded => {}
             DeviceState::Notified | DeviceState::InProgress => h.in_flight += 1,
             DeviceState::Succeeded | DeviceState::Rerun => h.succeeded += 1,
             DeviceState::Failed
@@ -94,6 +99,8 @@ pub fn sum_counts(buckets: &[DeviceCounts]) -> DeviceCounts {
         t.timed_out += c.timed_out;
         t.skipped += c.skipped;
         t.invalid += c.invalid;
+        t.busy += c.busy;
+        t.foreign += c.foreign;
     }
     t
 }

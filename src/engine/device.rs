@@ -38,6 +38,17 @@ pub enum DeviceState {
     Skipped,
     /// Notified, then sent a report that cannot be parsed.
     Invalid,
+    /// Not notified: installing another manifest right now (`policy.busyDevices: Wait`); due
+    /// once that update ends or stalls ([`busy_until`]). Holds its wave.
+    Busy,
+    /// Not notified, holding a manifest no SoftwarePackage of the connector produced; due when
+    /// its wave comes, like [`DeviceState::Pending`] (`policy.foreignManifests: Notify`).
+    Foreign,
+    /// Holding such a manifest with `policy.foreignManifests: Skip`: never notified, finished.
+    ForeignSkipped,
+    /// Holding the manifest of a package a newer Rollout on the connector rolls out: that
+    /// Rollout's device now, never written by this one; finished, counted `skipped`.
+    Superseded,
 }
 
 impl DeviceState {
@@ -52,6 +63,8 @@ impl DeviceState {
                 | DeviceState::TimedOut
                 | DeviceState::Skipped
                 | DeviceState::Invalid
+                | DeviceState::ForeignSkipped
+                | DeviceState::Superseded
         )
     }
 
@@ -62,7 +75,20 @@ impl DeviceState {
 
     /// Whether the device carries one of this rollout's notifications (or an ack of one).
     pub fn is_notified(self) -> bool {
-        !matches!(self, DeviceState::Pending | DeviceState::Skipped)
+        !matches!(
+            self,
+            DeviceState::Pending
+                | DeviceState::Skipped
+                | DeviceState::Busy
+                | DeviceState::Foreign
+                | DeviceState::ForeignSkipped
+                | DeviceState::Superseded
+        )
+    }
+
+    /// Whether the device is due for its first notification once its wave covers it.
+    pub fn awaits_first_notification(self) -> bool {
+        matches!(self, DeviceState::Pending | DeviceState::Foreign)
     }
 }
 
@@ -85,6 +111,10 @@ pub struct EvalContext {
     /// acknowledged. (Not the device's own wave: late joiners can move a device into a later
     /// wave after it was notified, and it must not be notified again.)
     pub rollout_started_at: Option<Micros>,
+    /// `policy.busyDevices: TakeOver`: a device installing another manifest is due at once.
+    pub take_over_busy: bool,
+    /// `policy.foreignManifests: Skip`: a device holding a foreign manifest is never written.
+    pub skip_foreign: bool,
 }
 
 /// The attempt a device was notified with, if it was.
@@ -187,6 +217,49 @@ fn reports_again(report: ReportCode) -> bool {
         || report == ReportCode::Malformed
 }
 
+/// Until when (µs, exclusive) a device not notified by this rollout counts as busy with
+/// another manifest: while `config_otau` holds that manifest and the latest report is a
+/// non-final status for its version, up to the device timeout after the later of the two
+/// platform timestamps (the manifest's value, the latest progress report), and at most the
+/// total cap (`deviceTimeoutTotal`) after the manifest's value, so neither a stalled update
+/// nor one that reports progress for ever holds the device for good. `None` when it is not
+/// busy at `ctx.now`.
+pub fn busy_until(entry: &DeviceEntry, ctx: &EvalContext) -> Option<Micros> {
+    if !entry.installs_other_manifest() {
+        return None;
+    }
+    let progress_end = entry
+        .set_at
+        .max(entry.report_at)
+        .saturating_add(ctx.timeout);
+    let until = progress_end.min(entry.set_at.saturating_add(ctx.timeout_total));
+    (ctx.now < until).then_some(until)
+}
+
+/// The state of a device this rollout has not notified: skipped when it already runs the
+/// target, then the rules for another manifest in `config_otau` (docs/rollouts.md, "Busy and
+/// foreign devices"), else pending.
+fn not_notified_state(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
+    if entry.report == ReportCode::Succeeded {
+        return DeviceState::Skipped;
+    }
+    if entry.holds_newer_rollouts_manifest() {
+        return DeviceState::Superseded;
+    }
+    let foreign = entry.holds_foreign_manifest();
+    if foreign && ctx.skip_foreign {
+        return DeviceState::ForeignSkipped;
+    }
+    if !ctx.take_over_busy && busy_until(entry, ctx).is_some() {
+        return DeviceState::Busy;
+    }
+    if foreign {
+        DeviceState::Foreign
+    } else {
+        DeviceState::Pending
+    }
+}
+
 /// The state of one device. Pure: the same entry, context and time give the same state.
 pub fn evaluate(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
     // A literal ACK from before the rollout is not this rollout's notification: its install
@@ -201,11 +274,7 @@ pub fn evaluate(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
         };
     }
     let Some(notified) = notification(entry, ctx) else {
-        return if entry.report == ReportCode::Succeeded {
-            DeviceState::Skipped
-        } else {
-            DeviceState::Pending
-        };
+        return not_notified_state(entry, ctx);
     };
     if entry.report == ReportCode::Succeeded {
         return DeviceState::Succeeded;

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::api::rollout::Targets;
-use crate::otau::{Classification, Manifest, ReportError, classify};
+use crate::otau::{Classification, Manifest, Report, ReportError, StatusClass, classify};
 
 use super::observation::{DeviceObservation, Micros, PartialUpdate, normalize_timestamp};
 use super::order::order_key;
@@ -134,6 +134,35 @@ const INSTALLED: u8 = 8;
 /// Flag: `targets.exclude` removes the device, which holds this rollout's manifest: it keeps
 /// counting (an exclusion stops future writes only) and gets no retry.
 const EXCLUDED: u8 = 16;
+/// Flag: the [`SetKind::OtherManifest`] value is the manifest of a SoftwarePackage of the
+/// connector ([`IndexConfig::connector_manifests`]).
+const CONNECTOR_MANIFEST: u8 = 32;
+/// Flag: the [`SetKind::OtherManifest`] value is the manifest of a package that a newer
+/// Rollout on the connector rolls out ([`IndexConfig::newer_rollout_manifests`]).
+const NEWER_ROLLOUT_MANIFEST: u8 = 64;
+
+/// A 16-bit hash of a version string, never 0 (0 means "none" in [`DeviceEntry`]). Two
+/// versions share a hash about once in 65,535 pairs; the only effect is that a device whose
+/// report names another version than the manifest it holds looks busy with that manifest,
+/// and waits at most the device timeout.
+fn version_hash(version: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in version.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let folded = (h ^ (h >> 16)) as u16;
+    folded.max(1)
+}
+
+/// The hash of the version a raw `otau_in` value says is being installed right now: its
+/// version when its status is not final (exosite-platform.md §2.5); 0 when it is final, or
+/// no report.
+fn running_version(raw: Option<&str>) -> u16 {
+    match raw.map(Report::parse) {
+        Some(Ok(r)) if r.status.class() == StatusClass::InProgress => version_hash(&r.version),
+        _ => 0,
+    }
+}
 
 /// One device in scope: 40 bytes, no heap data (the identity is in the index's arena).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +183,32 @@ pub struct DeviceEntry {
     /// The latest report, classified.
     pub report: ReportCode,
     flags: u8,
+    /// For [`SetKind::OtherManifest`]: the hash of that manifest's version; else 0.
+    other_version: u16,
+    /// The hash of the version the latest report says is installing now (a non-final
+    /// status); 0 when that report is final or absent.
+    running_version: u16,
+}
+
+impl DeviceEntry {
+    /// Whether `config_otau` holds another manifest and the latest report is a non-final
+    /// status for that manifest's version: the device is installing it right now.
+    pub fn installs_other_manifest(&self) -> bool {
+        self.set_kind == SetKind::OtherManifest
+            && self.other_version != 0
+            && self.other_version == self.running_version
+    }
+
+    /// Whether `config_otau` holds a manifest no SoftwarePackage of the connector produced.
+    pub fn holds_foreign_manifest(&self) -> bool {
+        self.set_kind == SetKind::OtherManifest && self.flags & CONNECTOR_MANIFEST == 0
+    }
+
+    /// Whether `config_otau` holds the manifest of a package that a newer Rollout on the
+    /// connector rolls out: the device is that Rollout's now.
+    pub fn holds_newer_rollouts_manifest(&self) -> bool {
+        self.set_kind == SetKind::OtherManifest && self.flags & NEWER_ROLLOUT_MANIFEST != 0
+    }
 }
 
 impl DeviceEntry {
@@ -256,8 +311,37 @@ impl DeviceEntry {
             attempt,
             set_kind,
             report,
-            flags: 0,
+            // Another manifest is one of the connector's unless a test says otherwise
+            // ([`Self::holding_other`]).
+            flags: if set_kind == SetKind::OtherManifest {
+                CONNECTOR_MANIFEST
+            } else {
+                0
+            },
+            other_version: 0,
+            running_version: 0,
         }
+    }
+
+    /// This entry with another manifest of version `version` in `config_otau` (produced by a
+    /// package of the connector when `produced`) and a latest report naming `running` in a
+    /// non-final status (`None`: a final report), for tests of the per-device rules.
+    #[cfg(test)]
+    pub(crate) fn holding_other(
+        mut self,
+        version: &str,
+        produced: bool,
+        running: Option<&str>,
+    ) -> Self {
+        self.set_kind = SetKind::OtherManifest;
+        OtherManifest {
+            version: version_hash(version),
+            produced,
+            newer_rollout: false,
+        }
+        .apply(&mut self);
+        self.running_version = running.map_or(0, version_hash);
+        self
     }
 }
 
@@ -268,10 +352,36 @@ struct Folded {
     set_kind: SetKind,
     attempt: u8,
     set_at: Micros,
+    other: OtherManifest,
     acked: bool,
     report: ReportCode,
     report_at: Micros,
+    running_version: u16,
     note: Option<String>,
+}
+
+/// What the index keeps of another manifest in `config_otau`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct OtherManifest {
+    /// The hash of its version (0: not another manifest).
+    version: u16,
+    /// Whether a SoftwarePackage of the connector produced it.
+    produced: bool,
+    /// Whether a newer Rollout on the connector rolls it out.
+    newer_rollout: bool,
+}
+
+impl OtherManifest {
+    fn apply(self, entry: &mut DeviceEntry) {
+        entry.other_version = self.version;
+        entry.flags &= !(CONNECTOR_MANIFEST | NEWER_ROLLOUT_MANIFEST);
+        if self.produced {
+            entry.flags |= CONNECTOR_MANIFEST;
+        }
+        if self.newer_rollout {
+            entry.flags |= NEWER_ROLLOUT_MANIFEST;
+        }
+    }
 }
 
 /// A hasher for keys that already are uniform hashes (the order key): passes them through.
@@ -368,6 +478,14 @@ pub struct IndexConfig {
     pub targets: Targets,
     /// The package manifest (its `attempt` is ignored: attempt 1 is the base).
     pub manifest: Manifest,
+    /// The manifests of the SoftwarePackages of the connector (any attempt; this package's
+    /// may be among them): another manifest in `config_otau` that is none of these is
+    /// foreign (docs/rollouts.md, "Busy and foreign devices").
+    pub connector_manifests: Vec<Manifest>,
+    /// The manifests of the packages that Rollouts newer than this one (on the same
+    /// connector) roll out: a device holding one is theirs now, never written by this one
+    /// (the newest Rollout wins, as with `TargetConflict`).
+    pub newer_rollout_manifests: Vec<Manifest>,
 }
 
 /// The devices of one rollout, folded from platform observations. Build it with
@@ -379,6 +497,10 @@ pub struct IndexConfig {
 pub struct DeviceIndex {
     config: IndexConfig,
     manifest: Manifest,
+    /// [`IndexConfig::connector_manifests`] at attempt 1.
+    connector_manifests: Vec<Manifest>,
+    /// [`IndexConfig::newer_rollout_manifests`] at attempt 1.
+    newer_rollout_manifests: Vec<Manifest>,
     /// The exact `config_otau` string for attempt k at `attempt_values[k - 1]`.
     attempt_values: Vec<String>,
     matcher: TargetMatcher,
@@ -411,9 +533,21 @@ impl DeviceIndex {
         let attempt_values = (1..=u32::from(MAX_ATTEMPT))
             .map(|k| manifest.with_attempt(k).to_json())
             .collect();
+        let connector_manifests = config
+            .connector_manifests
+            .iter()
+            .map(|m| m.with_attempt(1))
+            .collect();
+        let newer_rollout_manifests = config
+            .newer_rollout_manifests
+            .iter()
+            .map(|m| m.with_attempt(1))
+            .collect();
         Self {
             matcher: TargetMatcher::new(&config.targets),
             manifest,
+            connector_manifests,
+            newer_rollout_manifests,
             attempt_values,
             config,
             arena: String::new(),
@@ -445,6 +579,25 @@ impl DeviceIndex {
     /// What the index was built for.
     pub fn config(&self) -> &IndexConfig {
         &self.config
+    }
+
+    /// Whether `config` selects and orders the same devices against the same manifest as
+    /// this index (it may differ in the other manifests it tells apart).
+    pub fn same_devices(&self, config: &IndexConfig) -> bool {
+        self.config.seed == config.seed
+            && self.config.targets == config.targets
+            && self.config.manifest == config.manifest
+    }
+
+    /// Takes new [`IndexConfig::connector_manifests`] and
+    /// [`IndexConfig::newer_rollout_manifests`] without dropping the devices: each entry's
+    /// facts about another manifest follow at its next observation (the caller asks for a
+    /// listing), so a new package or Rollout on the connector costs no rebuild.
+    pub fn set_other_manifests(&mut self, connector: Vec<Manifest>, newer_rollouts: Vec<Manifest>) {
+        self.connector_manifests = connector.iter().map(|m| m.with_attempt(1)).collect();
+        self.newer_rollout_manifests = newer_rollouts.iter().map(|m| m.with_attempt(1)).collect();
+        self.config.connector_manifests = connector;
+        self.config.newer_rollout_manifests = newer_rollouts;
     }
 
     /// The target version (the manifest's `version`).
@@ -612,7 +765,9 @@ impl DeviceIndex {
                 (Some(i), true) => {
                     let e = &mut self.entries[i as usize];
                     e.fold_set(folded.set_kind, folded.attempt, folded.set_at, folded.acked);
+                    folded.other.apply(e);
                     e.fold_report(folded.report, folded.report_at);
+                    e.running_version = folded.running_version;
                     e.flags |= SEEN;
                     e.flags &= !EXCLUDED;
                     if folded.excluded {
@@ -657,14 +812,20 @@ impl DeviceIndex {
             .as_ref()
             .map(|(value, at)| (value, normalize_timestamp(*at)))
             .filter(|(_, at)| *at >= entry.set_at)
-            .map(|(value, at)| (self.set_kind(Some(value)), at));
+            .map(|(value, at)| {
+                let kind = self.set_kind(Some(value));
+                (kind, self.other_manifest(kind.0, Some(value)), at)
+            });
         let pushed = update
             .otau_in
             .as_ref()
             .map(|(value, at)| (value, normalize_timestamp(*at)));
         let report = pushed
             .filter(|(_, at)| *at >= entry.report_at)
-            .map(|(value, at)| (self.report_code(Some(value)), at));
+            .map(|(value, at)| {
+                let running = running_version(Some(value));
+                (self.report_code(Some(value)), running, at)
+            });
         if report.is_none()
             && let Some((value, at)) = pushed
             && self.late_install(&entry, value, at)
@@ -680,12 +841,14 @@ impl DeviceIndex {
         }
         let e = &mut self.entries[i as usize];
         e.flags |= SEEN;
-        if let Some(((kind, attempt), at)) = set {
+        if let Some(((kind, attempt), other, at)) = set {
             let ack = kind == e.set_kind && attempt == e.attempt && kind != SetKind::Absent;
             e.fold_set(kind, attempt, at, ack);
+            other.apply(e);
         }
-        if let Some(((code, note), at)) = report {
+        if let Some(((code, note), running, at)) = report {
             e.fold_report(code, at);
+            e.running_version = running;
             if let Some(note) = note {
                 self.remember_note(identity, at, &note);
             }
@@ -787,9 +950,13 @@ impl DeviceIndex {
             set_kind: folded.set_kind,
             report: ReportCode::None,
             flags: SEEN,
+            other_version: 0,
+            running_version: 0,
         };
         entry.fold_set(folded.set_kind, folded.attempt, folded.set_at, folded.acked);
+        folded.other.apply(&mut entry);
         entry.fold_report(folded.report, folded.report_at);
+        entry.running_version = folded.running_version;
         if folded.excluded {
             entry.flags |= EXCLUDED;
         }
@@ -885,8 +1052,8 @@ impl DeviceIndex {
     }
 
     fn fold(&self, obs: &DeviceObservation) -> Folded {
-        let (set_kind, attempt, set_at, acked) = match &obs.config_otau {
-            None => (SetKind::Absent, 0, 0, false),
+        let (set_kind, attempt, set_at, acked, other) = match &obs.config_otau {
+            None => (SetKind::Absent, 0, 0, false, OtherManifest::default()),
             Some(state) => {
                 let (kind, attempt) = self.set_kind(state.set.as_deref());
                 (
@@ -894,11 +1061,12 @@ impl DeviceIndex {
                     attempt,
                     normalize_timestamp(state.timestamp.unwrap_or(0)),
                     self.acknowledged(state, kind, attempt),
+                    self.other_manifest(kind, state.set.as_deref()),
                 )
             }
         };
-        let (report, report_at, note) = match &obs.otau_in {
-            None => (ReportCode::None, 0, None),
+        let (report, report_at, note, running) = match &obs.otau_in {
+            None => (ReportCode::None, 0, None, 0),
             Some(state) => {
                 let raw = state.reported.as_deref().or(state.set.as_deref());
                 let (code, note) = self.report_code(raw);
@@ -906,6 +1074,7 @@ impl DeviceIndex {
                     code,
                     normalize_timestamp(state.timestamp.unwrap_or(0)),
                     note,
+                    running_version(raw),
                 )
             }
         };
@@ -920,9 +1089,31 @@ impl DeviceIndex {
             attempt,
             set_at,
             acked,
+            other,
             report,
             report_at,
+            running_version: running,
             note,
+        }
+    }
+
+    /// What to keep of a [`SetKind::OtherManifest`] value: its version's hash and whether a
+    /// package of the connector produced it (compared as JSON, any attempt). Parses only
+    /// other manifests.
+    fn other_manifest(&self, kind: SetKind, value: Option<&str>) -> OtherManifest {
+        if kind != SetKind::OtherManifest {
+            return OtherManifest::default();
+        }
+        match value.map(Manifest::parse) {
+            Some(Ok(m)) => {
+                let m = m.with_attempt(1);
+                OtherManifest {
+                    version: version_hash(&m.version),
+                    produced: self.connector_manifests.contains(&m),
+                    newer_rollout: self.newer_rollout_manifests.contains(&m),
+                }
+            }
+            _ => OtherManifest::default(),
         }
     }
 

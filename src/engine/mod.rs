@@ -38,6 +38,7 @@ mod counts;
 mod device;
 mod events;
 mod failures;
+mod foreign;
 mod index;
 mod memory;
 mod notify;
@@ -60,9 +61,13 @@ use crate::api::rollout::{RolloutSpec, RolloutStatus};
 pub use blocked::{WriteShortfall, reconcile_blocked, writes_failed};
 pub use control::ResumeRequest;
 pub use device::{
-    DeviceState, EvalContext, attempt_written_at, evaluate, report_belongs_to_attempt, times_out_at,
+    DeviceState, EvalContext, attempt_written_at, busy_until, evaluate, report_belongs_to_attempt,
+    times_out_at,
 };
 pub use events::{EngineEvent, EventType, MAX_EVENT_MESSAGE_BYTES, ThresholdTrip, reason};
+pub use foreign::{
+    connector_manifests, created_before, newer_rollout_manifests, newer_rollout_packages,
+};
 pub use index::{
     DeviceEntry, DeviceIndex, IndexConfig, MAX_ATTEMPT, MAX_NOTES, Notified, ReportCode, SetKind,
 };

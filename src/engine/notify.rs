@@ -41,7 +41,7 @@ pub fn choose_notifications(
             break;
         }
         let attempt = match states[p] {
-            DeviceState::Pending if (p as u64) < input.covered => 1u8,
+            s if s.awaits_first_notification() && (p as u64) < input.covered => 1u8,
             DeviceState::RetryDue { next } => next,
             _ => continue,
         };

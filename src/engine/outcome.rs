@@ -262,7 +262,8 @@ pub fn last_progress_at(
 
 /// What decides when to look again.
 pub struct RequeueInput<'a> {
-    /// The earliest device timeout of the devices in flight before the step's writes.
+    /// The earliest device timeout of the devices in flight before the step's writes, or end
+    /// of a busy device's wait (whichever comes first).
     pub earliest_timeout: Option<Micros>,
     /// Whether this step notified devices.
     pub notified: bool,

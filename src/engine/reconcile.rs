@@ -7,12 +7,13 @@ use std::borrow::Cow;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::rollout::{
-    DeviceFailure, HeldDevices, PauseInfo, RolloutStatus, WavePlan, success_rate, wave_progress,
+    BusyDevices, DeviceFailure, ForeignManifests, HeldDevices, PauseInfo, RolloutStatus, WavePlan,
+    success_rate, wave_progress,
 };
 
 use super::control::{Control, paused_by, read_control, user_pause_events};
 use super::counts::{attributed_counts, held_by_wave, held_in_plan, sum_counts};
-use super::device::{DeviceState, EvalContext, evaluate, times_out_at};
+use super::device::{DeviceState, EvalContext, busy_until, evaluate, times_out_at};
 use super::events::EngineEvent;
 use super::failures::recent_failures;
 use super::index::DeviceIndex;
@@ -70,9 +71,15 @@ fn evaluate_all(
                 pass.unfinished_notified[pw] += 1;
             }
         }
-        if state.is_in_flight() {
+        let due_by_time = if state.is_in_flight() {
             pass.in_flight += 1;
-            let at = times_out_at(entry, &ctx);
+            Some(times_out_at(entry, &ctx))
+        } else if state == DeviceState::Busy {
+            busy_until(entry, &ctx)
+        } else {
+            None
+        };
+        if let Some(at) = due_by_time {
             pass.earliest_timeout = Some(pass.earliest_timeout.map_or(at, |e| e.min(at)));
         }
         pass.states.push(state);
@@ -165,6 +172,8 @@ fn begin_step<'i>(
         max_attempts: policy.max_attempts,
         retries_allowed: !control.aborted(),
         rollout_started_at: None,
+        take_over_busy: spec.policy.busy_devices == BusyDevices::TakeOver,
+        skip_foreign: spec.policy.foreign_manifests == ForeignManifests::Skip,
     };
     let pass = evaluate_all(index, &order, &sizes, &starts, ctx);
     let judged_waves = progression.current;

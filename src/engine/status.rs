@@ -61,8 +61,10 @@ pub fn count(counts: &mut DeviceCounts, state: DeviceState) {
         DeviceState::Failed => counts.failed += 1,
         DeviceState::Aborted => counts.aborted += 1,
         DeviceState::TimedOut => counts.timed_out += 1,
-        DeviceState::Skipped => counts.skipped += 1,
+        DeviceState::Skipped | DeviceState::Superseded => counts.skipped += 1,
         DeviceState::Invalid => counts.invalid += 1,
+        DeviceState::Busy => counts.busy += 1,
+        DeviceState::Foreign | DeviceState::ForeignSkipped => counts.foreign += 1,
     }
 }
 
@@ -205,6 +207,8 @@ pub fn counts_text(c: &DeviceCounts) -> String {
         (c.aborted, "aborted"),
         (c.invalid, "invalid"),
         (c.skipped, "skipped"),
+        (c.busy, "busy"),
+        (c.foreign, "foreign"),
         (c.notified + c.in_progress, "in flight"),
         (c.pending, "pending"),
     ];

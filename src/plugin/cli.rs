@@ -277,6 +277,10 @@ pub enum StateFilter {
     Skipped,
     /// Sent a report that cannot be parsed.
     Invalid,
+    /// Not notified: installing another manifest right now (`policy.busyDevices: Wait`).
+    Busy,
+    /// Holds a manifest no SoftwarePackage of the connector produced, not notified.
+    Foreign,
 }
 
 /// `devices`.

@@ -12,16 +12,17 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 use crate::api::iot_connector::{AuthScheme as SpecAuthScheme, IoTConnector};
-use crate::api::rollout::Rollout;
+use crate::api::rollout::{BusyDevices, ForeignManifests, Rollout};
 use crate::api::software_package::SoftwarePackage;
 use crate::engine::{
     DeviceIndex, DeviceObservation, DeviceState, EvalContext, IndexConfig, ParsedPolicy, SetKind,
-    cumulative_sizes, evaluate, order_key, order_seed, positional_wave,
+    connector_manifests, cumulative_sizes, evaluate, newer_rollout_manifests,
+    newer_rollout_packages, order_key, order_seed, positional_wave,
 };
 use crate::net::outbound::OutboundPolicy;
 use crate::otau::{Manifest, Report};
@@ -86,8 +87,10 @@ pub fn state_name(state: DeviceState) -> &'static str {
         DeviceState::Failed => "failed",
         DeviceState::Aborted => "aborted",
         DeviceState::TimedOut => "timedOut",
-        DeviceState::Skipped => "skipped",
+        DeviceState::Skipped | DeviceState::Superseded => "skipped",
         DeviceState::Invalid => "invalid",
+        DeviceState::Busy => "busy",
+        DeviceState::Foreign | DeviceState::ForeignSkipped => "foreign",
     }
 }
 
@@ -103,6 +106,8 @@ pub fn filter_name(filter: StateFilter) -> &'static str {
         StateFilter::TimedOut => "timedOut",
         StateFilter::Skipped => "skipped",
         StateFilter::Invalid => "invalid",
+        StateFilter::Busy => "busy",
+        StateFilter::Foreign => "foreign",
     }
 }
 
@@ -111,10 +116,54 @@ fn rfc3339_of_micros(us: i64) -> Option<String> {
     Timestamp::from_microsecond(us).ok().map(|t| t.to_string())
 }
 
+/// The other manifests a device of the Rollout may hold that the engine tells apart, as the
+/// operator finds them: of the connector's packages, and of those newer Rollouts roll out.
+#[derive(Debug, Clone, Default)]
+pub struct OtherManifests {
+    /// Of every SoftwarePackage of the connector.
+    pub connector: Vec<Manifest>,
+    /// Of the packages of the Rollouts created after this one.
+    pub newer_rollouts: Vec<Manifest>,
+}
+
+async fn other_manifests(
+    target: &Target,
+    rollout: &Rollout,
+    packages: &[SoftwarePackage],
+    package: &SoftwarePackage,
+) -> Result<OtherManifests, PluginError> {
+    let ns = &target.namespace;
+    let rollouts: Api<Rollout> = Api::namespaced(target.client.clone(), ns);
+    let listed = rollouts.list(&ListParams::default()).await.map_err(|e| {
+        Subject {
+            kind: "Rollout",
+            resource: "rollouts",
+            otau: true,
+            namespace: Some(ns),
+            name: None,
+            verb: "list",
+        }
+        .explain(e)
+    })?;
+    let connector = &package.spec.connector_ref.name;
+    let newer = newer_rollout_packages(rollout, &listed.items);
+    Ok(OtherManifests {
+        connector: connector_manifests(packages, ns, connector),
+        newer_rollouts: newer_rollout_manifests(
+            packages,
+            ns,
+            connector,
+            &rollout.spec.package_ref.name,
+            &newer,
+        ),
+    })
+}
+
 /// The rows of every targeted device among `identities`, in wave order, at `now` (µs).
 pub fn device_rows(
     rollout: &Rollout,
     manifest: &Manifest,
+    others: &OtherManifests,
     identities: &[Identity],
     now: i64,
 ) -> Result<Vec<DeviceRow>, PluginError> {
@@ -126,6 +175,8 @@ pub fn device_rows(
             seed: seed.clone(),
             targets: rollout.spec.targets.clone(),
             manifest: manifest.clone(),
+            connector_manifests: others.connector.clone(),
+            newer_rollout_manifests: others.newer_rollouts.clone(),
         },
         identities.iter().map(DeviceObservation::from),
     );
@@ -147,6 +198,8 @@ pub fn device_rows(
             .find(|w| w.number == 1)
             .and_then(|w| w.started_at.as_ref())
             .map(|t| t.0.as_microsecond()),
+        take_over_busy: rollout.spec.policy.busy_devices == BusyDevices::TakeOver,
+        skip_foreign: rollout.spec.policy.foreign_manifests == ForeignManifests::Skip,
     };
     let mut in_scope: Vec<(u64, &Identity)> = identities
         .iter()
@@ -461,7 +514,20 @@ pub async fn run(
     }
     let identities: Vec<Identity> = by_identity.into_values().collect();
     let now = Timestamp::now().as_microsecond();
-    let mut rows = device_rows(&rollout, &manifest, &identities, now)?;
+    let packages: Api<SoftwarePackage> = Api::namespaced(target.client.clone(), ns);
+    let listed = packages.list(&ListParams::default()).await.map_err(|e| {
+        Subject {
+            kind: "SoftwarePackage",
+            resource: "softwarepackages",
+            otau: true,
+            namespace: Some(ns),
+            name: None,
+            verb: "list",
+        }
+        .explain(e)
+    })?;
+    let others = other_manifests(target, &rollout, &listed.items, &package).await?;
+    let mut rows = device_rows(&rollout, &manifest, &others, &identities, now)?;
     if let Some(filter) = args.state {
         let wanted = filter_name(filter);
         rows.retain(|r| r.state == wanted);

@@ -85,6 +85,9 @@ pub fn list_view(
         "WAVE",
         "SUCCEEDED",
         "FAILED",
+        "BUSY",
+        "FOREIGN",
+        "RERUNS",
         "TARGETED",
         "SUCCESS",
         "AGE",
@@ -106,6 +109,9 @@ pub fn list_view(
                 t.succeeded.to_string(),
                 // `status.totals.failed`, the number the CRD's Failed printer column shows.
                 t.failed.to_string(),
+                t.busy.to_string(),
+                t.foreign.to_string(),
+                t.reruns.to_string(),
                 t.targeted.to_string(),
                 status
                     .success_rate
@@ -311,6 +317,9 @@ mod tests {
             aborted: 2,
             timed_out: 3,
             invalid: 4,
+            busy: 5,
+            foreign: 6,
+            reruns: 7,
             ..DeviceCounts::default()
         };
         r.status = Some(RolloutStatus {
@@ -327,6 +336,14 @@ mod tests {
         let at = header.iter().position(|h| *h == "FAILED").expect("FAILED");
         // The phase cell is two words ("… Pending").
         assert_eq!(row[at + 1], totals.failed.to_string(), "{text}");
+        for (column, value) in [
+            ("BUSY", totals.busy),
+            ("FOREIGN", totals.foreign),
+            ("RERUNS", totals.reruns),
+        ] {
+            let at = header.iter().position(|h| *h == column).expect(column);
+            assert_eq!(row[at + 1], value.to_string(), "{column}: {text}");
+        }
     }
 
     #[test]

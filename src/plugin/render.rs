@@ -39,9 +39,11 @@ pub fn phase_text(phase: RolloutPhase, style: &Style) -> String {
     style.paint(tone, &format!("{symbol} {word}"))
 }
 
-/// Devices of `c` that have not finished (pending, notified, in progress).
+/// Devices of `c` that have not finished (pending, notified, in progress, busy with another
+/// manifest). Foreign devices are left out: they are written as soon as their wave starts,
+/// or never under `foreignManifests: Skip`.
 fn unfinished(c: &DeviceCounts) -> i64 {
-    c.pending + c.notified + c.in_progress
+    c.pending + c.notified + c.in_progress + c.busy
 }
 
 fn condition<'a>(
@@ -110,8 +112,12 @@ pub fn waiting_for(rollout: &Rollout, now: Timestamp) -> Option<String> {
     if let Some(wave) = current {
         let left = unfinished(&wave.counts);
         if left > 0 {
+            let busy = match wave.counts.busy {
+                0 => String::new(),
+                n => format!(" ({n} busy installing another manifest)"),
+            };
             return Some(format!(
-                "{left} device{} of wave {} to finish",
+                "{left} device{} of wave {} to finish{busy}",
                 if left == 1 { "" } else { "s" },
                 wave.number
             ));
@@ -272,6 +278,9 @@ pub fn totals_line(t: &DeviceCounts) -> String {
         ("timed out", t.timed_out),
         ("skipped", t.skipped),
         ("invalid", t.invalid),
+        ("busy", t.busy),
+        ("foreign", t.foreign),
+        ("re-ran after succeeding", t.reruns),
     ];
     let shown: Vec<String> = parts
         .iter()
@@ -341,13 +350,16 @@ fn wave_table(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: 
                     count(style, c.succeeded, Tone::Good),
                     count(style, c.failed + c.aborted + c.invalid, Tone::Bad),
                     count(style, c.timed_out, Tone::Bad),
+                    c.busy.to_string(),
+                    c.foreign.to_string(),
+                    c.reruns.to_string(),
                     age(w.started_at.as_ref(), now),
                     completed,
                 ]
             }
             None => {
                 let mut row = vec![label, planned];
-                row.extend(std::iter::repeat_n("-".to_owned(), 6));
+                row.extend(std::iter::repeat_n("-".to_owned(), 9));
                 row.push(style.paint(Tone::Dim, "not started"));
                 row.push(String::new());
                 row
@@ -366,6 +378,9 @@ fn wave_table(rollout: &Rollout, status: &RolloutStatus, now: Timestamp, style: 
             "SUCCEEDED",
             "FAILED",
             "TIMED OUT",
+            "BUSY",
+            "FOREIGN",
+            "RERUNS",
             "STARTED",
             "COMPLETED",
         ],
@@ -478,7 +493,9 @@ pub(super) mod tests {
             .expect("wave 1");
         assert_eq!(
             wave1.split_whitespace().collect::<Vec<_>>(),
-            ["1", "10", "0", "0", "0", "9", "1", "0", "2m40s", "60s"]
+            [
+                "1", "10", "0", "0", "0", "9", "1", "0", "0", "0", "0", "2m40s", "60s"
+            ]
         );
         let wave2 = text
             .lines()
@@ -493,6 +510,54 @@ pub(super) mod tests {
             Some("10"),
             "planned size from the plan: {wave2}"
         );
+    }
+
+    #[test]
+    fn busy_foreign_and_reruns_show_in_the_totals_and_the_wave_table() {
+        let counts = DeviceCounts {
+            targeted: 12,
+            pending: 1,
+            succeeded: 6,
+            busy: 2,
+            foreign: 3,
+            reruns: 4,
+            ..DeviceCounts::default()
+        };
+        let r = rollout(RolloutStatus {
+            phase: Some(RolloutPhase::Progressing),
+            current_wave: 1,
+            waves: vec![WaveStatus {
+                number: 1,
+                counts: counts.clone(),
+                started_at: Some(at(900)),
+                ..WaveStatus::default()
+            }],
+            totals: counts,
+            ..RolloutStatus::default()
+        });
+        let now = Timestamp::from_second(1_000).expect("now");
+        let text = status_view(&r, now, &Style::plain());
+        assert!(
+            text.contains(
+                "Devices:       1 pending, 6 succeeded, 2 busy, 3 foreign, 4 re-ran after succeeding\n"
+            ),
+            "{text}"
+        );
+        let header = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("WAVE"))
+            .expect("header");
+        let wave1 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("1 "))
+            .expect("wave 1");
+        let cell = |name: &str| {
+            let at = header.find(name).expect(name);
+            wave1[at..].split_whitespace().next().map(str::to_owned)
+        };
+        assert_eq!(cell("BUSY").as_deref(), Some("2"), "{text}");
+        assert_eq!(cell("FOREIGN").as_deref(), Some("3"), "{text}");
+        assert_eq!(cell("RERUNS").as_deref(), Some("4"), "{text}");
     }
 
     #[test]
@@ -523,6 +588,15 @@ pub(super) mod tests {
         assert_eq!(
             waiting_for(&running, now).as_deref(),
             Some("3 devices of wave 1 to finish")
+        );
+        let mut busy = running.clone();
+        if let Some(s) = busy.status.as_mut() {
+            s.waves[0].counts.busy = 2;
+            s.waves[0].counts.targeted = 7;
+        }
+        assert_eq!(
+            waiting_for(&busy, now).as_deref(),
+            Some("5 devices of wave 1 to finish (2 busy installing another manifest)")
         );
         assert!(!has_ended(&running));
         let colour = status_view(&running, now, &Style { colour: true });

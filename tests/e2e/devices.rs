@@ -9,7 +9,7 @@ use kube::api::Api;
 use otau_operator::api::Rollout;
 use otau_operator::api::rollout::DeviceCounts;
 use otau_operator::emulator::fleet::Profile;
-use otau_operator::otau::Report;
+use otau_operator::otau::{CONFIG_OTAU, Manifest, Report};
 
 use crate::harness::{
     Emu, Operator, VERSION, WEBHOOK_KEY, apply, base_yaml, rollout_yaml, wait_rollout,
@@ -200,18 +200,64 @@ async fn reports_for_another_version_time_out() {
     }
 }
 
-/// A package applied out of band is installing when our manifest arrives: the device holds
-/// it (no ack) for 1 s, reports the other version, then runs ours to the end within the
-/// device timeout.
+/// The client name the out-of-band writes carry in the emulator's ground truth.
+const EXOSENSE: &str = "exosense-ui";
+
+/// A package deployed out of band (as from the ExoSense UI: a cloud write of its manifest to
+/// `config_otau`) is installing when the Rollout starts: the device holds that manifest and
+/// reports `INSTALL` of its version. Under the default `busyDevices: Wait` it is counted busy
+/// and not written while that update runs (the status shows it busy while the ground truth
+/// holds no operator write); once it ends the device is written once and runs ours to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_band_install_delays_our_update_which_succeeds() {
-    let (emu, t) = roll_out(
-        "e2e-dev-oob",
-        66,
-        "out_of_band: {fraction: 1, version: 1.5.0-oob, duration: 1s}",
-    )
+async fn a_busy_device_waits_counted_busy_then_succeeds() {
+    const OOB: &str = "1.5.0-oob";
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-dev-busy").await;
+    let behaviour = format!("out_of_band: {{fraction: 1, version: {OOB}, duration: 30s}}");
+    let emu = Emu::start_http(&fleet(66, &behaviour)).await;
+    let conn = emu.conn();
+    let other = Manifest::url_list(
+        OOB,
+        "Vendor tool",
+        "",
+        vec![format!("https://vendor.example.com/tool/{OOB}.img")],
+    );
+    for id in field_ids() {
+        crate::support::wait_for(crate::harness::DEADLINE, "the out-of-band install", || {
+            let installing = status_of(&emu, &id) == Some(("INSTALL".into(), OOB.into()));
+            async move { installing }
+        })
+        .await;
+        conn.set_state(&id, &[(CONFIG_OTAU.into(), other.to_json())], EXOSENSE)
+            .expect("out-of-band write");
+    }
+    let _op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &base_yaml(&emu));
+    let spec = "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 60s\n    failureThreshold:\n      percent: 100\n";
+    apply(cp, &ns, &rollout_yaml("fw", spec));
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    wait_rollout(&api, "fw", "the field devices counted busy", |r| {
+        r.status.as_ref().is_some_and(|s| s.totals.busy == N as i64)
+    })
     .await;
+    let ours = |id: &str| -> Vec<i64> {
+        conn.ground_truth(id)
+            .iter()
+            .filter(|w| w.client != EXOSENSE)
+            .map(|w| w.at)
+            .collect()
+    };
+    let seen_busy = conn.now_micros();
+    for id in field_ids() {
+        assert_eq!(ours(&id), Vec::<i64>::new(), "{id} written while busy");
+    }
+    let r = wait_rollout(&api, "fw", "Complete", |r| {
+        crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let t = r.status.expect("status").totals;
     assert_eq!(counts(&t), ((N + PLAIN) as i64, 0, 0, 0), "{t:?}");
+    assert_eq!((t.busy, t.foreign), (0, 0), "{t:?}");
     for id in field_ids() {
         assert_eq!(
             status_of(&emu, &id),
@@ -219,7 +265,19 @@ async fn out_of_band_install_delays_our_update_which_succeeds() {
             "{id}"
         );
         assert!(acked(&emu, &id), "{id}");
-        assert_eq!(emu.writes().get(&id), Some(&vec![Some(1)]), "{id}");
+        let written = ours(&id);
+        assert_eq!(written.len(), 1, "{id}: {written:?}");
+        assert!(
+            written[0] >= seen_busy,
+            "{id} written at {} before {seen_busy}",
+            written[0]
+        );
+        let truth = conn.ground_truth(&id);
+        assert_eq!(
+            truth.last().map(|w| w.attempt),
+            Some(Some(1)),
+            "{id}: {truth:?}"
+        );
     }
 }
 

@@ -24,3 +24,4 @@ mod push;
 mod push_checks;
 mod readme;
 mod restart;
+mod upgrade;

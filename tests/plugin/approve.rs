@@ -141,9 +141,9 @@ async fn approve_opens_gated_waves_once_each_and_complete_status() {
     eprintln!("--- list\n{list}");
     let row = line_starting(&list, "fw-gate").expect("row");
     assert_eq!(
-        row.split_whitespace().collect::<Vec<_>>()[..9],
+        row.split_whitespace().collect::<Vec<_>>()[..12],
         [
-            "fw-gate", "fw", "✔", "Complete", "3/3", "30", "0", "30", "100.0%"
+            "fw-gate", "fw", "✔", "Complete", "3/3", "30", "0", "0", "0", "0", "30", "100.0%"
         ],
         "{list}"
     );

@@ -185,3 +185,89 @@ async fn devices_failed_are_exactly_the_emulators_failures() {
     );
     assert!(!ran.stderr.contains(MTOKEN) && !ran.stdout.contains(MTOKEN));
 }
+
+/// Devices holding a manifest no package of the connector made (deployed from elsewhere, here
+/// written to the emulator as the ExoSense UI would) show as `foreign` in `status`, `list` and
+/// `devices`, exactly those devices; the Rollout is paused from the start, so none is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_devices_show_in_status_list_and_devices() {
+    use otau_operator::otau::{CONFIG_OTAU, Manifest, Report};
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("plugin-foreign").await;
+    let emu = Emu::start(&profile(34, &[("ok-", 6, "")])).await;
+    let conn = emu.conn();
+    let tool = Manifest::url_list(
+        "7.7.0",
+        "Vendor tool",
+        "",
+        vec!["https://vendor.example.com/tool/7.7.0.img".into()],
+    );
+    let foreign: BTreeSet<String> = ["ok-000001", "ok-000004"].map(String::from).into();
+    for id in &foreign {
+        conn.set_state(id, &[(CONFIG_OTAU.into(), tool.to_json())], "exosense-ui")
+            .expect("out-of-band write");
+    }
+    // The devices run that update to its end: then they are foreign, not busy.
+    for id in &foreign {
+        crate::support::wait_for(crate::harness::DEADLINE, "the out-of-band update", || {
+            let done = emu
+                .reported(id, "otau_in")
+                .and_then(|r| Report::parse(&r).ok())
+                .is_some_and(|r| r.version == "7.7.0" && r.status.as_str() == "INSTALLED_VERSION");
+            async move { done }
+        })
+        .await;
+    }
+    let _op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &base_yaml(&emu));
+    apply(
+        cp,
+        &ns,
+        &rollout_yaml("fw-foreign", &format!("  paused: true\n{TOLERANT}")),
+    );
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    wait_rollout(&api, "fw-foreign", "two foreign devices", |r| {
+        r.status.as_ref().is_some_and(|s| s.totals.foreign == 2)
+    })
+    .await;
+
+    let text = otau(cp, &ns, &["status", "fw-foreign"]);
+    eprintln!("--- status (foreign devices)\n{text}");
+    assert!(
+        text.contains("Devices:       4 pending, 2 foreign\n"),
+        "{text}"
+    );
+
+    let text = otau(cp, &ns, &["list"]);
+    let mut lines = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    let header = lines.next().expect("header");
+    let row = lines.next().expect("row");
+    let at = header
+        .iter()
+        .position(|h| *h == "FOREIGN")
+        .expect("FOREIGN");
+    // The phase cell is two words ("॥ Paused").
+    assert_eq!(row[at + 1], "2", "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&otau(
+        cp,
+        &ns,
+        &["devices", "fw-foreign", "--state", "foreign", "-o", "json"],
+    ))
+    .expect("JSON");
+    let listed: BTreeSet<String> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["identity"].as_str().expect("identity").to_owned())
+        .collect();
+    assert_eq!(listed, foreign);
+    for (id, writes) in emu.write_records() {
+        assert!(
+            writes.iter().all(|w| w.client == "exosense-ui"),
+            "{id} written by the paused Rollout: {writes:?}"
+        );
+    }
+}

@@ -45,6 +45,14 @@ fn a_healthy_fleet_completes_every_wave_in_order() {
         previous_end = completed;
     }
     assert_eq!(int(&r["totals"]["succeeded"]), n);
+    // The counts of docs/rollouts.md "Busy and foreign devices" are in the report: the
+    // simulated connector holds no other manifest, and no device re-runs the update.
+    for count in ["busy", "foreign", "reruns"] {
+        assert_eq!(int(&r["totals"][count]), 0, "totals.{count}");
+        for wave in r["waves"].as_array().expect("waves") {
+            assert_eq!(int(&wave["counts"][count]), 0, "{count} in {wave}");
+        }
+    }
     assert_eq!(int(&r["configOtauWrites"]), n, "one write per device");
     assert_eq!(r["successRate"], "100.0%");
 }

@@ -435,6 +435,20 @@ fn rollout() -> Vec<Bound> {
             rules: &[],
             fixtures: &["rollout-on-failure-unknown"],
         },
+        Bound {
+            kind: K,
+            path: "spec.policy.busyDevices",
+            max_length: None,
+            rules: &[],
+            fixtures: &["rollout-busy-devices-unknown"],
+        },
+        Bound {
+            kind: K,
+            path: "spec.policy.foreignManifests",
+            max_length: None,
+            rules: &[],
+            fixtures: &["rollout-foreign-manifests-unknown"],
+        },
         // Free text: bounded by length only (the token is compared, the seed hashed).
         Bound {
             kind: K,

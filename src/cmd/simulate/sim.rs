@@ -384,6 +384,9 @@ async fn run_once(
         seed: order_seed(&spec, &namespace, &name),
         targets: spec.targets.clone(),
         manifest: manifest.clone(),
+        // The simulated connector holds this package only.
+        connector_manifests: vec![manifest.clone()],
+        newer_rollout_manifests: Vec::new(),
     });
     let mut status = RolloutStatus::default();
     let mut memory = EngineMemory::default();

@@ -347,10 +347,20 @@ impl Pollers {
         let mut subs = poller.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = subs.get(request.uid) {
             let mut held = existing.lock();
-            if *held.index.config() != request.config {
+            if !held.index.same_devices(&request.config) {
                 held.index = DeviceIndex::new(request.config);
                 held.epoch += 1;
                 held.ready = false;
+                drop(held);
+                poller.poke();
+            } else if *held.index.config() != request.config {
+                // Another package or Rollout on the connector: the devices stay; the next
+                // listing refreshes what each entry knows of the manifest it holds.
+                let config = request.config;
+                held.index.set_other_manifests(
+                    config.connector_manifests,
+                    config.newer_rollout_manifests,
+                );
                 drop(held);
                 poller.poke();
             }
@@ -645,6 +655,8 @@ mod tests {
                     ..Targets::default()
                 },
                 manifest: Manifest::url_list("2.0", "fw", "", vec![]),
+                connector_manifests: Vec::new(),
+                newer_rollout_manifests: Vec::new(),
             }),
             epoch: 0,
             ready: true,

@@ -33,8 +33,7 @@ pub fn is_active(rollout: &Rollout) -> bool {
 
 /// Whether `a` was created before `b` (ties: by name).
 pub fn is_older(a: &Rollout, b: &Rollout) -> bool {
-    let created = |r: &Rollout| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    (created(a), a.name_any()) < (created(b), b.name_any())
+    crate::engine::created_before(a, b)
 }
 
 /// The first older, active Rollout whose devices overlap `mine`'s, with a sentence for the

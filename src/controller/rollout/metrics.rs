@@ -10,7 +10,7 @@ use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use crate::api::rollout::{DeviceCounts, MAX_WAVES, RolloutPhase, RolloutStatus};
 
 /// Device states, as in `status.totals`.
-pub const STATES: [&str; 10] = [
+pub const STATES: [&str; 13] = [
     "targeted",
     "pending",
     "notified",
@@ -21,6 +21,9 @@ pub const STATES: [&str; 10] = [
     "timed_out",
     "skipped",
     "invalid",
+    "busy",
+    "foreign",
+    "reruns",
 ];
 
 /// Phases, as in `status.phase`.
@@ -81,7 +84,7 @@ fn phase_name(phase: RolloutPhase) -> &'static str {
     }
 }
 
-fn values(c: &DeviceCounts) -> [i64; 10] {
+fn values(c: &DeviceCounts) -> [i64; 13] {
     [
         c.targeted,
         c.pending,
@@ -93,6 +96,9 @@ fn values(c: &DeviceCounts) -> [i64; 10] {
         c.timed_out,
         c.skipped,
         c.invalid,
+        c.busy,
+        c.foreign,
+        c.reruns,
     ]
 }
 
@@ -345,9 +351,12 @@ mod tests {
         let registry = Registry::new();
         let m = RolloutMetrics::register(&registry).expect("register");
         let counts = DeviceCounts {
-            targeted: 10,
+            targeted: 13,
             succeeded: 8,
             failed: 2,
+            busy: 1,
+            foreign: 2,
+            reruns: 3,
             ..DeviceCounts::default()
         };
         let status = RolloutStatus {
@@ -376,6 +385,9 @@ mod tests {
         let text = render(&registry);
         for line in [
             r#"otau_rollout_devices{namespace="ns",rollout="r",state="succeeded",wave="1"} 8"#,
+            r#"otau_rollout_devices{namespace="ns",rollout="r",state="busy",wave="1"} 1"#,
+            r#"otau_rollout_devices{namespace="ns",rollout="r",state="foreign",wave="1"} 2"#,
+            r#"otau_rollout_devices{namespace="ns",rollout="r",state="reruns",wave="1"} 3"#,
             r#"otau_rollout_success_ratio{namespace="ns",rollout="r"} 0.8"#,
             r#"otau_rollout_phase{namespace="ns",phase="Complete",rollout="r"} 1"#,
             r#"otau_rollout_phase{namespace="ns",phase="Paused",rollout="r"} 0"#,

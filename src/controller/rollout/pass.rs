@@ -128,6 +128,9 @@ struct Held {
 /// What a Rollout needs before it can deliver.
 struct Prerequisites {
     manifest: Manifest,
+    /// The manifests of the SoftwarePackages of the connector (which other manifests in
+    /// `config_otau` are not foreign), and those of them newer Rollouts roll out.
+    others: OtherManifests,
     package: SoftwarePackage,
     connector: IoTConnector,
     platform: Arc<dyn Platform>,
@@ -202,6 +205,8 @@ fn subscribe(
             seed: order_seed(&pass.rollout.spec, &pass.namespace, &pass.name),
             targets: pass.rollout.spec.targets.clone(),
             manifest: ready.manifest.clone(),
+            connector_manifests: ready.others.connector.clone(),
+            newer_rollout_manifests: ready.others.newer_rollouts.clone(),
         },
     });
     (sub, connector_key)
@@ -604,12 +609,52 @@ async fn prerequisites(
             &connector,
         )
         .await?;
+    let others = other_manifests(rollout, ctx, &packages, connector_name).await?;
     Ok(Ok(Prerequisites {
         manifest,
+        others,
         package,
         connector,
         platform: client.platform.clone(),
     }))
+}
+
+/// The other manifests a device of the Rollout may hold that the engine tells apart.
+struct OtherManifests {
+    /// Of every SoftwarePackage of the connector.
+    connector: Vec<Manifest>,
+    /// Of the packages of the Rollouts created after this one (the cached Rollouts of the
+    /// namespace).
+    newer_rollouts: Vec<Manifest>,
+}
+
+/// The manifests of the SoftwarePackages of the connector `connector` (one list of the
+/// namespace's packages per pass, like the get of the Rollout's own package), and of those
+/// that newer Rollouts roll out.
+async fn other_manifests(
+    rollout: &Rollout,
+    ctx: &RolloutContext,
+    packages: &Api<SoftwarePackage>,
+    connector: &str,
+) -> Result<OtherManifests, Error> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let listed = packages
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::kube("list SoftwarePackages"))?;
+    let cached = ctx.rollouts();
+    let newer =
+        engine::newer_rollout_packages(rollout, cached.iter().filter_map(|r| r.0.as_ref().ok()));
+    Ok(OtherManifests {
+        connector: engine::connector_manifests(&listed.items, &namespace, connector),
+        newer_rollouts: engine::newer_rollout_manifests(
+            &listed.items,
+            &namespace,
+            connector,
+            &rollout.spec.package_ref.name,
+            &newer,
+        ),
+    })
 }
 
 /// The package's `ContentMissing` message, while its `Ready` says so.

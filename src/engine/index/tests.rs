@@ -17,6 +17,8 @@ fn config(targets: Targets) -> IndexConfig {
         seed: "ns/ro".into(),
         targets,
         manifest: manifest(),
+        connector_manifests: Vec::new(),
+        newer_rollout_manifests: Vec::new(),
     }
 }
 
@@ -640,4 +642,127 @@ fn a_pushed_install_overtaken_by_a_later_report_is_still_remembered() {
     )]);
     assert!(!other.apply_partial("d", &report("INSTALLED_VERSION", T + 50)));
     assert!(!other.get("d").unwrap().installed_target());
+}
+
+fn other_package(version: &str) -> Manifest {
+    Manifest::url_list(version, "other", "", vec![format!("other-{version}.bin")])
+}
+
+#[test]
+fn another_manifest_is_the_connectors_or_foreign_and_busy_while_its_version_installs() {
+    let produced = other_package("1.5");
+    let foreign = other_package("9.9");
+    let mut cfg = config(tag_targets());
+    cfg.connector_manifests = vec![manifest(), produced.clone()];
+    let idx = DeviceIndex::build(
+        cfg,
+        [
+            // The connector's package 1.5 at attempt 2, installing it now.
+            with_report(
+                with_set(device("busy"), &produced.with_attempt(2).to_json(), 10),
+                "1.5",
+                "DOWNLOADING",
+                20,
+            ),
+            // The same manifest, its update over.
+            with_report(
+                with_set(device("done"), &produced.to_json(), 10),
+                "1.5",
+                "INSTALLED_VERSION",
+                20,
+            ),
+            // A manifest no package of the connector made, installing it now.
+            with_report(
+                with_set(device("foreign"), &foreign.to_json(), 10),
+                "9.9",
+                "INSTALLING",
+                20,
+            ),
+            // Progress for another version than the manifest it holds.
+            with_report(
+                with_set(device("mismatch"), &produced.to_json(), 10),
+                "1.6",
+                "INSTALLING",
+                20,
+            ),
+            // Our own manifest, in progress: not another manifest at all.
+            with_report(
+                with_set(device("ours"), &manifest().to_json(), 10),
+                "2.0",
+                "INSTALLING",
+                20,
+            ),
+        ],
+    );
+    let facts = |id: &str| {
+        let e = idx.get(id).expect(id);
+        (e.installs_other_manifest(), e.holds_foreign_manifest())
+    };
+    assert_eq!(facts("busy"), (true, false));
+    assert_eq!(facts("done"), (false, false));
+    assert_eq!(facts("foreign"), (true, true));
+    assert_eq!(facts("mismatch"), (false, false));
+    assert_eq!(facts("ours"), (false, false));
+}
+
+#[test]
+fn partial_updates_keep_the_busy_and_foreign_facts_current() {
+    let other = other_package("1.5");
+    let mut idx = DeviceIndex::build(config(tag_targets()), [device("a")]);
+    let facts = |idx: &DeviceIndex| {
+        let e = idx.get("a").expect("a");
+        (e.installs_other_manifest(), e.holds_foreign_manifest())
+    };
+    assert_eq!(facts(&idx), (false, false));
+    // An out-of-band write of another manifest, then the device's progress for it.
+    let set = PartialUpdate {
+        config_otau: Some((other.to_json(), 10)),
+        otau_in: None,
+    };
+    assert!(idx.apply_partial("a", &set));
+    assert_eq!(facts(&idx), (false, true));
+    let progress = Report::new("1.5", Status::parse("INSTALLING"), "").to_json();
+    let report = PartialUpdate {
+        config_otau: None,
+        otau_in: Some((progress, 20)),
+    };
+    assert!(idx.apply_partial("a", &report));
+    assert_eq!(facts(&idx), (true, true));
+    // The update ends.
+    let done = Report::new("1.5", Status::parse("INSTALLED_VERSION"), "").to_json();
+    let report = PartialUpdate {
+        config_otau: None,
+        otau_in: Some((done, 30)),
+    };
+    assert!(idx.apply_partial("a", &report));
+    assert_eq!(facts(&idx), (false, true));
+    // Our write replaces the other manifest.
+    let ours = PartialUpdate {
+        config_otau: Some((manifest().to_json(), 40)),
+        otau_in: None,
+    };
+    assert!(idx.apply_partial("a", &ours));
+    assert_eq!(facts(&idx), (false, false));
+}
+
+#[test]
+fn new_other_manifests_keep_the_devices_and_apply_at_the_next_observation() {
+    let next = other_package("3.0");
+    let holding = with_set(device("a"), &next.to_json(), 10);
+    let mut idx = DeviceIndex::build(config(tag_targets()), [holding.clone(), device("b")]);
+    assert!(idx.get("a").expect("a").holds_foreign_manifest());
+    let mut config = config(tag_targets());
+    config.connector_manifests = vec![next.clone()];
+    config.newer_rollout_manifests = vec![next];
+    assert!(idx.same_devices(&config));
+    idx.set_other_manifests(
+        config.connector_manifests.clone(),
+        config.newer_rollout_manifests.clone(),
+    );
+    assert_eq!(idx.config(), &config);
+    assert_eq!(idx.len(), 2, "no device dropped");
+    idx.upsert([holding]);
+    let e = idx.get("a").expect("a");
+    assert!(!e.holds_foreign_manifest());
+    assert!(e.holds_newer_rollouts_manifest());
 }

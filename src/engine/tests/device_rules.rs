@@ -1,6 +1,8 @@
 //! Table tests of the per-device rules ([`crate::engine::evaluate`]).
 
-use crate::engine::{DeviceEntry, DeviceState, EvalContext, ReportCode, SetKind, evaluate};
+use crate::engine::{
+    DeviceEntry, DeviceState, EvalContext, ReportCode, SetKind, busy_until, evaluate,
+};
 
 const SET_AT: i64 = 1_000;
 const TIMEOUT: i64 = 500;
@@ -18,6 +20,8 @@ fn ctx(
         max_attempts,
         retries_allowed,
         rollout_started_at,
+        take_over_busy: false,
+        skip_foreign: false,
     }
 }
 
@@ -443,6 +447,10 @@ fn finished_in_flight_and_notified_partition_the_states() {
         (TimedOut, true, false, true),
         (Skipped, true, false, false),
         (Invalid, true, false, true),
+        (Busy, false, false, false),
+        (Foreign, false, false, false),
+        (ForeignSkipped, true, false, false),
+        (Superseded, true, false, false),
     ];
     for (state, finished, in_flight, notified) in table {
         assert_eq!(state.is_finished(), finished, "{state:?}");
@@ -638,5 +646,111 @@ fn a_device_excluded_after_its_notification_keeps_its_outcome_and_gets_no_retry(
     assert_eq!(
         state(silent, SET_AT + TIMEOUT, 3, None),
         DeviceState::TimedOut
+    );
+}
+
+/// A device not notified by this rollout whose `config_otau` holds version `1.5` of another
+/// package (of the connector when `produced`), written at [`SET_AT`], with a latest report at
+/// `report_at` that is a non-final status of `running` (`None`: final).
+fn holding(produced: bool, running: Option<&str>, report_at: i64) -> DeviceEntry {
+    DeviceEntry::bare(
+        SetKind::OtherManifest,
+        0,
+        SET_AT,
+        ReportCode::OtherVersion,
+        report_at,
+    )
+    .holding_other("1.5", produced, running)
+}
+
+fn policy_ctx(now: i64, take_over_busy: bool, skip_foreign: bool) -> EvalContext {
+    EvalContext {
+        take_over_busy,
+        skip_foreign,
+        ..ctx(now, 1, true, Some(0))
+    }
+}
+
+#[test]
+fn busy_and_foreign_devices_by_policy() {
+    use DeviceState::*;
+    let report_at = SET_AT + 100;
+    // The wait ends a device timeout after the later of the manifest's write and the report.
+    let waiting = report_at + TIMEOUT - 1;
+    let stalled = report_at + TIMEOUT;
+    // (produced by the connector's packages, running, now, take over, skip, expected)
+    type Case = (bool, Option<&'static str>, i64, bool, bool, DeviceState);
+    let cases: [Case; 16] = [
+        // Installing 1.5 right now: waits under Wait, whoever produced the manifest.
+        (true, Some("1.5"), waiting, false, false, Busy),
+        (false, Some("1.5"), waiting, false, false, Busy),
+        // ... until the update stalls for the device timeout.
+        (true, Some("1.5"), stalled, false, false, Pending),
+        (false, Some("1.5"), stalled, false, false, Foreign),
+        // TakeOver: due at once.
+        (true, Some("1.5"), waiting, true, false, Pending),
+        (false, Some("1.5"), waiting, true, false, Foreign),
+        // Skip: a foreign manifest is never written, busy or not.
+        (false, Some("1.5"), waiting, false, true, ForeignSkipped),
+        (false, None, waiting, false, true, ForeignSkipped),
+        (false, None, waiting, true, true, ForeignSkipped),
+        // Skip leaves the connector's own manifests alone.
+        (true, None, waiting, false, true, Pending),
+        (true, Some("1.5"), waiting, false, true, Busy),
+        // A final report for 1.5 (the update ended): not busy.
+        (true, None, waiting, false, false, Pending),
+        (false, None, waiting, false, false, Foreign),
+        // A non-final report for another version than the manifest's: not busy with it.
+        (true, Some("1.6"), waiting, false, false, Pending),
+        (false, Some("1.6"), waiting, false, false, Foreign),
+        (false, Some("2.0"), waiting, true, false, Foreign),
+    ];
+    for (i, (produced, running, now, take_over, skip, expected)) in cases.into_iter().enumerate() {
+        let entry = holding(produced, running, report_at);
+        let got = evaluate(&entry, &policy_ctx(now, take_over, skip));
+        assert_eq!(
+            got, expected,
+            "case {i}: produced={produced} running={running:?} now={now} take_over={take_over} skip={skip}"
+        );
+    }
+}
+
+#[test]
+fn the_busy_wait_restarts_on_progress_and_is_measured_from_platform_timestamps() {
+    // A report before the manifest's write: the wait runs from the write.
+    let early = holding(true, Some("1.5"), SET_AT - 50);
+    let ctx = policy_ctx(SET_AT, false, false);
+    assert_eq!(busy_until(&early, &ctx), Some(SET_AT + TIMEOUT));
+    // A later progress report moves the end of the wait.
+    let later = holding(true, Some("1.5"), SET_AT + 300);
+    assert_eq!(busy_until(&later, &ctx), Some(SET_AT + 300 + TIMEOUT));
+    // Past it: not busy any more.
+    let past = policy_ctx(SET_AT + 300 + TIMEOUT, false, false);
+    assert_eq!(busy_until(&later, &past), None);
+    // Progress for ever: the total cap from the manifest's value ends the wait.
+    let endless = holding(true, Some("1.5"), SET_AT + 4 * TIMEOUT - 1);
+    let capped = policy_ctx(SET_AT + 4 * TIMEOUT - 1, false, false);
+    assert_eq!(busy_until(&endless, &capped), Some(SET_AT + 4 * TIMEOUT));
+    let over = policy_ctx(SET_AT + 4 * TIMEOUT, false, false);
+    assert_eq!(busy_until(&endless, &over), None);
+    assert_eq!(evaluate(&endless, &over), DeviceState::Pending);
+    // Only another manifest can make a device busy.
+    let ours = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, ReportCode::InProgress, SET_AT + 1);
+    assert_eq!(busy_until(&ours, &ctx), None);
+}
+
+#[test]
+fn a_device_already_at_the_target_is_skipped_whatever_it_holds() {
+    let entry = DeviceEntry::bare(
+        SetKind::OtherManifest,
+        0,
+        SET_AT,
+        ReportCode::Succeeded,
+        SET_AT + 1,
+    )
+    .holding_other("1.5", false, None);
+    assert_eq!(
+        evaluate(&entry, &policy_ctx(SET_AT + 2, false, true)),
+        DeviceState::Skipped
     );
 }

@@ -50,6 +50,18 @@ pub struct SimDevice {
     pub due: Option<(Micros, u32)>,
     /// The attempts the engine wrote to this device, in order.
     pub writes: Vec<u32>,
+    /// An update of another manifest this device runs, until our write replaces it.
+    pub other: Option<OtherInstall>,
+}
+
+/// An update of another manifest (written out of band) that a device is running.
+#[derive(Clone, Debug)]
+pub struct OtherInstall {
+    /// Its version.
+    pub version: String,
+    /// When the device reports `INSTALLED_VERSION` of it (never, if it is later than any
+    /// step).
+    pub ends_at: Micros,
 }
 
 fn report(status: &str) -> String {
@@ -69,7 +81,24 @@ impl SimDevice {
             literal_ack: false,
             due: None,
             writes: Vec::new(),
+            other: None,
         }
+    }
+
+    /// The device runs an update of `other` (written to `config_otau` out of band at
+    /// `started`, reported `INSTALLING` a second later) until `ends_at`.
+    pub fn installing_other(mut self, other: &Manifest, started: Micros, ends_at: Micros) -> Self {
+        self.config = Some(ResourceState::set(other.to_json(), started));
+        let progress = Report::new(&other.version, Status::parse("INSTALLING"), "");
+        self.report = Some(ResourceState::written_by_device(
+            progress.to_json(),
+            started + 1,
+        ));
+        self.other = Some(OtherInstall {
+            version: other.version.clone(),
+            ends_at,
+        });
+        self
     }
 
     /// The device already runs the target version.
@@ -162,6 +191,7 @@ impl Fleet {
             };
             let d = &mut self.devices[i];
             d.writes.push(n.attempt);
+            d.other = None;
             let ack = if d.literal_ack {
                 "ACK".to_owned()
             } else {
@@ -181,6 +211,10 @@ impl Fleet {
     pub fn advance_to(&mut self, to: Micros) {
         self.now = to;
         for d in &mut self.devices {
+            if let Some(o) = d.other.take_if(|o| o.ends_at <= to) {
+                let done = Report::new(&o.version, Status::parse("INSTALLED_VERSION"), "");
+                d.report = Some(ResourceState::written_by_device(done.to_json(), o.ends_at));
+            }
             let Some((at, attempt)) = d.due else { continue };
             if at > to {
                 continue;
@@ -232,6 +266,10 @@ pub struct Run {
     pub fleet: Fleet,
     /// The caller's write batch (`EngineInput::max_notifications`).
     pub max_notifications: Option<usize>,
+    /// The manifests of the connector's packages (this package's by default).
+    pub connector_manifests: Vec<Manifest>,
+    /// The manifests of the packages of newer Rollouts on the connector (none by default).
+    pub newer_rollout_manifests: Vec<Manifest>,
 }
 
 fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
@@ -249,6 +287,8 @@ impl Run {
             memory: EngineMemory::default(),
             fleet,
             max_notifications: None,
+            connector_manifests: vec![manifest()],
+            newer_rollout_manifests: Vec::new(),
         }
     }
 
@@ -265,6 +305,8 @@ impl Run {
                 seed: order_seed(&self.spec, "tests", "ro"),
                 targets: self.spec.targets.clone(),
                 manifest: manifest(),
+                connector_manifests: self.connector_manifests.clone(),
+                newer_rollout_manifests: self.newer_rollout_manifests.clone(),
             },
             self.fleet.observations(),
         )

@@ -253,7 +253,9 @@ fn check_step(
         + t.aborted
         + t.timed_out
         + t.skipped
-        + t.invalid;
+        + t.invalid
+        + t.busy
+        + t.foreign;
     prop_assert_eq!(sum, t.targeted);
     for w in &s.waves {
         let c = &w.counts;
@@ -265,7 +267,9 @@ fn check_step(
             + c.aborted
             + c.timed_out
             + c.skipped
-            + c.invalid;
+            + c.invalid
+            + c.busy
+            + c.foreign;
         prop_assert_eq!(wsum, c.targeted);
     }
     prop_assert!(s.waves.iter().map(|w| w.counts.targeted).sum::<i64>() <= t.targeted);
@@ -465,6 +469,8 @@ fn run_case(
         seed,
         targets: run.spec.targets.clone(),
         manifest: manifest(),
+        connector_manifests: vec![manifest()],
+        newer_rollout_manifests: Vec::new(),
     });
     let mut raw_status = run.status.clone();
     let mut raw_memory = run.memory.clone();
@@ -637,6 +643,8 @@ fn run_device_case(events: Vec<(DeviceEvent, i64)>) -> Result<(), TestCaseError>
         seed: "ns/ro".into(),
         targets,
         manifest: manifest(),
+        connector_manifests: vec![manifest()],
+        newer_rollout_manifests: Vec::new(),
     };
     let listed = |set: &ResourceState, report: &Option<ResourceState>| DeviceObservation {
         identity: "d".into(),
@@ -724,6 +732,8 @@ fn run_device_case(events: Vec<(DeviceEvent, i64)>) -> Result<(), TestCaseError>
             max_attempts: 10,
             retries_allowed: true,
             rollout_started_at: Some(started),
+            take_over_busy: false,
+            skip_foreign: false,
         };
         let state = evaluate(&entry, &ctx);
         if installed_seen {

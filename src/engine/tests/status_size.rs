@@ -140,6 +140,8 @@ fn fill_per_wave_lists(status: &mut crate::api::rollout::RolloutStatus) {
         timed_out: max,
         skipped: max,
         invalid: max,
+        busy: max,
+        foreign: max,
     };
     status.waves = (1..=20)
         .map(|number| WaveStatus {
