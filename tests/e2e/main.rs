@@ -13,6 +13,7 @@ mod complete;
 mod conflict;
 mod content;
 mod control;
+mod counting;
 mod devices;
 mod equivalence;
 mod leader;
