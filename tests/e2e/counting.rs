@@ -14,20 +14,8 @@ use crate::harness::{
     Emu, Group, Operator, apply, base_yaml, condition, has, identities, profile_of, rollout_for,
     wait_rollout,
 };
+use crate::policies::{STRICT_PACKAGE, strict_rollout_for};
 use crate::support::ControlPlane;
-
-/// A second links-only package on the same connector (one Rollout per fleet and package).
-const SECOND_PACKAGE: &str = "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw-second\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.2\n  links:\n    - https://vendor.example.com/fw/2.0.2/fw.img\n";
-
-/// `rollout_for`, for the second package.
-fn second_rollout(name: &str, fleet: &str, rest: &str) -> String {
-    let yaml = rollout_for(name, fleet, rest).replace(
-        "packageRef:\n    name: fw\n",
-        "packageRef:\n    name: fw-second\n",
-    );
-    assert!(yaml.contains("fw-second"));
-    yaml
-}
 
 /// Asserts every device of `ids` was written exactly once, with attempt 1.
 fn written_once(emu: &Emu, ids: &[String]) {
@@ -96,14 +84,18 @@ async fn progress_restarts_the_device_timeout_until_the_total_cap() {
     let emu = Emu::start(&profile).await;
     let _op = Operator::start(cp, &ns, &[]).await;
     apply(cp, &ns, &base_yaml(&emu));
-    apply(cp, &ns, SECOND_PACKAGE);
+    apply(cp, &ns, STRICT_PACKAGE);
     let policy = |total: &str| {
         format!(
             "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 3s\n    deviceTimeoutTotal: {total}\n"
         )
     };
     apply(cp, &ns, &rollout_for("slow", "slow", &policy("1m")));
-    apply(cp, &ns, &second_rollout("capped", "capped", &policy("4s")));
+    apply(
+        cp,
+        &ns,
+        &strict_rollout_for("capped", "capped", &policy("4s")),
+    );
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
 
     let r = wait_rollout(&api, "slow", "Complete", |r| {

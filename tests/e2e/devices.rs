@@ -394,6 +394,25 @@ fn python_guide(emu: &Emu, identity: &str) -> tokio::process::Child {
         .expect("python3 runs")
 }
 
+/// Waits (at most 120 s) for a Python test device to exit, asserts it succeeded, returns its
+/// stdout (its JSON summary).
+pub(crate) async fn python_device_output(id: &str, child: tokio::process::Child) -> String {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{id}: the Python device ends"))
+    .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{id}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Every behaviour at once: 200 HTTP devices in eight groups and two guide-faithful Python
 /// devices, one Rollout to its end, every device write pushed to the operator. The Rollout
 /// completes while the guide loops still run (they count succeeded at their first install).
@@ -433,19 +452,7 @@ async fn a_mixed_fleet_of_every_behaviour_and_python_guide_devices_runs_to_its_e
 
     // The Python devices installed three times and exited.
     for (id, child) in PYTHON.iter().zip(pythons) {
-        let out = tokio::time::timeout(
-            std::time::Duration::from_secs(120),
-            child.wait_with_output(),
-        )
-        .await
-        .expect("the Python device ends")
-        .expect("python3");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{id}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = python_device_output(id, child).await;
         assert!(stdout.contains("\"updates\": 3"), "{id}: {stdout}");
         assert_eq!(
             status_of(&emu, id),

@@ -12,7 +12,7 @@ use otau_operator::api::Rollout;
 use otau_operator::emulator::fleet::{MqttFaults, Profile};
 use otau_operator::emulator::mqtt::MQTT_LISTENER;
 
-use crate::devices::{acked, status_of};
+use crate::devices::{acked, python_device_output, status_of};
 use crate::harness::{
     Emu, Operator, VERSION, WEBHOOK_KEY, apply, base_yaml, rollout_yaml, wait_rollout,
 };
@@ -182,19 +182,7 @@ async fn a_rollout_to_a_fleet_on_mqtt_and_http_with_paho_devices_runs_to_its_end
 
     // The paho-mqtt devices installed the update over MQTT and exited.
     for (id, child) in PAHO.iter().zip(pahos) {
-        let out = tokio::time::timeout(
-            std::time::Duration::from_secs(120),
-            child.wait_with_output(),
-        )
-        .await
-        .expect("the paho device ends")
-        .expect("python3");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{id}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = python_device_output(id, child).await;
         assert!(stdout.contains("\"transport\": \"mqtt\""), "{id}: {stdout}");
         assert!(stdout.contains("\"updates\": 1"), "{id}: {stdout}");
         assert_eq!(

@@ -96,11 +96,7 @@ async fn silent_devices_time_out_and_trip_the_threshold_only_when_timeouts_count
     // The strict rollout delivers a package of its own: a device holding a package's
     // manifest counts as notified for every rollout of that package (docs/rollouts.md).
     apply(cp, &ns, STRICT_PACKAGE);
-    let strict_rollout = rollout_for("strict", "strict", &strict).replace(
-        "packageRef:\n    name: fw\n",
-        "packageRef:\n    name: fw-strict\n",
-    );
-    assert!(strict_rollout.contains("fw-strict"));
+    let strict_rollout = strict_rollout_for("strict", "strict", &strict);
     apply(cp, &ns, &strict_rollout);
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
 
@@ -206,7 +202,7 @@ async fn a_fleet_that_refuses_everything_pauses_unless_refusals_are_left_out() {
 ";
     apply(cp, &ns, &rollout_for("refusing", "refusing", waves));
     apply(cp, &ns, STRICT_PACKAGE);
-    let lenient = rollout_for(
+    let lenient = strict_rollout_for(
         "lenient",
         "lenient",
         &format!(
@@ -215,12 +211,7 @@ async fn a_fleet_that_refuses_everything_pauses_unless_refusals_are_left_out() {
       countAborted: false
 "
         ),
-    )
-    .replace(
-        "packageRef:\n    name: fw\n",
-        "packageRef:\n    name: fw-strict\n",
     );
-    assert!(lenient.contains("fw-strict"));
     apply(cp, &ns, &lenient);
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
 
@@ -279,7 +270,17 @@ async fn a_fleet_that_refuses_everything_pauses_unless_refusals_are_left_out() {
     assert_eq!(written(&emu).len(), 50);
 }
 
-const STRICT_PACKAGE: &str = "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw-strict\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.1\n  links:\n    - https://vendor.example.com/fw/2.0.1/fw.img\n";
+pub(crate) const STRICT_PACKAGE: &str = "apiVersion: otau.dev/v1alpha1\nkind: SoftwarePackage\nmetadata:\n  name: fw-strict\nspec:\n  connectorRef:\n    name: emulator\n  version: 2.0.1\n  links:\n    - https://vendor.example.com/fw/2.0.1/fw.img\n";
+
+/// `rollout_for` of the [`STRICT_PACKAGE`] instead of `fw`.
+pub(crate) fn strict_rollout_for(name: &str, fleet: &str, rest: &str) -> String {
+    let yaml = rollout_for(name, fleet, rest).replace(
+        "packageRef:\n    name: fw\n",
+        "packageRef:\n    name: fw-strict\n",
+    );
+    assert!(yaml.contains("fw-strict"));
+    yaml
+}
 
 /// `(failed, finished)` from "wave 1: 9 of 100 finished devices failed ...".
 fn parse_failed_of_finished(message: &str) -> Option<(i64, i64)> {
