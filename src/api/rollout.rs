@@ -354,6 +354,16 @@ pub struct Policy {
     /// `Skip` never writes it and counts it finished (not toward the success rate).
     #[serde(default)]
     pub foreign_manifests: ForeignManifests,
+
+    /// Record on the platform that a device installed the target once it starts the update
+    /// again (a *re-run*, as the OTA guide's example loop does): one identity tag
+    /// `otau-installed` on that device, written once (two management calls, only for
+    /// re-running devices), so its success survives an operator restart while it re-runs
+    /// (docs/rollouts.md, "Where each fact lives"). Default true. False writes nothing but
+    /// `config_otau`: a device caught mid-re-run by a restart then counts in progress until it
+    /// installs again or times out.
+    #[serde(default = "default_true")]
+    pub record_reruns: bool,
 }
 
 /// What happens to a device that is installing another manifest when its turn comes.
@@ -391,6 +401,7 @@ impl Default for Policy {
             on_failure: FailureAction::default(),
             busy_devices: BusyDevices::default(),
             foreign_manifests: ForeignManifests::default(),
+            record_reruns: true,
         }
     }
 }

@@ -7,7 +7,7 @@
 //!   good when the Lease is lost or released. Why that deadline keeps two replicas from writing
 //!   at once is told in `super::leader`.
 //! - [`WriteGate::guard`] wraps a [`Platform`] so that each write (`set_config_otau`,
-//!   `upload_content`, `delete_content`, `register_package`) checks the gate just before it is
+//!   `add_identity_tag`, `upload_content`, `delete_content`, `register_package`) checks the gate just before it is
 //!   sent and, when closed, fails with [`PlatformError::Unavailable`] without reaching the
 //!   platform. Reads always pass: a follower may look, never write.
 
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::otau::Manifest;
-use crate::platform::{ContentInfo, ContentUpload, PackageRegistered, PackageRegistration};
+use crate::platform::{ContentInfo, ContentUpload, PackageRegistered, PackageRegistration, Tag};
 use crate::platform::{
     CredentialCheck, IdentityPages, IdentityState, ListIdentities, Platform, PlatformError,
 };
@@ -165,6 +165,11 @@ impl Platform for GuardedPlatform {
         self.inner.set_config_otau(identity, manifest).await
     }
 
+    async fn add_identity_tag(&self, identity: &str, tag: &Tag) -> Result<bool, PlatformError> {
+        self.check("device2.identity.tags")?;
+        self.inner.add_identity_tag(identity, tag).await
+    }
+
     async fn upload_content(&self, upload: ContentUpload) -> Result<(), PlatformError> {
         self.check("content.upload.form")?;
         self.inner.upload_content(upload).await
@@ -306,6 +311,15 @@ mod tests {
             Ok(())
         }
 
+        async fn add_identity_tag(
+            &self,
+            _identity: &str,
+            _tag: &Tag,
+        ) -> Result<bool, PlatformError> {
+            self.record("add_identity_tag");
+            Ok(true)
+        }
+
         async fn upload_content(&self, _upload: ContentUpload) -> Result<(), PlatformError> {
             self.record("upload_content");
             Ok(())
@@ -380,6 +394,12 @@ mod tests {
         };
         vec![
             refused(platform.set_config_otau("dev-1", &manifest()).await),
+            refused(
+                platform
+                    .add_identity_tag("dev-1", &Tag::new("otau-installed", "k"))
+                    .await
+                    .map(|_| ()),
+            ),
             refused(platform.upload_content(upload()).await),
             refused(platform.delete_content("fw.bin").await),
             refused(platform.register_package(&registration()).await.map(|_| ())),
@@ -411,8 +431,9 @@ mod tests {
         "content_info",
         "list_content",
     ];
-    const WRITES: [&str; 4] = [
+    const WRITES: [&str; 5] = [
         "set_config_otau",
+        "add_identity_tag",
         "upload_content",
         "delete_content",
         "register_package",
@@ -436,6 +457,7 @@ mod tests {
             writes(guarded.as_ref()).await,
             vec![
                 Some("device2.state.set"),
+                Some("device2.identity.tags"),
                 Some("content.upload.form"),
                 Some("content.delete"),
                 Some("content.register"),
@@ -456,7 +478,7 @@ mod tests {
         let gate = WriteGate::leased();
         let guarded = gate.guard(inner.clone());
         gate.extend_to(Instant::now() + Duration::from_secs(3600));
-        assert_eq!(writes(guarded.as_ref()).await, vec![None; 4]);
+        assert_eq!(writes(guarded.as_ref()).await, vec![None; 5]);
         assert_eq!(inner.calls(), WRITES);
 
         gate.revoke();

@@ -37,6 +37,8 @@ pub mod operation {
     pub const GET_STATE: &str = "device2.state.get";
     /// A cloud write of a resource.
     pub const SET_STATE: &str = "device2.state.set";
+    /// A write of an identity's tag list.
+    pub const SET_TAGS: &str = "device2.identity.tags";
     /// A content upload.
     pub const UPLOAD_POST: &str = "content.upload.post";
     /// Content item information.
@@ -325,6 +327,24 @@ impl Platform for EmulatorPlatform {
         self.connector
             .set_state(identity, &[(CONFIG_OTAU.to_string(), value)], &self.client)
             .map_err(|e| platform_error(operation::SET_STATE, e))
+    }
+
+    async fn add_identity_tag(&self, identity: &str, tag: &Tag) -> Result<bool, PlatformError> {
+        let error = |e| platform_error(operation::SET_TAGS, e);
+        let mut tags = self.connector.identity(identity).map_err(error)?.tags;
+        let tag = super::model::Tag::new(tag.name.clone(), tag.value.clone());
+        if tags.contains(&tag) {
+            return Ok(false);
+        }
+        tags.push(tag);
+        let patch = super::model::IdentityPatch {
+            tags: Some(tags),
+            ..Default::default()
+        };
+        self.connector
+            .update_identity(identity, patch)
+            .map_err(error)?;
+        Ok(true)
     }
 
     async fn upload_content(&self, upload: ContentUpload) -> Result<(), PlatformError> {

@@ -113,6 +113,7 @@ pub fn reconcile_blocked(input: &EngineInput<'_>, blocker: &Blocker, now: Micros
     status.observed_generation = generation;
     Decision {
         notifications: Vec::new(),
+        success_records: Vec::new(),
         status,
         memory: input.memory.clone(),
         events,

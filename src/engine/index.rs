@@ -19,11 +19,13 @@ use std::borrow::{Borrow, Cow};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::api::DeviceTag;
 use crate::api::rollout::Targets;
 use crate::otau::{Classification, Manifest, Report, ReportError, StatusClass, classify};
 
 use super::observation::{DeviceObservation, Micros, PartialUpdate, normalize_timestamp};
 use super::order::order_key;
+use super::record::success_record;
 
 /// The highest attempt number the index recognises (1 + at most 10 retries, with room to
 /// spare); larger `attempt` values a third party might write are clamped to it.
@@ -120,26 +122,30 @@ pub struct Notified {
 }
 
 /// Flag: the device was seen since [`DeviceIndex::begin_full_listing`].
-const SEEN: u8 = 1;
+const SEEN: u16 = 1;
 /// Flag: the device acknowledged the `config_otau` value it holds (its `reported` value is the
 /// `set` one, exosite-platform.md §1.4): the timestamp then is the ack's, not the write's.
-const ACKED: u8 = 2;
+const ACKED: u16 = 2;
 /// Flag: [`DeviceEntry::set_at`] is the time the value was *written*: the index saw it before
 /// any ack (our own write, or a listing of it unacknowledged) and kept that time through the
 /// ack. Without it, an acknowledged value's time is only an upper bound of the write.
-const WRITE_KNOWN: u8 = 4;
+const WRITE_KNOWN: u16 = 4;
 /// Flag: the device reported `INSTALLED_VERSION` of the target while holding this rollout's
 /// notification: it stays succeeded for this rollout whatever it reports later.
-const INSTALLED: u8 = 8;
+const INSTALLED: u16 = 8;
 /// Flag: `targets.exclude` removes the device, which holds this rollout's manifest: it keeps
 /// counting (an exclusion stops future writes only) and gets no retry.
-const EXCLUDED: u8 = 16;
+const EXCLUDED: u16 = 16;
 /// Flag: the [`SetKind::OtherManifest`] value is the manifest of a SoftwarePackage of the
 /// connector ([`IndexConfig::connector_manifests`]).
-const CONNECTOR_MANIFEST: u8 = 32;
+const CONNECTOR_MANIFEST: u16 = 32;
 /// Flag: the [`SetKind::OtherManifest`] value is the manifest of a package that a newer
 /// Rollout on the connector rolls out ([`IndexConfig::newer_rollout_manifests`]).
-const NEWER_ROLLOUT_MANIFEST: u8 = 64;
+const NEWER_ROLLOUT_MANIFEST: u16 = 64;
+/// Flag: the device carries this rollout's success record ([`DeviceIndex::success_record`],
+/// an identity tag on the platform): it installed the target, which the index knows even when
+/// the device's latest report no longer says so (a re-run seen after a restart).
+const RECORDED: u16 = 256;
 
 /// A 16-bit hash of a version string, never 0 (0 means "none" in [`DeviceEntry`]). Two
 /// versions share a hash about once in 65,535 pairs; the only effect is that a device whose
@@ -182,7 +188,7 @@ pub struct DeviceEntry {
     pub set_kind: SetKind,
     /// The latest report, classified.
     pub report: ReportCode,
-    flags: u8,
+    flags: u16,
     /// For [`SetKind::OtherManifest`]: the hash of that manifest's version; else 0.
     other_version: u16,
     /// The hash of the version the latest report says is installing now (a non-final
@@ -225,6 +231,11 @@ impl DeviceEntry {
     /// Whether the device installed the target while holding this rollout's notification.
     pub fn installed_target(&self) -> bool {
         self.flags & INSTALLED != 0
+    }
+
+    /// Whether the device carries this rollout's success record on the platform.
+    pub fn success_recorded(&self) -> bool {
+        self.flags & RECORDED != 0
     }
 
     /// Whether `targets.exclude` removes the device after it was notified: it keeps counting
@@ -280,6 +291,15 @@ impl DeviceEntry {
         }
         self.set_kind = kind;
         self.attempt = attempt;
+    }
+
+    /// Folds whether the device carries the success record: a record is an install of the
+    /// target, kept for good; a record gone from the platform is written again when due.
+    fn fold_record(&mut self, recorded: bool) {
+        self.flags &= !RECORDED;
+        if recorded {
+            self.flags |= INSTALLED | RECORDED;
+        }
     }
 
     /// Folds a new report: `INSTALLED_VERSION` of the target while the device holds a
@@ -349,6 +369,8 @@ impl DeviceEntry {
 struct Folded {
     in_scope: bool,
     excluded: bool,
+    /// The device carries the rollout's success record.
+    recorded: bool,
     set_kind: SetKind,
     attempt: u8,
     set_at: Micros,
@@ -519,6 +541,8 @@ pub struct DeviceIndex {
     excluded: KeySet,
     /// The excluded devices seen since [`Self::begin_full_listing`], while a listing runs.
     excluded_in_listing: Option<KeySet>,
+    /// The success record tag of this rollout ([`super::record::success_record`]).
+    record: DeviceTag,
 }
 
 /// Why an observation was refused.
@@ -530,6 +554,7 @@ impl DeviceIndex {
     /// An empty index for the given rollout.
     pub fn new(config: IndexConfig) -> Self {
         let manifest = config.manifest.with_attempt(1);
+        let record = success_record(&config.seed, &config.manifest.version);
         let attempt_values = (1..=u32::from(MAX_ATTEMPT))
             .map(|k| manifest.with_attempt(k).to_json())
             .collect();
@@ -561,6 +586,7 @@ impl DeviceIndex {
             rejected: 0,
             excluded: KeySet::default(),
             excluded_in_listing: None,
+            record,
         }
     }
 
@@ -598,6 +624,21 @@ impl DeviceIndex {
         self.newer_rollout_manifests = newer_rollouts.iter().map(|m| m.with_attempt(1)).collect();
         self.config.connector_manifests = connector;
         self.config.newer_rollout_manifests = newer_rollouts;
+    }
+
+    /// The identity tag that records a device's install of the target on the platform.
+    pub fn success_record(&self) -> &DeviceTag {
+        &self.record
+    }
+
+    /// Folds a success record just written to a device the index holds (the next listing
+    /// shows it). Returns false when the device is not in the index.
+    pub fn mark_success_recorded(&mut self, identity: &str) -> bool {
+        let Some(i) = self.find(order_key(&self.config.seed, identity), identity) else {
+            return false;
+        };
+        self.entries[i as usize].fold_record(true);
+        true
     }
 
     /// The target version (the manifest's `version`).
@@ -768,6 +809,7 @@ impl DeviceIndex {
                     folded.other.apply(e);
                     e.fold_report(folded.report, folded.report_at);
                     e.running_version = folded.running_version;
+                    e.fold_record(folded.recorded);
                     e.flags |= SEEN;
                     e.flags &= !EXCLUDED;
                     if folded.excluded {
@@ -957,6 +999,7 @@ impl DeviceIndex {
         folded.other.apply(&mut entry);
         entry.fold_report(folded.report, folded.report_at);
         entry.running_version = folded.running_version;
+        entry.fold_record(folded.recorded);
         if folded.excluded {
             entry.flags |= EXCLUDED;
         }
@@ -1085,6 +1128,7 @@ impl DeviceIndex {
         Folded {
             in_scope: scope == Scope::In || kept,
             excluded: scope == Scope::Excluded,
+            recorded: obs.tags.contains(&self.record),
             set_kind,
             attempt,
             set_at,

@@ -11,6 +11,7 @@
 //!                        │
 //!  spec + annotations + status + memory + now ──► reconcile ──► Decision {
 //!                                                      notifications (identity, attempt, manifest),
+//!                                                      success records (identity),
 //!                                                      status, memory, events, requeue }
 //! ```
 //!
@@ -47,6 +48,7 @@ mod order;
 mod outcome;
 mod policy;
 mod reconcile;
+mod record;
 mod status;
 mod waves;
 
@@ -81,6 +83,7 @@ pub use policy::{
     started_waves_text,
 };
 pub use reconcile::reconcile;
+pub use record::{SUCCESS_RECORD_TAG, success_record};
 pub use status::{
     MAX_CONDITION_MESSAGE_BYTES, MAX_FAILURE_IDENTITY_BYTES, MAX_FAILURE_MESSAGE_BYTES, Overall,
     condition_message, set_conditions,
@@ -170,6 +173,9 @@ pub struct Requeue {
 pub struct Decision {
     /// The `config_otau` writes to make now, in wave order.
     pub notifications: Vec<Notification>,
+    /// The devices on which to write the success record now (identities, in wave order): they
+    /// re-run an update they installed ([`DeviceIndex::success_record`]).
+    pub success_records: Vec<String>,
     /// The new status, to be written whole.
     pub status: RolloutStatus,
     /// The new engine memory, to be persisted with the status.

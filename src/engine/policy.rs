@@ -34,6 +34,8 @@ pub struct ParsedPolicy {
     pub on_failure: FailureAction,
     /// The soak after each wave (µs), in wave order.
     pub soaks: Vec<Option<Micros>>,
+    /// Whether a re-running device's success is recorded on the platform (`recordReruns`).
+    pub record_reruns: bool,
 }
 
 fn micros(d: std::time::Duration) -> Micros {
@@ -85,6 +87,7 @@ impl ParsedPolicy {
             threshold: policy.failure_threshold.clone(),
             on_failure: policy.on_failure,
             soaks,
+            record_reruns: policy.record_reruns,
         })
     }
 }

@@ -25,6 +25,7 @@ use super::outcome::{
     overall, requeue, shown_pause,
 };
 use super::policy::{ParsedPolicy, StepJudge, StepStart, judge_at_step_start};
+use super::record::choose_success_records;
 use super::status::{set_conditions, time_from_micros};
 use super::waves::{
     AdvanceInput, Holds, Progression, Stop, advance, cumulative_sizes, positional_wave,
@@ -116,7 +117,10 @@ pub fn reconcile(
     let mut step = begin_step(input, index, &policy, now);
     let stop = advance_waves(input, index, &policy, &mut step);
     let notifications = notify(input, index, &policy, &mut step);
-    Ok(finish_step(input, &policy, step, &stop, notifications))
+    let records = success_records(input, index, &policy, &step);
+    let mut decision = finish_step(input, &policy, step, &stop, notifications);
+    decision.success_records = records;
+    Ok(decision)
 }
 
 /// What a step has decided so far.
@@ -307,6 +311,21 @@ fn notify(
     )
 }
 
+/// The success records to write: while the policy asks for them and the rollout is not
+/// aborted (an aborted rollout writes nothing more), bounded by the caller's write batch.
+fn success_records(
+    input: &EngineInput<'_>,
+    index: &DeviceIndex,
+    policy: &ParsedPolicy,
+    step: &Step<'_>,
+) -> Vec<String> {
+    if !policy.record_reruns || step.holds.aborted {
+        return Vec::new();
+    }
+    let batch = input.max_notifications.unwrap_or(usize::MAX);
+    choose_success_records(index, &step.order, &step.pass.states, batch)
+}
+
 /// The status that renders this step's decisions, and the decision.
 fn finish_step(
     input: &EngineInput<'_>,
@@ -415,6 +434,7 @@ fn finish_step(
     };
     Decision {
         notifications,
+        success_records: Vec::new(),
         status,
         memory: step.control.memory,
         events: step.events,

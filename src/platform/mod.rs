@@ -77,6 +77,12 @@ pub trait Platform: Send + Sync {
         manifest: &Manifest,
     ) -> Result<(), PlatformError>;
 
+    /// Adds one tag to an identity unless it already carries it: reads the identity, then
+    /// writes its whole tag list back with the tag added (exosite-platform.md §5.2, tags over
+    /// REST). `Ok(true)`: added; `Ok(false)`: it was there already, nothing written. A missing
+    /// identity is [`PlatformError::NotFound`].
+    async fn add_identity_tag(&self, identity: &str, tag: &Tag) -> Result<bool, PlatformError>;
+
     /// Uploads one content item (two-step presigned POST), streaming its body.
     async fn upload_content(&self, upload: ContentUpload) -> Result<(), PlatformError>;
 

@@ -101,6 +101,16 @@ pub struct Tag {
     pub value: String,
 }
 
+impl Tag {
+    /// A tag.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Tag {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
 /// One device identity as a listing returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identity {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use futures::StreamExt;
 use otau_operator::emulator::model::{Tag as ModelTag, WriteOrigin};
 use otau_operator::otau::{Manifest, Report, Status};
-use otau_operator::platform::{ListIdentities, Platform, PlatformError};
+use otau_operator::platform::{ListIdentities, Platform, PlatformError, Tag};
 
 use crate::harness::{CID, Emu, expected_user_agent};
 
@@ -158,4 +158,54 @@ async fn check_credentials_reads_token_and_settings() {
     let otau_in = check.settings.resources.get("otau_in").expect("otau_in");
     assert!(!otau_in.settable);
     assert!(check.settings.resources["config_otau"].settable);
+}
+
+/// The success record: one tag added over the management API (read, then the whole list
+/// written back), the device's other tags kept, nothing written when it is there already;
+/// an unknown identity is `NotFound`.
+#[tokio::test]
+async fn adds_an_identity_tag_once_and_keeps_the_other_tags() {
+    let emu = Emu::start().await;
+    let conn = emu.conn();
+    conn.add_identities_bulk([(
+        "dev-1".to_string(),
+        vec![ModelTag::new("region", "eu"), ModelTag::new("region", "us")],
+    )])
+    .expect("add");
+    let client = emu.client();
+    let record = Tag::new("otau-installed", "fecb8cef42ad570b");
+    assert!(
+        client
+            .add_identity_tag("dev-1", &record)
+            .await
+            .expect("added")
+    );
+    let tags = conn.identity("dev-1").expect("identity").tags;
+    assert_eq!(
+        tags,
+        vec![
+            ModelTag::new("region", "eu"),
+            ModelTag::new("region", "us"),
+            ModelTag::new("otau-installed", "fecb8cef42ad570b"),
+        ]
+    );
+    let patches = || {
+        emu.log()
+            .into_iter()
+            .filter(|l| l.method == "PATCH" && l.path.ends_with("/device2/identity/dev-1"))
+            .count()
+    };
+    assert_eq!(patches(), 1);
+    assert!(
+        !client
+            .add_identity_tag("dev-1", &record)
+            .await
+            .expect("present")
+    );
+    assert_eq!(patches(), 1, "a tag already there is not written again");
+    let err = client
+        .add_identity_tag("nope", &record)
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, PlatformError::NotFound { .. }), "{err:?}");
 }

@@ -58,6 +58,9 @@ pub struct Report {
     pub timeline: Vec<TimelineReport>,
     /// Distinct devices this run wrote `config_otau` to.
     pub devices_written: u64,
+    /// Success records (the `otau-installed` identity tag on a device that re-ran the update
+    /// it installed, `policy.recordReruns`) this run wrote.
+    pub success_records: u64,
     /// The runs before this one, oldest first (`--reapply`: the run before the Rollout was
     /// deleted and applied again); absent without `--reapply`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -404,6 +407,7 @@ pub fn build(s: &Scenario, profile_path: &str, outcome: &Outcome) -> Report {
             })
             .collect(),
         devices_written: outcome.devices_written,
+        success_records: outcome.success_records,
         earlier_runs: Vec::new(),
     }
 }

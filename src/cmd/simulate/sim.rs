@@ -174,6 +174,8 @@ pub struct Outcome {
     pub timings: Timings,
     /// Distinct devices this run wrote `config_otau` to.
     pub devices_written: u64,
+    /// Success records (the `otau-installed` identity tag) this run wrote.
+    pub success_records: u64,
     /// The runs before this one (`--reapply`), oldest first.
     pub earlier: Vec<Outcome>,
 }
@@ -312,6 +314,7 @@ pub async fn run(s: &Scenario, progress: &mut dyn Progress) -> Result<Outcome, S
         manifest: manifest.clone(),
         timings: run.timings,
         devices_written: run.writes.devices.len() as u64,
+        success_records: run.writes.records,
         earlier,
     };
 
@@ -428,6 +431,9 @@ async fn run_once(
         if let Some(tripped) = record_events(&decision.events, now, &mut timeline) {
             trip = Some(tripped);
         }
+        writes
+            .record(platform, &mut index, &decision.success_records)
+            .await;
         writes
             .deliver(platform, manifest, &decision.notifications)
             .await;
@@ -550,9 +556,35 @@ struct Writes {
     devices: HashSet<u64>,
     /// The manifest of each attempt, built once.
     attempts: BTreeMap<u32, Manifest>,
+    /// Success records written.
+    records: u64,
 }
 
 impl Writes {
+    /// Writes the success record on each device (as the controller does) and folds it into
+    /// the index; a refused one counts as a refused write.
+    async fn record(
+        &mut self,
+        platform: &EmulatorPlatform,
+        index: &mut DeviceIndex,
+        identities: &[String],
+    ) {
+        let record = index.success_record().clone();
+        let tag = otau_operator::platform::Tag::new(record.name, record.value);
+        for identity in identities {
+            match platform.add_identity_tag(identity, &tag).await {
+                Ok(added) => {
+                    self.records += u64::from(added);
+                    index.mark_success_recorded(identity);
+                }
+                Err(e) => {
+                    self.refused.0 += 1;
+                    self.refused.1.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+
     /// Writes each notification's attempt of `manifest` to its device and counts the outcome.
     async fn deliver(
         &mut self,

@@ -49,6 +49,9 @@ pub const FAILURE_KINDS: [&str; 6] = [
 /// Write results of `otau_rollout_notifications_total`.
 pub const WRITE_RESULTS: [&str; 4] = ["written", "already_set", "gone", "error"];
 
+/// Results of `otau_rollout_success_records_total`.
+pub const RECORD_RESULTS: [&str; 4] = ["written", "present", "gone", "error"];
+
 /// Report sources of `otau_rollout_reports_total`.
 pub const REPORT_SOURCES: [&str; 1] = ["push"];
 
@@ -64,6 +67,8 @@ pub struct RolloutMetrics {
     failures: IntGaugeVec,
     /// `otau_rollout_notifications_total{namespace, rollout, result}`.
     pub notifications: IntCounterVec,
+    /// `otau_rollout_success_records_total{namespace, rollout, result}`.
+    pub success_records: IntCounterVec,
     /// `otau_rollout_reports_total{namespace, rollout, source}`.
     pub reports: IntCounterVec,
     /// `otau_push_requests_total{code}`.
@@ -178,6 +183,13 @@ impl RolloutMetrics {
             ),
             &["namespace", "rollout", "result"],
         )?;
+        let success_records = IntCounterVec::new(
+            Opts::new(
+                "otau_rollout_success_records_total",
+                "Success records (the otau-installed identity tag on a device that re-runs an update it installed) by result (written, present: the device carried it already, gone, error).",
+            ),
+            &["namespace", "rollout", "result"],
+        )?;
         let reports = IntCounterVec::new(
             Opts::new(
                 "otau_rollout_reports_total",
@@ -208,6 +220,7 @@ impl RolloutMetrics {
         registry.register(Box::new(last_progress.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(notifications.clone()))?;
+        registry.register(Box::new(success_records.clone()))?;
         registry.register(Box::new(reports.clone()))?;
         registry.register(Box::new(push_requests.clone()))?;
         registry.register(Box::new(push_refused.clone()))?;
@@ -221,6 +234,7 @@ impl RolloutMetrics {
             last_progress,
             failures,
             notifications,
+            success_records,
             reports,
             push_requests,
             push_refused,
@@ -333,6 +347,11 @@ impl RolloutMetrics {
                 .notifications
                 .remove_label_values(&[namespace, rollout, result]);
         }
+        for result in RECORD_RESULTS {
+            let _ = self
+                .success_records
+                .remove_label_values(&[namespace, rollout, result]);
+        }
         for source in REPORT_SOURCES {
             let _ = self
                 .reports
@@ -382,6 +401,9 @@ mod tests {
         m.notifications
             .with_label_values(&["ns", "r", "written"])
             .inc_by(10);
+        m.success_records
+            .with_label_values(&["ns", "r", "written"])
+            .inc_by(4);
         let text = render(&registry);
         for line in [
             r#"otau_rollout_devices{namespace="ns",rollout="r",state="succeeded",wave="1"} 8"#,
@@ -395,6 +417,7 @@ mod tests {
             r#"otau_rollout_paused{namespace="ns",reason="PausedByUser",rollout="r"} 0"#,
             r#"otau_rollout_device_failures{namespace="ns",rollout="r",status="INSTALL_ERROR"} 2"#,
             r#"otau_rollout_notifications_total{namespace="ns",result="written",rollout="r"} 10"#,
+            r#"otau_rollout_success_records_total{namespace="ns",result="written",rollout="r"} 4"#,
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

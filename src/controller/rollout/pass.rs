@@ -16,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::state::Tracked;
-use super::writes::{Delivery, WriteLimits, deliver, now_micros};
+use super::writes::{Delivery, WriteLimits, deliver, now_micros, record_successes};
 use super::{RolloutContext, conflict, content, report};
 use crate::api::conditions::{self, COMPLETE, READY};
 use crate::api::rollout::RolloutStatus;
@@ -29,7 +29,7 @@ use crate::engine::{
     WriteShortfall, order_seed,
 };
 use crate::otau::Manifest;
-use crate::platform::{Platform, PlatformError};
+use crate::platform::{Platform, PlatformError, Tag};
 
 /// Reconciles one Rollout: observe → decide → act → report.
 #[tracing::instrument(skip_all, fields(kind = "Rollout", namespace = %rollout.namespace().unwrap_or_default(), name = %rollout.name_any(), generation = rollout.metadata.generation))]
@@ -327,18 +327,22 @@ async fn act(
     sub: &Subscription,
     mut decision: Decision,
 ) -> Result<Acted, Error> {
+    let records = std::mem::take(&mut decision.success_records);
+    let records_more_due = records.len() >= notification_batch(ctx.options.write_concurrency);
+    record(pass, ctx, ready, sub, records).await;
     let notifications = std::mem::take(&mut decision.notifications);
     let decided = notifications.len();
     if decided == 0 {
         return Ok(Acted {
             decision,
-            more_due: false,
+            more_due: records_more_due,
             write_error: None,
         });
     }
     let delivery = write(pass, ctx, ready, sub, notifications).await;
     let written = delivery.written + delivery.already_set;
-    let mut more_due = decided >= notification_batch(ctx.options.write_concurrency);
+    let mut more_due =
+        records_more_due || decided >= notification_batch(ctx.options.write_concurrency);
     if written < decided {
         decision = decide(pass, sub, Some(0))?;
         more_due |= delivery.not_attempted > 0;
@@ -357,6 +361,42 @@ async fn act(
         more_due,
         write_error: delivery.error,
     })
+}
+
+/// Writes the decision's success records (bounded like the notifications) and counts each
+/// result; one that fails is chosen again at the next pass, so it never fails this one.
+async fn record(
+    pass: &Pass<'_>,
+    ctx: &RolloutContext,
+    ready: &Prerequisites,
+    sub: &Subscription,
+    identities: Vec<String>,
+) {
+    if identities.is_empty() {
+        return;
+    }
+    let tag = {
+        let record = sub.lock().index.success_record().clone();
+        Tag::new(record.name, record.value)
+    };
+    let metrics = ctx.metrics.success_records.clone();
+    let missed = record_successes(
+        &ready.platform,
+        sub,
+        &tag,
+        identities,
+        WriteLimits {
+            concurrency: ctx.options.write_concurrency,
+            budget: ctx.options.write_budget,
+        },
+        |result| {
+            metrics
+                .with_label_values(&[&pass.namespace, &pass.name, result.label()])
+                .inc();
+        },
+    )
+    .await;
+    tracing::debug!(missed, "success records written");
 }
 
 /// Delivers the notifications (bounded in flight and in time), counts each result in the

@@ -3,7 +3,8 @@
 //! flight, within a time budget per reconcile. Each successful write is folded into the
 //! Rollout's index at once, so the next step sees the device as notified even before the next
 //! listing. A device whose previous write ended without a clear answer is read first, and
-//! written only if its value still differs (read before write).
+//! written only if its value still differs (read before write). The engine's success records
+//! (an identity tag on a re-running device) go out the same way, after the notifications.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use futures::stream::FuturesUnordered;
 use crate::controller::poller::Subscription;
 use crate::engine::{Micros, Notification, PartialUpdate};
 use crate::otau::Manifest;
-use crate::platform::{Platform, PlatformError};
+use crate::platform::{Platform, PlatformError, Tag};
 
 /// How writes are made.
 #[derive(Clone, Copy, Debug)]
@@ -205,4 +206,83 @@ async fn write_one(
         Err(PlatformError::NotFound { .. }) => Ok(None),
         Err(e) => Err(WriteError::Platform(e)),
     }
+}
+
+/// What happened to one success record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordResult {
+    /// The tag was added.
+    Written,
+    /// The device carried it already (nothing written).
+    Present,
+    /// The identity no longer exists on the connector.
+    Gone,
+    /// The read or the write failed.
+    Failed,
+}
+
+impl RecordResult {
+    /// The metric label (`otau_rollout_success_records_total`).
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordResult::Written => "written",
+            RecordResult::Present => "present",
+            RecordResult::Gone => "gone",
+            RecordResult::Failed => "error",
+        }
+    }
+}
+
+/// Writes the success record tag on `identities` (at most `limits.concurrency` at once, no new
+/// one after `limits.budget`) and folds each one the platform holds into `subscription`'s
+/// index, so it is not chosen again. The first error stops the rest: they are chosen again at
+/// the next pass. Returns how many were not recorded (failed or not attempted).
+pub async fn record_successes(
+    platform: &Arc<dyn Platform>,
+    subscription: &Subscription,
+    tag: &Tag,
+    identities: Vec<String>,
+    limits: WriteLimits,
+    mut on_result: impl FnMut(RecordResult),
+) -> usize {
+    let started = Instant::now();
+    let mut queue = identities.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let (mut stop, mut missed) = (false, 0);
+    loop {
+        while !stop && in_flight.len() < limits.concurrency.max(1) {
+            if started.elapsed() >= limits.budget {
+                stop = true;
+                break;
+            }
+            let Some(identity) = queue.next() else { break };
+            let platform = platform.clone();
+            in_flight.push(async move {
+                let result = platform.add_identity_tag(&identity, tag).await;
+                (identity, result)
+            });
+        }
+        let Some((identity, result)) = in_flight.next().await else {
+            break;
+        };
+        let outcome = match result {
+            Ok(added) => {
+                subscription.lock().index.mark_success_recorded(&identity);
+                if added {
+                    RecordResult::Written
+                } else {
+                    RecordResult::Present
+                }
+            }
+            Err(PlatformError::NotFound { .. }) => RecordResult::Gone,
+            Err(e) => {
+                tracing::warn!(%identity, error = %e, "success record write failed");
+                stop = true;
+                missed += 1;
+                RecordResult::Failed
+            }
+        };
+        on_result(outcome);
+    }
+    missed + queue.count()
 }

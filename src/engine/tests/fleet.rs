@@ -207,6 +207,23 @@ impl Fleet {
         }
     }
 
+    /// Carries out a decision's success records: each device gets the tag (once).
+    pub fn record(&mut self, identities: &[String], tag: &DeviceTag) {
+        for identity in identities {
+            let d = &mut self.devices[self.by_identity[identity]];
+            if !d.tags.contains(tag) {
+                d.tags.push(tag.clone());
+            }
+        }
+    }
+
+    /// The device starts the update of the target again (a re-run): `INIT` now.
+    pub fn rerun(&mut self, identity: &str) {
+        let now = self.now;
+        let d = &mut self.devices[self.by_identity[identity]];
+        d.report = Some(ResourceState::written_by_device(report("INIT"), now));
+    }
+
     /// Moves the clock to `to`, delivering final reports that fell due.
     pub fn advance_to(&mut self, to: Micros) {
         self.now = to;
@@ -333,8 +350,23 @@ impl Run {
 
     /// One step: decide, apply the writes, persist status and memory.
     pub fn step(&mut self) -> Decision {
-        let d = self.decide();
+        let mut index = self.index();
+        self.step_on(&mut index)
+    }
+
+    /// One step on an index the caller keeps between steps (as a running controller does:
+    /// it remembers what it saw), brought up to date with the fleet first; the success
+    /// records written are folded into it.
+    pub fn step_on(&mut self, index: &mut DeviceIndex) -> Decision {
+        index.upsert(self.fleet.observations());
+        index.prepare();
+        let d = reconcile(&self.input(), index, self.fleet.now).expect("reconcile");
         self.fleet.apply(&d.notifications);
+        self.fleet
+            .record(&d.success_records, index.success_record());
+        for identity in &d.success_records {
+            index.mark_success_recorded(identity);
+        }
         self.status = round_trip(&d.status);
         self.memory = round_trip(&d.memory);
         d

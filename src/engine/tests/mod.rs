@@ -5,6 +5,7 @@ mod busy_foreign;
 mod device_rules;
 mod fleet;
 mod properties;
+mod reruns;
 mod scenarios;
 mod status_size;
 mod upgrade;

@@ -21,8 +21,8 @@ use crate::platform::metrics::PlatformMetrics;
 use crate::platform::rate_limit::TokenBucket;
 use crate::platform::retry::RetryAfterGate;
 use crate::platform::types::{
-    ContentInfo, ContentUpload, CredentialCheck, IdentityState, ListIdentities, PackageRegistered,
-    PackageRegistration, RegistrationPath,
+    ContentInfo, ContentUpload, CredentialCheck, Identity, IdentityState, ListIdentities,
+    PackageRegistered, PackageRegistration, RegistrationPath, Tag,
 };
 use crate::platform::{IdentityPages, Platform};
 
@@ -40,6 +40,10 @@ pub mod operation {
     pub const GET_STATE: &str = "device2.state.get";
     /// `PATCH …/identity/<id>/state`.
     pub const SET_STATE: &str = "device2.state.set";
+    /// `GET …/identity/<id>`.
+    pub const GET_IDENTITY: &str = "device2.identity.get";
+    /// `PATCH …/identity/<id>` with `{"tags": […]}`.
+    pub const SET_TAGS: &str = "device2.identity.tags";
     /// `GET …/content/item/<id>/upload`.
     pub const UPLOAD_FORM: &str = "content.upload.form";
     /// `POST <presigned url>` (object store).
@@ -179,6 +183,19 @@ impl ExositePlatform {
     }
 }
 
+/// The tag list with `tag` added, as `{name, value}` objects; `None` when it is there already.
+fn tags_with(mut tags: Vec<Tag>, tag: &Tag) -> Option<Vec<serde_json::Value>> {
+    if tags.contains(tag) {
+        return None;
+    }
+    tags.push(tag.clone());
+    Some(
+        tags.into_iter()
+            .map(|t| serde_json::json!({ "name": t.name, "value": t.value }))
+            .collect(),
+    )
+}
+
 /// Refuses empty ids and ids that would change the path.
 fn check_id(operation: &'static str, kind: &str, id: &str) -> Result<(), PlatformError> {
     if id.is_empty() || id == "." || id == ".." {
@@ -270,6 +287,25 @@ impl Platform for ExositePlatform {
                 message: format!("HTTP {} with a body that is not JSON", answer.status),
             })
         }
+    }
+
+    async fn add_identity_tag(&self, identity: &str, tag: &Tag) -> Result<bool, PlatformError> {
+        check_id(operation::GET_IDENTITY, "identity", identity)?;
+        let path = self.device2(&["identity", identity]);
+        let call = self.call(operation::GET_IDENTITY, Method::GET, path.clone());
+        let answer = self.inner.execute(&call).await?;
+        let current: Identity =
+            wire::parse::<wire::IdentityWire>(operation::GET_IDENTITY, &answer.body)?.into();
+        let Some(tags) = tags_with(current.tags, tag) else {
+            return Ok(false);
+        };
+        // The whole list, read just before: a PATCH replaces it. Idempotent (the same list).
+        let body = serde_json::json!({ "tags": tags });
+        let call = self
+            .call(operation::SET_TAGS, Method::PATCH, path)
+            .json(&body);
+        self.inner.execute(&call).await?;
+        Ok(true)
     }
 
     async fn upload_content(&self, upload: ContentUpload) -> Result<(), PlatformError> {
