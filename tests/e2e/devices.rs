@@ -579,3 +579,112 @@ async fn a_late_acked_failure_is_counted_failed_across_a_sigkill_between_two_rep
     }
     emu.stop_http().await;
 }
+
+/// A restart mid-re-run: guide-loop devices install the target and start it again; the
+/// operator records each one's success with the `otau-installed` identity tag the first time
+/// it sees it re-run (ground truth: the tag on the emulator, one tag write per device). The
+/// operator is then killed with SIGKILL, the devices are stopped mid-run while no operator
+/// runs (their install no longer among the platform's latest values), and a new operator
+/// counts every one succeeded, the stopped ones as re-runs and none in progress, from its
+/// first pass, with no write to any device. The fact lives on the platform: one tag per
+/// re-running device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerunning_device_stays_succeeded_across_a_sigkill_mid_rerun() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-dev-killrerun").await;
+    // Long downloads and installs: a looping device is mid-run almost all the time.
+    let durations =
+        "durations: {step: 20ms, test: 50ms, download: 800ms, install: 800ms, reboot: 50ms}";
+    let yaml = format!(
+        "seed: 69\ngroups:\n  - {{name: field, count: {N}, identity_prefix: dev-, version: '1.0.0', tags: [{{name: fleet, value: e2e}}], behaviour: {{guide_loop: 1, {durations}}}}}\n"
+    );
+    let profile = Profile::from_yaml(&yaml).unwrap_or_else(|e| panic!("profile: {e}\n{yaml}"));
+    let mut emu = Emu::start_http(&profile).await;
+    let mut op = Operator::start(cp, &ns, &[]).await;
+    emu.push_to(op.push_addr, WEBHOOK_KEY);
+    apply(cp, &ns, &base_yaml(&emu));
+    let spec = "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 20s\n    failureThreshold:\n      percent: 100\n";
+    apply(cp, &ns, &rollout_yaml("fw", spec));
+    let record = otau_operator::engine::success_record(&format!("{ns}/fw"), VERSION);
+    let recorded = |emu: &Emu, id: &str| {
+        let tags = emu.conn().identity(id).expect("identity").tags;
+        tags.iter()
+            .any(|t| t.name == record.name && t.value == record.value)
+    };
+    crate::support::wait_for(
+        crate::harness::DEADLINE,
+        "the success record on every device",
+        || {
+            let done = field_ids().iter().all(|id| recorded(&emu, id));
+            async move { done }
+        },
+    )
+    .await;
+    op.sigkill();
+    // While no operator runs, stop the devices where they are: mid-run.
+    let mid_run = |emu: &Emu| {
+        field_ids()
+            .into_iter()
+            .filter(|id| {
+                status_of(emu, id).is_some_and(|(status, version)| {
+                    version == VERSION && status != "INSTALLED_VERSION"
+                })
+            })
+            .count()
+    };
+    crate::support::wait_for(crate::harness::DEADLINE, "every device mid-run", || {
+        let all = mid_run(&emu) == N as usize;
+        async move { all }
+    })
+    .await;
+    emu.stop_http().await;
+    let stopped = mid_run(&emu);
+    assert!(stopped >= 1, "devices stopped mid-run");
+    let writes = emu.writes();
+    assert!(writes.values().all(|w| w == &vec![Some(1)]), "{writes:?}");
+    let tag_writes = |emu: &Emu| {
+        emu.log()
+            .iter()
+            .filter(|l| l.method == "PATCH" && l.path.contains("/device2/identity/dev-"))
+            .filter(|l| !l.path.ends_with("/state"))
+            .count()
+    };
+    assert_eq!(tag_writes(&emu), N as usize, "one tag write per device");
+
+    let op = Operator::start(cp, &ns, &[]).await;
+    let series = |state: &str| {
+        format!(r#"otau_rollout_devices{{namespace="{ns}",rollout="fw",state="{state}",wave="1"}}"#)
+    };
+    // The new operator's gauges come from its own passes only.
+    crate::support::wait_for(
+        crate::harness::DEADLINE,
+        "the new operator's first counts",
+        || async {
+            let text = op.metrics().await;
+            crate::harness::metric_value(&text, &series("targeted")) == Some(N as f64)
+        },
+    )
+    .await;
+    let text = op.metrics().await;
+    let value = |state: &str| crate::harness::metric_value(&text, &series(state));
+    assert_eq!(
+        (value("succeeded"), value("reruns"), value("in_progress")),
+        (Some(N as f64), Some(stopped as f64), Some(0.0)),
+        "{text}"
+    );
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    let r = wait_rollout(&api, "fw", "the re-runs counted succeeded", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.totals.reruns == stopped as i64)
+    })
+    .await;
+    assert!(
+        crate::harness::condition(&r, "Complete").is_some_and(|c| c.status == "True"),
+        "still Complete"
+    );
+    let t = r.status.expect("status").totals;
+    assert_eq!(counts(&t), (N as i64, 0, 0, 0), "{t:?}");
+    assert_eq!(emu.writes(), writes, "no write to any device");
+    assert_eq!(tag_writes(&emu), N as usize, "no tag written again");
+}
