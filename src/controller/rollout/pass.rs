@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use prometheus::IntCounterVec;
 
 use super::state::Tracked;
 use super::writes::{Delivery, WriteLimits, deliver, now_micros, record_successes};
@@ -87,6 +88,16 @@ impl<'r> Pass<'r> {
             tracked,
             uid,
             now: now_micros(),
+        }
+    }
+
+    /// Counts one result (its label) of this Rollout in a `{namespace, rollout, result}`
+    /// counter.
+    fn counter<'m>(&'m self, metric: &'m IntCounterVec) -> impl Fn(&str) + 'm {
+        move |result| {
+            metric
+                .with_label_values(&[&self.namespace, &self.name, result])
+                .inc();
         }
     }
 
@@ -379,24 +390,25 @@ async fn record(
         let record = sub.lock().index.success_record().clone();
         Tag::new(record.name, record.value)
     };
-    let metrics = ctx.metrics.success_records.clone();
+    let count = pass.counter(&ctx.metrics.success_records);
     let missed = record_successes(
         &ready.platform,
         sub,
         &tag,
         identities,
-        WriteLimits {
-            concurrency: ctx.options.write_concurrency,
-            budget: ctx.options.write_budget,
-        },
-        |result| {
-            metrics
-                .with_label_values(&[&pass.namespace, &pass.name, result.label()])
-                .inc();
-        },
+        write_limits(ctx),
+        |result| count(result.label()),
     )
     .await;
     tracing::debug!(missed, "success records written");
+}
+
+/// How many platform writes at once, and for how long, in one pass.
+fn write_limits(ctx: &RolloutContext) -> WriteLimits {
+    WriteLimits {
+        concurrency: ctx.options.write_concurrency,
+        budget: ctx.options.write_budget,
+    }
 }
 
 /// Delivers the notifications (bounded in flight and in time), counts each result in the
@@ -409,22 +421,15 @@ async fn write(
     notifications: Vec<Notification>,
 ) -> Delivery {
     let total = notifications.len();
-    let metrics = ctx.metrics.notifications.clone();
+    let count = pass.counter(&ctx.metrics.notifications);
     let delivery = deliver(
         &ready.platform,
         sub,
         &ready.manifest,
         notifications,
         &pass.tracked.uncertain,
-        WriteLimits {
-            concurrency: ctx.options.write_concurrency,
-            budget: ctx.options.write_budget,
-        },
-        |result| {
-            metrics
-                .with_label_values(&[&pass.namespace, &pass.name, result.label()])
-                .inc();
-        },
+        write_limits(ctx),
+        |result| count(result.label()),
     )
     .await;
     tracing::debug!(
