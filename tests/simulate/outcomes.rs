@@ -54,7 +54,43 @@ fn a_healthy_fleet_completes_every_wave_in_order() {
         }
     }
     assert_eq!(int(&r["configOtauWrites"]), n, "one write per device");
+    assert_eq!(int(&r["successRecords"]), 0, "no re-run, no success record");
     assert_eq!(r["successRate"], "100.0%");
+}
+
+/// Guide-loop devices run the update again after installing it: while the first wave soaks,
+/// the simulated operator writes each re-running device's success record once (as the
+/// controller does, docs/rollouts.md "Where each fact lives"); `recordReruns: false` writes
+/// none. Either way every device is written `config_otau` once and counts succeeded. The
+/// devices wait 40 s between reports and runs, so a 30 s poll sees each install (simulate
+/// has no push).
+#[test]
+fn re_running_devices_get_their_success_record_once_unless_switched_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 40;
+    let group = format!(
+        "  - name: loop\n    count: {n}\n    identity_prefix: loop-\n    version: \"1.0.0\"\n    tags: [{{name: fleet, value: t}}]\n    behaviour: {{ guide_loop: 1, durations: {{ step: 40s, test: 300ms, download: 500ms, install: 1s, reboot: 500ms }} }}\n"
+    );
+    let fleet = write(dir.path(), "fleet.yaml", &profile(3, &[group]));
+    let waves = "    - percent: 50\n      soak: 20m\n    - percent: 100\n";
+    let mut records = Vec::new();
+    for switch in ["", "    recordReruns: false\n"] {
+        let policy = format!("    deviceTimeout: 10m\n{switch}");
+        let spec = rollout(waves, &policy, None);
+        let file = write(dir.path(), "r.yaml", &format!("{spec}---\n{PACKAGE}"));
+        let run = simulate(&["-f", &file, "--profile", &fleet, "--output", "json"]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let r = run.json();
+        assert_eq!(int(&r["totals"]["succeeded"]), n, "{}", r["totals"]);
+        assert_eq!(int(&r["configOtauWrites"]), n, "one write per device");
+        records.push(int(&r["successRecords"]));
+    }
+    // Every first-wave device re-ran during the 20-minute soak; none is recorded twice.
+    assert!(
+        (n / 2..=n).contains(&records[0]),
+        "records with the default: {records:?}"
+    );
+    assert_eq!(records[1], 0, "recordReruns: false");
 }
 
 /// A fleet of 75 healthy devices and 25 that always fail to install, and the first order seed
