@@ -36,13 +36,7 @@ impl From<Output> for Ran {
 /// Runs `kubectl-otau --kubeconfig <kubeconfig> -n <namespace> <args>` (stdout not a
 /// terminal, so no colour).
 pub fn run_with(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Ran {
-    Command::new(BIN)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", namespace])
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null())
+    crate::support::process::kubectl_otau(kubeconfig, namespace, args)
         .output()
         .expect("run kubectl-otau")
         .into()

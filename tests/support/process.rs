@@ -33,6 +33,21 @@ pub fn spawn_logged(command: &mut Command, what: &str) -> (Child, SharedLog) {
     (child, log)
 }
 
+/// `kubectl-otau --kubeconfig <kubeconfig> -n <namespace> <args>`: the plugin cargo built for
+/// this test binary, never the ambient `KUBECONFIG`; stdin empty (and stdout a pipe, so no
+/// colour).
+pub fn kubectl_otau(kubeconfig: &std::path::Path, namespace: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kubectl-otau"));
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", namespace])
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null());
+    command
+}
+
 /// A copy of everything in the log so far.
 pub fn log_text(log: &SharedLog) -> String {
     log.lock().unwrap_or_else(|e| e.into_inner()).clone()

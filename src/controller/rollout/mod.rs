@@ -336,8 +336,13 @@ async fn report(
     let tally = subscription
         .map(|s| s.lock().reports.clone())
         .unwrap_or_default();
-    ctx.metrics
-        .observe(&namespace, &name, &decision.status, &tally);
+    ctx.metrics.observe(
+        &namespace,
+        &name,
+        &decision.status,
+        rollout.spec.policy.foreign_manifests,
+        &tally,
+    );
     write_status(ctx, rollout, uid, &decision.status, important).await
 }
 
