@@ -798,3 +798,117 @@ async fn mqtt_binary_listens_on_the_flags_and_names_the_listeners_in_the_ready_l
         "{metrics}"
     );
 }
+
+/// HTTP chosen by ALPN on the MQTT TLS port has the HTTP listeners' cap on bodies in flight
+/// (`--listener-max-bodies-in-flight`, here 1): while one request's body is still arriving, a
+/// second request with a body is answered `503` with `Retry-After: 1` before its body is read,
+/// each refusal counted for the listener `mqtts_http`; once the first body is gone, requests
+/// with bodies are served again.
+#[tokio::test]
+async fn http_by_alpn_on_the_mqtt_tls_port_caps_the_bodies_in_flight() {
+    use futures::StreamExt;
+
+    let (_emulator, ready) = crate::harness::start_binary(&[
+        "--mqtts-listen",
+        "127.0.0.1:0",
+        "--listener-max-bodies-in-flight",
+        "1",
+        "--management-token",
+        crate::harness::MTOKEN,
+    ]);
+    let field = |name: &str| {
+        ready[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} in {ready}"))
+    };
+    let port: std::net::SocketAddr = field("mqtts_url")
+        .trim_start_matches("mqtts://")
+        .parse()
+        .unwrap();
+    let certificate =
+        reqwest::Certificate::from_pem(field("tls_certificate_pem").as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .tls_certs_only([certificate])
+        .resolve("localhost", port)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/onep:v1/stack/alias", port.port());
+    // A body that never ends: its request holds the one body slot while it is read.
+    let endless =
+        futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from("otau_in=")) })
+            .chain(futures::stream::pending());
+    let holding = tokio::spawn(
+        client
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(reqwest::Body::wrap_stream(endless))
+            .send(),
+    );
+    let send = || async {
+        tokio::time::timeout(
+            WAIT,
+            client
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("otau_in=x")
+                .send(),
+        )
+        .await
+        .expect("an answer in time")
+        .expect("an answer")
+    };
+    // Until the holding request's headers are in, a request may still get the slot; then
+    // every request with a body is refused.
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        let answer = send().await;
+        if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused += 1;
+            break answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused: {}",
+            answer.status()
+        );
+    };
+    assert_eq!(
+        answer
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let again = send().await;
+    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
+    refused += 1;
+    let metrics = reqwest::get(format!("{}/metrics", field("device_url")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!(
+        r#"otau_emulator_listener_refused_total{{listener="mqtts_http",reason="bodies_in_flight"}} {refused}"#
+    );
+    assert!(
+        metrics.lines().any(|l| l == series),
+        "{series} not in\n{metrics}"
+    );
+    // The holding request goes away (its connection closes): the slot is free again.
+    holding.abort();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = send().await.status();
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+    }
+}
