@@ -38,6 +38,15 @@ fn content_listings(emu: &Emu) -> usize {
     received(emu, is_content_listing).len()
 }
 
+/// When the item `item` was last uploaded (the emulator's clock); panics when it is missing.
+fn uploaded_again(emu: &Emu, item: &str) -> i64 {
+    emu.conn()
+        .content()
+        .get(item)
+        .expect("the item was uploaded again")
+        .last_modified
+}
+
 /// Deletes the connector's content item `item` through the management API (as a user or a
 /// platform reset would).
 async fn delete_item(emu: &Emu, item: &str) {
@@ -109,6 +118,26 @@ fn received(emu: &Emu, keep: impl Fn(&str, &str) -> bool) -> Vec<Instant> {
         .collect()
 }
 
+/// Applies the base objects, the [`package_yaml`] package and the Rollout `name` of it with
+/// `waves` (wave 2 gated by approval); returns once wave 1 completed and wave 2 waits.
+async fn wave_2_waits(
+    cp: &ControlPlane,
+    ns: &str,
+    emu: &Emu,
+    name: &str,
+    waves: &str,
+) -> Api<Rollout> {
+    apply(cp, ns, &base_yaml(emu));
+    apply(cp, ns, &package_yaml());
+    apply(cp, ns, &files_rollout(name, waves));
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, ns);
+    wait_rollout(&api, name, "wave 2 waiting for approval", |r| {
+        has(r, "Paused", "True", "WaitingForApproval")
+    })
+    .await;
+    api
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_content_item_deleted_between_waves_holds_the_next_wave_until_it_is_back() {
     let cp = ControlPlane::get();
@@ -122,17 +151,9 @@ async fn a_content_item_deleted_between_waves_holds_the_next_wave_until_it_is_ba
     };
     let emu = Emu::start(&profile_of(47, &[group])).await;
     let _op = Operator::start(cp, &ns, &[]).await;
-    apply(cp, &ns, &base_yaml(&emu));
-    apply(cp, &ns, &package_yaml());
     let waves = "  waves:\n    - percent: 25\n    - percent: 100\n      requireApproval: true\n";
-    apply(cp, &ns, &files_rollout("fw-content", waves));
-    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
-
     // Wave 1 runs and completes; wave 2 waits for approval. Its start listed content once.
-    wait_rollout(&api, "fw-content", "wave 2 waiting for approval", |r| {
-        has(r, "Paused", "True", "WaitingForApproval")
-    })
-    .await;
+    let api = wave_2_waits(cp, &ns, &emu, "fw-content", waves).await;
     assert_eq!(emu.writes().len(), 10, "wave 1 only");
     assert_eq!(content_listings(&emu), 1, "one content listing for wave 1");
 
@@ -177,12 +198,7 @@ async fn a_content_item_deleted_between_waves_holds_the_next_wave_until_it_is_ba
     // The item is back, uploaded again by the package, and every wave 2 write came after
     // that upload (both times on the emulator's clock): no device of wave 2 was sent to a
     // missing file.
-    let uploaded_again = emu
-        .conn()
-        .content()
-        .get(&item)
-        .expect("the item was uploaded again")
-        .last_modified;
+    let uploaded_again = uploaded_again(&emu, &item);
     let records = emu.write_records();
     let wave1: BTreeSet<&String> = records
         .iter()
@@ -252,15 +268,8 @@ async fn a_late_joiner_is_not_sent_to_content_deleted_after_its_wave_started() {
     };
     let emu = Emu::start(&profile_of(48, &[group("dev-", 20)])).await;
     let _op = Operator::start(cp, &ns, &["--content-check-interval", "1s"]).await;
-    apply(cp, &ns, &base_yaml(&emu));
-    apply(cp, &ns, &package_yaml());
     let waves = "  orderSeed: joiner\n  waves:\n    - percent: 50\n    - percent: 100\n      requireApproval: true\n";
-    apply(cp, &ns, &files_rollout("fw-late", waves));
-    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
-    wait_rollout(&api, "fw-late", "wave 2 waiting for approval", |r| {
-        has(r, "Paused", "True", "WaitingForApproval")
-    })
-    .await;
+    let api = wave_2_waits(cp, &ns, &emu, "fw-late", waves).await;
     let first = identities("dev-", 20);
     let wave1_before: BTreeSet<String> = rollout_order("joiner", &first)[..10]
         .iter()
@@ -299,12 +308,7 @@ async fn a_late_joiner_is_not_sent_to_content_deleted_after_its_wave_started() {
 
     // Not written while the item was missing: every write to a late joiner came after the
     // package uploaded the item again (both times on the emulator's clock), each once.
-    let uploaded_again = emu
-        .conn()
-        .content()
-        .get(&item)
-        .expect("the item was uploaded again")
-        .last_modified;
+    let uploaded_again = uploaded_again(&emu, &item);
     let records = emu.write_records();
     for id in &late {
         let w = &records[id];

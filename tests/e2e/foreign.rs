@@ -17,6 +17,7 @@ use crate::harness::{
     rollout_for, wait_rollout,
 };
 use crate::policies::{STRICT_PACKAGE, strict_rollout_for};
+use crate::support::process::{kubectl_otau_stdout, listed_identities};
 use crate::support::{ControlPlane, wait_for};
 
 /// The client name the out-of-band writes carry in the ground truth.
@@ -184,32 +185,13 @@ async fn skipped_foreign_devices_are_never_written_and_notified_ones_are_written
     }
 
     // kubectl otau shows them foreign.
-    let kubeconfig = cp.kubeconfig();
-    let otau = |args: &[&str]| {
-        let out = crate::support::process::kubectl_otau(kubeconfig, &ns, args)
-            .output()
-            .expect("run kubectl-otau");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "kubectl otau {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    let otau = |args: &[&str]| kubectl_otau_stdout(cp.kubeconfig(), &ns, args);
     let text = otau(&["status", "skipper"]);
     let line = format!("{others} succeeded, {} foreign\n", skip_foreign.len());
     assert!(text.contains(&line), "{line:?} not in:\n{text}");
-    let json: serde_json::Value = serde_json::from_str(&otau(&[
+    let listed = listed_identities(&otau(&[
         "devices", "skipper", "--state", "foreign", "-o", "json",
-    ]))
-    .expect("JSON");
-    let listed: BTreeSet<String> = json
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|d| d["identity"].as_str().expect("identity").to_owned())
-        .collect();
+    ]));
     assert_eq!(listed, skip_foreign);
 
     // The metrics count them finished for the fleet-progress panel: as foreign_skipped.
