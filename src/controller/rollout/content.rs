@@ -5,8 +5,8 @@
 //!
 //! - **When.** In a pass whose decision starts a wave ([`wave_started`]), always; in a pass
 //!   that writes devices otherwise (retries, late joiners, the rest of a wave started earlier),
-//!   when the package's content was not found complete within the last
-//!   `--content-check-interval` (default 1 minute: [`ContentChecks::claim`]). The engine
+//!   when the package's content was not checked within the last `--content-check-interval`
+//!   (default 1 minute; a wave start's check counts: [`ContentChecks::claim`]). The engine
 //!   decides the writes; this module reads the decision back and, before any write, checks.
 //! - **Cost.** One content listing (`GET …/content/item?full=true`) per Rollout and wave
 //!   start, plus at most one per package and interval while writes are due outside wave
@@ -118,9 +118,9 @@ pub fn missing_text(package: &str, item: &ExpectedItem, point: CheckPoint) -> St
     )
 }
 
-/// What the check before a wave found.
+/// What a content check found.
 pub enum Verdict {
-    /// Every item is there (or no wave starts).
+    /// Every item is there.
     Go,
     /// The Rollout holds.
     Hold(Blocker),
