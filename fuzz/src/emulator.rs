@@ -72,7 +72,9 @@ fn spell(data: &[u8]) -> Spelled {
     let headers = lines
         .filter_map(|line| {
             let at = line.iter().position(|&b| b == b':')?;
-            let name = String::from_utf8_lossy(&line[..at]).trim().to_ascii_lowercase();
+            let name = String::from_utf8_lossy(&line[..at])
+                .trim()
+                .to_ascii_lowercase();
             let value = line[at + 1..].trim_ascii().to_vec();
             Some((name, value))
         })
@@ -144,7 +146,10 @@ fn send(data: &[u8], prefix: &str, defaults: &[(&str, String)], model: Arc<Model
     };
     let app = router(state);
     runtime().block_on(async move {
-        let response = app.oneshot(request).await.expect("the router is infallible");
+        let response = app
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
         let status = response.status();
         assert!(
             status < StatusCode::INTERNAL_SERVER_ERROR,

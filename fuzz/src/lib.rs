@@ -147,7 +147,10 @@ pub fn push_signature(data: &[u8]) {
     };
     let header = String::from_utf8_lossy(header);
     let expected = signature(KEY, body);
-    assert!(verify(KEY, body, &expected), "the body's own signature verifies");
+    assert!(
+        verify(KEY, body, &expected),
+        "the body's own signature verifies"
+    );
     if verify(KEY, body, &header) {
         let given = header
             .trim()

@@ -85,7 +85,10 @@ pub fn session(data: &[u8]) {
         });
         let _ = conn.set_state(
             IDENTITY,
-            &[("config_otau".to_owned(), r#"{"version":"2.0.0"}"#.to_owned())],
+            &[(
+                "config_otau".to_owned(),
+                r#"{"version":"2.0.0"}"#.to_owned(),
+            )],
             "fuzz",
         );
         let mut sent = Vec::new();

@@ -31,7 +31,10 @@ pub fn read(file: &Path, data: &[u8]) {
                 .map(|r| &r.place)
                 .chain(out.packages.iter().map(|p| &p.place))
             {
-                assert!(line_in(place, file, lines), "{place} is not a line of the file");
+                assert!(
+                    line_in(place, file, lines),
+                    "{place} is not a line of the file"
+                );
             }
         }
         Err(e) => {

@@ -253,13 +253,13 @@ async fn serve(args: Args) -> Result<(), String> {
     };
     let https = match (args.https_listen, &certificate) {
         (Some(addr), Some(cert)) => Some(
-            TlsListener::start_with_certificate(addr, app.clone(), cert, listener)
+            TlsListener::start_with_certificate(addr, app.clone(), cert, listener.clone())
                 .await
                 .map_err(|e| format!("cannot serve HTTPS on {addr}: {e}"))?,
         ),
         _ => None,
     };
-    let mqtt = start_mqtt(&args, &state, &edges, app, certificate.as_ref()).await?;
+    let mqtt = start_mqtt(&args, &state, &edges, app, &listener, certificate.as_ref()).await?;
 
     let fleet = start_fleet(&args, &model)?;
     let devices = fleet
@@ -338,6 +338,7 @@ async fn start_mqtt(
     state: &AppState,
     edges: &Edges,
     app: axum::Router,
+    listener: &ListenerOptions,
     certificate: Option<&SelfSigned>,
 ) -> Result<MqttListeners, String> {
     if args.mqtt_listen.is_none() && args.mqtts_listen.is_none() {
@@ -353,7 +354,8 @@ async fn start_mqtt(
     options.faults = edges.admin.faults.clone();
     options.connect_timeout = args.mqtt_connect_timeout;
     options.max_connections = args.listener_max_connections as usize;
-    options.http_header_timeout = args.listener_header_timeout;
+    // The HTTP served on the TLS port by ALPN has the HTTP listeners' limits and metrics.
+    options.http = listener.clone();
     if let Some(max) = args.mqtt_max_packet_bytes {
         options.max_packet_bytes = max;
     }

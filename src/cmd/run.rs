@@ -247,6 +247,13 @@ pub struct Args {
     )]
     write_concurrency: usize,
 
+    /// The least time between two checks that a package's content is still on the platform
+    /// before devices are written outside a wave start (retries, late joiners, the rest of a
+    /// wave); a wave start is always checked. At most one content listing per package and
+    /// interval while such writes are due.
+    #[arg(long, env = "OTAU_CONTENT_CHECK_INTERVAL", default_value = "1m", value_parser = duration, value_name = "DURATION", help_heading = "Rollouts")]
+    content_check_interval: Duration,
+
     /// How long one reconcile keeps starting writes before it writes the status and goes on
     /// in the next pass.
     #[arg(long, env = "OTAU_WRITE_BUDGET", default_value = "5s", value_parser = duration, value_name = "DURATION", help_heading = "Rollouts")]
@@ -598,6 +605,7 @@ async fn serve(args: Args) -> Result<(), String> {
             write_budget: args.write_budget.max(Duration::from_millis(100)),
             status_min_interval: args.status_min_interval,
             push_addr: args.push_addr.0,
+            content_check_interval: args.content_check_interval.max(Duration::from_secs(1)),
         },
         leader,
         push_advertise_url: args.push_advertise_url.clone(),

@@ -79,8 +79,8 @@ pub use observation::{
 };
 pub use order::{order_key, order_seed};
 pub use policy::{
-    Judgement, ParsedPolicy, accepted_baseline, judge, judge_started_waves, percent_text,
-    started_waves_text,
+    Judgement, ParsedPolicy, accepted_baseline, foreign_finished, judge, judge_started_waves,
+    percent_text, started_waves_text,
 };
 pub use reconcile::reconcile;
 pub use record::{SUCCESS_RECORD_TAG, success_record};

@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::conditions;
 use crate::api::duration::{DEVICE_TIMEOUT, DEVICE_TIMEOUT_TOTAL, SOAK};
 use crate::api::rollout::{
-    DEFAULT_DEVICE_TIMEOUT_TOTAL_FACTOR, DeviceCounts, FailureAction, FailureThreshold, PauseInfo,
-    RolloutSpec,
+    DEFAULT_DEVICE_TIMEOUT_TOTAL_FACTOR, DeviceCounts, FailureAction, FailureThreshold,
+    ForeignManifests, PauseInfo, RolloutSpec,
 };
 
 use super::EngineError;
@@ -108,6 +108,18 @@ pub struct Judgement {
 /// ([`DeviceCounts::finished`]).
 pub fn finished(counts: &DeviceCounts) -> i64 {
     counts.finished()
+}
+
+/// The `foreign` devices of `counts` that are finished: every one under
+/// `policy.foreignManifests: Skip` (never written, so done for the Rollout and not holding
+/// their wave), none under `Notify` (written when their wave comes). The one place that says
+/// so outside the device states ([`DeviceState::is_finished`] of `ForeignSkipped`), for what
+/// shows progress over `status` counts (the `foreign_skipped` metric series).
+pub fn foreign_finished(counts: &DeviceCounts, foreign: ForeignManifests) -> i64 {
+    match foreign {
+        ForeignManifests::Skip => counts.foreign,
+        ForeignManifests::Notify => 0,
+    }
 }
 
 /// Devices that count as failures for the threshold: every failed device, and the devices

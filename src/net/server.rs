@@ -1,7 +1,8 @@
 //! One accept loop for every HTTP/1 listener: the operator's metrics and health server, its
-//! push receiver (as leader and as follower), and the emulator's HTTP and HTTPS listeners. It
-//! bounds what a client can make a listener hold, whatever the client sends or fails to send
-//! (docs/security.md, "Listener limits"):
+//! push receiver (as leader and as follower), and the emulator's HTTP and HTTPS listeners; and
+//! the same limits for HTTP connections another accept loop hands over ([`HandedOver`]: the
+//! emulator's MQTT TLS port, HTTP by ALPN). It bounds what a client can make a listener hold,
+//! whatever the client sends or fails to send (docs/security.md, "Listener limits"):
 //!
 //! - **Header timeout** ([`Limits::header_timeout`]): from the accept (a TLS handshake
 //!   included), and again from the end of each response, a client has this long to deliver a
@@ -362,15 +363,18 @@ pub async fn serve<H, M, S>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let open = connection::OpenGauge::new(&shared.counters.open);
                 let task = connection::Connection {
                     shared: shared.clone(),
                     state: Arc::default(),
                     stop: stop_rx.clone(),
-                    _slot: slot,
-                    _open: connection::OpenGauge::new(&shared.counters.open),
                 };
                 let service = make_service(remote);
-                tokio::spawn(task.run(stream, remote, handshake.clone(), service));
+                let handshake = handshake.clone();
+                tokio::spawn(async move {
+                    task.run(stream, remote, handshake, service).await;
+                    drop((slot, open));
+                });
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(listener = setup.name, error = %e, "accept: connection failed");
@@ -394,6 +398,63 @@ pub async fn serve<H, M, S>(
         slots.acquire_many(all),
     )
     .await;
+}
+
+/// The limits of one listener for connections another accept loop accepted and handed over
+/// after its own handshake: the emulator's MQTT TLS port hands over those that chose HTTP by
+/// ALPN. Each request gets what [`serve`] gives its own connections (header and body timeouts,
+/// the cap on bodies in flight, which all handed-over connections share, the body and head
+/// sizes), counted in the listener's metrics with its open connections; the connection cap and
+/// the accept backoff are the other loop's.
+#[derive(Clone)]
+pub struct HandedOver {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HandedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandedOver")
+            .field("limits", &self.shared.limits)
+            .finish()
+    }
+}
+
+impl HandedOver {
+    /// The listener `setup` names, for connections accepted elsewhere.
+    pub fn new(setup: Setup) -> HandedOver {
+        let limits = setup.limits;
+        HandedOver {
+            shared: Arc::new(Shared {
+                limits,
+                counters: setup.metrics.counters(setup.name),
+                bodies: Arc::new(Semaphore::new(limits.body_permits())),
+            }),
+        }
+    }
+
+    /// Serves HTTP/1 on `io` with `service` until the connection ends, waits longer than the
+    /// header timeout for a request's headers (from now, or from the end of a response), or
+    /// `stop` turns true (then open requests get [`SHUTDOWN_GRACE`]).
+    pub async fn serve<Io, S>(
+        &self,
+        io: Io,
+        remote: SocketAddr,
+        service: S,
+        stop: watch::Receiver<bool>,
+    ) where
+        Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let _open = connection::OpenGauge::new(&self.shared.counters.open);
+        let connection = connection::Connection {
+            shared: self.shared.clone(),
+            state: Arc::default(),
+            stop,
+        };
+        connection.serve(io, remote, service).await;
+    }
 }
 
 /// Whether an accept error belongs to one connection (the peer went away before the accept):

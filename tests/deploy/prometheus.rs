@@ -296,6 +296,76 @@ fn dashboard_configmap_carries_the_json_and_labels() {
     assert_eq!(embedded, dashboard());
 }
 
+/// The fleet-progress panel counts a device finished exactly when the Rollout's waves do
+/// (docs/rollouts.md, "A device's states"; `DeviceState::is_finished`): every state but the
+/// unfinished ones (pending, notified, in progress, busy, and foreign devices still to be
+/// written under `Notify`). `promtool test rules` evaluates the panel's own query on series of
+/// two Rollouts, one with `foreignManifests: Skip` and one with `Notify`; the expected ratios
+/// come from the counts fed in, by that rule.
+#[test]
+fn the_fleet_progress_panel_counts_finished_devices_as_the_waves_do() {
+    let (_, expr) = dashboard_queries("fleet", ".*")
+        .into_iter()
+        .find(|(what, _)| what.starts_with("panel \"Fleet progress"))
+        .expect("the fleet progress panel");
+    // Per Rollout: (wave, state, devices) as otau_rollout_devices reports them.
+    let skip: &[(u32, &str, i64)] = &[
+        (1, "targeted", 10),
+        (1, "succeeded", 6),
+        (1, "reruns", 2),
+        (1, "failed", 1),
+        (1, "foreign", 3),
+        (1, "foreign_skipped", 3),
+        (2, "targeted", 10),
+        (2, "succeeded", 5),
+        (2, "skipped", 1),
+        (2, "foreign", 2),
+        (2, "foreign_skipped", 2),
+        (2, "in_progress", 2),
+    ];
+    let notify: &[(u32, &str, i64)] = &[
+        (1, "targeted", 10),
+        (1, "succeeded", 5),
+        (1, "timed_out", 1),
+        (1, "foreign", 3),
+        (1, "foreign_skipped", 0),
+        (1, "pending", 1),
+    ];
+    let unfinished = ["pending", "notified", "in_progress", "busy"];
+    let expected = |series: &[(u32, &str, i64)]| {
+        let sum = |keep: &dyn Fn(&str) -> bool| -> i64 {
+            series.iter().filter(|s| keep(s.1)).map(|s| s.2).sum()
+        };
+        let targeted = sum(&|s| s == "targeted");
+        let waiting_foreign = sum(&|s| s == "foreign") - sum(&|s| s == "foreign_skipped");
+        let finished = targeted - sum(&|s| unfinished.contains(&s)) - waiting_foreign;
+        finished as f64 / targeted as f64
+    };
+    let mut input = String::new();
+    for (rollout, series) in [("skip", skip), ("notify", notify)] {
+        for (wave, state, value) in series {
+            input.push_str(&format!(
+                "      - series: 'otau_rollout_devices{{namespace=\"fleet\", rollout=\"{rollout}\", wave=\"{wave}\", state=\"{state}\"}}'\n        values: '{value}x3'\n"
+            ));
+        }
+    }
+    let (want_skip, want_notify) = (expected(skip), expected(notify));
+    assert_eq!((want_skip, want_notify), (0.9, 0.6), "the rule, by hand");
+    let tests = format!(
+        "evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{input}    promql_expr_test:\n      - expr: {expr}\n        eval_time: 2m\n        exp_samples:\n          - labels: '{{namespace=\"fleet\", rollout=\"skip\"}}'\n            value: {want_skip}\n          - labels: '{{namespace=\"fleet\", rollout=\"notify\"}}'\n            value: {want_notify}\n",
+        expr = serde_json::to_string(&expr).expect("quoted"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("panel.test.yaml"), &tests).expect("write the test");
+    let tested = run(
+        Command::new(tool("promtool"))
+            .current_dir(dir.path())
+            .args(["test", "rules", "panel.test.yaml"]),
+        &format!("promtool test rules\n{tests}"),
+    );
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
 fn dashboard() -> Value {
     let text = std::fs::read_to_string(chart().join("files/dashboard.json")).expect("dashboard");
     serde_json::from_str(&text).expect("dashboard JSON")

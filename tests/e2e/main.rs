@@ -16,6 +16,7 @@ mod control;
 mod counting;
 mod devices;
 mod equivalence;
+mod foreign;
 mod leader;
 mod listing;
 mod mqtt_devices;

@@ -68,6 +68,20 @@ impl MqttEmu {
         .unwrap()
     }
 
+    /// Opens a session of the device `identity` with our client: whitelisted and activated
+    /// over HTTP, then connected with its token and keep-alive `keep_alive` s, its CONNACK
+    /// accepted. Returns the client and the credentials (for more sessions of the device).
+    async fn session(
+        &self,
+        identity: &str,
+        keep_alive: u16,
+    ) -> (DeviceClient<TcpStream>, Credentials) {
+        let credentials = Credentials::Token(self.emu.device(identity).await);
+        let (device, refused) = self.raw(&credentials, keep_alive).await;
+        assert_eq!(refused, None, "{identity}: CONNACK refused");
+        (device, credentials)
+    }
+
     /// rumqttc, with `user`/`password` (none when both empty), clean session.
     fn rumqttc(&self, user: &str, password: &str) -> (AsyncClient, EventLoop) {
         let mut options =
@@ -79,6 +93,22 @@ impl MqttEmu {
         }
         AsyncClient::new(options, 16)
     }
+}
+
+/// The next message the server publishes to our client (topic, payload), within [`WAIT`].
+async fn next_message(device: &mut DeviceClient<TcpStream>) -> (String, Vec<u8>) {
+    tokio::time::timeout(WAIT, device.next_message())
+        .await
+        .expect("a message in time")
+        .expect("the connection stays up")
+}
+
+/// The next packet the server sends to our client, within [`WAIT`].
+async fn next_packet(device: &mut DeviceClient<TcpStream>) -> rumqttc::mqttbytes::v4::Packet {
+    tokio::time::timeout(WAIT, device.next_packet())
+        .await
+        .expect("a packet in time")
+        .expect("the connection stays up")
 }
 
 /// Polls `events` until the next incoming PUBLISH; (topic, payload).
@@ -271,9 +301,8 @@ async fn mqtt_resource_publish_is_a_device_write_seen_over_http_and_raises_data_
 #[tokio::test]
 async fn mqtt_batch_publish_writes_each_alias_with_timestamps_normalised_by_magnitude() {
     let m = MqttEmu::start().await;
-    let token = m.emu.device("mq4").await;
     let mut rx = m.emu.model.subscribe_events();
-    let (mut device, _) = m.raw(&Credentials::Token(token), 30).await;
+    let (mut device, _) = m.session("mq4", 30).await;
     let batch = r#"[{"timestamp": 1526046488, "values": {"otau_in": "{\"status\":\"INIT\"}"}},
                     {"timestamp": 1526046489000000, "values": {"otau_in": "{\"status\":\"DOWNLOADING\"}", "temperature": 98.7}}]"#;
     device
@@ -341,10 +370,7 @@ async fn mqtt_reconnect_replays_set_values_newer_than_reported_only() {
     );
     let credentials = Credentials::Token(token);
     let (mut device, _) = m.raw(&credentials, 30).await;
-    let (topic, value) = tokio::time::timeout(WAIT, device.next_message())
-        .await
-        .unwrap()
-        .unwrap();
+    let (topic, value) = next_message(&mut device).await;
     assert!(topic.starts_with("$resource/config_otau/"), "{topic}");
     assert_eq!(value, manifest.as_bytes());
     device
@@ -352,10 +378,7 @@ async fn mqtt_reconnect_replays_set_values_newer_than_reported_only() {
         .await
         .unwrap();
     // The PUBACK tells the ack was stored.
-    let ack = tokio::time::timeout(WAIT, device.next_packet())
-        .await
-        .unwrap()
-        .unwrap();
+    let ack = next_packet(&mut device).await;
     assert!(
         matches!(ack, rumqttc::mqttbytes::v4::Packet::PubAck(_)),
         "{ack:?}"
@@ -367,10 +390,7 @@ async fn mqtt_reconnect_replays_set_values_newer_than_reported_only() {
         .send(&rumqttc::mqttbytes::v4::Packet::PingReq)
         .await
         .unwrap();
-    let first = tokio::time::timeout(WAIT, again.next_packet())
-        .await
-        .unwrap()
-        .unwrap();
+    let first = next_packet(&mut again).await;
     assert_eq!(first, rumqttc::mqttbytes::v4::Packet::PingResp);
 }
 
@@ -423,8 +443,7 @@ async fn mqtt_qos2_publish_is_refused_by_closing_and_subscribe_is_granted_at_mos
 #[tokio::test]
 async fn mqtt_oversized_packet_and_oversized_value_are_dropped_and_disconnect() {
     let m = MqttEmu::start_with(|o| o.max_packet_bytes = 4096).await;
-    let token = m.emu.device("mq8").await;
-    let (mut device, _) = m.raw(&Credentials::Token(token.clone()), 30).await;
+    let (mut device, _) = m.session("mq8", 30).await;
     device
         .publish("$resource/otau_in", &vec![b'x'; 8192], false)
         .await
@@ -440,9 +459,8 @@ async fn mqtt_oversized_packet_and_oversized_value_are_dropped_and_disconnect() 
 
     // A value within the packet size but over the resource value size.
     let small = MqttEmu::start().await;
-    let token = small.emu.device("mq8").await;
     let limit = small.emu.model.config().resource_max_bytes;
-    let (mut device, _) = small.raw(&Credentials::Token(token), 30).await;
+    let (mut device, _) = small.session("mq8", 30).await;
     device
         .publish("$resource/otau_in", &vec![b'y'; limit + 1], false)
         .await
@@ -469,9 +487,8 @@ async fn mqtt_oversized_packet_and_oversized_value_are_dropped_and_disconnect() 
 #[tokio::test]
 async fn mqtt_custom_topic_raises_a_device2_publish_event() {
     let m = MqttEmu::start().await;
-    let token = m.emu.device("mq9").await;
     let mut rx = m.emu.model.subscribe_events();
-    let (mut device, _) = m.raw(&Credentials::Token(token), 30).await;
+    let (mut device, _) = m.session("mq9", 30).await;
     device
         .publish("telemetry/boot", b"hello", true)
         .await
@@ -515,8 +532,7 @@ async fn mqtt_will_is_a_qos0_device_publish_on_abrupt_close_and_dropped_on_disco
 #[tokio::test]
 async fn mqtt_keep_alive_is_enforced_at_one_and_a_half_times() {
     let m = MqttEmu::start().await;
-    let token = m.emu.device("mq11").await;
-    let (device, _) = m.raw(&Credentials::Token(token), 1).await;
+    let (device, _) = m.session("mq11", 1).await;
     let started = tokio::time::Instant::now();
     let mut stream = device.into_inner();
     assert!(read_to_close(&mut stream).await.is_empty());
@@ -581,26 +597,18 @@ async fn mqtt_other_protocol_levels_get_connack_1_and_garbage_is_closed() {
 #[tokio::test]
 async fn mqtt_every_session_of_a_device_receives_its_cloud_writes() {
     let m = MqttEmu::start().await;
-    let token = m.emu.device("mq12").await;
-    let credentials = Credentials::Token(token);
-    let (mut first, _) = m.raw(&credentials, 30).await;
+    let (mut first, credentials) = m.session("mq12", 30).await;
     let (mut second, _) = m.raw(&credentials, 30).await;
     assert_eq!(m.service.connected_devices(), 1);
     m.emu.cloud_set("mq12", "config_otau", "{}").await;
     for device in [&mut first, &mut second] {
-        let (topic, value) = tokio::time::timeout(WAIT, device.next_message())
-            .await
-            .unwrap()
-            .unwrap();
+        let (topic, value) = next_message(device).await;
         assert!(topic.starts_with("$resource/config_otau/"), "{topic}");
         assert_eq!(value, b"{}");
     }
     first.disconnect().await.unwrap();
     m.emu.cloud_set("mq12", "config_otau", "{\"v\":2}").await;
-    let (_, value) = tokio::time::timeout(WAIT, second.next_message())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, value) = next_message(&mut second).await;
     assert_eq!(value, b"{\"v\":2}");
 }
 
@@ -776,10 +784,7 @@ async fn mqtt_binary_listens_on_the_flags_and_names_the_listeners_in_the_ready_l
         .publish("$resource/otau_in", b"{}", true)
         .await
         .unwrap();
-    let ack = tokio::time::timeout(WAIT, device.next_packet())
-        .await
-        .unwrap()
-        .unwrap();
+    let ack = next_packet(&mut device).await;
     assert!(
         matches!(ack, rumqttc::mqttbytes::v4::Packet::PubAck(_)),
         "{ack:?}"
@@ -797,4 +802,118 @@ async fn mqtt_binary_listens_on_the_flags_and_names_the_listeners_in_the_ready_l
             .contains(r#"otau_emulator_mqtt_connects_total{listener="mqtt",result="accepted"} 1"#),
         "{metrics}"
     );
+}
+
+/// HTTP chosen by ALPN on the MQTT TLS port has the HTTP listeners' cap on bodies in flight
+/// (`--listener-max-bodies-in-flight`, here 1): while one request's body is still arriving, a
+/// second request with a body is answered `503` with `Retry-After: 1` before its body is read,
+/// each refusal counted for the listener `mqtts_http`; once the first body is gone, requests
+/// with bodies are served again.
+#[tokio::test]
+async fn http_by_alpn_on_the_mqtt_tls_port_caps_the_bodies_in_flight() {
+    use futures::StreamExt;
+
+    let (_emulator, ready) = crate::harness::start_binary(&[
+        "--mqtts-listen",
+        "127.0.0.1:0",
+        "--listener-max-bodies-in-flight",
+        "1",
+        "--management-token",
+        crate::harness::MTOKEN,
+    ]);
+    let field = |name: &str| {
+        ready[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} in {ready}"))
+    };
+    let port: std::net::SocketAddr = field("mqtts_url")
+        .trim_start_matches("mqtts://")
+        .parse()
+        .unwrap();
+    let certificate =
+        reqwest::Certificate::from_pem(field("tls_certificate_pem").as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .tls_certs_only([certificate])
+        .resolve("localhost", port)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/onep:v1/stack/alias", port.port());
+    // A body that never ends: its request holds the one body slot while it is read.
+    let endless =
+        futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from("otau_in=")) })
+            .chain(futures::stream::pending());
+    let holding = tokio::spawn(
+        client
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(reqwest::Body::wrap_stream(endless))
+            .send(),
+    );
+    let send = || async {
+        tokio::time::timeout(
+            WAIT,
+            client
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("otau_in=x")
+                .send(),
+        )
+        .await
+        .expect("an answer in time")
+        .expect("an answer")
+    };
+    // Until the holding request's headers are in, a request may still get the slot; then
+    // every request with a body is refused.
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        let answer = send().await;
+        if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused += 1;
+            break answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused: {}",
+            answer.status()
+        );
+    };
+    assert_eq!(
+        answer
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let again = send().await;
+    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
+    refused += 1;
+    let metrics = reqwest::get(format!("{}/metrics", field("device_url")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!(
+        r#"otau_emulator_listener_refused_total{{listener="mqtts_http",reason="bodies_in_flight"}} {refused}"#
+    );
+    assert!(
+        metrics.lines().any(|l| l == series),
+        "{series} not in\n{metrics}"
+    );
+    // The holding request goes away (its connection closes): the slot is free again.
+    holding.abort();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = send().await.status();
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+    }
 }

@@ -36,13 +36,7 @@ impl From<Output> for Ran {
 /// Runs `kubectl-otau --kubeconfig <kubeconfig> -n <namespace> <args>` (stdout not a
 /// terminal, so no colour).
 pub fn run_with(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Ran {
-    Command::new(BIN)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", namespace])
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .stdin(Stdio::null())
+    crate::support::process::kubectl_otau(kubeconfig, namespace, args)
         .output()
         .expect("run kubectl-otau")
         .into()
@@ -50,15 +44,7 @@ pub fn run_with(kubeconfig: &Path, namespace: &str, args: &[&str]) -> Ran {
 
 /// [`run_with`] on the admin kubeconfig; panics (with the output) unless it exits 0.
 pub fn otau(cp: &ControlPlane, namespace: &str, args: &[&str]) -> String {
-    let ran = run_with(cp.kubeconfig(), namespace, args);
-    assert_eq!(
-        ran.code,
-        Some(0),
-        "kubectl otau {args:?} failed:\n{}{}",
-        ran.stdout,
-        ran.stderr
-    );
-    ran.stdout
+    crate::support::process::kubectl_otau_stdout(cp.kubeconfig(), namespace, args)
 }
 
 /// Runs `kubectl otau <args>` through the real kubectl, with the plugin's folder first on

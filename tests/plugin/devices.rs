@@ -251,18 +251,11 @@ async fn foreign_devices_show_in_status_list_and_devices() {
     // The phase cell is two words ("॥ Paused").
     assert_eq!(row[at + 1], "2", "{text}");
 
-    let json: serde_json::Value = serde_json::from_str(&otau(
+    let listed = crate::support::process::listed_identities(&otau(
         cp,
         &ns,
         &["devices", "fw-foreign", "--state", "foreign", "-o", "json"],
-    ))
-    .expect("JSON");
-    let listed: BTreeSet<String> = json
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|d| d["identity"].as_str().expect("identity").to_owned())
-        .collect();
+    ));
     assert_eq!(listed, foreign);
     for (id, writes) in emu.write_records() {
         assert!(

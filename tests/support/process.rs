@@ -33,6 +33,47 @@ pub fn spawn_logged(command: &mut Command, what: &str) -> (Child, SharedLog) {
     (child, log)
 }
 
+/// `kubectl-otau --kubeconfig <kubeconfig> -n <namespace> <args>`: the plugin cargo built for
+/// this test binary, never the ambient `KUBECONFIG`; stdin empty (and stdout a pipe, so no
+/// colour).
+pub fn kubectl_otau(kubeconfig: &std::path::Path, namespace: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kubectl-otau"));
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", namespace])
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs [`kubectl_otau`]; panics (with its output) unless it exits 0; returns stdout.
+pub fn kubectl_otau_stdout(kubeconfig: &std::path::Path, namespace: &str, args: &[&str]) -> String {
+    let out = kubectl_otau(kubeconfig, namespace, args)
+        .output()
+        .expect("run kubectl-otau");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl otau {args:?} failed ({}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The identities `kubectl otau devices ... -o json` listed.
+pub fn listed_identities(json: &str) -> std::collections::BTreeSet<String> {
+    let devices: serde_json::Value = serde_json::from_str(json).expect("devices JSON");
+    devices
+        .as_array()
+        .expect("an array of devices")
+        .iter()
+        .map(|d| d["identity"].as_str().expect("identity").to_owned())
+        .collect()
+}
+
 /// A copy of everything in the log so far.
 pub fn log_text(log: &SharedLog) -> String {
     log.lock().unwrap_or_else(|e| e.into_inner()).clone()

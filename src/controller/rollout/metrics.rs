@@ -7,10 +7,12 @@ use std::collections::HashMap;
 
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::api::rollout::{DeviceCounts, MAX_WAVES, RolloutPhase, RolloutStatus};
+use crate::api::rollout::{DeviceCounts, ForeignManifests, MAX_WAVES, RolloutPhase, RolloutStatus};
 
-/// Device states, as in `status.totals`.
-pub const STATES: [&str; 13] = [
+/// Device states, as in `status.totals`, and `foreign_skipped`: the `foreign` devices that are
+/// finished (never written under `policy.foreignManifests: Skip`; a subset of `foreign`, like
+/// `reruns` of `succeeded`).
+pub const STATES: [&str; 14] = [
     "targeted",
     "pending",
     "notified",
@@ -24,6 +26,7 @@ pub const STATES: [&str; 13] = [
     "busy",
     "foreign",
     "reruns",
+    "foreign_skipped",
 ];
 
 /// Phases, as in `status.phase`.
@@ -89,7 +92,7 @@ fn phase_name(phase: RolloutPhase) -> &'static str {
     }
 }
 
-fn values(c: &DeviceCounts) -> [i64; 13] {
+fn values(c: &DeviceCounts, foreign: ForeignManifests) -> [i64; 14] {
     [
         c.targeted,
         c.pending,
@@ -104,6 +107,7 @@ fn values(c: &DeviceCounts) -> [i64; 13] {
         c.busy,
         c.foreign,
         c.reruns,
+        crate::engine::foreign_finished(c, foreign),
     ]
 }
 
@@ -130,7 +134,7 @@ impl RolloutMetrics {
         let devices = IntGaugeVec::new(
             Opts::new(
                 "otau_rollout_devices",
-                "Devices of a Rollout per wave and state (states as in status.waves; summing over wave gives status.totals).",
+                "Devices of a Rollout per wave and state (states as in status.waves; summing over wave gives status.totals; reruns and foreign_skipped are subsets of succeeded and foreign).",
             ),
             &["namespace", "rollout", "wave", "state"],
         )?;
@@ -242,19 +246,21 @@ impl RolloutMetrics {
         })
     }
 
-    /// Rewrites the gauges of one Rollout from its status and the failure tally of its index.
+    /// Rewrites the gauges of one Rollout from its status, its `policy.foreignManifests` and
+    /// the failure tally of its index.
     pub fn observe(
         &self,
         namespace: &str,
         rollout: &str,
         status: &RolloutStatus,
+        foreign: ForeignManifests,
         failure_reports: &HashMap<&'static str, i64>,
     ) {
         for wave in 1..=MAX_WAVES {
             let label = wave.to_string();
             match status.waves.iter().find(|w| w.number as usize == wave) {
                 Some(w) => {
-                    for (state, value) in STATES.iter().zip(values(&w.counts)) {
+                    for (state, value) in STATES.iter().zip(values(&w.counts, foreign)) {
                         self.devices
                             .with_label_values(&[namespace, rollout, &label, state])
                             .set(value);
@@ -397,7 +403,7 @@ mod tests {
             ..RolloutStatus::default()
         };
         let tally = HashMap::from([("INSTALL_ERROR", 2)]);
-        m.observe("ns", "r", &status, &tally);
+        m.observe("ns", "r", &status, ForeignManifests::Notify, &tally);
         m.notifications
             .with_label_values(&["ns", "r", "written"])
             .inc_by(10);
@@ -410,6 +416,7 @@ mod tests {
             r#"otau_rollout_devices{namespace="ns",rollout="r",state="busy",wave="1"} 1"#,
             r#"otau_rollout_devices{namespace="ns",rollout="r",state="foreign",wave="1"} 2"#,
             r#"otau_rollout_devices{namespace="ns",rollout="r",state="reruns",wave="1"} 3"#,
+            r#"otau_rollout_devices{namespace="ns",rollout="r",state="foreign_skipped",wave="1"} 0"#,
             r#"otau_rollout_success_ratio{namespace="ns",rollout="r"} 0.8"#,
             r#"otau_rollout_phase{namespace="ns",phase="Complete",rollout="r"} 1"#,
             r#"otau_rollout_phase{namespace="ns",phase="Paused",rollout="r"} 0"#,
@@ -421,6 +428,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
+        // Under Skip the foreign devices are finished.
+        m.observe("ns", "r", &status, ForeignManifests::Skip, &tally);
+        let skipped = r#"otau_rollout_devices{namespace="ns",rollout="r",state="foreign_skipped",wave="1"} 2"#;
+        let text = render(&registry);
+        assert!(text.contains(skipped), "{skipped} missing in\n{text}");
         m.forget("ns", "r");
         let text = render(&registry);
         assert!(!text.contains(r#"rollout="r""#), "left over:\n{text}");

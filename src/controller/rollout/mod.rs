@@ -71,6 +71,9 @@ pub struct RolloutOptions {
     pub status_min_interval: Duration,
     /// Where the push receiver listens (`None`: push is off).
     pub push_addr: Option<SocketAddr>,
+    /// The least time between two checks of a package's content before writes that do not
+    /// start a wave (retries, late joiners, the rest of a wave): [`content`].
+    pub content_check_interval: Duration,
 }
 
 impl Default for RolloutOptions {
@@ -81,6 +84,7 @@ impl Default for RolloutOptions {
             write_budget: Duration::from_secs(5),
             status_min_interval: Duration::from_secs(1),
             push_addr: None,
+            content_check_interval: content::DEFAULT_CHECK_INTERVAL,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct RolloutContext {
     pub options: RolloutOptions,
     /// Per-Rollout metrics.
     pub metrics: RolloutMetrics,
+    /// When each package's content was last checked (`content`).
+    pub content_checks: content::ContentChecks,
     stores: Mutex<Vec<WatchCache>>,
 }
 
@@ -120,6 +126,7 @@ impl RolloutContext {
             tracked: TrackedRollouts::default(),
             options,
             metrics,
+            content_checks: content::ContentChecks::default(),
             stores: Mutex::new(Vec::new()),
         }))
     }
@@ -336,8 +343,13 @@ async fn report(
     let tally = subscription
         .map(|s| s.lock().reports.clone())
         .unwrap_or_default();
-    ctx.metrics
-        .observe(&namespace, &name, &decision.status, &tally);
+    ctx.metrics.observe(
+        &namespace,
+        &name,
+        &decision.status,
+        rollout.spec.policy.foreign_manifests,
+        &tally,
+    );
     write_status(ctx, rollout, uid, &decision.status, important).await
 }
 

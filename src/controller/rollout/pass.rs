@@ -274,8 +274,10 @@ async fn hold(pass: &Pass<'_>, ctx: &RolloutContext, held: Held) -> Result<Actio
     ))
 }
 
-/// Before a decision that starts a wave is acted on, the package's content is checked to be on
-/// the platform (once per wave, [`content`]); what holds the Rollout when it is not.
+/// Before a decision that writes devices is acted on, the package's content is checked to be
+/// on the platform (once per wave start, and at most once per package and
+/// `--content-check-interval` for other writes: [`content`]); what holds the Rollout when it is
+/// not.
 async fn content_gate(
     pass: &Pass<'_>,
     ctx: &RolloutContext,
@@ -283,27 +285,54 @@ async fn content_gate(
     sub: &Arc<Subscription>,
     decision: &Decision,
 ) -> Result<Option<Held>, Error> {
-    let Some(wave) = content::wave_started(&pass.previous, decision) else {
+    let package = ready.package.uid().unwrap_or_default();
+    let Some(point) = content_check_due(pass, ctx, &package, decision) else {
         return Ok(None);
     };
-    if pass.tracked.content_verified >= wave {
-        return Ok(None);
-    }
     let platform = ready.platform.as_ref();
-    match content::check_before_wave(&ctx.base, platform, &ready.package, wave).await? {
+    match content::check_content(&ctx.base, platform, &ready.package, point).await? {
         content::Verdict::Go => {
-            ctx.tracked.update(&pass.uid, |t| {
-                t.content_verified = t.content_verified.max(wave)
-            });
+            if let content::CheckPoint::WaveStart(wave) = point {
+                ctx.tracked.update(&pass.uid, |t| {
+                    t.content_verified = t.content_verified.max(wave)
+                });
+            }
             Ok(None)
         }
-        content::Verdict::Hold(blocker) => Ok(Some(Held {
-            blocker,
-            subscription: Some(sub.clone()),
-            poll_actively: false,
-            again: ctx.options.intervals.idle,
-        })),
+        content::Verdict::Hold(blocker) => {
+            if matches!(blocker, Blocker::PlatformUnavailable(_)) {
+                ctx.content_checks.release(&package);
+            }
+            Ok(Some(Held {
+                blocker,
+                subscription: Some(sub.clone()),
+                poll_actively: false,
+                again: ctx.options.intervals.idle,
+            }))
+        }
     }
+}
+
+/// Whether the decision's writes wait for a content check, and before what: a wave start not
+/// verified yet always; other writes when the package was not checked within
+/// `--content-check-interval` (taking that check for the package).
+fn content_check_due(
+    pass: &Pass<'_>,
+    ctx: &RolloutContext,
+    package: &str,
+    decision: &Decision,
+) -> Option<content::CheckPoint> {
+    let now = std::time::Instant::now();
+    let checks = &ctx.content_checks;
+    if let Some(wave) = content::wave_started(&pass.previous, decision)
+        && pass.tracked.content_verified < wave
+    {
+        checks.checked(package, now);
+        return Some(content::CheckPoint::WaveStart(wave));
+    }
+    let interval = ctx.options.content_check_interval;
+    (!decision.notifications.is_empty() && checks.claim(package, now, interval))
+        .then_some(content::CheckPoint::Writes(decision.status.current_wave))
 }
 
 /// The engine's decision on the Rollout's index as it is now.

@@ -23,7 +23,8 @@
 //! accept (TLS handshake included), nothing for 1.5 × the keep-alive closes it (a keep-alive
 //! of 0 gets [`MqttOptions::idle_timeout`]), [`MqttOptions::max_packet_bytes`],
 //! [`MqttOptions::max_connections`] per listener, and [`MqttOptions::write_timeout`] for a
-//! device that stops reading.
+//! device that stops reading. A connection that chose HTTP by ALPN gets the request limits of
+//! the HTTP listeners ([`MqttOptions::http`], applied by `crate::net::server::HandedOver`).
 
 pub mod client;
 mod faults;
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -49,7 +49,9 @@ use tokio_rustls::rustls::server::Acceptor;
 use super::device_api::connector_for_host;
 use super::faults::Faults;
 use super::model::Model;
+use super::server::ListenerOptions;
 use super::tls::{SelfSigned, TlsError};
+use crate::net::server::{HandedOver, Setup};
 use hub::Hub;
 pub use metrics::{Close, MqttMetrics};
 
@@ -57,6 +59,9 @@ pub use metrics::{Close, MqttMetrics};
 pub const MQTT_LISTENER: &str = "mqtt";
 /// The listener name of MQTT over TLS.
 pub const MQTTS_LISTENER: &str = "mqtts";
+/// The listener name (`listener` label of the listener metrics) of the HTTP served on the TLS
+/// port by ALPN.
+pub const MQTTS_HTTP_LISTENER: &str = "mqtts_http";
 /// The ALPN protocol that selects HTTP on the TLS MQTT port.
 pub const HTTP_ALPN: &[u8] = b"http/1.1";
 /// Default time from the accept to a complete CONNECT.
@@ -84,10 +89,11 @@ pub struct MqttOptions {
     pub max_packet_bytes: usize,
     /// Connections each listener holds at once; one more is accepted and closed at once.
     pub max_connections: usize,
-    /// HTTP header timeout of connections that chose HTTP by ALPN.
-    pub http_header_timeout: Duration,
-    /// HTTP largest request head of those connections.
-    pub http_max_header_bytes: usize,
+    /// The HTTP limits of connections on the TLS port that chose HTTP by ALPN (those of the
+    /// emulator's HTTP listeners: header and body timeouts, bodies in flight, body and head
+    /// sizes; the connection cap is [`MqttOptions::max_connections`]), and where their
+    /// refusals are counted (listener [`MQTTS_HTTP_LISTENER`]).
+    pub http: ListenerOptions,
     /// Fault injection (the emulator's `--fault` rules on `mqtt.connect`, `mqtt.publish`,
     /// `mqtt.deliver`; off by default), shared with the HTTP listeners.
     pub faults: Arc<Faults>,
@@ -107,8 +113,7 @@ impl MqttOptions {
                 .resource_max_bytes
                 .saturating_add(PACKET_OVERHEAD),
             max_connections: super::server::MAX_CONNECTIONS,
-            http_header_timeout: super::server::HEADER_TIMEOUT,
-            http_max_header_bytes: super::server::MAX_HEADER_BYTES,
+            http: ListenerOptions::defaults(model),
             faults: Arc::new(Faults::off()),
         }
     }
@@ -257,6 +262,11 @@ impl MqttListener {
             mqtt: mqtt_config,
             http: http_config,
             app: http_app,
+            limits: HandedOver::new(Setup {
+                name: MQTTS_HTTP_LISTENER,
+                limits: service.options.http.limits,
+                metrics: service.options.http.metrics.clone(),
+            }),
         };
         let task = tokio::spawn(accept_loop(
             listener,
@@ -288,6 +298,8 @@ struct TlsConfigs {
     mqtt: Arc<ServerConfig>,
     http: Arc<ServerConfig>,
     app: Router,
+    /// The HTTP limits, shared by every connection that chose HTTP.
+    limits: HandedOver,
 }
 
 /// The TLS handshake (under the connect timeout), then HTTP when the client offered ALPN
@@ -331,7 +343,8 @@ async fn serve_tls(
     };
     if wants_http {
         service.metrics.http_connection();
-        serve_http(tls, remote, &service.options, configs.app, stop).await;
+        let app = super::server::connection_service(configs.app, remote);
+        configs.limits.serve(tls, remote, app, stop).await;
         return;
     }
     let connector = match sni {
@@ -345,40 +358,6 @@ async fn serve_tls(
         connect_deadline: deadline,
     };
     session::run(tls, service, accepted, stop).await;
-}
-
-/// HTTP/1.1 on a TLS connection that chose it by ALPN: the emulator's router, with the header
-/// timeout and head size of the HTTP listeners (bodies are bounded by the router's own limits).
-async fn serve_http<Io>(
-    io: Io,
-    remote: SocketAddr,
-    options: &MqttOptions,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-) where
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let inner = super::server::connection_service(app, remote);
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        hyper::service::Service::call(&inner, req.map(axum::body::Body::new))
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.http_header_timeout)
-        .max_buf_size(options.http_max_header_bytes.max(8192))
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        served = conn.as_mut() => {
-            if let Err(e) = served {
-                tracing::debug!(%remote, error = %e, "HTTP on the MQTT port ended");
-            }
-        }
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(crate::net::server::SHUTDOWN_GRACE, conn.as_mut()).await;
-        }
-    }
 }
 
 /// Accepts connections until `stop`, holding at most `max_connections` (one more is accepted

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use crate::api::conditions::{COMPLETE, TRUE, find_condition};
 use crate::api::rollout::{BusyDevices, ForeignManifests};
+use crate::engine::foreign_finished;
 use crate::otau::{Manifest, Report, Status};
 
 use super::fleet::{Fleet, MINUTE, Run, SEED, SimDevice, T0, manifest, spec};
@@ -152,6 +153,9 @@ fn foreign_devices_are_counted_and_written_or_skipped_by_policy() {
         "{:?}",
         paused.status.totals
     );
+    // Not finished under Notify: they still hold their wave.
+    let notify = ForeignManifests::Notify;
+    assert_eq!(foreign_finished(&paused.status.totals, notify), 0);
     run_to_completion(&mut run, 30);
     assert!(run.fleet.devices.iter().all(|d| d.writes == vec![1]));
     // Skip: counted foreign, never written, finished.
@@ -161,6 +165,14 @@ fn foreign_devices_are_counted_and_written_or_skipped_by_policy() {
     assert!(completed(&skip), "{:?}", skip.status.conditions);
     assert_eq!(skip.status.totals.foreign, 3);
     assert_eq!(skip.status.totals.succeeded, 3);
+    // Finished under Skip: with the succeeded and skipped devices they are every target of the
+    // completed Rollout (what the fleet-progress panel adds up).
+    let t = &skip.status.totals;
+    let finished = t.finished() + t.skipped + foreign_finished(t, ForeignManifests::Skip);
+    assert_eq!(
+        (foreign_finished(t, ForeignManifests::Skip), finished),
+        (3, t.targeted)
+    );
     for (p, d) in skip.fleet.devices.iter().enumerate() {
         let expected: Vec<u32> = if p % 2 == 0 { vec![] } else { vec![1] };
         assert_eq!(d.writes, expected, "{}", d.identity);

@@ -225,13 +225,12 @@ fn refusal_response(refusal: Refusal) -> Response<Body> {
     response
 }
 
-/// One accepted connection and what it holds: a connection slot and the gauge.
+/// One accepted connection: the listener's limits and counters, its own request state, and
+/// the listener's stop signal.
 pub(super) struct Connection {
     pub(super) shared: Arc<Shared>,
     pub(super) state: Arc<ConnState>,
     pub(super) stop: watch::Receiver<bool>,
-    pub(super) _slot: OwnedSemaphorePermit,
-    pub(super) _open: OpenGauge,
 }
 
 /// How serving a connection ended.
@@ -276,6 +275,20 @@ impl Connection {
                 return;
             }
         };
+        self.serve(io, remote, inner).await;
+    }
+
+    /// Serves HTTP/1 on `io` (handshake done) under the listener's limits until the connection
+    /// ends, waits too long for headers, or the listener stops (then open requests get
+    /// [`SHUTDOWN_GRACE`]).
+    pub(super) async fn serve<Io, S>(mut self, io: Io, remote: SocketAddr, inner: S)
+    where
+        Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let limits = self.shared.limits;
         let service = Limited {
             inner,
             state: self.state.clone(),
