@@ -22,7 +22,7 @@ use crate::api::software_package::SoftwarePackage;
 use crate::engine::{
     DeviceIndex, DeviceObservation, DeviceState, EvalContext, IndexConfig, ParsedPolicy, SetKind,
     connector_manifests, cumulative_sizes, evaluate, newer_rollout_manifests,
-    newer_rollout_packages, order_key, order_seed, positional_wave,
+    newer_rollout_packages, order_key, order_seed, positional_wave, rollout_marker,
 };
 use crate::net::outbound::OutboundPolicy;
 use crate::otau::{Manifest, Report};
@@ -174,7 +174,7 @@ pub fn device_rows(
         IndexConfig {
             seed: seed.clone(),
             targets: rollout.spec.targets.clone(),
-            manifest: manifest.clone(),
+            manifest: manifest.with_rollout(Some(&rollout_marker(&namespace, &name))),
             connector_manifests: others.connector.clone(),
             newer_rollout_manifests: others.newer_rollouts.clone(),
         },

@@ -28,7 +28,7 @@ use otau_operator::emulator::model::{Model, ModelConfig};
 use otau_operator::emulator::platform_adapter::EmulatorPlatform;
 use otau_operator::engine::{
     DeviceIndex, DeviceObservation, EngineInput, EngineMemory, EventType, IndexConfig, Micros,
-    PollHint, order_seed, reconcile,
+    PollHint, order_seed, reconcile, rollout_marker,
 };
 use otau_operator::otau::Manifest;
 use otau_operator::platform::{ContentUpload, ListIdentities, PackageRegistration, Platform};
@@ -383,7 +383,7 @@ async fn run_once(
     let mut index = DeviceIndex::new(IndexConfig {
         seed: order_seed(&spec, &namespace, &name),
         targets: spec.targets.clone(),
-        manifest: manifest.clone(),
+        manifest: manifest.with_rollout(Some(&rollout_marker(&namespace, &name))),
         // The simulated connector holds this package only.
         connector_manifests: vec![manifest.clone()],
         newer_rollout_manifests: Vec::new(),

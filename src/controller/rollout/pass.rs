@@ -26,7 +26,7 @@ use crate::controller::package::{self, listing};
 use crate::controller::poller::{PollIntervals, SubscribeRequest, Subscription, WebhookKey};
 use crate::engine::{
     self, Blocker, Decision, EngineError, EngineInput, IndexConfig, Micros, Notification, PollHint,
-    WriteShortfall, order_seed,
+    WriteShortfall, order_seed, rollout_marker,
 };
 use crate::otau::Manifest;
 use crate::platform::{Platform, PlatformError};
@@ -204,7 +204,9 @@ fn subscribe(
         config: IndexConfig {
             seed: order_seed(&pass.rollout.spec, &pass.namespace, &pass.name),
             targets: pass.rollout.spec.targets.clone(),
-            manifest: ready.manifest.clone(),
+            manifest: ready
+                .manifest
+                .with_rollout(Some(&rollout_marker(&pass.namespace, &pass.name))),
             connector_manifests: ready.others.connector.clone(),
             newer_rollout_manifests: ready.others.newer_rollouts.clone(),
         },
