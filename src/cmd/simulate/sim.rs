@@ -380,10 +380,12 @@ async fn run_once(
     let annotations: BTreeMap<String, String> =
         s.rollout.metadata.annotations.clone().unwrap_or_default();
     let mut generation = s.rollout.metadata.generation.unwrap_or(1);
+    // What the Rollout writes: the package's manifest with the Rollout's marker.
+    let written = manifest.with_rollout(Some(&rollout_marker(&namespace, &name)));
     let mut index = DeviceIndex::new(IndexConfig {
         seed: order_seed(&spec, &namespace, &name),
         targets: spec.targets.clone(),
-        manifest: manifest.with_rollout(Some(&rollout_marker(&namespace, &name))),
+        manifest: written.clone(),
         // The simulated connector holds this package only.
         connector_manifests: vec![manifest.clone()],
         newer_rollout_manifests: Vec::new(),
@@ -429,7 +431,7 @@ async fn run_once(
             trip = Some(tripped);
         }
         writes
-            .deliver(platform, manifest, &decision.notifications)
+            .deliver(platform, &written, &decision.notifications)
             .await;
         timings.write += lap.split();
         status = decision.status;

@@ -127,6 +127,8 @@ struct Held {
 
 /// What a Rollout needs before it can deliver.
 struct Prerequisites {
+    /// The manifest this Rollout writes: the package's, carrying the Rollout's marker (the
+    /// `rollout` key, exosite-platform.md §2.3).
     manifest: Manifest,
     /// The manifests of the SoftwarePackages of the connector (which other manifests in
     /// `config_otau` are not foreign), and those of them newer Rollouts roll out.
@@ -204,9 +206,7 @@ fn subscribe(
         config: IndexConfig {
             seed: order_seed(&pass.rollout.spec, &pass.namespace, &pass.name),
             targets: pass.rollout.spec.targets.clone(),
-            manifest: ready
-                .manifest
-                .with_rollout(Some(&rollout_marker(&pass.namespace, &pass.name))),
+            manifest: ready.manifest.clone(),
             connector_manifests: ready.others.connector.clone(),
             newer_rollout_manifests: ready.others.newer_rollouts.clone(),
         },
@@ -566,7 +566,7 @@ async fn prerequisites(
         ))));
     }
     let manifest = match status.manifest.as_deref().map(Manifest::parse) {
-        Some(Ok(m)) => m,
+        Some(Ok(m)) => m.with_rollout(Some(&rollout_marker(&namespace, &rollout.name_any()))),
         Some(Err(e)) => {
             return Ok(Err(Blocker::PackageNotReady(format!(
                 "SoftwarePackage {package_name}: its manifest cannot be read: {e}"
