@@ -188,6 +188,13 @@ impl Manifest {
         }
     }
 
+    /// The widest value a Rollout writes for this manifest: a two-digit attempt (1 + at most
+    /// 10 retries) and a 16-digit marker. A manifest whose widest value fits
+    /// [`MAX_MANIFEST_BYTES`] fits every write.
+    pub fn widest_written(&self) -> Self {
+        self.with_attempt(99).with_rollout(Some("0000000000000000"))
+    }
+
     /// Whether the value carries exactly this marker.
     pub fn marked_by(&self, marker: &str) -> bool {
         self.rollout.as_deref() == Some(marker)
@@ -530,5 +537,15 @@ mod tests {
             Err(ManifestError::TooLarge(_))
         ));
         assert!(sample().to_json_checked().is_ok());
+        // A manifest that fits only without the attempt and marker a Rollout adds is refused
+        // by its widest written form.
+        let bare = Manifest::url_list("1", "n", "", vec![]);
+        let room = MAX_MANIFEST_BYTES - bare.to_json().len();
+        let tight = Manifest::url_list("1", "n", "x".repeat(room - 10), vec![]);
+        assert!(tight.to_json_checked().is_ok());
+        assert!(matches!(
+            tight.widest_written().to_json_checked(),
+            Err(ManifestError::TooLarge(_))
+        ));
     }
 }
