@@ -11,8 +11,8 @@ use otau_operator::api::Rollout;
 use otau_operator::emulator::fleet::Profile;
 
 use crate::harness::{
-    Emu, Group, Operator, apply, base_yaml, condition, has, identities, profile_of, rollout_for,
-    wait_rollout,
+    Emu, Group, Operator, WEBHOOK_KEY, apply, base_yaml, condition, has, identities, profile_of,
+    rollout_for, wait_rollout,
 };
 use crate::policies::{STRICT_PACKAGE, strict_rollout_for};
 use crate::support::ControlPlane;
@@ -271,15 +271,22 @@ async fn judged(api: &Api<Rollout>, name: &str) -> Rollout {
 
 /// A notified device that an edit of `targets.identities` leaves out keeps counting: ten
 /// devices are written, then removed from `identities` before they fail; their failures still
-/// count (pushed and polled into the index while the operator runs), pause the Rollout, and
-/// are never retried (`retries: 1` would write them again). Each device holds the Rollout's
-/// marker, recomputed here from docs/rollouts.md.
+/// count, pause the Rollout, and are never retried (`retries: 1` would write them again). The
+/// operator lists the devices when it starts and when the edit rebuilds the Rollout's index,
+/// and polls no more (1 h): reports after that arrive by push only. Each device holds the
+/// Rollout's marker, recomputed here from docs/rollouts.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_device_edited_out_of_identities_keeps_counting_and_pauses_the_rollout() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("e2e-former").await;
-    let emu = Emu::start(&failing_and_succeeding(50)).await;
-    let _op = Operator::start(cp, &ns, &[]).await;
+    let mut emu = Emu::start(&failing_and_succeeding(50)).await;
+    let op = Operator::start(
+        cp,
+        &ns,
+        &["--poll-interval-active", "1h", "--poll-interval-idle", "1h"],
+    )
+    .await;
+    emu.push_to(op.push_addr, WEBHOOK_KEY);
     apply(cp, &ns, &base_yaml(&emu));
     let (bad, ok) = (identities("bad-", 10), identities("ok-", 10));
     let all: Vec<String> = bad.iter().chain(&ok).cloned().collect();
