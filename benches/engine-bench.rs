@@ -20,7 +20,7 @@ use otau_operator::api::DeviceTag;
 use otau_operator::api::rollout::{RolloutSpec, RolloutStatus};
 use otau_operator::engine::{
     Decision, DeviceIndex, DeviceObservation, EngineInput, EngineMemory, IndexConfig,
-    ResourceState, order_seed, reconcile,
+    ResourceState, order_seed, reconcile, rollout_marker,
 };
 use otau_operator::otau::{Manifest, Report, Status};
 
@@ -142,7 +142,8 @@ fn bench(n: usize) {
         targets: spec.targets.clone(),
         connector_manifests: vec![manifest.clone()],
         newer_rollout_manifests: Vec::new(),
-        manifest,
+        // What the operator writes: the package's manifest with the Rollout's marker.
+        manifest: manifest.with_rollout(Some(&rollout_marker("bench", "ro"))),
     });
     let mut page = Vec::with_capacity(PAGE);
     for i in 0..n {

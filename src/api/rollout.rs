@@ -153,9 +153,12 @@ pub struct RolloutSpec {
     pub package_ref: LocalRef,
 
     /// Which devices of the package's connector get the package. Editing targets mid-rollout
-    /// adds or drops devices not yet notified. An exclusion stops future writes only: a
-    /// notified device that `exclude` removes keeps counting (no retry); a device the identities
-    /// or tags no longer select stops counting (docs/rollouts.md, "Target edits").
+    /// adds or drops devices not yet notified. An edit stops future writes only: a device this
+    /// Rollout notified keeps counting in its wave and toward the failure threshold (no retry)
+    /// whether `exclude` removes it or the identities or tags no longer select it. The platform
+    /// remembers it: every value this Rollout writes carries its marker (`"rollout"` in
+    /// `config_otau`). A device notified by an older operator release has no marker: exclude it
+    /// rather than removing it from `identities` (docs/rollouts.md, "Target edits").
     pub targets: Targets,
 
     /// Cumulative wave sizes, in order. Count waves (canaries) come first, then percent waves;

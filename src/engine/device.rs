@@ -282,9 +282,7 @@ pub fn evaluate(entry: &DeviceEntry, ctx: &EvalContext) -> DeviceState {
     let fresh = report_belongs_to_attempt(entry, ctx);
     let next_attempt = match notified {
         Notification::Attempt(k)
-            if ctx.retries_allowed
-                && k < ctx.max_attempts
-                && !entry.excluded_after_notification() =>
+            if ctx.retries_allowed && k < ctx.max_attempts && !entry.writes_stopped() =>
         {
             Some(k + 1)
         }

@@ -12,8 +12,11 @@
 //! again). Everything else is dropped at once, so a rollout of 1,000 devices on a connector of
 //! a million keeps 1,000 entries. Holding this package's manifest does not bring an unselected
 //! device in: two Rollouts of one package to disjoint targets (say one per region) each count
-//! only their own devices, and a device the identities or tags no longer select stops counting
-//! (its `config_otau` stays as written).
+//! only their own devices. A device the identities or tags no longer select keeps counting
+//! only when its `config_otau` set value is this package's manifest carrying this Rollout's
+//! marker (the `rollout` key, [`super::order::rollout_marker`]): a *former target*, which this
+//! Rollout notified; it is flagged like an excluded one and never written again. The platform
+//! holds the fact; the entry spends one flag bit on it.
 
 use std::borrow::{Borrow, Cow};
 use std::collections::{HashMap, HashSet};
@@ -142,6 +145,10 @@ const CONNECTOR_MANIFEST: u16 = 32;
 /// Flag: the [`SetKind::OtherManifest`] value is the manifest of a package that a newer
 /// Rollout on the connector rolls out ([`IndexConfig::newer_rollout_manifests`]).
 const NEWER_ROLLOUT_MANIFEST: u16 = 64;
+/// Flag: the identities and tags no longer select the device, whose `config_otau` holds this
+/// package's manifest with this Rollout's marker: a former target, notified by this Rollout.
+/// It keeps counting (an edit stops future writes only) and gets no retry.
+const FORMER_TARGET: u16 = 128;
 /// Flag: the device carries this rollout's success record ([`DeviceIndex::success_record`],
 /// an identity tag on the platform): it installed the target, which the index knows even when
 /// the device's latest report no longer says so (a re-run seen after a restart).
@@ -242,6 +249,25 @@ impl DeviceEntry {
     /// and is never written again.
     pub fn excluded_after_notification(&self) -> bool {
         self.flags & EXCLUDED != 0
+    }
+
+    /// Whether the identities or tags no longer select the device, which holds this Rollout's
+    /// marked manifest: it keeps counting and is never written again.
+    pub fn former_target(&self) -> bool {
+        self.flags & FORMER_TARGET != 0
+    }
+
+    /// Whether the targets stopped writes to this notified device (excluded after its
+    /// notification, or a former target): it keeps counting and gets no retry.
+    pub fn writes_stopped(&self) -> bool {
+        self.flags & (EXCLUDED | FORMER_TARGET) != 0
+    }
+
+    /// The same entry as a former target (tests).
+    #[cfg(test)]
+    pub(crate) fn with_former_target(mut self) -> Self {
+        self.flags |= FORMER_TARGET;
+        self
     }
 
     /// The same entry, excluded after its notification (tests).
@@ -369,6 +395,7 @@ impl DeviceEntry {
 struct Folded {
     in_scope: bool,
     excluded: bool,
+    former: bool,
     /// The device carries the rollout's success record.
     recorded: bool,
     set_kind: SetKind,
@@ -380,6 +407,19 @@ struct Folded {
     report_at: Micros,
     running_version: u16,
     note: Option<String>,
+}
+
+impl Folded {
+    /// Sets the entry's flags for why the targets keep it without writes (or clears them).
+    fn apply_scope_flags(&self, entry: &mut DeviceEntry) {
+        entry.flags &= !(EXCLUDED | FORMER_TARGET);
+        if self.excluded {
+            entry.flags |= EXCLUDED;
+        }
+        if self.former {
+            entry.flags |= FORMER_TARGET;
+        }
+    }
 }
 
 /// What the index keeps of another manifest in `config_otau`.
@@ -498,7 +538,10 @@ pub struct IndexConfig {
     pub seed: String,
     /// The Rollout's targets.
     pub targets: Targets,
-    /// The package manifest (its `attempt` is ignored: attempt 1 is the base).
+    /// The package manifest (its `attempt` is ignored: attempt 1 is the base), carrying the
+    /// Rollout's marker ([`Manifest::rollout`], [`super::order::rollout_marker`]): every value
+    /// the index hands out to write carries it, and a device the targets no longer select
+    /// keeps counting only when its value carries it.
     pub manifest: Manifest,
     /// The manifests of the SoftwarePackages of the connector (any attempt; this package's
     /// may be among them): another manifest in `config_otau` that is none of these is
@@ -613,6 +656,7 @@ impl DeviceIndex {
         self.config.seed == config.seed
             && self.config.targets == config.targets
             && self.config.manifest == config.manifest
+            && self.config.manifest.rollout == config.manifest.rollout
     }
 
     /// Takes new [`IndexConfig::connector_manifests`] and
@@ -811,10 +855,7 @@ impl DeviceIndex {
                     e.running_version = folded.running_version;
                     e.fold_record(folded.recorded);
                     e.flags |= SEEN;
-                    e.flags &= !EXCLUDED;
-                    if folded.excluded {
-                        e.flags |= EXCLUDED;
-                    }
+                    folded.apply_scope_flags(e);
                 }
                 (Some(i), false) => self.remove_at(i),
                 (None, true) => self.insert(key, &obs.identity, &folded),
@@ -880,6 +921,15 @@ impl DeviceIndex {
         }
         if set.is_none() && report.is_none() {
             return false;
+        }
+        if let Some(((kind, _), _, _)) = set
+            && entry.writes_stopped()
+            && kind != SetKind::Ours
+        {
+            // Kept only because it held this package's manifest: without it, the targets no
+            // longer take it (a listing would drop it too).
+            self.remove_at(i);
+            return true;
         }
         let e = &mut self.entries[i as usize];
         e.flags |= SEEN;
@@ -1000,9 +1050,7 @@ impl DeviceIndex {
         entry.fold_report(folded.report, folded.report_at);
         entry.running_version = folded.running_version;
         entry.fold_record(folded.recorded);
-        if folded.excluded {
-            entry.flags |= EXCLUDED;
-        }
+        folded.apply_scope_flags(&mut entry);
         self.entries.push(entry);
         match self.by_key.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => self.collisions.push(index),
@@ -1095,13 +1143,21 @@ impl DeviceIndex {
     }
 
     fn fold(&self, obs: &DeviceObservation) -> Folded {
-        let (set_kind, attempt, set_at, acked, other) = match &obs.config_otau {
-            None => (SetKind::Absent, 0, 0, false, OtherManifest::default()),
+        let (set_kind, attempt, marked, set_at, acked, other) = match &obs.config_otau {
+            None => (
+                SetKind::Absent,
+                0,
+                false,
+                0,
+                false,
+                OtherManifest::default(),
+            ),
             Some(state) => {
-                let (kind, attempt) = self.set_kind(state.set.as_deref());
+                let (kind, attempt, marked) = self.set_value(state.set.as_deref());
                 (
                     kind,
                     attempt,
+                    marked,
                     normalize_timestamp(state.timestamp.unwrap_or(0)),
                     self.acknowledged(state, kind, attempt),
                     self.other_manifest(kind, state.set.as_deref()),
@@ -1125,9 +1181,14 @@ impl DeviceIndex {
         // An exclusion stops future writes only: a device it removes that holds this rollout's
         // manifest was notified, and keeps counting.
         let kept = scope == Scope::Excluded && set_kind == SetKind::Ours;
+        // An edit of the identities or tags stops future writes only too, for the devices this
+        // Rollout notified: those holding its marker (another Rollout's devices, or a previous
+        // release's, carry another marker or none, and do not count here).
+        let former = scope == Scope::Out && set_kind == SetKind::Ours && marked;
         Folded {
-            in_scope: scope == Scope::In || kept,
+            in_scope: scope == Scope::In || kept || former,
             excluded: scope == Scope::Excluded,
+            former,
             recorded: obs.tags.contains(&self.record),
             set_kind,
             attempt,
@@ -1180,20 +1241,34 @@ impl DeviceIndex {
     }
 
     fn set_kind(&self, value: Option<&str>) -> (SetKind, u8) {
+        let (kind, attempt, _) = self.set_value(value);
+        (kind, attempt)
+    }
+
+    /// What a `config_otau` value is: its kind, its attempt (for [`SetKind::Ours`]) and
+    /// whether it carries this Rollout's marker (never when the index has none). The marker is
+    /// not part of the comparison: this package's manifest with another marker, or none, is
+    /// [`SetKind::Ours`] all the same.
+    fn set_value(&self, value: Option<&str>) -> (SetKind, u8, bool) {
         let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
-            return (SetKind::Absent, 0);
+            return (SetKind::Absent, 0, false);
         };
-        // Fast path: our own exact serialisation.
+        // Fast path: our own exact serialisation, marker included.
         if let Some(k) = self.attempt_values.iter().position(|v| v == value) {
-            return (SetKind::Ours, k as u8 + 1);
+            return (SetKind::Ours, k as u8 + 1, self.manifest.rollout.is_some());
         }
         match Manifest::parse(value) {
             Ok(m) if m.with_attempt(1) == self.manifest => {
                 let attempt = u8::try_from(m.attempt).unwrap_or(MAX_ATTEMPT);
-                (SetKind::Ours, attempt.clamp(1, MAX_ATTEMPT))
+                let marked = self
+                    .manifest
+                    .rollout
+                    .as_deref()
+                    .is_some_and(|own| m.marked_by(own));
+                (SetKind::Ours, attempt.clamp(1, MAX_ATTEMPT), marked)
             }
-            Ok(_) => (SetKind::OtherManifest, 0),
-            Err(_) => (SetKind::Foreign, 0),
+            Ok(_) => (SetKind::OtherManifest, 0, false),
+            Err(_) => (SetKind::Foreign, 0, false),
         }
     }
 

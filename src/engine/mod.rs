@@ -77,7 +77,7 @@ pub use memory::{AbortCause, AbortRecord, EngineMemory, ThresholdBaseline};
 pub use observation::{
     DeviceObservation, Micros, PartialUpdate, ResourceState, normalize_timestamp,
 };
-pub use order::{order_key, order_seed};
+pub use order::{order_key, order_seed, rollout_marker};
 pub use policy::{
     Judgement, ParsedPolicy, accepted_baseline, foreign_finished, judge, judge_started_waves,
     percent_text, started_waves_text,

@@ -5,6 +5,12 @@
 //! `printf 'default/fw-2-1\0%s' 00AB01 | sha256sum | cut -c1-16`.
 //! The seed is `spec.orderSeed`, or else `<namespace>/<name>` (not the UID, so a GitOps
 //! replace or a restore keeps the same waves).
+//!
+//! The Rollout's marker, the `rollout` key of every `config_otau` value it writes
+//! (exosite-platform.md §2.3), is the first 16 hex digits of `sha256(<namespace>/<name>)`:
+//! `printf 'default/fw-2' | sha256sum | cut -c1-16`. A hash, so devices do not learn namespace
+//! names; `<namespace>/<name>` and not the UID or `orderSeed`, so a GitOps replace or a restore
+//! recognises the devices it wrote.
 
 use sha2::{Digest, Sha256};
 
@@ -30,6 +36,13 @@ pub fn order_key(seed: &str, identity: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
+/// The marker of the Rollout `<namespace>/<name>`: the first 16 hex digits of
+/// `sha256(<namespace>/<name>)` (lower case).
+pub fn rollout_marker(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +52,16 @@ mod tests {
         // python3 -c 'import hashlib;print(hashlib.sha256(b"default/fw\x00dev-1").hexdigest()[:16])'
         let expected = 0x3f0a_58d4_3194_ddc2_u64;
         assert_eq!(order_key("default/fw", "dev-1"), expected);
+    }
+
+    #[test]
+    fn marker_is_the_hex_prefix_of_sha256_of_namespace_slash_name() {
+        // printf 'default/fw-2' | sha256sum | cut -c1-16
+        assert_eq!(rollout_marker("default", "fw-2"), "32812a1dcae43901");
+        assert_ne!(
+            rollout_marker("default", "fw-2"),
+            rollout_marker("prod", "fw-2")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use crate::api::DeviceTag;
 
 use super::device::DeviceState;
-use super::index::DeviceIndex;
+use super::index::{DeviceEntry, DeviceIndex};
 use super::order::order_key;
 
 /// The name of the success record tag.
@@ -25,7 +25,9 @@ pub fn success_record(seed: &str, version: &str) -> DeviceTag {
 }
 
 /// The devices whose success to record now: re-runs (they installed the target and report
-/// about it again) that do not carry the record yet, in wave order, at most `batch`.
+/// about it again) that do not carry the record yet, in wave order, at most `batch`. A device
+/// the targets stopped writing to (excluded, or a former target) gets no record either: an
+/// edit stops every future write.
 pub fn choose_success_records(
     index: &DeviceIndex,
     order: &[u32],
@@ -35,10 +37,15 @@ pub fn choose_success_records(
     order
         .iter()
         .zip(states)
-        .filter(|&(&i, &state)| state == DeviceState::Rerun && !index.entry(i).success_recorded())
+        .filter(|&(&i, &state)| state == DeviceState::Rerun && record_due(index.entry(i)))
         .take(batch)
         .map(|(&i, _)| index.identity(index.entry(i)).to_owned())
         .collect()
+}
+
+/// Whether a re-running device still needs its record and may be written.
+fn record_due(entry: &DeviceEntry) -> bool {
+    !entry.success_recorded() && !entry.writes_stopped()
 }
 
 #[cfg(test)]

@@ -8,10 +8,14 @@ use super::{FIRST_ATTEMPT, MAX_MANIFEST_BYTES};
 /// A parsed `config_otau` manifest.
 ///
 /// [`Manifest::to_json`] emits the operator's exact serialisation: compact JSON with the keys in
-/// the order `version`, `name`, `description` (left out when empty), `type`, `payload`, and
-/// `attempt` (only for attempt 2 and later). [`Manifest::parse`] accepts any key order, a missing
-/// or empty `description`, and unknown keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// the order `version`, `name`, `description` (left out when empty), `type`, `payload`,
+/// `attempt` (only for attempt 2 and later) and `rollout` (only when set). [`Manifest::parse`]
+/// accepts any key order, a missing or empty `description`, and unknown keys.
+///
+/// Equality leaves [`Manifest::rollout`] out: the marker says which Rollout wrote the value,
+/// not which update it is, so a stored value with or without a marker, or with another
+/// Rollout's, is the same manifest (no device is written twice for a marker).
+#[derive(Debug, Clone)]
 pub struct Manifest {
     /// Distinguishes this OTAU from others, e.g. a version number.
     pub version: String,
@@ -23,7 +27,22 @@ pub struct Manifest {
     pub payload: Payload,
     /// Notification attempt: 1 for the first notification, k ≥ 2 for the k-th retry write.
     pub attempt: u32,
+    /// The marker of the Rollout that wrote the value (the `rollout` key,
+    /// exosite-platform.md §2.3), `None` when absent or not a string. Not part of equality.
+    pub rollout: Option<String>,
 }
+
+impl PartialEq for Manifest {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+            && self.name == other.name
+            && self.description == other.description
+            && self.payload == other.payload
+            && self.attempt == other.attempt
+    }
+}
+
+impl Eq for Manifest {}
 
 /// The manifest payload; its variant decides the `type` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +150,8 @@ struct Wire<'a> {
     payload: WirePayload<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -155,7 +176,28 @@ impl Manifest {
             description: description.into(),
             payload: Payload::UrlList(items),
             attempt: FIRST_ATTEMPT,
+            rollout: None,
         }
+    }
+
+    /// The same manifest carrying the marker of the Rollout that writes it (`None`: none).
+    pub fn with_rollout(&self, marker: Option<&str>) -> Self {
+        Manifest {
+            rollout: marker.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    /// The widest value a Rollout writes for this manifest: a two-digit attempt (1 + at most
+    /// 10 retries) and a 16-digit marker. A manifest whose widest value fits
+    /// [`MAX_MANIFEST_BYTES`] fits every write.
+    pub fn widest_written(&self) -> Self {
+        self.with_attempt(99).with_rollout(Some("0000000000000000"))
+    }
+
+    /// Whether the value carries exactly this marker.
+    pub fn marked_by(&self, marker: &str) -> bool {
+        self.rollout.as_deref() == Some(marker)
     }
 
     /// The same manifest for notification attempt `attempt` (1 = the first).
@@ -180,6 +222,7 @@ impl Manifest {
             kind: self.payload.type_name(),
             payload,
             attempt: (self.attempt > FIRST_ATTEMPT).then_some(self.attempt),
+            rollout: self.rollout.as_deref(),
         };
         serde_json::to_string(&wire).unwrap_or_default()
     }
@@ -268,12 +311,19 @@ impl Manifest {
                 .ok_or(ManifestError::BadAttempt)? as u32,
             Some(_) => return Err(ManifestError::BadAttempt),
         };
+        // A marker of another form is not this operator's: kept as text, never an error (a
+        // device must be able to read any value the operator or a third party wrote).
+        let rollout = match obj.get("rollout") {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
         Ok(Manifest {
             version,
             name,
             description,
             payload,
             attempt,
+            rollout,
         })
     }
 
@@ -364,6 +414,32 @@ mod tests {
         assert!(!m.matches("ACK"));
         assert!(same_json(r#"{"a":1,"b":2}"#, r#"{ "b":2, "a":1 }"#));
         assert!(!same_json("ACK", "ACK"));
+    }
+
+    #[test]
+    fn the_rollout_marker_is_written_last_read_back_and_left_out_of_equality() {
+        let m = Manifest::url_list("2", "n", "", vec!["a.bin".into()]);
+        let marked = m.with_attempt(2).with_rollout(Some("0123456789abcdef"));
+        assert_eq!(
+            marked.to_json(),
+            r#"{"version":"2","name":"n","type":"URL_LIST","payload":["a.bin"],"attempt":2,"rollout":"0123456789abcdef"}"#
+        );
+        let read = Manifest::parse(&marked.to_json()).unwrap();
+        assert!(read.marked_by("0123456789abcdef"));
+        assert!(!read.marked_by("fedcba9876543210"));
+        // Unmarked, marked by another Rollout, or marked by this one: the same manifest.
+        assert_eq!(read, m.with_attempt(2));
+        assert!(m.with_attempt(2).matches(&marked.to_json()));
+        assert!(marked.matches(&m.with_attempt(2).to_json()));
+        let other = m.with_rollout(Some("fedcba9876543210"));
+        assert!(m.matches(&other.to_json()));
+        assert!(!m.with_attempt(2).matches(&other.to_json()));
+        // A marker that is not a string is no marker, and no error.
+        let odd = Manifest::parse(
+            r#"{"version":"2","name":"n","type":"URL_LIST","payload":["a.bin"],"rollout":7}"#,
+        )
+        .unwrap();
+        assert_eq!((odd.rollout.clone(), odd == m), (None, true));
     }
 
     #[test]
@@ -461,5 +537,16 @@ mod tests {
             Err(ManifestError::TooLarge(_))
         ));
         assert!(sample().to_json_checked().is_ok());
+        // A manifest that fits only without the attempt and marker a Rollout adds is refused
+        // by its widest written form.
+        let bare = Manifest::url_list("1", "n", "", vec![]);
+        // `,"description":""` takes 17 bytes: 5 bytes short of the limit.
+        let room = MAX_MANIFEST_BYTES - bare.to_json().len();
+        let tight = Manifest::url_list("1", "n", "x".repeat(room - 22), vec![]);
+        assert!(tight.to_json_checked().is_ok());
+        assert!(matches!(
+            tight.widest_written().to_json_checked(),
+            Err(ManifestError::TooLarge(_))
+        ));
     }
 }

@@ -22,7 +22,7 @@ use crate::api::software_package::SoftwarePackage;
 use crate::engine::{
     DeviceIndex, DeviceObservation, DeviceState, EvalContext, IndexConfig, ParsedPolicy, SetKind,
     connector_manifests, cumulative_sizes, evaluate, newer_rollout_manifests,
-    newer_rollout_packages, order_key, order_seed, positional_wave,
+    newer_rollout_packages, order_key, order_seed, positional_wave, rollout_marker,
 };
 use crate::net::outbound::OutboundPolicy;
 use crate::otau::{Manifest, Report};
@@ -56,6 +56,11 @@ pub struct DeviceRow {
     /// The retry due, when one is (`state` is then `pending`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_attempt: Option<u8>,
+    /// Why the targets no longer write to this notified device, which still counts:
+    /// `excluded` (`targets.exclude` removes it) or `former` (the identities or tags no longer
+    /// select it; its `config_otau` holds this Rollout's manifest). Absent when selected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<&'static str>,
     /// Its last `otau_in` report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<ReportView>,
@@ -108,6 +113,17 @@ pub fn filter_name(filter: StateFilter) -> &'static str {
         StateFilter::Invalid => "invalid",
         StateFilter::Busy => "busy",
         StateFilter::Foreign => "foreign",
+    }
+}
+
+/// Why the targets no longer write to a device they keep counting, if they do.
+pub fn target_note(entry: &crate::engine::DeviceEntry) -> Option<&'static str> {
+    if entry.former_target() {
+        Some("former")
+    } else if entry.excluded_after_notification() {
+        Some("excluded")
+    } else {
+        None
     }
 }
 
@@ -174,7 +190,7 @@ pub fn device_rows(
         IndexConfig {
             seed: seed.clone(),
             targets: rollout.spec.targets.clone(),
-            manifest: manifest.clone(),
+            manifest: manifest.with_rollout(Some(&rollout_marker(&namespace, &name))),
             connector_manifests: others.connector.clone(),
             newer_rollout_manifests: others.newer_rollouts.clone(),
         },
@@ -238,6 +254,7 @@ pub fn device_rows(
                         DeviceState::RetryDue { next } => Some(next),
                         _ => None,
                     },
+                    target: target_note(entry),
                     reported_at: report
                         .as_ref()
                         .and(identity.state.otau_in.timestamp)
@@ -562,9 +579,11 @@ pub fn devices_view(rows: &[DeviceRow], now: Timestamp, style: &Style) -> String
                 "notified" | "inProgress" => Tone::Busy,
                 _ => Tone::Dim,
             };
-            let state = match r.retry_attempt {
-                Some(next) => format!("pending (retry {next} due)"),
-                None => r.state.clone(),
+            let state = match (r.retry_attempt, r.target) {
+                (Some(next), _) => format!("pending (retry {next} due)"),
+                (None, Some("former")) => format!("{} (former target)", r.state),
+                (None, Some(why)) => format!("{} ({why})", r.state),
+                (None, None) => r.state.clone(),
             };
             let report_age = r
                 .reported_at
@@ -615,6 +634,7 @@ mod tests {
             state: "failed".into(),
             attempt: Some(1),
             retry_attempt: None,
+            target: None,
             report: Some(ReportView {
                 version: format!("2.0{HOSTILE}"),
                 status: format!("INSTALL_ERROR{HOSTILE}"),
@@ -635,5 +655,58 @@ mod tests {
         assert_terminal_safe(&json, &Style::plain());
         let back: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(back[0]["report"]["message"], format!("exit{HOSTILE}"));
+    }
+
+    /// A device the identities no longer select, holding this Rollout's marked manifest, is
+    /// listed as a former target with its outcome; one holding the unmarked manifest is not.
+    #[test]
+    fn a_former_target_is_listed_with_its_outcome() {
+        use crate::otau::{Manifest, Report, Status};
+        use crate::platform::{IdentityState, ResourceState};
+        let rollout: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "otau.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "ro", "namespace": "ns"},
+            "spec": {"packageRef": {"name": "p"}, "targets": {"identities": ["in"]},
+                     "waves": [{"percent": 100}]}
+        }))
+        .expect("rollout");
+        let manifest = Manifest::url_list("2.0", "fw", "", vec!["fw.bin".into()]);
+        let marked = manifest.with_rollout(Some(&rollout_marker("ns", "ro")));
+        let failed = Report::new("2.0", Status::parse("INSTALL_ERROR"), "disk").to_json();
+        let device = |id: &str, value: &str| Identity {
+            identity: id.into(),
+            status: String::new(),
+            tags: Vec::new(),
+            state: IdentityState {
+                config_otau: ResourceState::written_by_device(value, 1_000_000),
+                otau_in: ResourceState::written_by_device(failed.clone(), 2_000_000),
+            },
+            created: None,
+        };
+        let identities = [
+            device("in", &marked.to_json()),
+            device("former", &marked.to_json()),
+            device("unmarked", &manifest.to_json()),
+        ];
+        let rows = device_rows(
+            &rollout,
+            &manifest,
+            &OtherManifests::default(),
+            &identities,
+            3_000_000,
+        )
+        .expect("rows");
+        let shown: Vec<(&str, &str, Option<&str>)> = rows
+            .iter()
+            .map(|r| (r.identity.as_str(), r.state.as_str(), r.target))
+            .collect();
+        let mut shown = shown;
+        shown.sort();
+        assert_eq!(
+            shown,
+            [("former", "failed", Some("former")), ("in", "failed", None)]
+        );
+        let text = devices_view(&rows, Timestamp::UNIX_EPOCH, &Style::plain());
+        assert!(text.contains("failed (former target)"), "{text}");
     }
 }

@@ -11,8 +11,8 @@ use otau_operator::api::Rollout;
 use otau_operator::emulator::fleet::Profile;
 
 use crate::harness::{
-    Emu, Group, Operator, apply, base_yaml, condition, has, identities, profile_of, rollout_for,
-    wait_rollout,
+    Emu, Group, Operator, WEBHOOK_KEY, apply, base_yaml, condition, has, identities, profile_of,
+    rollout_for, wait_rollout,
 };
 use crate::policies::{STRICT_PACKAGE, strict_rollout_for};
 use crate::support::ControlPlane;
@@ -188,4 +188,181 @@ async fn an_excluded_notified_device_keeps_counting_and_is_not_retried() {
     written_once(&emu, &identities("ok-", 10));
     let ever: BTreeSet<String> = emu.writes().into_keys().collect();
     assert_eq!(ever.len(), 20);
+}
+
+/// A fleet of ten devices that fail their install (slowly enough that an edit lands between
+/// the write and the failure) and ten that succeed, all tagged `fleet=edited`.
+fn failing_and_succeeding(seed: u64) -> Profile {
+    let group = |name: &str, outcomes: &str| {
+        format!(
+            "  - {{name: {name}, count: 10, identity_prefix: {name}-, version: '1.0.0', tags: [{{name: fleet, value: edited}}], behaviour: {{outcomes: {{{outcomes}}}, durations: {{step: 20ms, test: 50ms, download: 1500ms, install: 3000ms, reboot: 50ms}}}}}}\n"
+        )
+    };
+    let yaml = format!(
+        "seed: {seed}\ngroups:\n{}{}",
+        group("bad", "install_error: 1"),
+        group("ok", "")
+    );
+    Profile::from_yaml(&yaml).unwrap_or_else(|e| panic!("profile: {e}\n{yaml}"))
+}
+
+/// A Rollout of `fw` to `ids` by identity, one wave, one retry, the default threshold.
+fn rollout_to_identities(name: &str, ids: &[String]) -> String {
+    let listed = ids
+        .iter()
+        .map(|id| format!("\"{id}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "apiVersion: otau.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  packageRef:\n    name: fw\n  targets:\n    identities: [{listed}]\n  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 60s\n    retries: 1\n"
+    )
+}
+
+/// The marker docs/rollouts.md tells a reader to recompute (`printf '<ns>/<name>' | sha256sum
+/// | cut -c1-16`), computed here, not by the operator.
+fn marker_of(namespace: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Ground truth: each of `ids` holds a `config_otau` set value carrying `marker`.
+fn hold_marker(emu: &Emu, ids: &[String], marker: &str) {
+    for id in ids {
+        let state = emu.conn().state(id).expect("state");
+        let set = state
+            .get("config_otau")
+            .and_then(|c| c.set.clone())
+            .unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_str(&set).expect("a manifest");
+        assert_eq!(value["rollout"], marker, "{id}: {set}");
+    }
+}
+
+/// Ground truth: every device of `ids` has reported `status` about 2.0.0.
+fn all_report(emu: &Emu, ids: &[String], status: &str) -> bool {
+    ids.iter().all(|id| {
+        crate::devices::status_of(emu, id).is_some_and(|(s, v)| s == status && v == "2.0.0")
+    })
+}
+
+/// Waits until the Rollout has judged its current generation to a pause or completion, with
+/// every device it counts finished.
+async fn judged(api: &Api<Rollout>, name: &str) -> Rollout {
+    wait_rollout(
+        api,
+        name,
+        "the edited spec judged, every device finished",
+        |r| {
+            let generation = r.metadata.generation;
+            let judged = ["Paused", "Complete"].iter().any(|t| {
+                condition(r, t)
+                    .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
+            });
+            let finished = r.status.as_ref().is_some_and(|s| {
+                let t = &s.totals;
+                t.targeted > 0 && t.succeeded + t.failed == t.targeted
+            });
+            judged && finished
+        },
+    )
+    .await
+}
+
+/// A notified device that an edit of `targets.identities` leaves out keeps counting: ten
+/// devices are written, then removed from `identities` before they fail; their failures still
+/// count, pause the Rollout, and are never retried (`retries: 1` would write them again). The
+/// operator lists the devices when it starts and when the edit rebuilds the Rollout's index,
+/// and polls no more (1 h): reports after that arrive by push only. Each device holds the
+/// Rollout's marker, recomputed here from docs/rollouts.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_device_edited_out_of_identities_keeps_counting_and_pauses_the_rollout() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-former").await;
+    let mut emu = Emu::start(&failing_and_succeeding(50)).await;
+    let op = Operator::start(
+        cp,
+        &ns,
+        &["--poll-interval-active", "1h", "--poll-interval-idle", "1h"],
+    )
+    .await;
+    emu.push_to(op.push_addr, WEBHOOK_KEY);
+    apply(cp, &ns, &base_yaml(&emu));
+    let (bad, ok) = (identities("bad-", 10), identities("ok-", 10));
+    let all: Vec<String> = bad.iter().chain(&ok).cloned().collect();
+    apply(cp, &ns, &rollout_to_identities("former", &all));
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    crate::support::wait_for(crate::harness::DEADLINE, "every device written", || {
+        let writes = emu.writes();
+        let done = all.iter().all(|id| writes.contains_key(id));
+        async move { done }
+    })
+    .await;
+    apply(cp, &ns, &rollout_to_identities("former", &ok));
+    crate::support::wait_for(crate::harness::DEADLINE, "every outcome", || {
+        let done =
+            all_report(&emu, &bad, "INSTALL_ERROR") && all_report(&emu, &ok, "INSTALLED_VERSION");
+        async move { done }
+    })
+    .await;
+
+    let r = judged(&api, "former").await;
+    let s = r.status.clone().expect("status");
+    assert!(
+        has(&r, "Paused", "True", "FailureThresholdExceeded"),
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.totals.targeted, s.totals.failed, s.totals.succeeded),
+        (20, 10, 10),
+        "{s:?}"
+    );
+    written_once(&emu, &all);
+    hold_marker(&emu, &all, &marker_of(&ns, "former"));
+}
+
+/// The same across a SIGKILL: the operator is killed once every device was written, the edit
+/// and the failures happen while no operator runs, and a new operator (which never saw the
+/// devices selected) finds the ten former targets on the platform by their marker: counted
+/// failed, the Rollout paused, nothing written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_device_edited_out_of_identities_keeps_counting_across_a_sigkill() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-former-kill").await;
+    let emu = Emu::start(&failing_and_succeeding(51)).await;
+    let mut op = Operator::start(cp, &ns, &[]).await;
+    apply(cp, &ns, &base_yaml(&emu));
+    let (bad, ok) = (identities("bad-", 10), identities("ok-", 10));
+    let all: Vec<String> = bad.iter().chain(&ok).cloned().collect();
+    apply(cp, &ns, &rollout_to_identities("former", &all));
+    crate::support::wait_for(crate::harness::DEADLINE, "every device written", || {
+        let writes = emu.writes();
+        let done = all.iter().all(|id| writes.contains_key(id));
+        async move { done }
+    })
+    .await;
+    op.sigkill();
+    apply(cp, &ns, &rollout_to_identities("former", &ok));
+    crate::support::wait_for(crate::harness::DEADLINE, "every outcome", || {
+        let done =
+            all_report(&emu, &bad, "INSTALL_ERROR") && all_report(&emu, &ok, "INSTALLED_VERSION");
+        async move { done }
+    })
+    .await;
+    let _op = Operator::start(cp, &ns, &[]).await;
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+
+    let r = judged(&api, "former").await;
+    let s = r.status.clone().expect("status");
+    assert!(
+        has(&r, "Paused", "True", "FailureThresholdExceeded"),
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.totals.targeted, s.totals.failed, s.totals.succeeded),
+        (20, 10, 10),
+        "{s:?}"
+    );
+    written_once(&emu, &all);
+    hold_marker(&emu, &all, &marker_of(&ns, "former"));
 }

@@ -28,7 +28,7 @@ use otau_operator::emulator::model::{Model, ModelConfig};
 use otau_operator::emulator::platform_adapter::EmulatorPlatform;
 use otau_operator::engine::{
     DeviceIndex, DeviceObservation, EngineInput, EngineMemory, EventType, IndexConfig, Micros,
-    PollHint, order_seed, reconcile,
+    PollHint, order_seed, reconcile, rollout_marker,
 };
 use otau_operator::otau::Manifest;
 use otau_operator::platform::{ContentUpload, ListIdentities, PackageRegistration, Platform};
@@ -383,10 +383,12 @@ async fn run_once(
     let annotations: BTreeMap<String, String> =
         s.rollout.metadata.annotations.clone().unwrap_or_default();
     let mut generation = s.rollout.metadata.generation.unwrap_or(1);
+    // What the Rollout writes: the package's manifest with the Rollout's marker.
+    let written = manifest.with_rollout(Some(&rollout_marker(&namespace, &name)));
     let mut index = DeviceIndex::new(IndexConfig {
         seed: order_seed(&spec, &namespace, &name),
         targets: spec.targets.clone(),
-        manifest: manifest.clone(),
+        manifest: written.clone(),
         // The simulated connector holds this package only.
         connector_manifests: vec![manifest.clone()],
         newer_rollout_manifests: Vec::new(),
@@ -435,7 +437,7 @@ async fn run_once(
             .record(platform, &mut index, &decision.success_records)
             .await;
         writes
-            .deliver(platform, manifest, &decision.notifications)
+            .deliver(platform, &written, &decision.notifications)
             .await;
         timings.write += lap.split();
         status = decision.status;

@@ -577,6 +577,13 @@ async fn register(
     ctx: &Context,
 ) -> Result<Registration, Error> {
     let manifest = naming::manifest(package);
+    // Every write of a Rollout (a retry's attempt, the Rollout's marker) must fit too.
+    manifest
+        .widest_written()
+        .to_json_checked()
+        .map_err(|e| Error::PackageInvalid {
+            message: e.to_string(),
+        })?;
     let manifest_json = manifest
         .to_json_checked()
         .map_err(|e| Error::PackageInvalid {

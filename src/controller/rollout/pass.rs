@@ -27,7 +27,7 @@ use crate::controller::package::{self, listing};
 use crate::controller::poller::{PollIntervals, SubscribeRequest, Subscription, WebhookKey};
 use crate::engine::{
     self, Blocker, Decision, EngineError, EngineInput, IndexConfig, Micros, Notification, PollHint,
-    WriteShortfall, order_seed,
+    WriteShortfall, order_seed, rollout_marker,
 };
 use crate::otau::Manifest;
 use crate::platform::{Platform, PlatformError, Tag};
@@ -138,6 +138,8 @@ struct Held {
 
 /// What a Rollout needs before it can deliver.
 struct Prerequisites {
+    /// The manifest this Rollout writes: the package's, carrying the Rollout's marker (the
+    /// `rollout` key, exosite-platform.md §2.3).
     manifest: Manifest,
     /// The manifests of the SoftwarePackages of the connector (which other manifests in
     /// `config_otau` are not foreign), and those of them newer Rollouts roll out.
@@ -638,7 +640,7 @@ async fn prerequisites(
         ))));
     }
     let manifest = match status.manifest.as_deref().map(Manifest::parse) {
-        Some(Ok(m)) => m,
+        Some(Ok(m)) => m.with_rollout(Some(&rollout_marker(&namespace, &rollout.name_any()))),
         Some(Err(e)) => {
             return Ok(Err(Blocker::PackageNotReady(format!(
                 "SoftwarePackage {package_name}: its manifest cannot be read: {e}"

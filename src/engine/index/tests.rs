@@ -766,3 +766,133 @@ fn new_other_manifests_keep_the_devices_and_apply_at_the_next_observation() {
     assert!(!e.holds_foreign_manifest());
     assert!(e.holds_newer_rollouts_manifest());
 }
+
+/// The marker of the test Rollout `ns/ro`, and an index config carrying it.
+fn marked_config(targets: Targets) -> IndexConfig {
+    let marker = crate::engine::order::rollout_marker("ns", "ro");
+    IndexConfig {
+        manifest: manifest().with_rollout(Some(&marker)),
+        ..config(targets)
+    }
+}
+
+#[test]
+fn a_device_no_longer_selected_counts_only_when_it_holds_this_rollouts_marker() {
+    let cfg = marked_config(Targets {
+        identities: vec!["in".into(), "in-unmarked".into()],
+        ..Targets::default()
+    });
+    let ours = cfg.manifest.to_json();
+    let marker = cfg.manifest.rollout.clone().expect("marked");
+    assert!(
+        ours.ends_with(&format!(r#","rollout":"{marker}"}}"#)),
+        "{ours}"
+    );
+    let reordered_retry = format!(
+        r#"{{"rollout":"{marker}","payload":["fw-2.0.bin"],"type":"URL_LIST","name":"fw","version":"2.0","attempt":2}}"#
+    );
+    let another_rollouts = manifest().with_rollout(Some("0123456789abcdef")).to_json();
+    let unmarked = manifest().to_json();
+    let failed = |d: DeviceObservation| with_report(d, "2.0", "INSTALL_ERROR", T + 200);
+    let index = DeviceIndex::build(
+        cfg,
+        [
+            failed(with_ack(DeviceObservation::new("former"), &ours, T + 100)),
+            failed(with_ack(
+                DeviceObservation::new("former-retry"),
+                &reordered_retry,
+                T + 100,
+            )),
+            failed(with_ack(
+                DeviceObservation::new("unmarked"),
+                &unmarked,
+                T + 100,
+            )),
+            failed(with_ack(
+                DeviceObservation::new("other-rollout"),
+                &another_rollouts,
+                T + 100,
+            )),
+            with_ack(DeviceObservation::new("acked-literally"), "ACK", T + 100),
+            DeviceObservation::new("never-notified"),
+            DeviceObservation::new("in"),
+            // Written by a previous release (no marker) and still selected: this Rollout's
+            // notified device, with nothing to write again.
+            with_ack(DeviceObservation::new("in-unmarked"), &unmarked, T + 100),
+        ],
+    );
+    let former = index.get("former").expect("a former target keeps counting");
+    assert!(former.former_target() && former.writes_stopped());
+    assert_eq!(former.report, ReportCode::InstallError);
+    let retry = index
+        .get("former-retry")
+        .expect("any attempt, any key order");
+    assert_eq!((retry.former_target(), retry.attempt), (true, 2));
+    for gone in [
+        "unmarked",
+        "other-rollout",
+        "acked-literally",
+        "never-notified",
+    ] {
+        assert!(index.get(gone).is_none(), "{gone} does not count here");
+    }
+    for selected in ["in", "in-unmarked"] {
+        let e = index.get(selected).expect("selected");
+        assert!(!e.former_target() && !e.writes_stopped(), "{selected}");
+    }
+    assert_eq!(
+        index.get("in-unmarked").map(|e| (e.set_kind, e.attempt)),
+        Some((SetKind::Ours, 1))
+    );
+    assert_eq!((index.len(), index.excluded()), (4, 0));
+}
+
+#[test]
+fn a_device_that_loses_its_tag_is_a_former_target_until_it_is_selected_again() {
+    let cfg = marked_config(tag_targets());
+    let ours = cfg.manifest.to_json();
+    let mut index = DeviceIndex::new(cfg);
+    let tagged = |tagged: bool| {
+        let d = if tagged {
+            device("d")
+        } else {
+            DeviceObservation::new("d")
+        };
+        with_ack(d, &ours, T + 100)
+    };
+    index.upsert([tagged(true)]);
+    assert!(!index.get("d").unwrap().former_target());
+    index.upsert([tagged(false)]);
+    assert!(index.get("d").unwrap().former_target());
+    index.upsert([tagged(true)]);
+    assert!(!index.get("d").unwrap().former_target());
+}
+
+#[test]
+fn pushed_reports_fold_into_a_former_target_and_a_pushed_other_value_drops_it() {
+    let cfg = marked_config(Targets {
+        identities: vec!["in".into()],
+        ..Targets::default()
+    });
+    let ours = cfg.manifest.to_json();
+    let mut index = DeviceIndex::new(cfg);
+    index.upsert([with_ack(DeviceObservation::new("d"), &ours, T + 100)]);
+    assert!(index.get("d").unwrap().former_target());
+    let pushed = |config: Option<&str>, report: Option<&str>, at: i64| PartialUpdate {
+        config_otau: config.map(|c| (c.to_owned(), at)),
+        otau_in: report.map(|s| (Report::new("2.0", Status::parse(s), "").to_json(), at)),
+    };
+    assert!(index.apply_partial("d", &pushed(None, Some("INSTALL_ERROR"), T + 200)));
+    let e = *index.get("d").unwrap();
+    assert_eq!(
+        (e.report, e.former_target()),
+        (ReportCode::InstallError, true)
+    );
+    // An ack re-serialised without the marker is still an ack of the value held.
+    let bare = manifest().to_json();
+    assert!(index.apply_partial("d", &pushed(Some(&bare), None, T + 300)));
+    assert!(index.get("d").unwrap().former_target());
+    // A value that is not this package's manifest: the targets no longer take the device.
+    assert!(index.apply_partial("d", &pushed(Some("ACK"), None, T + 400)));
+    assert!(index.get("d").is_none());
+}

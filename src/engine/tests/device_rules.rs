@@ -649,6 +649,27 @@ fn a_device_excluded_after_its_notification_keeps_its_outcome_and_gets_no_retry(
     );
 }
 
+#[test]
+fn a_former_target_keeps_its_outcome_and_gets_no_retry() {
+    let failed = DeviceEntry::bare(
+        SetKind::Ours,
+        1,
+        SET_AT,
+        ReportCode::InstallError,
+        SET_AT + 10,
+    )
+    .with_former_target();
+    assert!(failed.writes_stopped());
+    assert_eq!(state(failed, SET_AT + 20, 3, None), DeviceState::Failed);
+    let silent =
+        DeviceEntry::bare(SetKind::Ours, 1, SET_AT, ReportCode::None, 0).with_former_target();
+    assert_eq!(state(silent, SET_AT + 1, 3, None), DeviceState::Notified);
+    assert_eq!(
+        state(silent, SET_AT + TIMEOUT, 3, None),
+        DeviceState::TimedOut
+    );
+}
+
 /// A device not notified by this rollout whose `config_otau` holds version `1.5` of another
 /// package (of the connector when `produced`), written at [`SET_AT`], with a latest report at
 /// `report_at` that is a non-final status of `running` (`None`: final).

@@ -8,6 +8,7 @@ use crate::api::rollout::{RolloutSpec, RolloutStatus};
 use crate::engine::{
     Blocker, Decision, DeviceIndex, DeviceObservation, EngineInput, EngineMemory, IndexConfig,
     Micros, Notification, ResourceState, order_key, order_seed, reconcile, reconcile_blocked,
+    rollout_marker,
 };
 use crate::otau::{Manifest, Report, Status};
 
@@ -254,6 +255,11 @@ pub fn manifest() -> Manifest {
     Manifest::url_list(VERSION, "Firmware", "", vec!["fw-2.0.bin".into()])
 }
 
+/// The manifest the test Rollout (`tests/ro`) writes: [`manifest`] with its marker.
+pub fn rollout_manifest() -> Manifest {
+    manifest().with_rollout(Some(&rollout_marker("tests", "ro")))
+}
+
 /// A spec with tag targets `fleet=a`, the given cumulative percents, and defaults otherwise.
 pub fn spec(percents: &[i32]) -> RolloutSpec {
     let waves: Vec<_> = percents
@@ -321,7 +327,7 @@ impl Run {
             IndexConfig {
                 seed: order_seed(&self.spec, "tests", "ro"),
                 targets: self.spec.targets.clone(),
-                manifest: manifest(),
+                manifest: rollout_manifest(),
                 connector_manifests: self.connector_manifests.clone(),
                 newer_rollout_manifests: self.newer_rollout_manifests.clone(),
             },

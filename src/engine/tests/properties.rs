@@ -67,6 +67,9 @@ enum Action {
     AbortAnnotation,
     LateJoiner,
     ClearAnnotations,
+    /// An edit of the targets: identities instead of tags, leaving out every other notified
+    /// device (those it leaves out are then former targets).
+    DeselectNotified,
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -81,6 +84,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::AbortAnnotation),
         2 => Just(Action::LateJoiner),
         1 => Just(Action::ClearAnnotations),
+        1 => Just(Action::DeselectNotified),
     ]
 }
 
@@ -184,7 +188,13 @@ fn sim(identity: String, d: &DeviceSpec) -> SimDevice {
     s
 }
 
-fn apply_action(run: &mut Run, action: &Action, step: usize, joiners: &mut Vec<DeviceSpec>) {
+fn apply_action(
+    run: &mut Run,
+    action: &Action,
+    step: usize,
+    joiners: &mut Vec<DeviceSpec>,
+    left_out: &mut BTreeMap<String, usize>,
+) {
     let nonce = format!("n{step}");
     match action {
         Action::Nothing => {}
@@ -210,7 +220,64 @@ fn apply_action(run: &mut Run, action: &Action, step: usize, joiners: &mut Vec<D
             }
         }
         Action::ClearAnnotations => run.annotations.clear(),
+        Action::DeselectNotified => deselect_notified(run, left_out),
     }
+}
+
+/// Edits the targets to name every device by identity but every other notified one (those
+/// are then former targets; `left_out` remembers each with its writes so far), and checks
+/// that no count of finished devices goes down and no device leaves the counts.
+fn deselect_notified(run: &mut Run, left_out: &mut BTreeMap<String, usize>) {
+    let index = run.index();
+    let notified: Vec<String> = index
+        .ordered()
+        .iter()
+        .map(|&i| index.entry(i))
+        .filter(|e| e.set_kind == SetKind::Ours)
+        .map(|e| index.identity(e).to_owned())
+        .collect();
+    if notified.is_empty() {
+        return;
+    }
+    for id in notified.into_iter().step_by(2) {
+        let writes = run.fleet.device(&id).writes.len();
+        left_out.entry(id).or_insert(writes);
+    }
+    let before = run.decide().status.totals;
+    let mut selected = run
+        .fleet
+        .devices
+        .iter()
+        .filter(|d| index.get(&d.identity).is_some() && !left_out.contains_key(&d.identity))
+        .map(|d| d.identity.clone())
+        .collect::<Vec<_>>();
+    if selected.is_empty() {
+        // The schema wants a selector; this one selects nobody.
+        selected.push("no-such-device".to_owned());
+    }
+    run.edit(|s| {
+        s.targets.tags.clear();
+        s.targets.identities = selected;
+    });
+    let after = run.decide().status.totals;
+    let finished = |t: &crate::api::rollout::DeviceCounts| {
+        [
+            t.succeeded,
+            t.failed,
+            t.aborted,
+            t.timed_out,
+            t.invalid,
+            t.reruns,
+        ]
+    };
+    assert_eq!(after.targeted, before.targeted, "{before:?} -> {after:?}");
+    assert!(
+        finished(&before)
+            .iter()
+            .zip(finished(&after))
+            .all(|(b, a)| a >= *b),
+        "an edit leaving out notified devices lowered a count: {before:?} -> {after:?}"
+    );
 }
 
 fn held(d: &Decision, spec: &RolloutSpec) -> bool {
@@ -468,7 +535,7 @@ fn run_case(
     let mut incremental = DeviceIndex::new(IndexConfig {
         seed,
         targets: run.spec.targets.clone(),
-        manifest: manifest(),
+        manifest: rollout_manifest(),
         connector_manifests: vec![manifest()],
         newer_rollout_manifests: Vec::new(),
     });
@@ -476,9 +543,14 @@ fn run_case(
     let mut raw_memory = run.memory.clone();
     let mut previous: Option<Decision> = None;
     let mut attempts_seen: BTreeMap<String, u8> = BTreeMap::new();
+    let mut left_out: BTreeMap<String, usize> = BTreeMap::new();
     for (step, (action, wait)) in actions.iter().enumerate() {
-        apply_action(&mut run, action, step, &mut joiners);
+        apply_action(&mut run, action, step, &mut joiners, &mut left_out);
         let fresh = run.index();
+        if !incremental.same_devices(fresh.config()) {
+            // A target edit: the controller builds a new index, as after a restart.
+            incremental = DeviceIndex::new(fresh.config().clone());
+        }
         let d = reconcile(&run.input(), &fresh, run.fleet.now).expect("reconcile");
         // A restart (fresh index, status and memory read back from JSON) decides exactly as
         // the long-running process (incremental index, in-memory status).
@@ -529,6 +601,15 @@ fn run_case(
         );
         previous = Some(d);
         run.wait(wait * MINUTE);
+    }
+    // A device an edit left out is never written again.
+    for (id, writes) in &left_out {
+        prop_assert_eq!(
+            run.fleet.device(id).writes.len(),
+            *writes,
+            "{} written after it was left out",
+            id
+        );
     }
     // Never notified twice for the same attempt, never more than retries + 1 times.
     let max = run.spec.policy.retries as usize + 1;

@@ -108,3 +108,25 @@ fn an_aborted_rollout_writes_no_record() {
     );
     assert_eq!(d.status.totals.reruns, 1);
 }
+
+#[test]
+fn an_excluded_device_that_re_runs_gets_no_record() {
+    let (mut run, mut index) = installed_fleet(true);
+    let first = run.fleet.devices[0].identity.clone();
+    run.edit(|s| {
+        s.targets.exclude = Some(crate::api::rollout::Exclusions {
+            identities: vec![first.clone()],
+            ..Default::default()
+        })
+    });
+    index = run.index();
+    run.step_on(&mut index);
+    run.wait(MINUTE);
+    run.fleet.rerun(&first);
+    let d = run.step_on(&mut index);
+    assert!(
+        d.success_records.is_empty(),
+        "an exclusion stops every write"
+    );
+    assert_eq!((d.status.totals.succeeded, d.status.totals.reruns), (3, 1));
+}

@@ -478,8 +478,9 @@ fn late_joiners_are_notified_after_completion_and_target_edits_redefine_the_coun
     );
     assert_eq!(d.status.phase, Some(RolloutPhase::Complete));
     assert!(!reasons(&d).contains(&reason::ROLLOUT_COMPLETE));
-    // Edit the targets: a new tag selects other devices; the old ones (notified, holding the
-    // manifest) no longer count, and nothing is written to them again.
+    // Edit the targets: a new tag selects other devices; the old ones (notified, holding this
+    // Rollout's marked manifest) keep counting as former targets, a device of the old tag
+    // never notified leaves, and nothing is written to the old ones again.
     let stale_index = run.index();
     run.edit(|s| s.targets.tags = vec![DeviceTag::new("fleet", "b")]);
     let err = reconcile(&run.input(), &stale_index, run.fleet.now).unwrap_err();
@@ -499,8 +500,13 @@ fn late_joiners_are_notified_after_completion_and_target_edits_redefine_the_coun
         ["b-1"]
     );
     assert_eq!(
-        d.status.totals.targeted, 1,
-        "only b-1: the 4 notified fleet-a devices and a-unnotified are no longer selected"
+        (
+            d.status.totals.targeted,
+            d.status.totals.succeeded,
+            d.status.totals.notified + d.status.totals.in_progress
+        ),
+        (5, 3, 2),
+        "b-1 and the 4 notified fleet-a devices (3 succeeded, late-1 in flight); a-unnotified is no longer selected"
     );
     assert!(
         run.fleet

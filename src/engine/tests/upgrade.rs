@@ -173,3 +173,44 @@ fn a_rollout_mid_wave_pauses_under_the_new_counting_unless_switched_off() {
         "CompletedWithFailures"
     );
 }
+
+/// The previous release wrote no `rollout` marker: a device holding its manifest is this
+/// Rollout's notified device all the same. With every written value stripped of its marker,
+/// each stored Rollout decides exactly as over the marked values: the same writes (none to a
+/// device already written), the same counts.
+#[test]
+fn devices_holding_the_previous_releases_unmarked_manifest_are_never_rewritten() {
+    use crate::otau::Manifest;
+    for kind in KINDS {
+        let old = stored(kind);
+        let (mut run, _) = upgraded(kind, old.spec.clone());
+        let marked = run.decide();
+        let mut unmarked = 0;
+        for c in run
+            .fleet
+            .devices
+            .iter_mut()
+            .filter_map(|d| d.config.as_mut())
+        {
+            for value in [c.set.as_mut(), c.reported.as_mut()].into_iter().flatten() {
+                if let Ok(m) = Manifest::parse(value) {
+                    assert!(m.rollout.is_some(), "{kind}: this release marks its writes");
+                    *value = m.with_rollout(None).to_json();
+                    unmarked += 1;
+                }
+            }
+        }
+        assert!(unmarked > 0, "{kind}: the fleet holds written values");
+        let d = run.decide();
+        let written = writes(&run);
+        for n in &d.notifications {
+            assert!(
+                written[&n.identity].is_empty(),
+                "{kind}: {} written again",
+                n.identity
+            );
+        }
+        assert_eq!(d.notifications, marked.notifications, "{kind}");
+        assert_eq!(d.status.totals, marked.status.totals, "{kind}");
+    }
+}
