@@ -82,6 +82,7 @@ fn step(
         namespace: "bench",
         name: "ro",
         generation: Some(1),
+        created_at: None,
         spec,
         annotations: &annotations,
         status,

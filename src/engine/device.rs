@@ -111,6 +111,9 @@ pub struct EvalContext {
     /// acknowledged. (Not the device's own wave: late joiners can move a device into a later
     /// wave after it was notified, and it must not be notified again.)
     pub rollout_started_at: Option<Micros>,
+    /// When the Rollout was created ([`crate::engine::EngineInput::created_at`]): the earliest
+    /// time any of its writes can have, known even when the status lost the first wave's start.
+    pub rollout_created_at: Option<Micros>,
     /// `policy.busyDevices: TakeOver`: a device installing another manifest is due at once.
     pub take_over_busy: bool,
     /// `policy.foreignManifests: Skip`: a device holding a foreign manifest is never written.
@@ -160,9 +163,11 @@ fn notification(entry: &DeviceEntry, ctx: &EvalContext) -> Option<Notification> 
 /// tell: the `config_otau` timestamp while the value is not acknowledged, or the write time the
 /// index kept through the ack. An ack moves the one platform timestamp (exosite-platform.md
 /// §1.3), so for a value first seen acknowledged (after an operator restart) the write lies
-/// somewhere between the rollout's start and the ack:
-/// - attempt 1 (or a non-manifest ack): the rollout's start is taken. Exact: no earlier attempt
-///   of this rollout can have reported, so every report since the start is about it.
+/// somewhere between the rollout's creation and the ack:
+/// - attempt 1 (or a non-manifest ack): the Rollout's creation is taken (else the first wave's
+///   start in the status). No earlier attempt of this rollout can have reported, so every
+///   report since is about it; unlike the wave start, the creation time survives a status
+///   write lost to a crash right after the first writes.
 /// - a retry: the ack is taken. A report between the two may be the failure that called for
 ///   the retry (the device acked the retry and reported nothing since) or the retry's own
 ///   failure acked late; the platform cannot tell them apart, and counting the first again
@@ -172,8 +177,9 @@ pub fn attempt_written_at(entry: &DeviceEntry, ctx: &EvalContext) -> Micros {
     if entry.write_time_known() || (entry.set_kind == SetKind::Ours && entry.attempt > 1) {
         return entry.set_at;
     }
-    ctx.rollout_started_at
-        .map_or(entry.set_at, |started| started.min(entry.set_at))
+    ctx.rollout_created_at
+        .or(ctx.rollout_started_at)
+        .map_or(entry.set_at, |bound| bound.min(entry.set_at))
 }
 
 /// Whether the device's last report belongs to its current attempt: it was written strictly

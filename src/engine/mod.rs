@@ -103,6 +103,11 @@ pub struct EngineInput<'a> {
     pub spec: &'a RolloutSpec,
     /// `metadata.annotations` (the one-shot actions).
     pub annotations: &'a BTreeMap<String, String>,
+    /// `metadata.creationTimestamp` (µs), if known: no write of this Rollout precedes it, so it
+    /// bounds when a first notification the index did not see written (acknowledged before an
+    /// operator restart) was written, also when the status write that recorded the first
+    /// wave's start was lost ([`attempt_written_at`]).
+    pub created_at: Option<Micros>,
     /// The status as persisted by the previous step (default on the first).
     pub status: &'a RolloutStatus,
     /// The engine memory as persisted by the previous step (default on the first).

@@ -176,6 +176,7 @@ fn begin_step<'i>(
         max_attempts: policy.max_attempts,
         retries_allowed: !control.aborted(),
         rollout_started_at: None,
+        rollout_created_at: input.created_at,
         take_over_busy: spec.policy.busy_devices == BusyDevices::TakeOver,
         skip_foreign: spec.policy.foreign_manifests == ForeignManifests::Skip,
     };

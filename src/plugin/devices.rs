@@ -214,6 +214,11 @@ pub fn device_rows(
             .find(|w| w.number == 1)
             .and_then(|w| w.started_at.as_ref())
             .map(|t| t.0.as_microsecond()),
+        rollout_created_at: rollout
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_microsecond()),
         take_over_busy: rollout.spec.policy.busy_devices == BusyDevices::TakeOver,
         skip_foreign: rollout.spec.policy.foreign_manifests == ForeignManifests::Skip,
     };

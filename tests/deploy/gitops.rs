@@ -132,6 +132,7 @@ fn rollout_status(rollout: &Rollout, case: &str) -> RolloutStatus {
             namespace: "ns",
             name: "r",
             generation,
+            created_at: None,
             spec: &rollout.spec,
             annotations: &annotations,
             status: &status,

@@ -580,6 +580,80 @@ async fn a_late_acked_failure_is_counted_failed_across_a_sigkill_between_two_rep
     emu.stop_http().await;
 }
 
+/// The same late-acked failures when the crash also lost the status write that recorded the
+/// first wave's start: the operator's last `config_otau` write of the wave blocks its task
+/// (failpoint), so the status never hears of the wave; the devices fail and ack after the
+/// failure; the operator is killed with SIGKILL and a new one starts the wave again at its own,
+/// later time. The Rollout's creation still bounds when the devices were written, so each
+/// failure is counted failed, not timed out, and no device is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_acked_failure_is_counted_failed_when_the_crash_lost_the_wave_start() {
+    let cp = ControlPlane::get();
+    let ns = cp.namespace("e2e-dev-lostart").await;
+    let yaml = format!(
+        "seed: 71\ngroups:\n  - {{name: field, count: {N}, identity_prefix: dev-, version: '1.0.0', tags: [{{name: fleet, value: e2e}}], behaviour: {{ack: {{echo_immediately: 0, echo_after_outcome: 1}}, outcomes: {{install_error: 1}}, durations: {{step: 20ms, test: 50ms, download: 50ms, install: 100ms, reboot: 50ms}}}}}}\n"
+    );
+    let profile = Profile::from_yaml(&yaml).unwrap_or_else(|e| panic!("profile: {e}\n{yaml}"));
+    let mut emu = Emu::start_http(&profile).await;
+    let failpoint = format!("after-write:{N}");
+    let mut op = Operator::start_with_env(
+        cp,
+        &ns,
+        &[],
+        &[(
+            otau_operator::controller::failpoint::ENV,
+            failpoint.as_str(),
+        )],
+    )
+    .await;
+    apply(cp, &ns, &base_yaml(&emu));
+    let spec = "  waves:\n    - percent: 100\n  policy:\n    deviceTimeout: 20s\n    failureThreshold:\n      percent: 100\n";
+    apply(cp, &ns, &rollout_yaml("fw", spec));
+    op.wait_log(
+        otau_operator::controller::failpoint::MARKER,
+        crate::harness::DEADLINE,
+    )
+    .await;
+    // Ground truth while the operator hangs: each device fails, then acks.
+    crate::support::wait_for(
+        crate::harness::DEADLINE,
+        "every failure, then its ack",
+        || {
+            let done = field_ids().iter().all(|id| {
+                acked(&emu, id)
+                    && status_of(&emu, id) == Some(("INSTALL_ERROR".into(), VERSION.into()))
+            });
+            async move { done }
+        },
+    )
+    .await;
+    let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
+    let before = api.get("fw").await.expect("get");
+    let started = before
+        .status
+        .as_ref()
+        .and_then(|s| s.waves.first())
+        .and_then(|w| w.started_at.clone());
+    assert_eq!(started, None, "the status never recorded the wave's start");
+    op.sigkill();
+
+    let _op = Operator::start(cp, &ns, &[]).await;
+    let r = wait_rollout(&api, "fw", "Complete", |r| {
+        crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let t = r.status.expect("status").totals;
+    assert_eq!(counts(&t), (0, N as i64, 0, 0), "{t:?}");
+    for id in field_ids() {
+        assert_eq!(
+            emu.writes().get(&id),
+            Some(&vec![Some(1)]),
+            "{id}: written once"
+        );
+    }
+    emu.stop_http().await;
+}
+
 /// A restart mid-re-run: guide-loop devices install the target and start it again; the
 /// operator records each one's success with the `otau-installed` identity tag the first time
 /// it sees it re-run (ground truth: the tag on the emulator, one tag write per device). The

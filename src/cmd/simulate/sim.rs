@@ -412,6 +412,8 @@ async fn run_once(
         always_full: s.full_polls,
     };
 
+    // The Rollout is applied (created) as the run starts.
+    let created_at = clock.now_micros();
     let end = loop {
         let now = clock.now_micros();
         let mut lap = Lap::start();
@@ -421,6 +423,7 @@ async fn run_once(
             namespace: &namespace,
             name: &name,
             generation: Some(generation),
+            created_at: Some(created_at),
             spec: &spec,
             annotations: &annotations,
             status: &status,

@@ -107,6 +107,12 @@ impl<'r> Pass<'r> {
             namespace: &self.namespace,
             name: &self.name,
             generation: self.rollout.metadata.generation,
+            created_at: self
+                .rollout
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_microsecond()),
             spec: &self.rollout.spec,
             annotations: &self.annotations,
             status: &self.previous,

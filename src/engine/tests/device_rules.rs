@@ -20,6 +20,7 @@ fn ctx(
         max_attempts,
         retries_allowed,
         rollout_started_at,
+        rollout_created_at: None,
         take_over_busy: false,
         skip_foreign: false,
     }
@@ -773,5 +774,41 @@ fn a_device_already_at_the_target_is_skipped_whatever_it_holds() {
     assert_eq!(
         evaluate(&entry, &policy_ctx(SET_AT + 2, false, true)),
         DeviceState::Skipped
+    );
+}
+
+#[test]
+fn the_rollouts_creation_bounds_a_first_write_the_status_lost() {
+    use ReportCode as R;
+    // Written at about SET_AT - 50 (the status write that recorded the wave's start was lost
+    // to a crash), failed at SET_AT - 10, acked at SET_AT: the one timestamp is the ack's.
+    let acked = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, R::InstallError, SET_AT - 10)
+        .with_ack(true, false);
+    let created = |created: Option<i64>, started: Option<i64>| EvalContext {
+        rollout_created_at: created,
+        ..ctx(SET_AT + 30, 1, true, started)
+    };
+    // No start on record: without the creation the failure looks older than the write.
+    assert_eq!(
+        evaluate(&acked, &created(None, None)),
+        DeviceState::Notified
+    );
+    // The Rollout was created before its first write: the failure is this attempt's.
+    assert_eq!(
+        evaluate(&acked, &created(Some(SET_AT - 200), None)),
+        DeviceState::Failed
+    );
+    // A restarted operator that started the wave again records a later start; the creation
+    // still bounds the write.
+    assert_eq!(
+        evaluate(&acked, &created(Some(SET_AT - 200), Some(SET_AT + 20))),
+        DeviceState::Failed
+    );
+    // A report from before the Rollout existed is never this rollout's.
+    let older = DeviceEntry::bare(SetKind::Ours, 1, SET_AT, R::InstallError, SET_AT - 300)
+        .with_ack(true, false);
+    assert_eq!(
+        evaluate(&older, &created(Some(SET_AT - 200), None)),
+        DeviceState::Notified
     );
 }

@@ -289,6 +289,8 @@ pub struct Run {
     pub fleet: Fleet,
     /// The caller's write batch (`EngineInput::max_notifications`).
     pub max_notifications: Option<usize>,
+    /// `metadata.creationTimestamp` (`EngineInput::created_at`; unknown by default).
+    pub created_at: Option<Micros>,
     /// The manifests of the connector's packages (this package's by default).
     pub connector_manifests: Vec<Manifest>,
     /// The manifests of the packages of newer Rollouts on the connector (none by default).
@@ -310,6 +312,7 @@ impl Run {
             memory: EngineMemory::default(),
             fleet,
             max_notifications: None,
+            created_at: None,
             connector_manifests: vec![manifest()],
             newer_rollout_manifests: Vec::new(),
         }
@@ -341,6 +344,7 @@ impl Run {
             namespace: "tests",
             name: "ro",
             generation: Some(self.generation),
+            created_at: self.created_at,
             spec: &self.spec,
             annotations: &self.annotations,
             status: &self.status,

@@ -813,6 +813,7 @@ fn run_device_case(events: Vec<(DeviceEvent, i64)>) -> Result<(), TestCaseError>
             max_attempts: 10,
             retries_allowed: true,
             rollout_started_at: Some(started),
+            rollout_created_at: None,
             take_over_busy: false,
             skip_foreign: false,
         };

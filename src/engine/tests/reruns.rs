@@ -111,7 +111,7 @@ fn an_aborted_rollout_writes_no_record() {
 
 #[test]
 fn an_excluded_device_that_re_runs_gets_no_record() {
-    let (mut run, mut index) = installed_fleet(true);
+    let (mut run, _) = installed_fleet(true);
     let first = run.fleet.devices[0].identity.clone();
     run.edit(|s| {
         s.targets.exclude = Some(crate::api::rollout::Exclusions {
@@ -119,7 +119,7 @@ fn an_excluded_device_that_re_runs_gets_no_record() {
             ..Default::default()
         })
     });
-    index = run.index();
+    let mut index = run.index();
     run.step_on(&mut index);
     run.wait(MINUTE);
     run.fleet.rerun(&first);
