@@ -383,16 +383,7 @@ async fn run_once(
     let annotations: BTreeMap<String, String> =
         s.rollout.metadata.annotations.clone().unwrap_or_default();
     let mut generation = s.rollout.metadata.generation.unwrap_or(1);
-    // What the Rollout writes: the package's manifest with the Rollout's marker.
-    let written = manifest.with_rollout(Some(&rollout_marker(&namespace, &name)));
-    let mut index = DeviceIndex::new(IndexConfig {
-        seed: order_seed(&spec, &namespace, &name),
-        targets: spec.targets.clone(),
-        manifest: written.clone(),
-        // The simulated connector holds this package only.
-        connector_manifests: vec![manifest.clone()],
-        newer_rollout_manifests: Vec::new(),
-    });
+    let (written, mut index) = rollout_index(&spec, &namespace, &name, manifest);
     let mut status = RolloutStatus::default();
     let mut memory = EngineMemory::default();
     let mut timeline = Vec::new();
@@ -488,6 +479,26 @@ async fn run_once(
         writes,
         timings,
     })
+}
+
+/// What the Rollout writes (the package's manifest with the Rollout's marker), and the empty
+/// device index the simulated operator keeps for it.
+fn rollout_index(
+    spec: &RolloutSpec,
+    namespace: &str,
+    name: &str,
+    manifest: &Manifest,
+) -> (Manifest, DeviceIndex) {
+    let written = manifest.with_rollout(Some(&rollout_marker(namespace, name)));
+    let index = DeviceIndex::new(IndexConfig {
+        seed: order_seed(spec, namespace, name),
+        targets: spec.targets.clone(),
+        manifest: written.clone(),
+        // The simulated connector holds this package only.
+        connector_manifests: vec![manifest.clone()],
+        newer_rollout_manifests: Vec::new(),
+    });
+    (written, index)
 }
 
 /// A timeline entry of the simulator itself (not an engine Event).
