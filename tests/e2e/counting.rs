@@ -275,17 +275,46 @@ async fn judged(api: &Api<Rollout>, name: &str) -> Rollout {
 /// operator lists the devices when it starts and when the edit rebuilds the Rollout's index,
 /// and polls no more (1 h): reports after that arrive by push only. Each device holds the
 /// Rollout's marker, recomputed here from docs/rollouts.md.
+/// Waits (ground truth) until every `bad` device reported `INSTALL_ERROR` and every `ok` one
+/// `INSTALLED_VERSION`.
+async fn every_outcome(emu: &Emu, bad: &[String], ok: &[String]) {
+    crate::support::wait_for(crate::harness::DEADLINE, "every outcome", || {
+        let done =
+            all_report(emu, bad, "INSTALL_ERROR") && all_report(emu, ok, "INSTALLED_VERSION");
+        async move { done }
+    })
+    .await;
+}
+
+/// Asserts the Rollout `former` paused by the threshold with the ten edited-out failures still
+/// counted, every device written once and holding the Rollout's marker.
+async fn paused_with_the_former_targets_counted(
+    api: &Api<Rollout>,
+    emu: &Emu,
+    ns: &str,
+    all: &[String],
+) {
+    let r = judged(api, "former").await;
+    let s = r.status.clone().expect("status");
+    assert!(
+        has(&r, "Paused", "True", "FailureThresholdExceeded"),
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.totals.targeted, s.totals.failed, s.totals.succeeded),
+        (20, 10, 10),
+        "{s:?}"
+    );
+    written_once(emu, all);
+    hold_marker(emu, all, &marker_of(ns, "former"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_device_edited_out_of_identities_keeps_counting_and_pauses_the_rollout() {
     let cp = ControlPlane::get();
     let ns = cp.namespace("e2e-former").await;
     let mut emu = Emu::start(&failing_and_succeeding(50)).await;
-    let op = Operator::start(
-        cp,
-        &ns,
-        &["--poll-interval-active", "1h", "--poll-interval-idle", "1h"],
-    )
-    .await;
+    let op = Operator::start_push_only(cp, &ns).await;
     emu.push_to(op.push_addr, WEBHOOK_KEY);
     apply(cp, &ns, &base_yaml(&emu));
     let (bad, ok) = (identities("bad-", 10), identities("ok-", 10));
@@ -299,26 +328,9 @@ async fn a_failed_device_edited_out_of_identities_keeps_counting_and_pauses_the_
     })
     .await;
     apply(cp, &ns, &rollout_to_identities("former", &ok));
-    crate::support::wait_for(crate::harness::DEADLINE, "every outcome", || {
-        let done =
-            all_report(&emu, &bad, "INSTALL_ERROR") && all_report(&emu, &ok, "INSTALLED_VERSION");
-        async move { done }
-    })
-    .await;
+    every_outcome(&emu, &bad, &ok).await;
 
-    let r = judged(&api, "former").await;
-    let s = r.status.clone().expect("status");
-    assert!(
-        has(&r, "Paused", "True", "FailureThresholdExceeded"),
-        "{s:?}"
-    );
-    assert_eq!(
-        (s.totals.targeted, s.totals.failed, s.totals.succeeded),
-        (20, 10, 10),
-        "{s:?}"
-    );
-    written_once(&emu, &all);
-    hold_marker(&emu, &all, &marker_of(&ns, "former"));
+    paused_with_the_former_targets_counted(&api, &emu, &ns, &all).await;
 }
 
 /// The same across a SIGKILL: the operator is killed once every device was written, the edit
@@ -343,26 +355,9 @@ async fn a_failed_device_edited_out_of_identities_keeps_counting_across_a_sigkil
     .await;
     op.sigkill();
     apply(cp, &ns, &rollout_to_identities("former", &ok));
-    crate::support::wait_for(crate::harness::DEADLINE, "every outcome", || {
-        let done =
-            all_report(&emu, &bad, "INSTALL_ERROR") && all_report(&emu, &ok, "INSTALLED_VERSION");
-        async move { done }
-    })
-    .await;
+    every_outcome(&emu, &bad, &ok).await;
     let _op = Operator::start(cp, &ns, &[]).await;
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
 
-    let r = judged(&api, "former").await;
-    let s = r.status.clone().expect("status");
-    assert!(
-        has(&r, "Paused", "True", "FailureThresholdExceeded"),
-        "{s:?}"
-    );
-    assert_eq!(
-        (s.totals.targeted, s.totals.failed, s.totals.succeeded),
-        (20, 10, 10),
-        "{s:?}"
-    );
-    written_once(&emu, &all);
-    hold_marker(&emu, &all, &marker_of(&ns, "former"));
+    paused_with_the_former_targets_counted(&api, &emu, &ns, &all).await;
 }

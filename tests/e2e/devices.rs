@@ -507,12 +507,47 @@ async fn a_mixed_fleet_of_every_behaviour_and_python_guide_devices_runs_to_its_e
     assert_eq!((t.pending, t.in_progress, t.notified), (0, 0, 0), "{t:?}");
 }
 
+/// Waits (ground truth) until every field device reported `INSTALL_ERROR` and then acked.
+async fn every_failure_then_its_ack(emu: &Emu) {
+    crate::support::wait_for(
+        crate::harness::DEADLINE,
+        "every failure, then its ack",
+        || {
+            let done = field_ids().iter().all(|id| {
+                acked(emu, id)
+                    && status_of(emu, id) == Some(("INSTALL_ERROR".into(), VERSION.into()))
+            });
+            async move { done }
+        },
+    )
+    .await;
+}
+
+/// Waits for `fw` to complete, asserts every field device counted failed and written once
+/// (attempt 1), and stops the fleet.
+async fn completes_with_every_device_failed_and_written_once(api: &Api<Rollout>, emu: &mut Emu) {
+    let r = wait_rollout(api, "fw", "Complete", |r| {
+        crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let t = r.status.expect("status").totals;
+    assert_eq!(counts(&t), (0, N as i64, 0, 0), "{t:?}");
+    for id in field_ids() {
+        assert_eq!(
+            emu.writes().get(&id),
+            Some(&vec![Some(1)]),
+            "{id}: written once"
+        );
+    }
+    emu.stop_http().await;
+}
+
 /// A restart between two reports of the same device: the operator is killed with SIGKILL
 /// once every field device reported progress, the devices then fail and ack after the
 /// failure while no operator runs, and a new operator (which never saw the write before its
 /// ack) still attributes each failure to the attempt it acknowledges: counted failed, not
-/// timed out. The fact lives on the platform (the report and the ack) and in the status (the
-/// rollout's start), nothing per device.
+/// timed out. The fact lives on the platform (the report and the ack) and in the Rollout's
+/// creation time, nothing per device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_acked_failure_is_counted_failed_across_a_sigkill_between_two_reports() {
     let cp = ControlPlane::get();
@@ -550,34 +585,10 @@ async fn a_late_acked_failure_is_counted_failed_across_a_sigkill_between_two_rep
         assert!(!acked(&emu, &id), "{id}: not acked yet at the kill");
     }
     // Ground truth while no operator runs: each device fails, then acks.
-    crate::support::wait_for(
-        crate::harness::DEADLINE,
-        "every failure, then its ack",
-        || {
-            let done = field_ids().iter().all(|id| {
-                acked(&emu, id)
-                    && status_of(&emu, id) == Some(("INSTALL_ERROR".into(), VERSION.into()))
-            });
-            async move { done }
-        },
-    )
-    .await;
+    every_failure_then_its_ack(&emu).await;
     let _op = Operator::start(cp, &ns, &[]).await;
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
-    let r = wait_rollout(&api, "fw", "Complete", |r| {
-        crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
-    })
-    .await;
-    let t = r.status.expect("status").totals;
-    assert_eq!(counts(&t), (0, N as i64, 0, 0), "{t:?}");
-    for id in field_ids() {
-        assert_eq!(
-            emu.writes().get(&id),
-            Some(&vec![Some(1)]),
-            "{id}: written once"
-        );
-    }
-    emu.stop_http().await;
+    completes_with_every_device_failed_and_written_once(&api, &mut emu).await;
 }
 
 /// The same late-acked failures when the crash also lost the status write that recorded the
@@ -615,18 +626,7 @@ async fn a_late_acked_failure_is_counted_failed_when_the_crash_lost_the_wave_sta
     )
     .await;
     // Ground truth while the operator hangs: each device fails, then acks.
-    crate::support::wait_for(
-        crate::harness::DEADLINE,
-        "every failure, then its ack",
-        || {
-            let done = field_ids().iter().all(|id| {
-                acked(&emu, id)
-                    && status_of(&emu, id) == Some(("INSTALL_ERROR".into(), VERSION.into()))
-            });
-            async move { done }
-        },
-    )
-    .await;
+    every_failure_then_its_ack(&emu).await;
     let api: Api<Rollout> = Api::namespaced(cp.client().await, &ns);
     let before = api.get("fw").await.expect("get");
     let started = before
@@ -638,20 +638,7 @@ async fn a_late_acked_failure_is_counted_failed_when_the_crash_lost_the_wave_sta
     op.sigkill();
 
     let _op = Operator::start(cp, &ns, &[]).await;
-    let r = wait_rollout(&api, "fw", "Complete", |r| {
-        crate::harness::condition(r, "Complete").is_some_and(|c| c.status == "True")
-    })
-    .await;
-    let t = r.status.expect("status").totals;
-    assert_eq!(counts(&t), (0, N as i64, 0, 0), "{t:?}");
-    for id in field_ids() {
-        assert_eq!(
-            emu.writes().get(&id),
-            Some(&vec![Some(1)]),
-            "{id}: written once"
-        );
-    }
-    emu.stop_http().await;
+    completes_with_every_device_failed_and_written_once(&api, &mut emu).await;
 }
 
 /// A restart mid-re-run: guide-loop devices install the target and start it again; the

@@ -335,6 +335,13 @@ impl Operator {
         Operator::start_with_env(cp, namespace, extra, &[]).await
     }
 
+    /// [`Operator::start`] listing the devices at start-up only (polls every hour): within a
+    /// test, reports reach it by push alone.
+    pub async fn start_push_only(cp: &ControlPlane, namespace: &str) -> Operator {
+        let polls = ["--poll-interval-active", "1h", "--poll-interval-idle", "1h"];
+        Operator::start(cp, namespace, &polls).await
+    }
+
     /// [`Operator::start`] with extra environment variables for the process.
     pub async fn start_with_env(
         cp: &ControlPlane,

@@ -18,12 +18,7 @@ async fn pushed_reports_complete_a_rollout_and_bad_signatures_are_refused() {
     let ns = cp.namespace("e2e-push").await;
     let mut emu = Emu::start(&profile(41, &[("dev-", 20, "")])).await;
     // One listing at the start (to learn the devices), then none within the test.
-    let op = Operator::start(
-        cp,
-        &ns,
-        &["--poll-interval-active", "1h", "--poll-interval-idle", "1h"],
-    )
-    .await;
+    let op = Operator::start_push_only(cp, &ns).await;
     emu.push_to(op.push_addr, WEBHOOK_KEY);
     apply(cp, &ns, &base_yaml(&emu));
     apply(

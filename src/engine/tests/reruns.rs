@@ -20,12 +20,18 @@ fn installed_fleet(record_reruns: bool) -> (Run, DeviceIndex) {
     (run, index)
 }
 
-#[test]
-fn a_rerun_is_recorded_once_and_counts_succeeded_after_a_restart() {
-    let (mut run, mut index) = installed_fleet(true);
+/// A minute later, the first device starts the update again; its identity.
+fn rerun_first(run: &mut Run) -> String {
     let first = run.fleet.devices[0].identity.clone();
     run.wait(MINUTE);
     run.fleet.rerun(&first);
+    first
+}
+
+#[test]
+fn a_rerun_is_recorded_once_and_counts_succeeded_after_a_restart() {
+    let (mut run, mut index) = installed_fleet(true);
+    let first = rerun_first(&mut run);
     let d = run.step_on(&mut index);
     assert_eq!(
         d.success_records,
@@ -55,9 +61,7 @@ fn a_rerun_is_recorded_once_and_counts_succeeded_after_a_restart() {
 #[test]
 fn without_records_a_restart_mid_rerun_counts_the_device_in_progress() {
     let (mut run, mut index) = installed_fleet(false);
-    let first = run.fleet.devices[0].identity.clone();
-    run.wait(MINUTE);
-    run.fleet.rerun(&first);
+    rerun_first(&mut run);
     let d = run.step_on(&mut index);
     assert!(
         d.success_records.is_empty(),
@@ -74,9 +78,7 @@ fn without_records_a_restart_mid_rerun_counts_the_device_in_progress() {
 #[test]
 fn a_record_removed_on_the_platform_is_written_again_and_a_foreign_record_means_nothing() {
     let (mut run, mut index) = installed_fleet(true);
-    let first = run.fleet.devices[0].identity.clone();
-    run.wait(MINUTE);
-    run.fleet.rerun(&first);
+    let first = rerun_first(&mut run);
     assert_eq!(run.step_on(&mut index).success_records, vec![first.clone()]);
     let tag = index.success_record().clone();
     // Someone removes the tag: the next listing shows it gone, and it is written again.
