@@ -150,17 +150,10 @@ async fn other_manifests(
 ) -> Result<OtherManifests, PluginError> {
     let ns = &target.namespace;
     let rollouts: Api<Rollout> = Api::namespaced(target.client.clone(), ns);
-    let listed = rollouts.list(&ListParams::default()).await.map_err(|e| {
-        Subject {
-            kind: "Rollout",
-            resource: "rollouts",
-            otau: true,
-            namespace: Some(ns),
-            name: None,
-            verb: "list",
-        }
-        .explain(e)
-    })?;
+    let listed = rollouts
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Subject::otau_list("Rollout", "rollouts", Some(ns)).explain(e))?;
     let connector = &package.spec.connector_ref.name;
     let newer = newer_rollout_packages(rollout, &listed.items);
     Ok(OtherManifests {
@@ -538,15 +531,7 @@ pub async fn run(
     let now = Timestamp::now().as_microsecond();
     let packages: Api<SoftwarePackage> = Api::namespaced(target.client.clone(), ns);
     let listed = packages.list(&ListParams::default()).await.map_err(|e| {
-        Subject {
-            kind: "SoftwarePackage",
-            resource: "softwarepackages",
-            otau: true,
-            namespace: Some(ns),
-            name: None,
-            verb: "list",
-        }
-        .explain(e)
+        Subject::otau_list("SoftwarePackage", "softwarepackages", Some(ns)).explain(e)
     })?;
     let others = other_manifests(target, &rollout, &listed.items, &package).await?;
     let mut rows = device_rows(&rollout, &manifest, &others, &identities, now)?;

@@ -73,7 +73,19 @@ pub struct Subject<'a> {
     pub verb: &'a str,
 }
 
-impl Subject<'_> {
+impl<'a> Subject<'a> {
+    /// A list of one of the otau.dev kinds, in `namespace` (`None`: every namespace).
+    pub fn otau_list(kind: &'a str, resource: &'a str, namespace: Option<&'a str>) -> Self {
+        Subject {
+            kind,
+            resource,
+            otau: true,
+            namespace,
+            name: None,
+            verb: "list",
+        }
+    }
+
     fn describe(&self) -> String {
         let place = match (self.namespace, self.name) {
             (Some(ns), Some(name)) => format!("{} {ns}/{name}", self.kind),

@@ -31,14 +31,7 @@ pub async fn run_list(
             Some(target.namespace.as_str()),
         )
     };
-    let subject = Subject {
-        kind: "Rollout",
-        resource: "rollouts",
-        otau: true,
-        namespace,
-        name: None,
-        verb: "list",
-    };
+    let subject = Subject::otau_list("Rollout", "rollouts", namespace);
     let mut list = api
         .list(&ListParams::default())
         .await

@@ -95,15 +95,24 @@ fn a_record_removed_on_the_platform_is_written_again_and_a_foreign_record_means_
     assert_eq!((t.succeeded, t.in_progress), (2, 1), "{t:?}");
 }
 
-#[test]
-fn an_aborted_rollout_writes_no_record() {
-    let (mut run, mut index) = installed_fleet(true);
+/// Three installed devices; `edit(spec, first device)` is applied and stepped (on an index
+/// built afresh for the edited targets), then the first device re-runs: that step's decision.
+fn rerun_after_an_edit(
+    edit: impl FnOnce(&mut crate::api::rollout::RolloutSpec, &str),
+) -> crate::engine::Decision {
+    let (mut run, _) = installed_fleet(true);
     let first = run.fleet.devices[0].identity.clone();
-    run.edit(|s| s.abort = true);
+    run.edit(|s| edit(s, &first));
+    let mut index = run.index();
     run.step_on(&mut index);
     run.wait(MINUTE);
     run.fleet.rerun(&first);
-    let d = run.step_on(&mut index);
+    run.step_on(&mut index)
+}
+
+#[test]
+fn an_aborted_rollout_writes_no_record() {
+    let d = rerun_after_an_edit(|s, _| s.abort = true);
     assert!(
         d.success_records.is_empty(),
         "aborted: nothing more is written"
@@ -113,19 +122,12 @@ fn an_aborted_rollout_writes_no_record() {
 
 #[test]
 fn an_excluded_device_that_re_runs_gets_no_record() {
-    let (mut run, _) = installed_fleet(true);
-    let first = run.fleet.devices[0].identity.clone();
-    run.edit(|s| {
+    let d = rerun_after_an_edit(|s, first| {
         s.targets.exclude = Some(crate::api::rollout::Exclusions {
-            identities: vec![first.clone()],
+            identities: vec![first.to_owned()],
             ..Default::default()
         })
     });
-    let mut index = run.index();
-    run.step_on(&mut index);
-    run.wait(MINUTE);
-    run.fleet.rerun(&first);
-    let d = run.step_on(&mut index);
     assert!(
         d.success_records.is_empty(),
         "an exclusion stops every write"
